@@ -1,0 +1,35 @@
+# Two commands for people: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+DEMO_DB := instance/demo.db
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: demo test test-sqlite test-postgres install browser clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+# A fresh SQLite database, migrated and seeded, served at http://127.0.0.1:5000
+# with localstripe beside it and mail written to instance/mail/.
+demo: install
+	mkdir -p instance
+	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
+	CROWDFUND_ENV=development DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) -m crowdfund.devserver
+
+# The whole suite on SQLite, then on PostgreSQL when TEST_DATABASE_URL is set.
+test: install
+	env -u TEST_DATABASE_URL $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	@if [ -n "$$TEST_DATABASE_URL" ]; then \
+		echo "== again on PostgreSQL: $$TEST_DATABASE_URL"; \
+		$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS); \
+	else echo "== TEST_DATABASE_URL not set: PostgreSQL run skipped"; fi
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

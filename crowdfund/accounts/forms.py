@@ -1,0 +1,38 @@
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length
+
+
+class SignUpForm(FlaskForm):
+    display_name = StringField("Your name", validators=[DataRequired("Enter your name."), Length(max=80)])
+    email = EmailField("E-mail", validators=[DataRequired("Enter your e-mail address."), Length(max=254)])
+    password = PasswordField(
+        "Password", validators=[DataRequired("Choose a password."), Length(max=256)],
+        description="At least 10 characters.",
+    )
+    confirm = PasswordField(
+        "Repeat password",
+        validators=[DataRequired("Repeat the password."), EqualTo("password", "The passwords differ.")],
+    )
+
+
+class LogInForm(FlaskForm):
+    email = EmailField("E-mail", validators=[DataRequired("Enter your e-mail address."), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired("Enter your password."), Length(max=256)])
+    remember = BooleanField("Keep me logged in")
+
+
+class RoleForm(FlaskForm):
+    role = SelectField("Role", choices=[("fan", "fan"), ("finance", "finance"), ("admin", "admin")])
+
+
+class StudioMembershipForm(FlaskForm):
+    studio_id = SelectField("Studio", coerce=int, choices=[])
+
+
+class StudioForm(FlaskForm):
+    name = StringField("Studio name", validators=[DataRequired("Enter the studio's name."), Length(max=120)])
+
+
+class EmptyForm(FlaskForm):
+    """A form with only the CSRF token, for buttons that POST."""

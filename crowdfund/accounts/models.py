@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from crowdfund.db import Base, UTCDateTime, utcnow
+
+
+class Role(StrEnum):
+    FAN = "fan"
+    STUDIO = "studio"
+    FINANCE = "finance"
+    ADMIN = "admin"
+
+
+#: Roles stored in user_roles; "studio" is derived from a studio membership.
+STORED_ROLES = (Role.FAN, Role.FINANCE, Role.ADMIN)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Lower-cased and stripped, so uniqueness ignores case.
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    display_name: Mapped[str] = mapped_column(String(80))
+    #: argon2id hash; never the password.
+    password_hash: Mapped[str] = mapped_column(String(255))
+    #: Bumped on password or role change: older login cookies stop working.
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    roles: Mapped[list[UserRole]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", lazy="selectin"
+    )
+    membership: Mapped[StudioMember | None] = relationship(
+        back_populates="user", lazy="selectin"
+    )
+
+    # flask-login's protocol, without importing Flask into the model.
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def is_anonymous(self) -> bool:
+        return False
+
+    def get_id(self) -> str:
+        return f"{self.id}.{self.session_version}"
+
+    @property
+    def role_names(self) -> set[str]:
+        names = {r.role for r in self.roles}
+        if self.membership is not None:
+            names.add(Role.STUDIO.value)
+        return names
+
+    def has_role(self, *roles: str) -> bool:
+        return bool(self.role_names.intersection(roles))
+
+    @property
+    def studio_id(self) -> int | None:
+        return self.membership.studio_id if self.membership else None
+
+
+class UserRole(Base):
+    __tablename__ = "user_roles"
+    __table_args__ = (CheckConstraint("role IN ('fan', 'finance', 'admin')", name="role"),)
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="roles")
+
+
+class Studio(Base):
+    __tablename__ = "studios"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    members: Mapped[list[StudioMember]] = relationship(back_populates="studio")
+
+
+class StudioMember(Base):
+    """A user works for one studio; membership is what makes them "studio"."""
+
+    __tablename__ = "studio_members"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), index=True)
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="membership")
+    studio: Mapped[Studio] = relationship(back_populates="members", lazy="joined")

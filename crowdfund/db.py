@@ -1,0 +1,137 @@
+"""Engine, one session per request, the declarative Base and shared column types.
+
+Services receive a `Session` and only flush; the request (or CLI step) that
+called them commits once at its boundary. Side effects such as e-mail are
+registered with `after_commit(session, fn)` and run only once the commit has
+succeeded, so a rolled-back request never sends anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python, naive UTC in the database.
+
+    SQLite keeps no zone and PostgreSQL's `timestamptz` converts on read;
+    storing naive UTC behaves the same on both, and refusing naive input keeps
+    local times from sneaking in.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where an aware UTC one is required")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+#: How SQLite transactions begin in the current context. IMMEDIATE takes the
+#: write lock at BEGIN, so two writers queue on busy_timeout instead of one
+#: failing with "database is locked" when it upgrades a read snapshot that
+#: another writer made stale. Read-only requests begin DEFERRED so readers
+#: never wait on each other.
+sqlite_begin_mode: ContextVar[str] = ContextVar("sqlite_begin_mode", default="IMMEDIATE")
+
+
+@contextmanager
+def sqlite_begin(mode: str) -> Iterator[None]:
+    token = sqlite_begin_mode.set(mode)
+    try:
+        yield
+    finally:
+        sqlite_begin_mode.reset(token)
+
+
+def make_engine(url: str, pool_size: int = 5, **kwargs: Any) -> Engine:
+    if url.startswith("sqlite"):
+        connect_args = {"timeout": 30, "check_same_thread": False}
+        if url in ("sqlite://", "sqlite:///:memory:"):
+            from sqlalchemy.pool import StaticPool
+
+            kwargs.setdefault("poolclass", StaticPool)
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+            # pysqlite's own BEGIN handling breaks SAVEPOINT and starts write
+            # transactions late; SQLAlchemy emits BEGIN itself (below).
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql(f"BEGIN {sqlite_begin_mode.get()}")
+
+        return engine
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        **kwargs,
+    )
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+# --- side effects after commit -------------------------------------------------
+
+_PENDING_KEY = "after_commit"
+
+
+def after_commit(session: Session, fn: Callable[[], None]) -> None:
+    """Run `fn` once the session's current transaction has committed."""
+    session.info.setdefault(_PENDING_KEY, []).append(fn)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    pending = session.info.pop(_PENDING_KEY, [])
+    for fn in pending:
+        fn()
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)

@@ -1,0 +1,138 @@
+"""`flask demo seed`: demo data for `make demo`. Never run against production."""
+
+from __future__ import annotations
+
+import io
+from datetime import date, timedelta
+
+import click
+from flask import current_app
+from PIL import Image, ImageDraw
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crowdfund.accounts import services as accounts
+from crowdfund.accounts.models import Role, User
+from crowdfund.db import utcnow
+from crowdfund.films import services as films
+from crowdfund.films.models import Film
+from crowdfund.films.rules import FilmInput
+from crowdfund.films.states import FilmState
+
+DEMO_PASSWORD = "demo-password-1"
+
+FILMS = [
+    # title, logline, final state, days to deadline (negative: past)
+    ("The Lighthouse Keeper's Daughter", "A storm, a secret and the last lighthouse on the Atlantic coast.", FilmState.FUNDING, 21),
+    ("Neon Harvest", "Farmers in 2071 grow the city's light. One of them stops.", FilmState.FUNDING, 9),
+    ("Paper Moons", "Two rival kite makers, one festival, no second chances.", FilmState.FUNDING, 40),
+    ("Salt Road", "A caravan crosses the last desert road before the border closes.", FilmState.FUNDED, -10),
+    ("Quiet Machines", "A repair shop for robots that no longer want to work.", FilmState.RELEASED, -120),
+    ("The Long Winter", "A village waits for a spring that does not come.", FilmState.FAILED, -5),
+    ("Echo Valley", "A sound engineer hears a voice on every tape she records.", FilmState.IN_REVIEW, 30),
+    ("Untitled Heist Comedy", "Five retired magicians rob the casino that fired them.", FilmState.DRAFT, 60),
+    ("Second Draft", "A writer's characters refuse the ending.", FilmState.CANCELLED, 30),
+]
+
+COLOURS = [(138, 28, 59), (23, 96, 58), (30, 60, 120), (150, 90, 20), (70, 40, 110), (20, 110, 120)]
+
+
+def poster_png(title: str, index: int) -> bytes:
+    image = Image.new("RGB", (400, 600), COLOURS[index % len(COLOURS)])
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((20, 20, 380, 580), outline=(255, 255, 255), width=4)
+    y = 260
+    for word in title.split():
+        draw.text((40, y), word.upper(), fill=(255, 255, 255))
+        y += 18
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _film_input(title: str, logline: str, days: int) -> FilmInput:
+    now = utcnow()
+    deadline = (now + timedelta(days=days)).replace(minute=0, second=0, microsecond=0)
+    return FilmInput(
+        title=title,
+        logline=logline,
+        synopsis=f"{logline}\n\nA feature film in development. This synopsis is demo text.",
+        risks="Principal photography depends on weather permits at our coastal locations.",
+        funding_goal_cents=2_500_000,
+        stake_price_cents=5000,
+        stake_cap=1000,
+        per_backer_limit=40,
+        deadline=deadline,
+        timezone="America/Los_Angeles",
+        expected_release_date=(deadline + timedelta(days=240)).date()
+        if days > -200 else date.today(),
+        recoup_share_bps=5000,
+        recoup_multiple_bps=12000,
+        profit_share_bps=1000,
+    )
+
+
+def _walk_to(session: Session, film: Film, target: FilmState, studio_user: User, admin: User) -> None:
+    """Move a new draft to `target` through the real state machine."""
+    now = utcnow()
+    if target == FilmState.DRAFT:
+        return
+    if target == FilmState.CANCELLED:
+        films.withdraw(session, film, studio_user, now=now)
+        return
+    # Past deadlines: open the film as if it had been approved before its deadline.
+    opened = min(now, film.deadline - timedelta(days=30))
+    films.change_film_state(session, film, FilmState.IN_REVIEW, now=opened, actor=studio_user)
+    if target == FilmState.IN_REVIEW:
+        return
+    films.change_film_state(session, film, FilmState.FUNDING, now=opened, actor=admin)
+    if target == FilmState.FUNDING:
+        return
+    decided = film.deadline
+    if target == FilmState.FAILED:
+        films.change_film_state(session, film, FilmState.FAILED, now=decided)
+        return
+    films.change_film_state(session, film, FilmState.FUNDED, now=decided)
+    if target == FilmState.RELEASED:
+        films.change_film_state(session, film, FilmState.RELEASED, now=decided + timedelta(days=60), actor=studio_user)
+
+
+def seed(session: Session) -> list[tuple[str, str]]:
+    logins: list[tuple[str, str]] = []
+    admin = accounts.create_user(session, "admin@example.com", DEMO_PASSWORD, "Ada Admin", roles=(Role.ADMIN,))
+    finance = accounts.create_user(session, "finance@example.com", DEMO_PASSWORD, "Fin Ance", roles=(Role.FINANCE,))
+    studio_user = accounts.create_user(session, "studio@example.com", DEMO_PASSWORD, "Sam Studio", roles=())
+    studio = accounts.create_studio(session, "Northlight Pictures")
+    accounts.set_studio(session, studio_user, studio)
+    logins += [("admin", admin.email), ("finance", finance.email), ("studio", studio_user.email)]
+    for n, name in enumerate(["Fay Fan", "Femi Fan", "Fumiko Fan", "Felix Fan"], start=1):
+        fan = accounts.sign_up(session, f"fan{n}@example.com", DEMO_PASSWORD, name)
+        logins.append(("fan", fan.email))
+    for index, (title, logline, target, days) in enumerate(FILMS):
+        film = films.create_film(
+            session, studio_user, _film_input(title, logline, days),
+            poster=poster_png(title, index), poster_max_bytes=2 * 1024 * 1024,
+        )
+        _walk_to(session, film, target, studio_user, admin)
+    session.flush()
+    return logins
+
+
+@click.group("demo", help="Demo data (development only).")
+def demo_command() -> None:
+    pass
+
+
+@demo_command.command("seed")
+def seed_command() -> None:
+    """Fill an empty database with demo users and films."""
+    if current_app.config["ENV_NAME"] == "production":
+        raise click.ClickException("Refusing to seed demo data in production.")
+    with current_app.extensions["crowdfund.sessionmaker"]() as session:
+        if session.scalar(select(User.id).limit(1)) is not None:
+            raise click.ClickException("The database already has users; demo seed wants an empty one.")
+        logins = seed(session)
+        session.commit()
+    click.echo("Demo logins (password for all: %s):" % DEMO_PASSWORD)
+    for role, email in logins:
+        click.echo(f"  {role:8} {email}")

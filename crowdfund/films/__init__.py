@@ -1,0 +1,1 @@
+"""Film projects: drafts, review, terms and the public catalogue."""

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from datetime import UTC
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from wtforms import DateField, DateTimeLocalField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
+
+from crowdfund.films.rules import FilmInput
+from crowdfund.money import format_cents_plain, parse_amount
+
+TIMEZONES = [
+    "UTC",
+    "America/Los_Angeles",
+    "America/Denver",
+    "America/Chicago",
+    "America/New_York",
+    "America/Sao_Paulo",
+    "Europe/London",
+    "Europe/Paris",
+    "Europe/Berlin",
+    "Africa/Lagos",
+    "Asia/Kolkata",
+    "Asia/Shanghai",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+]
+
+
+def _money(form: FlaskForm, field: StringField) -> None:
+    try:
+        field.cents = parse_amount(field.data or "")
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from exc
+
+
+def _percent_to_bps(text: str, scale: int) -> int:
+    try:
+        value = Decimal((text or "").strip().rstrip("%x").strip())
+    except InvalidOperation as exc:
+        raise ValidationError("Enter a number, like 50 or 12.5.") from exc
+    if not value.is_finite() or value < 0 or value > 1000:
+        raise ValidationError("Enter a number between 0 and 100.")
+    bps = value * scale
+    if bps != bps.to_integral_value():
+        raise ValidationError("Use at most two decimals.")
+    return int(bps)
+
+
+def _percent(form: FlaskForm, field: StringField) -> None:
+    field.bps = _percent_to_bps(field.data, 100)
+
+
+def _multiple(form: FlaskForm, field: StringField) -> None:
+    field.bps = _percent_to_bps(field.data, 10_000)
+
+
+class FilmForm(FlaskForm):
+    title = StringField("Title", validators=[DataRequired("Enter a title."), Length(max=120)])
+    logline = StringField("Logline", validators=[DataRequired("Enter a logline."), Length(max=200)],
+                          description="One sentence that sells the film.")
+    synopsis = TextAreaField("Synopsis", validators=[DataRequired("Enter a synopsis."), Length(max=20_000)])
+    risks = TextAreaField("Risks specific to this film", validators=[Optional(), Length(max=20_000)],
+                          description="Shown to fans beside the platform's standard risks.")
+    poster = FileField("Poster (PNG or JPEG, at most 2 MB)")
+    funding_goal = StringField("Funding goal ($)", validators=[DataRequired("Enter a funding goal."), _money])
+    stake_price = StringField("Price of one stake ($)", default="50.00",
+                              validators=[DataRequired("Enter the stake price."), _money])
+    stake_cap = IntegerField("Most stakes on sale (cap)", validators=[InputRequired("Enter the cap."),
+                             NumberRange(1, 1_000_000, "Between 1 and 1,000,000.")])
+    per_backer_limit = IntegerField("Most stakes one backer may hold", validators=[
+        InputRequired("Enter the per-backer limit."), NumberRange(1, 1_000_000, "Between 1 and 1,000,000.")])
+    deadline = DateTimeLocalField("Funding deadline", format="%Y-%m-%dT%H:%M",
+                                  validators=[InputRequired("Enter the deadline as a date and time.")])
+    timezone = SelectField("Time zone of the deadline", choices=[(z, z) for z in TIMEZONES], default="UTC")
+    expected_release_date = DateField("Expected release date",
+                                      validators=[InputRequired("Enter the expected release date.")])
+    recoup_share = StringField("Backers' share of receipts until recouped (%)", default="50",
+                               validators=[DataRequired("Enter a percentage."), _percent])
+    recoup_multiple = StringField("Recoup target (multiple of the money raised)", default="1.2",
+                                  validators=[DataRequired("Enter a multiple, like 1 or 1.2."), _multiple])
+    profit_share = StringField("Backers' share of receipts after that (%)", default="10",
+                               validators=[DataRequired("Enter a percentage."), _percent])
+
+    def to_input(self) -> FilmInput:
+        zone = ZoneInfo(self.timezone.data)
+        deadline = self.deadline.data.replace(tzinfo=zone).astimezone(UTC)
+        return FilmInput(
+            title=self.title.data or "",
+            logline=self.logline.data or "",
+            synopsis=self.synopsis.data or "",
+            risks=self.risks.data or "",
+            funding_goal_cents=self.funding_goal.cents,
+            stake_price_cents=self.stake_price.cents,
+            stake_cap=self.stake_cap.data,
+            per_backer_limit=self.per_backer_limit.data,
+            deadline=deadline,
+            timezone=self.timezone.data,
+            expected_release_date=self.expected_release_date.data,
+            recoup_share_bps=self.recoup_share.bps,
+            recoup_multiple_bps=self.recoup_multiple.bps,
+            profit_share_bps=self.profit_share.bps,
+        )
+
+    def fill_from(self, film) -> None:  # type: ignore[no-untyped-def]
+        zone = ZoneInfo(film.timezone)
+        self.title.data = film.title
+        self.logline.data = film.logline
+        self.synopsis.data = film.synopsis
+        self.risks.data = film.risks
+        self.funding_goal.data = format_cents_plain(film.funding_goal_cents)
+        self.stake_price.data = format_cents_plain(film.stake_price_cents)
+        self.stake_cap.data = film.stake_cap
+        self.per_backer_limit.data = film.per_backer_limit
+        self.deadline.data = film.deadline.astimezone(zone).replace(tzinfo=None)
+        self.timezone.data = film.timezone
+        self.expected_release_date.data = film.expected_release_date
+        self.recoup_share.data = _bps_to_text(film.recoup_share_bps, 100)
+        self.recoup_multiple.data = _bps_to_text(film.recoup_multiple_bps, 10_000)
+        self.profit_share.data = _bps_to_text(film.profit_share_bps, 100)
+
+
+def _bps_to_text(bps: int, scale: int) -> str:
+    text = format(Decimal(bps) / scale, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+class SendBackForm(FlaskForm):
+    reason = TextAreaField("Reason the studio will see", validators=[
+        DataRequired("Say why the film goes back to the studio."), Length(max=5000)])

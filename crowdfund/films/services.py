@@ -1,0 +1,264 @@
+"""Film services: drafts, review, the one state-change function, catalogue queries."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, fields
+from datetime import datetime
+from math import ceil
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from crowdfund.accounts.models import User
+from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
+from crowdfund.films.models import Film, FilmEvent
+from crowdfund.films.rules import FilmInput, deadline_problem, film_input_problems
+from crowdfund.films.states import PUBLIC_STATES, FilmState, check_film_transition
+from crowdfund.uploads import check_image, store_file
+
+
+class FilmInputError(DomainError):
+    """Several fields are wrong at once; `problems` maps field -> message."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        super().__init__("Please correct the fields marked below.")
+        self.problems = problems
+
+
+def change_film_state(
+    session: Session,
+    film: Film,
+    target: FilmState,
+    *,
+    now: datetime,
+    actor: User | None = None,
+    reason: str | None = None,
+) -> None:
+    """The only way a film changes state: checks the transition, records it."""
+    check_film_transition(film.state, target)
+    session.add(
+        FilmEvent(
+            film_id=film.id,
+            from_state=film.state,
+            to_state=target.value,
+            actor_id=actor.id if actor else None,
+            reason=reason,
+            at=now,
+        )
+    )
+    film.state = target.value
+    if target == FilmState.IN_REVIEW:
+        film.submitted_at = now
+        film.review_note = None
+    elif target == FilmState.DRAFT:
+        film.review_note = reason
+    elif target == FilmState.FUNDING:
+        film.opened_at = now
+    elif target in (FilmState.FUNDED, FilmState.FAILED):
+        film.decided_at = now
+    elif target == FilmState.RELEASED:
+        film.released_at = now
+    session.flush()
+
+
+def _slugify(title: str) -> str:
+    text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^a-zA-Z0-9]+", "-", text).strip("-").lower()
+    return text[:100] or "film"
+
+
+def _unique_slug(session: Session, title: str) -> str:
+    base = _slugify(title)
+    slug, n = base, 1
+    while session.scalar(select(Film.id).where(Film.slug == slug)) is not None:
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+def _apply_input(film: Film, data: FilmInput) -> None:
+    for field in fields(FilmInput):
+        value = getattr(data, field.name)
+        if isinstance(value, str):
+            value = value.strip()
+        setattr(film, field.name, value)
+
+
+def _validate(data: FilmInput) -> None:
+    problems = film_input_problems(data)
+    if problems:
+        raise FilmInputError(problems)
+
+
+def _attach_poster(session: Session, film: Film, poster: bytes | None, max_bytes: int) -> None:
+    if poster is None:
+        return
+    content_type = check_image(poster, max_bytes)
+    film.poster_id = store_file(session, poster, content_type).id
+
+
+def create_film(
+    session: Session,
+    user: User,
+    data: FilmInput,
+    *,
+    poster: bytes | None,
+    poster_max_bytes: int,
+) -> Film:
+    if user.studio_id is None:
+        raise Forbidden("Only studio members create films.")
+    _validate(data)
+    film = Film(studio_id=user.studio_id, slug=_unique_slug(session, data.title))
+    _apply_input(film, data)
+    _attach_poster(session, film, poster, poster_max_bytes)
+    session.add(film)
+    session.flush()
+    return film
+
+
+def update_film(
+    session: Session,
+    film: Film,
+    data: FilmInput,
+    *,
+    poster: bytes | None,
+    poster_max_bytes: int,
+) -> None:
+    if film.state != FilmState.DRAFT:
+        raise Conflict("Only drafts can be edited; the terms of a film under review or open are fixed.")
+    _validate(data)
+    _apply_input(film, data)
+    _attach_poster(session, film, poster, poster_max_bytes)
+    session.flush()
+
+
+def _check_ready(film: Film, now: datetime) -> None:
+    if film.poster_id is None:
+        raise DomainError("Add a poster before submitting the film for review.")
+    problem = deadline_problem(film.deadline, now)
+    if problem:
+        raise DomainError(problem + " Edit the draft and choose a new deadline.")
+
+
+def submit_for_review(session: Session, film: Film, user: User, *, now: datetime) -> None:
+    if film.state != FilmState.DRAFT:
+        raise Conflict("This film is not a draft.")
+    _check_ready(film, now)
+    change_film_state(session, film, FilmState.IN_REVIEW, now=now, actor=user)
+
+
+def approve(session: Session, film: Film, admin: User, *, now: datetime) -> None:
+    """Open the film for funding; from here its terms never change."""
+    if film.state != FilmState.IN_REVIEW:
+        raise Conflict("Only films in review can be approved.")
+    _check_ready(film, now)
+    change_film_state(session, film, FilmState.FUNDING, now=now, actor=admin)
+
+
+def send_back(session: Session, film: Film, admin: User, reason: str, *, now: datetime) -> None:
+    reason = (reason or "").strip()
+    if not reason:
+        raise DomainError("Say why the film goes back to the studio.", field="reason")
+    if film.state != FilmState.IN_REVIEW:
+        raise Conflict("Only films in review can be sent back.")
+    change_film_state(session, film, FilmState.DRAFT, now=now, actor=admin, reason=reason[:5000])
+
+
+def withdraw(session: Session, film: Film, user: User, *, now: datetime) -> None:
+    """The studio cancels a film that has not opened for funding yet."""
+    if film.state not in (FilmState.DRAFT, FilmState.IN_REVIEW):
+        raise Conflict("Only drafts and films in review can be withdrawn.")
+    change_film_state(session, film, FilmState.CANCELLED, now=now, actor=user, reason="withdrawn")
+
+
+def mark_released(session: Session, film: Film, user: User, *, now: datetime) -> None:
+    if film.state != FilmState.FUNDED:
+        raise Conflict("Only funded films can be marked released.")
+    change_film_state(session, film, FilmState.RELEASED, now=now, actor=user)
+
+
+# --- lookups -------------------------------------------------------------------
+
+
+def studio_film(session: Session, user: User, film_id: int) -> Film:
+    """A film of the user's own studio; another studio's film is not found."""
+    film = session.get(Film, film_id)
+    if film is None or user.studio_id is None or film.studio_id != user.studio_id:
+        raise NotFound("No such film.")
+    return film
+
+
+def studio_films(session: Session, studio_id: int) -> list[Film]:
+    return list(
+        session.scalars(
+            select(Film).where(Film.studio_id == studio_id).order_by(Film.created_at.desc())
+        )
+    )
+
+
+def film_by_id(session: Session, film_id: int) -> Film:
+    film = session.get(Film, film_id)
+    if film is None:
+        raise NotFound("No such film.")
+    return film
+
+
+def visible_film(session: Session, slug: str, viewer: User | None) -> Film:
+    """A film by slug as `viewer` may see it: public states for all, others for
+    the film's studio and admins only."""
+    film = session.scalar(select(Film).where(Film.slug == slug))
+    if film is None:
+        raise NotFound("No such film.")
+    if film.state in PUBLIC_STATES:
+        return film
+    if viewer is not None and (viewer.has_role("admin") or viewer.studio_id == film.studio_id):
+        return film
+    raise NotFound("No such film.")
+
+
+def films_in_review(session: Session) -> list[Film]:
+    return list(
+        session.scalars(
+            select(Film).where(Film.state == FilmState.IN_REVIEW).order_by(Film.submitted_at)
+        )
+    )
+
+
+@dataclass
+class Page:
+    items: list[Film]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, ceil(self.total / self.per_page))
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
+
+def catalogue_page(
+    session: Session, states: tuple[FilmState, ...], page: int, per_page: int = 12
+) -> Page:
+    condition = Film.state.in_([s.value for s in states])
+    total = session.scalar(select(func.count()).select_from(Film).where(condition)) or 0
+    order = Film.deadline.asc() if states == (FilmState.FUNDING,) else Film.decided_at.desc()
+    items = list(
+        session.scalars(
+            select(Film)
+            .where(condition)
+            .order_by(order, Film.id)
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        )
+    )
+    return Page(items=items, page=page, per_page=per_page, total=total)

@@ -1,0 +1,262 @@
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from crowdfund.accounts.forms import EmptyForm
+from crowdfund.accounts.models import Role
+from crowdfund.errors import DomainError
+from crowdfund.films import services
+from crowdfund.films.forms import FilmForm, SendBackForm
+from crowdfund.films.states import FilmState
+from crowdfund.films.terms import PLATFORM_RISKS, describe_terms
+from crowdfund.funding.queries import funding_stats
+from crowdfund.uploads import StoredFile
+from crowdfund.web import db, now, role_required, user
+
+catalogue_bp = Blueprint("catalogue", __name__)
+studio_bp = Blueprint("studio", __name__, url_prefix="/studio")
+review_bp = Blueprint("review", __name__, url_prefix="/admin/reviews")
+
+SECTIONS = {
+    "funding": ("Open for funding", (FilmState.FUNDING,)),
+    "funded": ("Funded", (FilmState.FUNDED,)),
+    "released": ("Released", (FilmState.RELEASED, FilmState.CLOSED)),
+}
+
+
+def _page_number() -> int:
+    raw = request.args.get("page", "1")
+    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+        abort(404)
+    return int(raw)
+
+
+def _terms(film: Any) -> list[str]:
+    return describe_terms(
+        film.recoup_share_bps, film.recoup_multiple_bps, film.profit_share_bps, film.funding_goal_cents
+    )
+
+
+# --- public catalogue ---------------------------------------------------------------
+
+
+@catalogue_bp.route("/")
+def home() -> Any:
+    return _section("funding")
+
+
+@catalogue_bp.route("/films")
+def films() -> Any:
+    section = request.args.get("section", "funding")
+    if section not in SECTIONS:
+        abort(404)
+    return _section(section)
+
+
+def _section(section: str) -> Any:
+    title, states = SECTIONS[section]
+    page = services.catalogue_page(db(), states, _page_number())
+    if page.page > page.pages:
+        abort(404)
+    stats = funding_stats(db(), [f.id for f in page.items])
+    return render_template(
+        "films/catalogue.html", page=page, stats=stats, section=section, title=title, sections=SECTIONS
+    )
+
+
+@catalogue_bp.route("/films/<slug>")
+def film_page(slug: str) -> Any:
+    viewer = current_user if current_user.is_authenticated else None
+    film = services.visible_film(db(), slug[:140], viewer)
+    stats = funding_stats(db(), [film.id])[film.id]
+    return render_template(
+        "films/film.html", film=film, stats=stats, terms=_terms(film), platform_risks=PLATFORM_RISKS
+    )
+
+
+@catalogue_bp.route("/files/<int:file_id>")
+def stored_file(file_id: int) -> Any:
+    stored = db().get(StoredFile, file_id) or abort(404)
+    # Only images are served inline; anything else downloads as an attachment.
+    response = make_response(stored.data)
+    response.headers["Content-Type"] = stored.content_type
+    if not stored.content_type.startswith("image/"):
+        response.headers["Content-Disposition"] = f'attachment; filename="file-{stored.id}"'
+    response.headers["Cache-Control"] = "public, max-age=86400, immutable"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+
+# --- studio -------------------------------------------------------------------------
+
+
+@studio_bp.route("/")
+@role_required(Role.STUDIO)
+def dashboard() -> Any:
+    films = services.studio_films(db(), user().studio_id)
+    stats = funding_stats(db(), [f.id for f in films])
+    return render_template("studio/dashboard.html", films=films, stats=stats, studio=user().membership.studio)
+
+
+def _poster_bytes(form: FilmForm) -> bytes | None:
+    upload = form.poster.data
+    if upload is None or not getattr(upload, "filename", ""):
+        return None
+    return upload.read(current_app.config["POSTER_MAX_BYTES"] + 1)
+
+
+def _apply_problems(form: FilmForm, exc: DomainError) -> None:
+    problems = getattr(exc, "problems", None) or {exc.field or "title": exc.message}
+    for field_name, message in problems.items():
+        field = getattr(form, field_name, None)
+        if field is not None:
+            field.errors = list(field.errors) + [message]
+        else:
+            flash(message, "error")
+
+
+@studio_bp.route("/films/new", methods=["GET", "POST"])
+@role_required(Role.STUDIO)
+def new_film() -> Any:
+    form = FilmForm()
+    if form.validate_on_submit():
+        try:
+            film = services.create_film(
+                db(), user(), form.to_input(), poster=_poster_bytes(form),
+                poster_max_bytes=current_app.config["POSTER_MAX_BYTES"],
+            )
+            db().commit()
+        except DomainError as exc:
+            db().rollback()
+            _apply_problems(form, exc)
+        else:
+            flash("Draft saved. Submit it for review when it is ready.", "success")
+            return redirect(url_for("studio.film_detail", film_id=film.id), 303)
+    return render_template("studio/film_form.html", form=form, film=None), 400 if form.errors else 200
+
+
+@studio_bp.route("/films/<int:film_id>")
+@role_required(Role.STUDIO)
+def film_detail(film_id: int) -> Any:
+    film = services.studio_film(db(), user(), film_id)
+    stats = funding_stats(db(), [film.id])[film.id]
+    return render_template("studio/film.html", film=film, stats=stats, terms=_terms(film), form=EmptyForm())
+
+
+@studio_bp.route("/films/<int:film_id>/edit", methods=["GET", "POST"])
+@role_required(Role.STUDIO)
+def edit_film(film_id: int) -> Any:
+    film = services.studio_film(db(), user(), film_id)
+    if film.state != FilmState.DRAFT:
+        flash("Only drafts can be edited.", "error")
+        return redirect(url_for("studio.film_detail", film_id=film.id), 303)
+    form = FilmForm()
+    if request.method == "GET":
+        form.fill_from(film)
+    elif form.validate_on_submit():
+        try:
+            services.update_film(
+                db(), film, form.to_input(), poster=_poster_bytes(form),
+                poster_max_bytes=current_app.config["POSTER_MAX_BYTES"],
+            )
+            db().commit()
+        except DomainError as exc:
+            db().rollback()
+            _apply_problems(form, exc)
+        else:
+            flash("Draft saved.", "success")
+            return redirect(url_for("studio.film_detail", film_id=film.id), 303)
+    return render_template("studio/film_form.html", form=form, film=film), 400 if form.errors else 200
+
+
+def _studio_action(film_id: int, action: Any, success: str) -> Any:
+    film = services.studio_film(db(), user(), film_id)
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        action(db(), film, user(), now=now())
+        db().commit()
+    except DomainError as exc:
+        db().rollback()
+        flash(exc.message, "error")
+    else:
+        flash(success, "success")
+    return redirect(url_for("studio.film_detail", film_id=film.id), 303)
+
+
+@studio_bp.route("/films/<int:film_id>/submit", methods=["POST"])
+@role_required(Role.STUDIO)
+def submit_film(film_id: int) -> Any:
+    return _studio_action(film_id, services.submit_for_review, "Submitted for review. An admin will look at it soon.")
+
+
+@studio_bp.route("/films/<int:film_id>/withdraw", methods=["POST"])
+@role_required(Role.STUDIO)
+def withdraw_film(film_id: int) -> Any:
+    return _studio_action(film_id, services.withdraw, "The film was withdrawn.")
+
+
+@studio_bp.route("/films/<int:film_id>/release", methods=["POST"])
+@role_required(Role.STUDIO)
+def release_film(film_id: int) -> Any:
+    return _studio_action(film_id, services.mark_released, "The film is marked released.")
+
+
+# --- admin review -------------------------------------------------------------------
+
+
+@review_bp.route("/")
+@role_required(Role.ADMIN)
+def queue() -> Any:
+    return render_template("admin/reviews.html", films=services.films_in_review(db()))
+
+
+@review_bp.route("/<int:film_id>", methods=["GET"])
+@role_required(Role.ADMIN)
+def review(film_id: int) -> Any:
+    film = services.film_by_id(db(), film_id)
+    return render_template(
+        "admin/review.html", film=film, terms=_terms(film), approve_form=EmptyForm(prefix="approve"),
+        send_back_form=SendBackForm(prefix="back"),
+    )
+
+
+@review_bp.route("/<int:film_id>/approve", methods=["POST"])
+@role_required(Role.ADMIN)
+def approve(film_id: int) -> Any:
+    film = services.film_by_id(db(), film_id)
+    if not EmptyForm(prefix="approve").validate_on_submit():
+        abort(400)
+    try:
+        services.approve(db(), film, user(), now=now())
+        db().commit()
+    except DomainError as exc:
+        db().rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("review.review", film_id=film.id), 303)
+    flash(f"{film.title} is open for funding.", "success")
+    return redirect(url_for("review.queue"), 303)
+
+
+@review_bp.route("/<int:film_id>/send-back", methods=["POST"])
+@role_required(Role.ADMIN)
+def send_back(film_id: int) -> Any:
+    film = services.film_by_id(db(), film_id)
+    form = SendBackForm(prefix="back")
+    if form.validate_on_submit():
+        try:
+            services.send_back(db(), film, user(), form.reason.data, now=now())
+            db().commit()
+        except DomainError as exc:
+            db().rollback()
+            flash(exc.message, "error")
+        else:
+            flash(f"{film.title} went back to the studio.", "success")
+            return redirect(url_for("review.queue"), 303)
+    return render_template(
+        "admin/review.html", film=film, terms=_terms(film), approve_form=EmptyForm(prefix="approve"),
+        send_back_form=form,
+    ), 400

@@ -1,0 +1,1 @@
+"""Stake holds, orders, cancellation and round close."""

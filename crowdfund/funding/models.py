@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from crowdfund.accounts.models import User
+from crowdfund.db import Base, UTCDateTime, utcnow
+from crowdfund.films.models import Film
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    PAID = "paid"
+    EXPIRED = "expired"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+
+
+class FilmInventory(Base):
+    """A film's stake counters: the one hot row every hold updates conditionally."""
+
+    __tablename__ = "film_inventory"
+    __table_args__ = (
+        CheckConstraint("sold >= 0 AND held >= 0 AND sold + held <= cap", name="within_cap"),
+    )
+
+    film_id: Mapped[int] = mapped_column(
+        ForeignKey("films.id", ondelete="CASCADE"), primary_key=True
+    )
+    cap: Mapped[int] = mapped_column(Integer)
+    #: Units in paid orders.
+    sold: Mapped[int] = mapped_column(Integer, default=0)
+    #: Units in pending orders, including expired ones not yet released.
+    held: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BackerPosition(Base):
+    """Units a backer has paid for or holds in one film; bounded by the per-backer limit."""
+
+    __tablename__ = "backer_positions"
+    __table_args__ = (CheckConstraint("units >= 0", name="units"),)
+
+    film_id: Mapped[int] = mapped_column(
+        ForeignKey("films.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
+    units: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint("units > 0", name="units"),
+        CheckConstraint("amount_cents = units * unit_price_cents", name="amount"),
+        CheckConstraint(
+            "status IN ('pending', 'paid', 'expired', 'failed', 'cancelled', 'refunded')",
+            name="status",
+        ),
+        UniqueConstraint("user_id", "idempotency_key", name="uq_orders_user_idempotency_key"),
+        Index("ix_orders_film_status", "film_id", "status"),
+        Index("ix_orders_status_expires_at", "status", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Shown to the backer and on receipts; random, not derived from the id.
+    reference: Mapped[str] = mapped_column(String(24), unique=True)
+    film_id: Mapped[int] = mapped_column(ForeignKey("films.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    units: Mapped[int] = mapped_column(Integer)
+    unit_price_cents: Mapped[int] = mapped_column(Integer)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default=OrderStatus.PENDING.value)
+    #: The token of the form that created the order: a resubmitted form finds it again.
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: The hold lapses at this moment unless the order is paid.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    stripe_setup_intent_id: Mapped[str | None] = mapped_column(String(255))
+    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_refund_id: Mapped[str | None] = mapped_column(String(255))
+    #: Refund progress as the backer sees it: None, "requested" or "done".
+    refund_state: Mapped[str | None] = mapped_column(String(16))
+    failure_message: Mapped[str | None] = mapped_column(Text)
+
+    film: Mapped[Film] = relationship(lazy="joined")
+    user: Mapped[User] = relationship()

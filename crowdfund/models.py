@@ -1,0 +1,14 @@
+"""Imports every model so that `Base.metadata` is complete (Alembic, tests)."""
+
+from crowdfund.accounts.models import Studio, StudioMember, User, UserRole
+from crowdfund.db import Base
+from crowdfund.films.models import Film, FilmEvent
+from crowdfund.funding.models import BackerPosition, FilmInventory, Order
+from crowdfund.uploads import StoredFile
+
+metadata = Base.metadata
+
+__all__ = [
+    "BackerPosition", "Film", "FilmEvent", "FilmInventory", "Order", "StoredFile", "Studio",
+    "StudioMember", "User", "UserRole", "metadata",
+]

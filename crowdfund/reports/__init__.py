@@ -1,0 +1,1 @@
+"""Finance pages and exports: read only."""

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, render_template
+from sqlalchemy import select
+
+from crowdfund.accounts.models import Role
+from crowdfund.films.models import Film
+from crowdfund.films.states import FilmState
+from crowdfund.funding.queries import funding_stats
+from crowdfund.web import db, role_required
+
+finance_bp = Blueprint("finance", __name__, url_prefix="/finance")
+
+
+@finance_bp.route("/")
+@role_required(Role.FINANCE, Role.ADMIN)
+def dashboard() -> Any:
+    films = list(
+        db().scalars(
+            select(Film)
+            .where(Film.state.not_in([FilmState.DRAFT.value, FilmState.IN_REVIEW.value]))
+            .order_by(Film.deadline.desc())
+        )
+    )
+    return render_template("finance/dashboard.html", films=films, stats=funding_stats(db(), [f.id for f in films]))

@@ -1,0 +1,63 @@
+"""Glue between Flask and the domain: the request's session, the clock, access checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import abort, current_app, g, request
+from flask_login import current_user
+from sqlalchemy.orm import Session
+
+from crowdfund.extensions import login_manager
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def db() -> Session:
+    """The request's session; closed (and rolled back if uncommitted) at teardown."""
+    if "db_session" not in g:
+        g.db_session = current_app.extensions["crowdfund.sessionmaker"]()
+    return g.db_session
+
+
+def now() -> datetime:
+    """The current time in UTC; tests replace the clock to move time."""
+    return current_app.extensions["crowdfund.clock"]()
+
+
+def user() -> Any:
+    return current_user._get_current_object()
+
+
+def role_required(*roles: str) -> Callable[[F], F]:
+    """Anonymous users are sent to log in; users without any of `roles` get 403."""
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            if roles and not current_user.has_role(*roles):
+                abort(403)
+            return view(*args, **kwargs)
+
+        wrapped.required_roles = roles  # type: ignore[attr-defined]
+        return wrapped  # type: ignore[return-value]
+
+    return decorator
+
+
+def login_required(view: F) -> F:
+    return role_required()(view)
+
+
+def is_safe_next(target: str | None) -> bool:
+    """Only same-site relative paths are followed after log-in."""
+    return bool(target) and target.startswith("/") and not target.startswith("//") and "\\" not in target
+
+
+def wants_json() -> bool:
+    return request.accept_mimetypes.best == "application/json"
