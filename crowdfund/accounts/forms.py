@@ -23,7 +23,7 @@ class LogInForm(FlaskForm):
 
 
 class RoleForm(FlaskForm):
-    role = SelectField("Role", choices=[("fan", "fan"), ("finance", "finance"), ("admin", "admin")])
+    role = SelectField("Role", choices=["fan", "finance", "admin"])
 
 
 class StudioMembershipForm(FlaskForm):

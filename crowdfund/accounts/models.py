@@ -38,7 +38,7 @@ class User(Base):
         back_populates="user", cascade="all, delete-orphan", lazy="selectin"
     )
     membership: Mapped[StudioMember | None] = relationship(
-        back_populates="user", lazy="selectin"
+        back_populates="user", lazy="selectin", cascade="all, delete-orphan"
     )
 
     # flask-login's protocol, without importing Flask into the model.

@@ -126,14 +126,10 @@ def get_or_create_studio(session: Session, name: str) -> Studio:
 
 def set_studio(session: Session, user: User, studio: Studio | None) -> None:
     """Make `user` a member of `studio`, or of none (removes the studio role)."""
-    if user.membership is not None:
-        if studio is not None and user.membership.studio_id == studio.id:
-            return
-        session.delete(user.membership)
-        session.flush()
-        user.membership = None
-    if studio is not None:
-        user.membership = StudioMember(user_id=user.id, studio_id=studio.id)
+    current = user.membership.studio_id if user.membership else None
+    if current == (studio.id if studio else None):
+        return
+    user.membership = StudioMember(studio_id=studio.id) if studio is not None else None
     user.session_version += 1
     session.flush()
 

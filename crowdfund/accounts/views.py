@@ -5,6 +5,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import login_user, logout_user
 from sqlalchemy import func, or_, select
+from wtforms.fields.choices import SelectChoice
 
 from crowdfund.accounts import services
 from crowdfund.accounts.forms import EmptyForm, LogInForm, RoleForm, SignUpForm, StudioForm, StudioMembershipForm
@@ -108,7 +109,7 @@ def users() -> Any:
 def _membership_form(account: User) -> StudioMembershipForm:
     form = StudioMembershipForm(prefix="membership")
     studios = db().scalars(select(Studio).order_by(Studio.name))
-    form.studio_id.choices = [(0, "No studio")] + [(s.id, s.name) for s in studios]
+    form.studio_id.choices = [SelectChoice("0", "No studio")] + [SelectChoice(str(s.id), s.name) for s in studios]
     if request.method == "GET":
         form.studio_id.data = account.studio_id or 0
     return form

@@ -75,7 +75,7 @@ class FilmForm(FlaskForm):
         InputRequired("Enter the per-backer limit."), NumberRange(1, 1_000_000, "Between 1 and 1,000,000.")])
     deadline = DateTimeLocalField("Funding deadline", format="%Y-%m-%dT%H:%M",
                                   validators=[InputRequired("Enter the deadline as a date and time.")])
-    timezone = SelectField("Time zone of the deadline", choices=[(z, z) for z in TIMEZONES], default="UTC")
+    timezone = SelectField("Time zone of the deadline", choices=TIMEZONES, default="UTC")
     expected_release_date = DateField("Expected release date",
                                       validators=[InputRequired("Enter the expected release date.")])
     recoup_share = StringField("Backers' share of receipts until recouped (%)", default="50",

@@ -15,6 +15,7 @@ from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film, FilmEvent
 from crowdfund.films.rules import FilmInput, deadline_problem, film_input_problems
+from crowdfund.funding.models import FilmInventory
 from crowdfund.films.states import PUBLIC_STATES, FilmState, check_film_transition
 from crowdfund.uploads import check_image, store_file
 
@@ -56,6 +57,8 @@ def change_film_state(
         film.review_note = reason
     elif target == FilmState.FUNDING:
         film.opened_at = now
+        # The stake counters come into being when stakes go on sale.
+        session.add(FilmInventory(film_id=film.id, cap=film.stake_cap))
     elif target in (FilmState.FUNDED, FilmState.FAILED):
         film.decided_at = now
     elif target == FilmState.RELEASED:

@@ -1,0 +1,375 @@
+"""The one module that talks to Stripe.
+
+Everything crossing this boundary is a plain frozen dataclass or a plain dict,
+never a stripe object, so the rest of the app does not depend on the SDK. The
+calls are written to behave the same on real Stripe and on localstripe (the
+fake used in development and tests); docs/localstripe-notes.md lists the
+differences that shaped them.
+
+Errors: a card decline is not an exception, it is a PaymentOutcome with status
+"failed". GatewayError means Stripe could not be asked (down, slow, refused,
+misconfigured) and the outcome is unknown; InvalidWebhook means a webhook
+request must be rejected.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import requests
+import stripe
+
+PaymentStatus = Literal["succeeded", "requires_action", "pending", "failed"]
+
+_STATUS: dict[str, PaymentStatus] = {
+    "succeeded": "succeeded",
+    "requires_action": "requires_action",
+    "requires_source_action": "requires_action",  # pre-2019 API name
+    "requires_payment_method": "failed",
+    "canceled": "failed",
+    "processing": "pending",
+    "requires_confirmation": "pending",
+    "requires_capture": "pending",
+}
+
+DECLINED = "Your card was declined."
+
+
+@dataclass(frozen=True)
+class SetupIntentInfo:
+    id: str
+    client_secret: str
+
+
+@dataclass(frozen=True)
+class PaymentOutcome:
+    status: PaymentStatus
+    payment_intent_id: str | None
+    client_secret: str | None = None  # for stripe.confirmCardPayment when requires_action
+    failure_message: str | None = None  # shown to the customer when failed
+    amount_cents: int | None = None
+    currency: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RefundInfo:
+    id: str
+    status: str  # Stripe's own: pending, requires_action, succeeded, failed, canceled
+    amount_cents: int
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    id: str
+    type: str
+    created: int
+    data_object: Mapping[str, Any]  # the object the event is about, as sent
+
+    def payment_outcome(self) -> PaymentOutcome | None:
+        """The PaymentIntent snapshot carried by a payment_intent.* event."""
+        if self.data_object.get("object") != "payment_intent":
+            return None
+        return _outcome(self.data_object)
+
+
+class GatewayError(Exception):
+    """Stripe could not be asked, or refused the request itself. `str()` is
+    safe to show a customer; `detail` is for the log. `retryable` is True when
+    trying again later may work (network, timeout, rate limit, Stripe 5xx)."""
+
+    def __init__(self, message: str, detail: str = "", retryable: bool = True) -> None:
+        super().__init__(message)
+        self.detail = detail
+        self.retryable = retryable
+
+
+class InvalidWebhook(Exception):
+    """Bad or stale signature, or a payload that is not a Stripe event."""
+
+
+def _translate(error: stripe.StripeError) -> GatewayError:
+    detail = f"{type(error).__name__}: {error.user_message or error}"
+    if isinstance(error, stripe.APIConnectionError):
+        return GatewayError("The payment service could not be reached. Please try again shortly.", detail)
+    if isinstance(error, stripe.RateLimitError):
+        return GatewayError("The payment service is busy. Please try again shortly.", detail)
+    if isinstance(error, (stripe.AuthenticationError, stripe.PermissionError)):
+        return GatewayError("Payments are not configured correctly.", detail, retryable=False)
+    if isinstance(error, (stripe.InvalidRequestError, stripe.IdempotencyError, stripe.CardError)):
+        return GatewayError("The payment service rejected the request.", detail, retryable=False)
+    # stripe.APIError and anything newer: a 5xx or an unreadable answer.
+    return GatewayError("The payment service had a problem. Please try again shortly.", detail)
+
+
+@contextmanager
+def _stripe_errors() -> Iterator[None]:
+    try:
+        yield
+    except stripe.StripeError as error:
+        raise _translate(error) from error
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    # StripeObject is not a dict in stripe>=12; localstripe payloads already are.
+    return obj if isinstance(obj, dict) else obj.to_dict()
+
+
+def _id_of(value: Any) -> str | None:
+    # localstripe embeds objects (latest_charge, error.payment_intent) where
+    # real Stripe sends an id; accept either.
+    if value is None or isinstance(value, str):
+        return value
+    return str(value["id"])
+
+
+def _outcome(intent: Mapping[str, Any]) -> PaymentOutcome:
+    raw_status = str(intent.get("status"))
+    status = _STATUS.get(raw_status, "pending")
+    message = None
+    if status == "failed":
+        error = intent.get("last_payment_error") or {}
+        if raw_status == "canceled":
+            message = "The payment was canceled."
+        elif error.get("message"):
+            message = str(error["message"])
+        else:
+            message = "The payment was not completed."
+    return PaymentOutcome(
+        status=status,
+        payment_intent_id=str(intent["id"]),
+        client_secret=intent.get("client_secret") if status == "requires_action" else None,
+        failure_message=message,
+        amount_cents=intent.get("amount"),
+        currency=intent.get("currency"),
+        metadata=dict(intent.get("metadata") or {}),
+    )
+
+
+def _declined(error: stripe.CardError, payment_intent_id: str | None) -> PaymentOutcome:
+    message = error.user_message or DECLINED
+    return PaymentOutcome(status="failed", payment_intent_id=payment_intent_id, failure_message=message)
+
+
+def _options(idempotency_key: str | None) -> dict[str, Any]:
+    return {"idempotency_key": idempotency_key} if idempotency_key else {}
+
+
+class StripeGateway:
+    """Card payments through one StripeClient. Thread-safe enough for a web
+    app: one instance per process, shared by request threads."""
+
+    def __init__(
+        self,
+        api_key: str,
+        api_base: str,
+        webhook_secret: str,
+        timeout_seconds: float = 20,
+        max_network_retries: int = 2,
+    ) -> None:
+        self._webhook_secret = webhook_secret
+        # One shared session instead of RequestsClient's per-thread ones, so
+        # close() really closes every pooled connection.
+        self._session = requests.Session()
+        self._http = stripe.RequestsClient(timeout=timeout_seconds, session=self._session)
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base},
+            http_client=self._http,
+            max_network_retries=max_network_retries,
+        )
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> StripeGateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- Collecting a card -------------------------------------------------
+
+    def create_setup_intent(self, metadata: Mapping[str, str]) -> SetupIntentInfo:
+        """A SetupIntent for the browser's stripe.confirmCardSetup()."""
+        with _stripe_errors():
+            intent = self._client.v1.setup_intents.create(
+                {"usage": "on_session", "payment_method_types": ["card"], "metadata": dict(metadata)}
+            )
+        return SetupIntentInfo(id=intent.id, client_secret=str(intent.client_secret))
+
+    def retrieve_setup_intent(self, setup_intent_id: str) -> str | None:
+        """The PaymentMethod id the browser attached, once the SetupIntent has
+        succeeded (3-D Secure included); None before that or if it failed."""
+        with _stripe_errors():
+            intent = self._client.v1.setup_intents.retrieve(setup_intent_id)
+        if intent.status != "succeeded":
+            return None
+        return _id_of(intent.payment_method)
+
+    # --- Charging ----------------------------------------------------------
+
+    def create_payment_intent(
+        self,
+        amount_cents: int,
+        currency: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str | None = None,
+    ) -> str:
+        """An unconfirmed PaymentIntent; returns its id so the caller can
+        record it before any money can move."""
+        with _stripe_errors():
+            intent = self._client.v1.payment_intents.create(
+                {
+                    "amount": amount_cents,
+                    "currency": currency,
+                    # Cards only: no redirect-based methods, so no return_url needed.
+                    "payment_method_types": ["card"],
+                    "metadata": dict(metadata),
+                },
+                _options(idempotency_key),
+            )
+        return intent.id
+
+    def confirm_payment_intent(
+        self,
+        payment_intent_id: str,
+        payment_method_id: str,
+        idempotency_key: str | None = None,
+    ) -> PaymentOutcome:
+        """Charge the card. Safe to repeat: if the intent was already
+        confirmed, this reports its current outcome instead."""
+        # localstripe answers `confirm` with a payment_method by 500 "Not
+        # implemented", so attach it with an update first (fine on Stripe too).
+        key = idempotency_key
+        try:
+            self._client.v1.payment_intents.update(
+                payment_intent_id, {"payment_method": payment_method_id}, _options(key and f"{key}:attach")
+            )
+            intent = self._client.v1.payment_intents.confirm(
+                payment_intent_id, {}, _options(key and f"{key}:confirm")
+            )
+        except stripe.CardError as error:
+            return _declined(error, payment_intent_id)
+        except stripe.InvalidRequestError as error:
+            # Already confirmed (a retry, or it settled meanwhile): report the state.
+            current = self.retrieve_payment_intent(payment_intent_id)
+            if current.status != "pending":
+                return current
+            raise _translate(error) from error
+        except stripe.StripeError as error:
+            raise _translate(error) from error
+        return _outcome(_plain(intent))
+
+    def charge(
+        self,
+        amount_cents: int,
+        currency: str,
+        payment_method_id: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str | None = None,
+    ) -> PaymentOutcome:
+        """Create and confirm a PaymentIntent in one call."""
+        params = {
+            "amount": amount_cents,
+            "currency": currency,
+            "payment_method": payment_method_id,
+            "payment_method_types": ["card"],
+            "confirm": True,
+            "metadata": dict(metadata),
+        }
+        try:
+            intent = self._client.v1.payment_intents.create(params, _options(idempotency_key))
+        except stripe.CardError as error:
+            return _declined(error, self._intent_of_decline(error))
+        except stripe.StripeError as error:
+            raise _translate(error) from error
+        return _outcome(_plain(intent))
+
+    def _intent_of_decline(self, error: stripe.CardError) -> str | None:
+        # Stripe puts the PaymentIntent on the error; localstripe only the charge.
+        found = _id_of(error.error.payment_intent) if error.error else None
+        charge_id = error.error.charge if error.error else None
+        if found or not charge_id:
+            return found
+        try:
+            with _stripe_errors():
+                return _id_of(self._client.v1.charges.retrieve(charge_id).payment_intent)
+        except GatewayError:
+            return None  # the decline itself is certain; the id is a nicety here
+
+    def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentOutcome:
+        with _stripe_errors():
+            intent = self._client.v1.payment_intents.retrieve(payment_intent_id)
+        return _outcome(_plain(intent))
+
+    def cancel_payment_intent(self, payment_intent_id: str) -> PaymentOutcome:
+        """Make an abandoned intent unpayable (e.g. 3-D Secure never done)
+        before releasing its hold. If it already settled, report that."""
+        try:
+            intent = self._client.v1.payment_intents.cancel(payment_intent_id)
+        except stripe.InvalidRequestError:
+            return self.retrieve_payment_intent(payment_intent_id)  # not cancelable: settled
+        except stripe.StripeError as error:
+            raise _translate(error) from error
+        return _outcome(_plain(intent))
+
+    # --- Refunds -----------------------------------------------------------
+
+    def refund(
+        self,
+        payment_intent_id: str,
+        amount_cents: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> RefundInfo:
+        """Refund `amount_cents` (all of it when None). localstripe does not
+        check the amount against what is left: the caller must."""
+        params: dict[str, Any] = {"payment_intent": payment_intent_id}
+        if amount_cents is not None:
+            params["amount"] = amount_cents
+        with _stripe_errors():
+            refund = self._client.v1.refunds.create(params, _options(idempotency_key))
+        return _refund_info(refund)
+
+    def find_refunds(self, payment_intent_id: str) -> list[RefundInfo]:
+        """Every refund of the intent, newest first. localstripe sends no
+        refund webhooks, so this is how the app learns of them."""
+        with _stripe_errors():
+            intent = self._client.v1.payment_intents.retrieve(payment_intent_id)
+            # localstripe fails with a 500 listing refunds of a charge-less intent.
+            if intent.latest_charge is None:
+                return []
+            page = self._client.v1.refunds.list({"payment_intent": payment_intent_id, "limit": 100})
+            return [_refund_info(refund) for refund in page.auto_paging_iter()]
+
+    # --- Webhooks ----------------------------------------------------------
+
+    def construct_event(self, payload: bytes, sig_header: str | None) -> WebhookEvent:
+        """Verify a webhook's Stripe-Signature (default 300 s tolerance) and
+        parse it. Raises InvalidWebhook."""
+        try:
+            stripe.WebhookSignature.verify_header(
+                payload, sig_header, self._webhook_secret, stripe.Webhook.DEFAULT_TOLERANCE
+            )
+            event = json.loads(payload)
+            data_object = event["data"]["object"]
+            if not isinstance(data_object, dict):
+                raise TypeError("data.object is not an object")
+            return WebhookEvent(
+                id=str(event["id"]),
+                type=str(event["type"]),
+                created=int(event["created"]),
+                data_object=data_object,
+            )
+        except stripe.SignatureVerificationError as error:
+            raise InvalidWebhook(str(error)) from error
+        except (ValueError, KeyError, TypeError) as error:  # UnicodeDecodeError is a ValueError
+            raise InvalidWebhook(f"not a Stripe event: {error!r}") from error
+
+
+def _refund_info(refund: Any) -> RefundInfo:
+    return RefundInfo(id=refund.id, status=str(refund.status), amount_cents=int(refund.amount))

@@ -1,0 +1,38 @@
+"""Main journeys in a real browser."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.orm import Session
+
+from crowdfund.films.states import FilmState
+from tests.browser.conftest import assert_accessible
+from tests.factories import PASSWORD, make_film, make_studio_user
+
+pytestmark = pytest.mark.browser
+
+
+def test_sign_up_log_in_and_see_a_film(page, db: Session) -> None:  # type: ignore[no-untyped-def]
+    film = make_film(db, make_studio_user(db), FilmState.FUNDING, title="The Browser Film")
+    page.goto("/")
+    assert_accessible(page)
+    page.get_by_role("link", name="Sign up").click()
+    page.get_by_label("Your name").fill("Bea Browser")
+    page.get_by_label("E-mail").fill("bea@example.com")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Repeat password").fill(PASSWORD)
+    assert_accessible(page)
+    page.get_by_role("button", name="Sign up").click()
+    page.get_by_text("Welcome! Your account is ready.").wait_for()
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_role("link", name="Log in").first.click()
+    page.get_by_label("E-mail").fill("BEA@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("heading", name="Hello, Bea Browser").wait_for()
+    page.get_by_role("link", name="Open").first.click()
+    page.get_by_role("link", name="The Browser Film").click()
+    page.get_by_role("heading", name="The Browser Film").wait_for()
+    assert "All or nothing" in page.content()
+    assert page.url.endswith(f"/films/{film.slug}")
+    assert_accessible(page)

@@ -1,0 +1,161 @@
+"""Shared fixtures: a migrated database (SQLite file, or TEST_DATABASE_URL), the
+app, a test client with a real CSRF flow, and a clean database for each test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from crowdfund import create_app
+from crowdfund.db import sqlite_begin_mode
+from crowdfund.migrate import upgrade
+from crowdfund.models import metadata
+
+POSTGRES = bool(os.environ.get("TEST_DATABASE_URL"))
+
+
+def _fresh_postgres(url: str) -> str:
+    """Point at a brand-new database next to TEST_DATABASE_URL's, so one run
+    never sees another's tables."""
+    base = make_url(url)
+    name = f"{base.database}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_postgres(url: str) -> None:
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if POSTGRES:
+        url = _fresh_postgres(os.environ["TEST_DATABASE_URL"])
+        upgrade(url)
+        yield url
+        _drop_postgres(url)
+    else:
+        path: Path = tmp_path_factory.mktemp("db") / "test.db"
+        url = f"sqlite:///{path}"
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str) -> Iterator[Flask]:
+    app = create_app("testing", {"DATABASE_URL": database_url})
+    yield app
+    app.extensions["crowdfund.engine"].dispose()
+
+
+class Clock:
+    """The app's clock in tests: real time unless a test sets it."""
+
+    def __init__(self) -> None:
+        self.frozen: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.frozen or datetime.now(UTC)
+
+    def set(self, when: datetime) -> None:
+        self.frozen = when
+
+
+@pytest.fixture
+def clock(app: Flask) -> Iterator[Clock]:
+    """Freeze or move the app's time with `clock.set(...)`."""
+    clock = Clock()
+    original = app.extensions["crowdfund.clock"]
+    app.extensions["crowdfund.clock"] = clock
+    yield clock
+    app.extensions["crowdfund.clock"] = original
+
+
+def _truncate(app: Flask) -> None:
+    engine = app.extensions["crowdfund.engine"]
+    tables = [t.name for t in reversed(metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(text(f'DELETE FROM "{table}"'))
+
+
+@pytest.fixture(autouse=True)
+def clean_database(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test that touches the app starts from empty tables."""
+    yield
+    if "app" in request.fixturenames:
+        _truncate(request.getfixturevalue("app"))
+
+
+class TestSession(Session):
+    def reread(self) -> None:
+        """Forget what this session has read, to see what the app wrote since."""
+        self.rollback()
+        self.expire_all()
+
+
+@pytest.fixture
+def db(app: Flask) -> Iterator[TestSession]:
+    """A session for arranging and checking data. Writes must be committed
+    before the app sees them; call `db.reread()` to see what the app wrote."""
+    token = sqlite_begin_mode.set("DEFERRED")
+    session = TestSession(bind=app.extensions["crowdfund.engine"], expire_on_commit=False)
+    yield session
+    session.close()
+    sqlite_begin_mode.reset(token)
+
+
+_CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"')
+
+
+class Client(FlaskClient):
+    """A test client that fetches a real CSRF token before each form POST."""
+
+    def csrf_token(self) -> str:
+        page = self.get("/login").get_data(as_text=True)
+        match = _CSRF_RE.search(page)
+        assert match, "no CSRF token on /login"
+        return match.group(1) or match.group(2)
+
+    def post_form(self, url: str, data: dict | None = None, **kwargs):  # type: ignore[no-untyped-def]
+        data = dict(data or {})
+        data.setdefault("csrf_token", self.csrf_token())
+        return self.post(url, data=data, **kwargs)
+
+    def login(self, email: str, password: str) -> None:
+        response = self.post_form("/login", {"email": email, "password": password})
+        assert response.status_code == 302, response.get_data(as_text=True)[:500]
+
+
+@pytest.fixture
+def client(app: Flask) -> Client:
+    app.test_client_class = Client
+    return app.test_client()  # type: ignore[return-value]
+
+
+@pytest.fixture
+def other_client(app: Flask) -> Client:
+    app.test_client_class = Client
+    return app.test_client()  # type: ignore[return-value]

@@ -1,0 +1,86 @@
+"""Test data builders. Each commits, so the app under test sees the rows."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from datetime import UTC, date, datetime, timedelta
+
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from crowdfund.accounts import services as accounts
+from crowdfund.accounts.models import Role, User
+from crowdfund.films import services as films
+from crowdfund.films.models import Film
+from crowdfund.films.rules import FilmInput
+from crowdfund.films.states import FilmState
+
+PASSWORD = "correct horse battery"
+_seq = itertools.count(1)
+
+
+def png_bytes(width: int = 40, height: int = 60, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (120, 20, 40)).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def make_user(db: Session, email: str | None = None, roles: tuple[Role, ...] = (Role.FAN,),
+              name: str = "Test User") -> User:
+    user = accounts.create_user(db, email or f"user{next(_seq)}@example.com", PASSWORD, name, roles=roles)
+    db.commit()
+    return user
+
+
+def make_studio_user(db: Session, studio_name: str = "Studio One", email: str | None = None) -> User:
+    user = accounts.create_user(db, email or f"studio{next(_seq)}@example.com", PASSWORD, "Studio Person", roles=())
+    accounts.set_studio(db, user, accounts.get_or_create_studio(db, studio_name))
+    db.commit()
+    return user
+
+
+def film_input(now: datetime | None = None, **overrides: object) -> FilmInput:
+    now = now or datetime.now(UTC)
+    deadline = (now + timedelta(days=30)).replace(microsecond=0)
+    values: dict[str, object] = dict(
+        title=f"Film {next(_seq)}",
+        logline="A test film.",
+        synopsis="Things happen.",
+        risks="",
+        funding_goal_cents=100_000,
+        stake_price_cents=5000,
+        stake_cap=100,
+        per_backer_limit=10,
+        deadline=deadline,
+        timezone="UTC",
+        expected_release_date=(deadline + timedelta(days=200)).date(),
+        recoup_share_bps=5000,
+        recoup_multiple_bps=12000,
+        profit_share_bps=1000,
+    )
+    values.update(overrides)
+    return FilmInput(**values)  # type: ignore[arg-type]
+
+
+def make_film(db: Session, studio_user: User, state: FilmState = FilmState.FUNDING,
+              admin: User | None = None, **overrides: object) -> Film:
+    now = datetime.now(UTC)
+    film = films.create_film(db, studio_user, film_input(now, **overrides), poster=png_bytes(),
+                             poster_max_bytes=2_000_000)
+    if state != FilmState.DRAFT:
+        films.change_film_state(db, film, FilmState.IN_REVIEW, now=now, actor=studio_user)
+    if state not in (FilmState.DRAFT, FilmState.IN_REVIEW):
+        films.change_film_state(db, film, FilmState.FUNDING, now=now, actor=admin)
+    if state in (FilmState.FUNDED, FilmState.RELEASED):
+        films.change_film_state(db, film, FilmState.FUNDED, now=now)
+    if state == FilmState.RELEASED:
+        films.change_film_state(db, film, FilmState.RELEASED, now=now)
+    if state == FilmState.FAILED:
+        films.change_film_state(db, film, FilmState.FAILED, now=now)
+    db.commit()
+    return film
+
+
+def release_date(days: int) -> date:
+    return (datetime.now(UTC) + timedelta(days=days)).date()

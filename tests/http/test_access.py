@@ -1,0 +1,93 @@
+"""Every URL of the app, from the URL map: public ones are listed here; every
+other one must refuse anonymous users (sent to log in) and users without its
+role (403). A new route that is neither fails this test."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from sqlalchemy.orm import Session
+
+from crowdfund.accounts.models import Role
+from crowdfund.films.states import FilmState
+from tests.conftest import Client
+from tests.factories import PASSWORD, make_film, make_studio_user, make_user
+
+PUBLIC_ENDPOINTS = {
+    "static", "catalogue.home", "catalogue.films", "catalogue.film_page", "catalogue.stored_file",
+    "accounts.signup", "accounts.login", "accounts.logout",
+}
+#: Public endpoints that only take a POST carrying the caller's own credentials.
+ALL_ROLES = {"fan", "studio", "finance", "admin"}
+
+
+def _protected_rules(app: Flask) -> list[tuple[str, str, tuple[str, ...]]]:
+    rules = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in PUBLIC_ENDPOINTS:
+            continue
+        view = app.view_functions[rule.endpoint]
+        roles = getattr(view, "required_roles", None)
+        assert roles is not None, f"{rule.endpoint} ({rule.rule}) is neither public nor protected"
+        method = "GET" if "GET" in rule.methods else "POST"
+        rules.append((rule.endpoint, method, roles))
+    return rules
+
+
+def _url(app: Flask, endpoint: str, ids: dict[str, object]) -> str:
+    rule = next(r for r in app.url_map.iter_rules() if r.endpoint == endpoint)
+    values = {arg: ids.get(arg, 1) for arg in rule.arguments}
+    with app.test_request_context():
+        from flask import url_for
+
+        return url_for(endpoint, **values)
+
+
+@pytest.fixture
+def world(db: Session) -> dict[str, object]:
+    studio = make_studio_user(db, "Access Studio")
+    film = make_film(db, studio, FilmState.DRAFT)
+    users = {
+        "fan": make_user(db, roles=(Role.FAN,)),
+        "studio": studio,
+        "finance": make_user(db, roles=(Role.FINANCE,)),
+        "admin": make_user(db, roles=(Role.ADMIN,)),
+    }
+    return {"users": users, "ids": {"film_id": film.id, "user_id": users["fan"].id, "slug": film.slug}}
+
+
+def test_every_route_is_public_or_protected(app: Flask) -> None:
+    assert _protected_rules(app)
+
+
+def test_anonymous_users_are_sent_to_log_in(app: Flask, client: Client, world: dict) -> None:
+    for endpoint, method, _roles in _protected_rules(app):
+        url = _url(app, endpoint, world["ids"])
+        response = client.get(url) if method == "GET" else client.post_form(url)
+        assert response.status_code == 302, endpoint
+        assert response.headers["Location"].startswith("/login"), endpoint
+
+
+@pytest.mark.parametrize("kind", sorted(ALL_ROLES))
+def test_users_without_the_role_get_403(app: Flask, client: Client, world: dict, kind: str) -> None:
+    client.login(world["users"][kind].email, PASSWORD)
+    checked = 0
+    for endpoint, method, roles in _protected_rules(app):
+        if not roles or kind in roles:
+            continue
+        url = _url(app, endpoint, world["ids"])
+        response = client.get(url) if method == "GET" else client.post_form(url)
+        assert response.status_code == 403, f"{kind} reached {endpoint}"
+        checked += 1
+    assert checked > 0
+
+
+@pytest.mark.parametrize("kind", sorted(ALL_ROLES))
+def test_users_with_the_role_get_their_pages(app: Flask, client: Client, world: dict, kind: str) -> None:
+    client.login(world["users"][kind].email, PASSWORD)
+    for endpoint, method, roles in _protected_rules(app):
+        if method != "GET" or (roles and kind not in roles):
+            continue
+        response = client.get(_url(app, endpoint, world["ids"]))
+        assert response.status_code in (200, 302, 404), f"{kind} on {endpoint}: {response.status_code}"
+        assert response.status_code != 500

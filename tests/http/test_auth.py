@@ -1,0 +1,108 @@
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crowdfund.accounts.models import Role, User
+from tests.conftest import Client
+from tests.factories import PASSWORD, make_studio_user, make_user
+
+
+def test_sign_up_log_out_log_in(client: Client, db: Session) -> None:
+    page = client.get("/signup")
+    assert page.status_code == 200 and b'name="csrf_token"' in page.data
+    response = client.post_form("/signup", {"display_name": "Nia", "email": "Nia@Example.com",
+                                            "password": PASSWORD, "confirm": PASSWORD})
+    assert response.status_code == 302
+    assert b"Nia" in client.get("/").data
+    assert db.scalar(select(User).where(User.email == "nia@example.com")).role_names == {"fan"}
+    client.post_form("/logout")
+    assert b"Log in" in client.get("/").data
+    client.login("NIA@example.com", PASSWORD)
+    assert client.get("/account").status_code == 200
+
+
+def test_sign_up_errors_come_back_on_the_form(client: Client, db: Session) -> None:
+    make_user(db, "taken@example.com")
+    cases = [
+        ({"display_name": "A", "email": "TAKEN@example.com", "password": PASSWORD, "confirm": PASSWORD},
+         "already exists"),
+        ({"display_name": "A", "email": "bad", "password": PASSWORD, "confirm": PASSWORD}, "valid e-mail"),
+        ({"display_name": "A", "email": "a@example.com", "password": "short", "confirm": "short"}, "at least 10"),
+        ({"display_name": "A", "email": "a@example.com", "password": PASSWORD, "confirm": "other"}, "differ"),
+        ({"email": "a@example.com"}, "Enter your name"),
+    ]
+    for data, message in cases:
+        response = client.post_form("/signup", data)
+        assert response.status_code == 400
+        assert message in response.get_data(as_text=True)
+    assert db.scalar(select(User).where(User.email == "a@example.com")) is None
+
+
+def test_login_does_not_say_which_part_is_wrong(client: Client, db: Session) -> None:
+    make_user(db, "known@example.com")
+    wrong_password = client.post_form("/login", {"email": "known@example.com", "password": "not the password"})
+    unknown = client.post_form("/login", {"email": "nobody@example.com", "password": "not the password"})
+    assert wrong_password.status_code == unknown.status_code == 400
+    message = "That e-mail and password do not match an account."
+    assert message in wrong_password.get_data(as_text=True) and message in unknown.get_data(as_text=True)
+
+
+def test_post_without_csrf_token_is_refused(client: Client, db: Session) -> None:
+    make_user(db, "csrf@example.com")
+    response = client.post("/login", data={"email": "csrf@example.com", "password": PASSWORD})
+    assert response.status_code == 400
+    assert b"Form expired" in response.data
+
+
+def test_login_redirects_only_to_local_next(client: Client, db: Session) -> None:
+    make_user(db, "next@example.com")
+    token = client.csrf_token()
+    response = client.post("/login?next=//evil.example/x", data={"email": "next@example.com", "password": PASSWORD, "csrf_token": token})
+    assert response.headers["Location"] == "/account"
+    client.post_form("/logout")
+    token = client.csrf_token()
+    response = client.post("/login?next=/studio/", data={"email": "next@example.com", "password": PASSWORD, "csrf_token": token})
+    assert response.headers["Location"] == "/studio/"
+
+
+def test_each_kind_of_user_lands_on_their_home(client: Client, db: Session) -> None:
+    homes = {
+        make_user(db, roles=(Role.FAN,)).email: "/account",
+        make_studio_user(db).email: "/studio/",
+        make_user(db, roles=(Role.FINANCE,)).email: "/finance/",
+        make_user(db, roles=(Role.ADMIN,)).email: "/admin/",
+    }
+    for email, home in homes.items():
+        response = client.post_form("/login", {"email": email, "password": PASSWORD})
+        assert response.headers["Location"] == home
+        assert client.get(home).status_code == 200
+        client.post_form("/logout")
+
+
+def test_role_change_ends_old_sessions(client: Client, db: Session, app: Flask) -> None:
+    user = make_user(db, "demoted@example.com", roles=(Role.FAN, Role.FINANCE))
+    client.login("demoted@example.com", PASSWORD)
+    assert client.get("/finance/").status_code == 200
+    user = db.get(User, user.id)
+    from crowdfund.accounts import services
+
+    admin = make_user(db, roles=(Role.ADMIN,))
+    services.revoke_role(db, user, "finance", acting_user=admin)
+    db.commit()
+    # The old cookie no longer identifies anyone: sent to log in, not given the page.
+    response = client.get("/finance/")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_production_refuses_to_start_without_secret_key(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    import config
+    from crowdfund import create_app
+
+    monkeypatch.setattr(config.ProductionConfig, "SECRET_KEY", None)
+    with pytest.raises(RuntimeError, match="SECRET_KEY"):
+        create_app("production", {"DATABASE_URL": "sqlite://"})
+    app = create_app("production", {"DATABASE_URL": "sqlite://", "SECRET_KEY": "x" * 32})
+    assert app.config["SESSION_COOKIE_SECURE"] and app.config["SESSION_COOKIE_HTTPONLY"]
+    assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"

@@ -1,0 +1,65 @@
+import pytest
+from sqlalchemy.orm import Session
+
+from crowdfund.accounts import services
+from crowdfund.accounts.models import Role
+from crowdfund.errors import Conflict, DomainError
+from tests.factories import PASSWORD, make_studio_user, make_user
+
+
+def test_sign_up_makes_a_fan_with_a_slow_hash(db: Session) -> None:
+    user = services.sign_up(db, "  Ann@Example.COM ", PASSWORD, "Ann")
+    db.commit()
+    assert user.email == "ann@example.com"
+    assert user.role_names == {"fan"}
+    assert user.password_hash.startswith("$argon2id$")
+    assert PASSWORD not in user.password_hash
+
+
+def test_email_unique_regardless_of_case(db: Session) -> None:
+    make_user(db, "bob@example.com")
+    with pytest.raises(Conflict):
+        services.sign_up(db, "BOB@example.com", PASSWORD, "Bob again")
+
+
+@pytest.mark.parametrize("email", ["", "not-an-email", "a@", "@b.com", "x" * 300 + "@example.com"])
+def test_invalid_email_refused(db: Session, email: str) -> None:
+    with pytest.raises(DomainError):
+        services.sign_up(db, email, PASSWORD, "X")
+
+
+@pytest.mark.parametrize("password", ["short", "1234567890123", "aaaaaaaaaaaa", "x" * 300])
+def test_weak_or_huge_password_refused(db: Session, password: str) -> None:
+    with pytest.raises(DomainError):
+        services.sign_up(db, "c@example.com", password, "C")
+
+
+def test_authenticate(db: Session) -> None:
+    user = make_user(db, "dee@example.com")
+    assert services.authenticate(db, "DEE@example.com", PASSWORD).id == user.id
+    assert services.authenticate(db, "dee@example.com", "wrong password!") is None
+    assert services.authenticate(db, "nobody@example.com", PASSWORD) is None
+
+
+def test_session_token_changes_with_roles(db: Session) -> None:
+    admin = make_user(db, roles=(Role.ADMIN,))
+    user = make_user(db)
+    token = user.get_id()
+    assert services.load_user(db, token).id == user.id
+    services.grant_role(db, user, "finance")
+    db.commit()
+    assert user.has_role("finance")
+    assert services.load_user(db, token) is None
+    services.revoke_role(db, user, "finance", acting_user=admin)
+    assert not user.has_role("finance")
+    with pytest.raises(DomainError):
+        services.revoke_role(db, admin, "admin", acting_user=admin)
+    assert services.load_user(db, "garbage") is None
+
+
+def test_studio_role_comes_from_membership(db: Session) -> None:
+    member = make_studio_user(db, "Blue Door Films")
+    assert member.role_names == {"studio"}
+    services.set_studio(db, member, None)
+    db.commit()
+    assert member.role_names == set()
