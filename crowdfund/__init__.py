@@ -14,9 +14,11 @@ from werkzeug.exceptions import HTTPException
 
 from config import BASE_DIR, config_for
 from crowdfund import db as dbmod
+from crowdfund import mail
 from crowdfund.accounts import passwords
 from crowdfund.errors import DomainError
 from crowdfund.extensions import csrf, login_manager
+from crowdfund.payments.gateway import StripeGateway
 from crowdfund.money import format_bps, format_cents, format_multiple
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,13 @@ def create_app(config_name: str | None = None, overrides: dict[str, Any] | None 
     app.extensions["crowdfund.sessionmaker"] = dbmod.make_sessionmaker(engine)
     app.extensions["crowdfund.clock"] = dbmod.utcnow
     passwords.configure(app.config["PASSWORD_TIME_COST"], app.config["PASSWORD_MEMORY_COST_KIB"])
+    mail.configure(app.config)
+    app.extensions["crowdfund.gateway"] = StripeGateway(
+        app.config["STRIPE_SECRET_KEY"],
+        app.config["STRIPE_API_BASE"],
+        app.config["STRIPE_WEBHOOK_SECRET"],
+        timeout_seconds=app.config["STRIPE_TIMEOUT_SECONDS"],
+    )
 
     login_manager.init_app(app)
     csrf.init_app(app)
@@ -84,9 +93,12 @@ def _register_session_lifecycle(app: Flask) -> None:
 def _register_blueprints(app: Flask) -> None:
     from crowdfund.accounts.views import admin_bp, bp as accounts_bp
     from crowdfund.films.views import catalogue_bp, review_bp, studio_bp
+    from crowdfund.funding.views import funding_bp
+    from crowdfund.payments.views import payments_bp
     from crowdfund.reports.views import finance_bp
 
-    for blueprint in (accounts_bp, admin_bp, catalogue_bp, studio_bp, review_bp, finance_bp):
+    for blueprint in (accounts_bp, admin_bp, catalogue_bp, studio_bp, review_bp, finance_bp, funding_bp,
+                      payments_bp):
         app.register_blueprint(blueprint)
 
 

@@ -4,11 +4,14 @@ from crowdfund.accounts.models import Studio, StudioMember, User, UserRole
 from crowdfund.db import Base
 from crowdfund.films.models import Film, FilmEvent
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order
+from crowdfund.ledger import JournalEntry, JournalLine
+from crowdfund.mail import SentEmail
+from crowdfund.payments.services import StripeEvent
 from crowdfund.uploads import StoredFile
 
 metadata = Base.metadata
 
 __all__ = [
-    "BackerPosition", "Film", "FilmEvent", "FilmInventory", "Order", "StoredFile", "Studio",
+    "BackerPosition", "Film", "JournalEntry", "JournalLine", "SentEmail", "StripeEvent", "FilmEvent", "FilmInventory", "Order", "StoredFile", "Studio",
     "StudioMember", "User", "UserRole", "metadata",
 ]

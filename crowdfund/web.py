@@ -28,6 +28,11 @@ def now() -> datetime:
     return current_app.extensions["crowdfund.clock"]()
 
 
+def gateway() -> Any:
+    """The process's StripeGateway (the only way views reach Stripe)."""
+    return current_app.extensions["crowdfund.gateway"]
+
+
 def user() -> Any:
     return current_user._get_current_object()
 

@@ -5,6 +5,7 @@ app, a test client with a real CSRF flow, and a clean database for each test.
 from __future__ import annotations
 
 import os
+import socket
 import re
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,13 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+
 from crowdfund import create_app
+from crowdfund.payments.localstripe_server import LocalStripe
+from tests.localstripe_fixture import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, localstripe  # noqa: F401
 from crowdfund.db import sqlite_begin_mode
 from crowdfund.migrate import upgrade
 from crowdfund.models import metadata
@@ -60,10 +67,63 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+class MailCapture:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) that keeps what it receives."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[EmailMessage] = []
+        capture = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+                capture.messages.append(message_from_bytes(envelope.content, policy=default_policy))
+                return "250 OK"
+
+        # aiosmtpd checks readiness by connecting to its port, so it needs a real one.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if m["To"] == address]
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+
 @pytest.fixture(scope="session")
-def app(database_url: str) -> Iterator[Flask]:
-    app = create_app("testing", {"DATABASE_URL": database_url})
+def smtp_server() -> Iterator[MailCapture]:
+    capture = MailCapture()
+    yield capture
+    capture.stop()
+
+
+@pytest.fixture
+def mail(smtp_server: MailCapture) -> MailCapture:
+    """The mail received during this test."""
+    smtp_server.messages.clear()
+    return smtp_server
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str, localstripe: LocalStripe, smtp_server: MailCapture) -> Iterator[Flask]:
+    app = create_app("testing", {
+        "DATABASE_URL": database_url,
+        "STRIPE_API_BASE": localstripe.url,
+        "STRIPE_SECRET_KEY": SECRET_KEY,
+        "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_JS_URL": localstripe.js_url,
+        "STRIPE_TIMEOUT_SECONDS": 10,
+        "MAIL_BACKEND": "smtp",
+        "MAIL_PORT": smtp_server.port,
+    })
     yield app
+    app.extensions["crowdfund.gateway"].close()
     app.extensions["crowdfund.engine"].dispose()
 
 

@@ -25,7 +25,7 @@ def home_for(account: User) -> str:
         return url_for("finance.dashboard")
     if account.has_role(Role.STUDIO):
         return url_for("studio.dashboard")
-    return url_for("accounts.my_account")
+    return url_for("funding.portfolio_page")
 
 
 @bp.route("/signup", methods=["GET", "POST"])

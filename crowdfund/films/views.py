@@ -13,6 +13,7 @@ from crowdfund.films.forms import FilmForm, SendBackForm
 from crowdfund.films.states import FilmState
 from crowdfund.films.terms import PLATFORM_RISKS, describe_terms
 from crowdfund.funding.queries import funding_stats
+from crowdfund.funding.views import buy_panel_context
 from crowdfund.uploads import StoredFile
 from crowdfund.web import db, now, role_required, user
 
@@ -72,8 +73,9 @@ def film_page(slug: str) -> Any:
     viewer = current_user if current_user.is_authenticated else None
     film = services.visible_film(db(), slug[:140], viewer)
     stats = funding_stats(db(), [film.id])[film.id]
+    buy = buy_panel_context(film, viewer) if film.state == FilmState.FUNDING else None
     return render_template(
-        "films/film.html", film=film, stats=stats, terms=_terms(film), platform_risks=PLATFORM_RISKS
+        "films/film.html", film=film, stats=stats, terms=_terms(film), platform_risks=PLATFORM_RISKS, buy=buy
     )
 
 

@@ -70,7 +70,8 @@ class Order(Base):
             name="status",
         ),
         UniqueConstraint("user_id", "idempotency_key", name="uq_orders_user_idempotency_key"),
-        Index("ix_orders_film_status", "film_id", "status"),
+        Index("ix_orders_film_status_expires_at", "film_id", "status", "expires_at"),
+        Index("ix_orders_refund_state", "refund_state"),
         Index("ix_orders_status_expires_at", "status", "expires_at"),
     )
 
@@ -95,6 +96,8 @@ class Order(Base):
     stripe_refund_id: Mapped[str | None] = mapped_column(String(255))
     #: Refund progress as the backer sees it: None, "requested" or "done".
     refund_state: Mapped[str | None] = mapped_column(String(16))
+    #: When a refund worker claimed this order; a stale claim is retried.
+    refund_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     failure_message: Mapped[str | None] = mapped_column(Text)
 
     film: Mapped[Film] = relationship(lazy="joined")

@@ -48,3 +48,57 @@ def funding_stats(session: Session, film_ids: Iterable[int]) -> dict[int, Fundin
         stats = result[film_id]
         result[film_id] = FundingStats(stats.raised_cents, stats.backers, sold, held)
     return result
+
+
+@dataclass(frozen=True)
+class PortfolioRow:
+    film_id: int
+    title: str
+    slug: str
+    film_state: str
+    paid_units: int
+    paid_cents: int
+    film_paid_units: int
+    orders: list[Order]
+
+    @property
+    def share_bps(self) -> int:
+        """The backer's part of the film's backer pool, in basis points (floor)."""
+        return self.paid_units * 10_000 // self.film_paid_units if self.film_paid_units else 0
+
+
+def paid_units_by_film(session: Session, film_ids: Iterable[int]) -> dict[int, int]:
+    ids = list(film_ids)
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(Order.film_id, func.coalesce(func.sum(Order.units), 0))
+        .where(Order.film_id.in_(ids), Order.status == OrderStatus.PAID)
+        .group_by(Order.film_id)
+    ).all()
+    return {film_id: int(units) for film_id, units in rows}
+
+
+def portfolio(session: Session, user_id: int) -> list[PortfolioRow]:
+    from crowdfund.films.models import Film
+
+    orders = list(
+        session.scalars(select(Order).where(Order.user_id == user_id).order_by(Order.created_at.desc()))
+    )
+    by_film: dict[int, list[Order]] = {}
+    for order in orders:
+        by_film.setdefault(order.film_id, []).append(order)
+    film_units = paid_units_by_film(session, by_film)
+    rows = []
+    for film_id, film_orders in by_film.items():
+        film = session.get(Film, film_id)
+        assert film is not None
+        paid = [o for o in film_orders if o.status == OrderStatus.PAID]
+        rows.append(
+            PortfolioRow(
+                film_id=film_id, title=film.title, slug=film.slug, film_state=film.state,
+                paid_units=sum(o.units for o in paid), paid_cents=sum(o.amount_cents for o in paid),
+                film_paid_units=film_units.get(film_id, 0), orders=film_orders,
+            )
+        )
+    return rows

@@ -196,6 +196,7 @@ class StripeGateway:
 
     def create_setup_intent(self, metadata: Mapping[str, str]) -> SetupIntentInfo:
         """A SetupIntent for the browser's stripe.confirmCardSetup()."""
+        # on_session: the customer is present when we charge, right after setup.
         with _stripe_errors():
             intent = self._client.v1.setup_intents.create(
                 {"usage": "on_session", "payment_method_types": ["card"], "metadata": dict(metadata)}
@@ -218,21 +219,24 @@ class StripeGateway:
         amount_cents: int,
         currency: str,
         metadata: Mapping[str, str],
+        payment_method_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> str:
         """An unconfirmed PaymentIntent; returns its id so the caller can
-        record it before any money can move."""
+        record it before any money can move. With the payment method attached
+        it waits in `requires_confirmation` (reported as "pending"), not in
+        `requires_payment_method` (which reads as "failed")."""
+        params: dict[str, Any] = {
+            "amount": amount_cents,
+            "currency": currency,
+            # Cards only: no redirect-based methods, so no return_url needed.
+            "payment_method_types": ["card"],
+            "metadata": dict(metadata),
+        }
+        if payment_method_id:
+            params["payment_method"] = payment_method_id
         with _stripe_errors():
-            intent = self._client.v1.payment_intents.create(
-                {
-                    "amount": amount_cents,
-                    "currency": currency,
-                    # Cards only: no redirect-based methods, so no return_url needed.
-                    "payment_method_types": ["card"],
-                    "metadata": dict(metadata),
-                },
-                _options(idempotency_key),
-            )
+            intent = self._client.v1.payment_intents.create(params, _options(idempotency_key))
         return intent.id
 
     def confirm_payment_intent(
@@ -297,10 +301,9 @@ class StripeGateway:
         if found or not charge_id:
             return found
         try:
-            with _stripe_errors():
-                return _id_of(self._client.v1.charges.retrieve(charge_id).payment_intent)
-        except GatewayError:
-            return None  # the decline itself is certain; the id is a nicety here
+            return _id_of(self._client.v1.charges.retrieve(charge_id).payment_intent)
+        except stripe.StripeError:
+            return None  # the decline itself is certain; only its id is lost
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentOutcome:
         with _stripe_errors():

@@ -29,7 +29,7 @@ def test_sign_up_log_in_and_see_a_film(page, db: Session) -> None:  # type: igno
     page.get_by_label("E-mail").fill("BEA@example.com")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
-    page.get_by_role("heading", name="Hello, Bea Browser").wait_for()
+    page.get_by_role("heading", name="Your portfolio").wait_for()
     page.get_by_role("link", name="Open").first.click()
     page.get_by_role("link", name="The Browser Film").click()
     page.get_by_role("heading", name="The Browser Film").wait_for()

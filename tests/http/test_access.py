@@ -16,6 +16,8 @@ from tests.factories import PASSWORD, make_film, make_studio_user, make_user
 PUBLIC_ENDPOINTS = {
     "static", "catalogue.home", "catalogue.films", "catalogue.film_page", "catalogue.stored_file",
     "accounts.signup", "accounts.login", "accounts.logout",
+    # Authenticated by Stripe's signature instead of a login (tests/http/test_webhooks.py).
+    "payments.webhook",
 }
 #: Public endpoints that only take a POST carrying the caller's own credentials.
 ALL_ROLES = {"fan", "studio", "finance", "admin"}
@@ -53,7 +55,7 @@ def world(db: Session) -> dict[str, object]:
         "finance": make_user(db, roles=(Role.FINANCE,)),
         "admin": make_user(db, roles=(Role.ADMIN,)),
     }
-    return {"users": users, "ids": {"film_id": film.id, "user_id": users["fan"].id, "slug": film.slug}}
+    return {"users": users, "ids": {"film_id": film.id, "user_id": users["fan"].id, "slug": film.slug, "reference": "RS-NOSUCHORDER"}}
 
 
 def test_every_route_is_public_or_protected(app: Flask) -> None:

@@ -58,7 +58,7 @@ def test_login_redirects_only_to_local_next(client: Client, db: Session) -> None
     make_user(db, "next@example.com")
     token = client.csrf_token()
     response = client.post("/login?next=//evil.example/x", data={"email": "next@example.com", "password": PASSWORD, "csrf_token": token})
-    assert response.headers["Location"] == "/account"
+    assert response.headers["Location"] == "/portfolio"
     client.post_form("/logout")
     token = client.csrf_token()
     response = client.post("/login?next=/studio/", data={"email": "next@example.com", "password": PASSWORD, "csrf_token": token})
@@ -67,7 +67,7 @@ def test_login_redirects_only_to_local_next(client: Client, db: Session) -> None
 
 def test_each_kind_of_user_lands_on_their_home(client: Client, db: Session) -> None:
     homes = {
-        make_user(db, roles=(Role.FAN,)).email: "/account",
+        make_user(db, roles=(Role.FAN,)).email: "/portfolio",
         make_studio_user(db).email: "/studio/",
         make_user(db, roles=(Role.FINANCE,)).email: "/finance/",
         make_user(db, roles=(Role.ADMIN,)).email: "/admin/",

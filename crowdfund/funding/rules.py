@@ -1,0 +1,60 @@
+"""Funding rules. Pure: no database, no Flask."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from crowdfund.errors import InvalidTransition
+from crowdfund.funding.models import OrderStatus
+
+#: A backer may cancel a paid order until this long before the deadline.
+CANCELLATION_CUTOFF = timedelta(hours=48)
+
+ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING: frozenset({OrderStatus.PAID, OrderStatus.EXPIRED, OrderStatus.FAILED}),
+    OrderStatus.PAID: frozenset({OrderStatus.CANCELLED, OrderStatus.REFUNDED}),
+    # A charge that succeeds after its hold lapsed takes the units again if
+    # they are free, else it is refunded at once: never money without stakes.
+    OrderStatus.EXPIRED: frozenset({OrderStatus.PAID, OrderStatus.REFUNDED}),
+    OrderStatus.FAILED: frozenset({OrderStatus.PAID, OrderStatus.REFUNDED}),
+    OrderStatus.CANCELLED: frozenset(),
+    OrderStatus.REFUNDED: frozenset(),
+}
+
+STATUS_LABELS = {
+    OrderStatus.PENDING: "Awaiting payment",
+    OrderStatus.PAID: "Paid",
+    OrderStatus.EXPIRED: "Hold expired",
+    OrderStatus.FAILED: "Payment failed",
+    OrderStatus.CANCELLED: "Cancelled",
+    OrderStatus.REFUNDED: "Refunded",
+}
+
+
+def check_order_transition(current: str, target: str) -> None:
+    if OrderStatus(target) not in ORDER_TRANSITIONS[OrderStatus(current)]:
+        raise InvalidTransition("order", current, target)
+
+
+def cancellation_deadline(film_deadline: datetime) -> datetime:
+    return film_deadline - CANCELLATION_CUTOFF
+
+
+def can_cancel(status: str, film_state: str, film_deadline: datetime, now: datetime) -> bool:
+    return status == OrderStatus.PAID and film_state == "funding" and now < cancellation_deadline(film_deadline)
+
+
+def round_closes_at(film_deadline: datetime, hold_window: timedelta) -> datetime:
+    """Holds taken just before the deadline may still be paid; the round closes
+    once every one of them has been paid or has lapsed."""
+    return film_deadline + hold_window
+
+
+def goal_met(paid_cents: int, goal_cents: int) -> bool:
+    return paid_cents >= goal_cents
+
+
+def fee_split(escrow_cents: int, fee_bps: int) -> tuple[int, int]:
+    """(to the studio, platform fee); the fee is rounded down, never up."""
+    fee = escrow_cents * fee_bps // 10_000
+    return escrow_cents - fee, fee

@@ -1,0 +1,425 @@
+"""Holds, payment settlement, cancellation: the inventory rules of DESIGN.md.
+
+Stakes are reserved with conditional statements and a row-count check, never
+by reading a count in Python and writing it back:
+
+- the backer's position: `units = units + n WHERE units + n <= limit`
+- the film's counters:   `held = held + n WHERE sold + held + n <= cap`
+
+Lock order, the same everywhere so that transactions never deadlock:
+orders -> backer_positions -> film_inventory.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from crowdfund import ledger
+from crowdfund.accounts.models import User
+from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
+from crowdfund.films.models import Film
+from crowdfund.films.states import FilmState
+from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
+from crowdfund.funding.rules import cancellation_deadline, check_order_transition
+
+REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+class SoldOut(Conflict):
+    def __init__(self, next_release: datetime | None) -> None:
+        message = "Sold out: every stake is sold or held."
+        if next_release is not None:
+            message += " Held stakes that are not paid for come free again; check back after " + next_release.strftime(
+                "%H:%M UTC"
+            ) + "."
+        else:
+            message = "Sold out: every stake has been sold."
+        super().__init__(message)
+        self.next_release = next_release
+
+
+class LimitReached(Conflict):
+    pass
+
+
+def new_reference() -> str:
+    # 12 characters from 32 symbols: 60 random bits, unguessable and easy to read aloud.
+    return "RS-" + "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(12))
+
+
+# --- the one function that moves an order between states -----------------------------
+
+
+def move_order(session: Session, order: Order, target: OrderStatus, *, now: datetime, **values: object) -> bool:
+    """Move `order` to `target` if it is still in the status we last saw.
+
+    Checks the transition, then updates conditionally on the old status so
+    that of two concurrent movers exactly one wins. Returns False (and
+    refreshes `order`) when another transaction moved it first.
+    """
+    current = order.status
+    check_order_transition(current, target)
+    if target in (OrderStatus.CANCELLED, OrderStatus.REFUNDED, OrderStatus.EXPIRED, OrderStatus.FAILED):
+        values.setdefault("closed_at", now)
+    if target == OrderStatus.PAID:
+        values.setdefault("paid_at", now)
+    result = session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.status == current)
+        .values(status=target.value, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        session.refresh(order)
+        return False
+    session.expire(order)
+    return True
+
+
+# --- inventory statements --------------------------------------------------------------
+
+
+def _reserve_position(session: Session, film: Film, user_id: int, units: int) -> bool:
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(BackerPosition).values(film_id=film.id, user_id=user_id, units=units)
+    statement = statement.on_conflict_do_update(
+        index_elements=[BackerPosition.film_id, BackerPosition.user_id],
+        set_={"units": BackerPosition.units + statement.excluded.units},
+        where=BackerPosition.units + statement.excluded.units <= film.per_backer_limit,
+    ).returning(BackerPosition.units)
+    return session.execute(statement).first() is not None
+
+
+def _reserve_units(session: Session, film_id: int, units: int) -> bool:
+    result = session.execute(
+        update(FilmInventory)
+        .where(
+            FilmInventory.film_id == film_id,
+            FilmInventory.sold + FilmInventory.held + units <= FilmInventory.cap,
+        )
+        .values(held=FilmInventory.held + units)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def _adjust(session: Session, film_id: int, user_id: int | None, *, held: int = 0, sold: int = 0,
+            position: int = 0) -> None:
+    """Unconditional counter moves for units this transaction already owns."""
+    if position and user_id is not None:
+        session.execute(
+            update(BackerPosition)
+            .where(BackerPosition.film_id == film_id, BackerPosition.user_id == user_id)
+            .values(units=BackerPosition.units + position)
+            .execution_options(synchronize_session=False)
+        )
+    if held or sold:
+        session.execute(
+            update(FilmInventory)
+            .where(FilmInventory.film_id == film_id)
+            .values(held=FilmInventory.held + held, sold=FilmInventory.sold + sold)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def release_expired_holds(session: Session, film_id: int, now: datetime) -> int:
+    """Expire every lapsed hold of a film and give its units back. Safe to run
+    from any number of transactions at once: each order is released by the one
+    conditional UPDATE that moves it out of pending. Returns units released."""
+    check_order_transition(OrderStatus.PENDING, OrderStatus.EXPIRED)
+    expired = session.execute(
+        update(Order)
+        .where(Order.film_id == film_id, Order.status == OrderStatus.PENDING, Order.expires_at <= now)
+        .values(status=OrderStatus.EXPIRED.value, closed_at=now)
+        .returning(Order.user_id, Order.units)
+        .execution_options(synchronize_session=False)
+    ).all()
+    per_user: dict[int, int] = {}
+    for user_id, units in expired:
+        per_user[user_id] = per_user.get(user_id, 0) + units
+    for user_id in sorted(per_user):
+        _adjust(session, film_id, user_id, position=-per_user[user_id])
+    total = sum(per_user.values())
+    if total:
+        _adjust(session, film_id, None, held=-total)
+    return total
+
+
+def next_hold_release(session: Session, film_id: int) -> datetime | None:
+    return session.scalar(
+        select(Order.expires_at)
+        .where(Order.film_id == film_id, Order.status == OrderStatus.PENDING)
+        .order_by(Order.expires_at)
+        .limit(1)
+    )
+
+
+# --- holding stakes ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HoldRequest:
+    film_id: int
+    units: int
+    #: The token of the form that asked; the same token finds the same order.
+    idempotency_key: str
+
+
+def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: datetime,
+                hold_window: timedelta) -> Order:
+    """Hold `units` stakes for `user` in a new pending order, or return the order
+    this same request created before (double click, retry, back button)."""
+    key = (request.idempotency_key or "").strip()[:64]
+    if len(key) < 16:
+        raise DomainError("The form was incomplete. Reload the page and try again.")
+    existing = session.scalar(select(Order).where(Order.user_id == user.id, Order.idempotency_key == key))
+    if existing is not None:
+        return existing
+    film = session.get(Film, request.film_id)
+    if film is None:
+        raise NotFound("No such film.")
+    if film.state != FilmState.FUNDING or now >= film.deadline:
+        raise Conflict("This film is not open for funding.")
+    if not 1 <= request.units <= film.per_backer_limit:
+        raise DomainError(f"Choose between 1 and {film.per_backer_limit} stakes.", field="units")
+
+    # Lapsed holds count as free: release them before reserving when they could
+    # be what stands in the way. These reads only decide whether to clean up;
+    # the conditional statements below decide who gets the stakes.
+    inventory = session.execute(
+        select(FilmInventory.sold, FilmInventory.held, FilmInventory.cap).where(FilmInventory.film_id == film.id)
+    ).one()
+    position = session.scalar(
+        select(BackerPosition.units).where(BackerPosition.film_id == film.id, BackerPosition.user_id == user.id)
+    ) or 0
+    if inventory.sold + inventory.held + request.units > inventory.cap or (
+        position + request.units > film.per_backer_limit
+    ):
+        release_expired_holds(session, film.id, now)
+
+    if not _reserve_position(session, film, user.id, request.units):
+        current = session.scalar(
+            select(BackerPosition.units).where(BackerPosition.film_id == film.id, BackerPosition.user_id == user.id)
+        ) or 0
+        left = max(0, film.per_backer_limit - current)
+        raise LimitReached(
+            f"Each backer may hold at most {film.per_backer_limit} stakes in this film; you have {current} "
+            f"paid or on hold, so you can add {left} more.",
+            field="units",
+        )
+    if not _reserve_units(session, film.id, request.units):
+        raise SoldOut(next_hold_release(session, film.id))
+
+    order = Order(
+        reference=new_reference(),
+        film_id=film.id,
+        user_id=user.id,
+        units=request.units,
+        unit_price_cents=film.stake_price_cents,
+        amount_cents=request.units * film.stake_price_cents,
+        status=OrderStatus.PENDING.value,
+        idempotency_key=key,
+        created_at=now,
+        expires_at=now + hold_window,
+    )
+    session.add(order)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        # The same form submitted twice at once: the other request made the order.
+        raise DuplicateRequest() from exc
+    return order
+
+
+class DuplicateRequest(Conflict):
+    def __init__(self) -> None:
+        super().__init__("This request is already being processed.")
+
+
+def find_by_idempotency_key(session: Session, user_id: int, key: str) -> Order | None:
+    return session.scalar(select(Order).where(Order.user_id == user_id, Order.idempotency_key == key[:64]))
+
+
+# --- settling payments --------------------------------------------------------------------
+
+
+def _book_payment(session: Session, order: Order, film: Film, now: datetime) -> None:
+    ledger.post(
+        session,
+        key=f"payment:{order.id}",
+        kind="payment",
+        lines=[(ledger.BACKER_CASH, order.amount_cents), (ledger.escrow(film.id), -order.amount_cents)],
+        now=now,
+        film_id=film.id,
+        order_id=order.id,
+        memo=f"Order {order.reference}",
+    )
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What settling a successful charge did: `paid`, `already`, or `refund`
+    (the charge came too late for its stakes and must be refunded)."""
+
+    result: str
+    order: Order
+
+
+def settle_success(session: Session, order: Order, *, now: datetime) -> Settlement:
+    """Record a charge Stripe reports as succeeded. Idempotent: the server's
+    own confirmation, the webhook and the reconciler may all call it."""
+    film = session.get(Film, order.film_id)
+    assert film is not None
+    session.refresh(order)
+    if order.status == OrderStatus.PAID:
+        return Settlement("already", order)
+    if order.status == OrderStatus.PENDING:
+        if move_order(session, order, OrderStatus.PAID, now=now):
+            _adjust(session, film.id, None, held=-order.units, sold=order.units)
+            _book_payment(session, order, film, now)
+            return Settlement("paid", order)
+        return settle_success(session, order, now=now)
+    if order.status in (OrderStatus.EXPIRED, OrderStatus.FAILED):
+        # Paid after the hold lapsed: take the units again if they are still free.
+        if ledger.has_entry(session, f"payment:{order.id}"):
+            return Settlement("already", order)
+        if film.state == FilmState.FUNDING:
+            if _reserve_position(session, film, order.user_id, order.units):
+                if _reserve_units(session, film.id, order.units):
+                    if move_order(session, order, OrderStatus.PAID, now=now):
+                        _adjust(session, film.id, None, held=-order.units, sold=order.units)
+                        _book_payment(session, order, film, now)
+                        return Settlement("paid", order)
+                    # Another settler moved it first: give the units back and look again.
+                    _adjust(session, film.id, order.user_id, position=-order.units, held=-order.units)
+                    return settle_success(session, order, now=now)
+                _adjust(session, film.id, order.user_id, position=-order.units)
+        # No stakes for this money: book it and owe it back at once.
+        _book_payment(session, order, film, now)
+        move_order(session, order, OrderStatus.REFUNDED, now=now, refund_state="requested")
+        _book_refund_decision(session, order, film, now)
+        return Settlement("refund", order)
+    # cancelled or refunded: the money was already recorded and handled.
+    return Settlement("already", order)
+
+
+def settle_failure(session: Session, order: Order, message: str, *, now: datetime) -> bool:
+    """A charge failed: the order fails and its hold is released."""
+    session.refresh(order)
+    if order.status != OrderStatus.PENDING:
+        return False
+    if not move_order(session, order, OrderStatus.FAILED, now=now, failure_message=message[:500]):
+        return False
+    _adjust(session, order.film_id, order.user_id, position=-order.units)
+    _adjust(session, order.film_id, None, held=-order.units)
+    return True
+
+
+# --- refunds (cancellation, failed rounds) -------------------------------------------------
+
+
+def _book_refund_decision(session: Session, order: Order, film: Film, now: datetime) -> None:
+    ledger.post(
+        session,
+        key=f"refund-decided:{order.id}",
+        kind="refund_decided",
+        lines=[(ledger.escrow(film.id), order.amount_cents), (ledger.refunds_payable(film.id), -order.amount_cents)],
+        now=now,
+        film_id=film.id,
+        order_id=order.id,
+        memo=f"Refund of {order.reference}",
+    )
+
+
+def book_refund_done(session: Session, order: Order, refund_id: str, *, now: datetime) -> bool:
+    """Stripe has the refund: record it once."""
+    if order.refund_state == "done":
+        return False
+    order.stripe_refund_id = refund_id
+    order.refund_state = "done"
+    ledger.post(
+        session,
+        key=f"refund:{order.id}",
+        kind="refund",
+        lines=[(ledger.refunds_payable(order.film_id), order.amount_cents), (ledger.BACKER_CASH, -order.amount_cents)],
+        now=now,
+        film_id=order.film_id,
+        order_id=order.id,
+        memo=f"Refund {refund_id}",
+    )
+    session.flush()
+    return True
+
+
+def cancel_order(session: Session, order: Order, user: User, *, now: datetime) -> None:
+    """A backer cancels a paid order: stakes go back, a refund is owed."""
+    if order.user_id != user.id:
+        raise Forbidden("This is not your order.")
+    film = session.get(Film, order.film_id)
+    assert film is not None
+    if order.status == OrderStatus.CANCELLED:
+        return
+    if order.status != OrderStatus.PAID:
+        raise Conflict("Only paid orders can be cancelled.")
+    if film.state != FilmState.FUNDING or now >= cancellation_deadline(film.deadline):
+        raise Conflict("Orders can be cancelled until 48 hours before the funding deadline; that time has passed.")
+    if not move_order(session, order, OrderStatus.CANCELLED, now=now, refund_state="requested"):
+        if order.status == OrderStatus.CANCELLED:
+            return
+        raise Conflict("This order changed meanwhile; reload the page.")
+    _adjust(session, film.id, order.user_id, position=-order.units, sold=-order.units)
+    _book_refund_decision(session, order, film, now)
+
+
+def refund_paid_order(session: Session, order: Order, *, now: datetime) -> bool:
+    """The round failed or the film was cancelled: a paid order is refunded."""
+    film = session.get(Film, order.film_id)
+    assert film is not None
+    if not move_order(session, order, OrderStatus.REFUNDED, now=now, refund_state="requested"):
+        return False
+    _adjust(session, film.id, order.user_id, position=-order.units, sold=-order.units)
+    _book_refund_decision(session, order, film, now)
+    return True
+
+
+def refunds_owed(session: Session, limit: int, after_id: int = 0) -> list[Order]:
+    """Orders whose refund was decided but not yet confirmed by Stripe."""
+    return list(
+        session.scalars(
+            select(Order)
+            .where(Order.refund_state == "requested", Order.id > after_id)
+            .order_by(Order.id)
+            .limit(limit)
+        )
+    )
+
+
+# --- lookups -------------------------------------------------------------------------------
+
+
+def own_order(session: Session, user: User, reference: str) -> Order:
+    """An order of the user's; another user's order is not found."""
+    order = session.scalar(select(Order).where(Order.reference == reference[:24]))
+    if order is None or order.user_id != user.id:
+        raise NotFound("No such order.")
+    return order
+
+
+def user_orders(session: Session, user_id: int) -> list[Order]:
+    return list(session.scalars(select(Order).where(Order.user_id == user_id).order_by(Order.created_at.desc())))
+
+
+def held_or_owned(session: Session, film_id: int, user_id: int) -> int:
+    return session.scalar(
+        select(BackerPosition.units).where(and_(BackerPosition.film_id == film_id, BackerPosition.user_id == user_id))
+    ) or 0

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from sqlalchemy.exc import OperationalError
+
+from crowdfund.accounts.forms import EmptyForm
+from crowdfund.accounts.models import Role
+from crowdfund.errors import DomainError
+from crowdfund.films.models import Film
+from crowdfund.films.services import visible_film
+from crowdfund.funding import services
+from crowdfund.funding.models import OrderStatus
+from crowdfund.funding.queries import funding_stats, portfolio
+from crowdfund.funding.rules import STATUS_LABELS, can_cancel, cancellation_deadline
+from crowdfund.payments.gateway import GatewayError
+from crowdfund.payments.services import PaymentResult, pay_order, process_refund
+from crowdfund.web import db, gateway, now, role_required, user
+
+funding_bp = Blueprint("funding", __name__)
+
+
+def new_form_token() -> str:
+    """The idempotency key a buy form carries: one per rendered form."""
+    return secrets.token_urlsafe(24)
+
+
+@funding_bp.app_template_global()
+def order_status_label(status: str) -> str:
+    return STATUS_LABELS.get(OrderStatus(status), status)
+
+
+@funding_bp.route("/films/<slug>/hold", methods=["POST"])
+@role_required(Role.FAN)
+def hold(slug: str) -> Any:
+    film = visible_film(db(), slug[:140], user())
+    units_raw = request.form.get("units", "")
+    key = request.form.get("key", "")
+    if not units_raw.isdigit() or len(units_raw) > 7:
+        flash("Choose how many stakes to buy.", "error")
+        return redirect(url_for("catalogue.film_page", slug=film.slug), 303)
+    hold_request = services.HoldRequest(film_id=film.id, units=int(units_raw), idempotency_key=key)
+    try:
+        order = services.hold_stakes(
+            db(), user(), hold_request, now=now(), hold_window=timedelta(minutes=current_app.config["HOLD_MINUTES"])
+        )
+        db().commit()
+    except services.DuplicateRequest:
+        db().rollback()
+        order = services.find_by_idempotency_key(db(), user().id, key)
+        if order is None:
+            abort(409)
+    except DomainError as exc:
+        db().rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("catalogue.film_page", slug=film.slug) + "#buy", 303)
+    return redirect(url_for("funding.checkout", reference=order.reference), 303)
+
+
+@funding_bp.route("/orders/<reference>/checkout")
+@role_required(Role.FAN)
+def checkout(reference: str) -> Any:
+    order = services.own_order(db(), user(), reference)
+    if order.status != OrderStatus.PENDING or order.stripe_payment_intent_id:
+        return redirect(url_for("funding.order_page", reference=order.reference), 303)
+    if order.expires_at <= now():
+        flash("Your hold expired before payment. Please choose your stakes again.", "error")
+        return redirect(url_for("catalogue.film_page", slug=order.film.slug), 303)
+    try:
+        setup = gateway().create_setup_intent({"order_reference": order.reference, "order_id": str(order.id)})
+    except GatewayError as exc:
+        return render_template("funding/checkout.html", order=order, setup=None, error=str(exc),
+                               cancel_until=cancellation_deadline(order.film.deadline)), 503
+    return render_template("funding/checkout.html", order=order, setup=setup, error=None,
+                           cancel_until=cancellation_deadline(order.film.deadline))
+
+
+@funding_bp.route("/orders/<reference>/pay", methods=["POST"])
+@role_required(Role.FAN)
+def pay(reference: str) -> Any:
+    order = services.own_order(db(), user(), reference)
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    setup_intent = (request.form.get("setup_intent") or "").strip()[:255] or None
+    try:
+        result = pay_order(db(), order, setup_intent, gateway(), now=now())
+        db().commit()
+    except GatewayError as exc:
+        db().rollback()
+        result = PaymentResult("pending", f"{exc} If your card was charged, your order completes by itself; "
+                                          "you will not be charged twice.")
+    if result.status == "paid":
+        flash("Payment received. Thank you for backing this film!", "success")
+        return redirect(url_for("funding.order_page", reference=order.reference), 303)
+    if result.status == "requires_action":
+        return render_template("funding/checkout.html", order=order, setup=None, error=None,
+                               action_secret=result.client_secret,
+                               cancel_until=cancellation_deadline(order.film.deadline))
+    flash(result.message, "error" if result.status in ("failed", "refunded") else "info")
+    if result.status == "failed" and order.status != OrderStatus.PENDING:
+        return redirect(url_for("catalogue.film_page", slug=order.film.slug) + "#buy", 303)
+    return redirect(url_for("funding.order_page", reference=order.reference), 303)
+
+
+@funding_bp.route("/orders/<reference>")
+@role_required(Role.FAN)
+def order_page(reference: str) -> Any:
+    order = services.own_order(db(), user(), reference)
+    film = order.film
+    return render_template(
+        "funding/order.html", order=order, film=film, cancel_until=cancellation_deadline(film.deadline),
+        can_cancel=can_cancel(order.status, film.state, film.deadline, now()), form=EmptyForm(),
+    )
+
+
+@funding_bp.route("/orders/<reference>/cancel", methods=["POST"])
+@role_required(Role.FAN)
+def cancel(reference: str) -> Any:
+    order = services.own_order(db(), user(), reference)
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        services.cancel_order(db(), order, user(), now=now())
+        db().commit()
+    except DomainError as exc:
+        db().rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("funding.order_page", reference=order.reference), 303)
+    try:
+        process_refund(db(), order, gateway(), now=now())
+        flash("Order cancelled. Your refund has been sent to your card.", "success")
+    except (GatewayError, OperationalError):
+        db().rollback()
+        flash("Order cancelled. Your refund is requested and will be sent shortly.", "success")
+    return redirect(url_for("funding.order_page", reference=order.reference), 303)
+
+
+@funding_bp.route("/portfolio")
+@role_required(Role.FAN)
+def portfolio_page() -> Any:
+    rows = portfolio(db(), user().id)
+    return render_template("funding/portfolio.html", rows=rows)
+
+
+def buy_panel_context(film: Film, viewer: Any) -> dict[str, Any]:
+    """What the film page's buy panel needs."""
+    stats = funding_stats(db(), [film.id])[film.id]
+    remaining = max(0, film.stake_cap - stats.units_sold - stats.units_held)
+    mine = services.held_or_owned(db(), film.id, viewer.id) if viewer is not None else 0
+    return {
+        "remaining": remaining,
+        "sold_out": stats.units_sold >= film.stake_cap,
+        "all_held": remaining == 0 and stats.units_sold < film.stake_cap,
+        "next_release": services.next_hold_release(db(), film.id) if remaining == 0 else None,
+        "can_buy": max(0, min(film.per_backer_limit - mine, remaining)),
+        "mine": mine,
+        "form_token": new_form_token(),
+    }
