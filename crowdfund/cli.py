@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
 import click
 from flask import Flask, current_app
@@ -14,6 +15,10 @@ from crowdfund.errors import DomainError
 
 def _session():  # type: ignore[no-untyped-def]
     return current_app.extensions["crowdfund.sessionmaker"]()
+
+
+def _now():  # type: ignore[no-untyped-def]
+    return current_app.extensions["crowdfund.clock"]()
 
 
 def register_cli(app: Flask) -> None:
@@ -47,6 +52,53 @@ def register_cli(app: Flask) -> None:
             click.echo(f"Password: {password}")
 
     app.cli.add_command(users)
+
+    funding = click.Group("funding", help="Funding rounds.")
+
+    @funding.command("close-rounds")
+    @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 10_000))
+    def close_rounds_command(batch_size: int) -> None:
+        """Decide every film past its deadline; refund failed rounds. Safe to rerun."""
+        from crowdfund.funding.close import close_rounds
+
+        with _session() as session:
+            report = close_rounds(
+                session, current_app.extensions["crowdfund.gateway"], now=_now(),
+                hold_window=timedelta(minutes=current_app.config["HOLD_MINUTES"]),
+                fee_bps=current_app.config["PLATFORM_FEE_BPS"], batch_size=batch_size,
+            )
+        click.echo(f"funded: {len(report.funded)} film(s), failed: {len(report.failed)} film(s), "
+                   f"refunds decided: {report.refunds_decided}, refunds made: {report.refunds_made}")
+
+    @funding.command("release-holds")
+    def release_holds_command() -> None:
+        """Give back the stakes of lapsed holds (holds also free themselves when needed)."""
+        from sqlalchemy import select
+
+        from crowdfund.films.models import Film
+        from crowdfund.funding.services import release_expired_holds
+
+        released = 0
+        with _session() as session:
+            for film_id in session.scalars(select(Film.id).where(Film.state == "funding")).all():
+                released += release_expired_holds(session, film_id, _now())
+                session.commit()
+        click.echo(f"released {released} held stake(s)")
+
+    app.cli.add_command(funding)
+
+    payments = click.Group("payments", help="Payments.")
+
+    @payments.command("reconcile")
+    def reconcile_command() -> None:
+        """Settle orders whose payment outcome was not recorded, by asking Stripe. Safe any time."""
+        from crowdfund.payments.services import reconcile
+
+        with _session() as session:
+            counts = reconcile(session, current_app.extensions["crowdfund.gateway"], now=_now())
+        click.echo(", ".join(f"{key}: {value}" for key, value in counts.items()))
+
+    app.cli.add_command(payments)
 
     from crowdfund.demo import demo_command
 

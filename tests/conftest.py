@@ -169,7 +169,7 @@ def clean_database(request: pytest.FixtureRequest) -> Iterator[None]:
         _truncate(request.getfixturevalue("app"))
 
 
-class TestSession(Session):
+class CheckSession(Session):
     def reread(self) -> None:
         """Forget what this session has read, to see what the app wrote since."""
         self.rollback()
@@ -177,11 +177,11 @@ class TestSession(Session):
 
 
 @pytest.fixture
-def db(app: Flask) -> Iterator[TestSession]:
+def db(app: Flask) -> Iterator[CheckSession]:
     """A session for arranging and checking data. Writes must be committed
     before the app sees them; call `db.reread()` to see what the app wrote."""
     token = sqlite_begin_mode.set("DEFERRED")
-    session = TestSession(bind=app.extensions["crowdfund.engine"], expire_on_commit=False)
+    session = CheckSession(bind=app.extensions["crowdfund.engine"], expire_on_commit=False)
     yield session
     session.close()
     sqlite_begin_mode.reset(token)

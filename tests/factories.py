@@ -84,3 +84,41 @@ def make_film(db: Session, studio_user: User, state: FilmState = FilmState.FUNDI
 
 def release_date(days: int) -> date:
     return (datetime.now(UTC) + timedelta(days=days)).date()
+
+
+# --- buying, through the real services and a real localstripe -----------------------
+
+GOOD_CARD = "4242424242424242"
+DECLINED_CARD = "4000000000000341"
+THREE_DS_CARD = "4000002500003155"
+
+
+def hold(db: Session, user: User, film: Film, units: int, *, now: datetime | None = None,
+         key: str | None = None):  # type: ignore[no-untyped-def]
+    from crowdfund.funding.services import HoldRequest, hold_stakes
+
+    order = hold_stakes(db, user, HoldRequest(film.id, units, key or f"key-{next(_seq):012d}-xxxxxxxx"),
+                        now=now or datetime.now(UTC), hold_window=timedelta(minutes=15))
+    db.commit()
+    return order
+
+
+def pay(db: Session, app, order, card: str = GOOD_CARD, *, now: datetime | None = None):  # type: ignore[no-untyped-def]
+    """Collect `card` as the browser would, then let the server charge it."""
+    from crowdfund.payments.localstripe_server import confirm_card_setup
+    from crowdfund.payments.services import pay_order
+
+    gateway = app.extensions["crowdfund.gateway"]
+    setup = gateway.create_setup_intent({"order_id": str(order.id)})
+    confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret, card)
+    result = pay_order(db, order, setup.id, gateway, now=now or datetime.now(UTC))
+    db.commit()
+    return result
+
+
+def buy(db: Session, app, user: User, film: Film, units: int, *, now: datetime | None = None):  # type: ignore[no-untyped-def]
+    order = hold(db, user, film, units, now=now)
+    result = pay(db, app, order, now=now)
+    assert result.status == "paid", result
+    db.refresh(order)
+    return order

@@ -1,0 +1,154 @@
+"""Round close: films past their deadline become funded or failed.
+
+`close_rounds()` is run by a scheduler (`flask funding close-rounds`). Each
+step commits on its own, so a crash loses at most the step in progress, and a
+second run carries on where the first stopped: films already decided are not
+decided again, orders already refunded are skipped, and refunds already made
+at Stripe are found there rather than made twice. Orders are read in batches
+of ids, never all at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from crowdfund import ledger
+from crowdfund.films.models import Film
+from crowdfund.films.services import change_film_state
+from crowdfund.films.states import FilmState
+from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.funding.rules import fee_split, goal_met, round_closes_at
+from crowdfund.funding.services import refund_paid_order, release_expired_holds
+from crowdfund.mail import queue_email
+from crowdfund.payments.gateway import StripeGateway
+from crowdfund.payments.services import process_refunds
+
+
+@dataclass
+class CloseReport:
+    funded: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    refunds_decided: int = 0
+    refunds_made: int = 0
+
+
+def films_due(session: Session, now: datetime, hold_window: timedelta) -> list[int]:
+    # Every hold taken before the deadline has lapsed or been paid by deadline + window.
+    return list(
+        session.scalars(
+            select(Film.id)
+            .where(Film.state == FilmState.FUNDING, Film.deadline <= now - hold_window)
+            .order_by(Film.deadline, Film.id)
+        )
+    )
+
+
+def paid_total(session: Session, film_id: int) -> int:
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(Order.amount_cents), 0)).where(
+                Order.film_id == film_id, Order.status == OrderStatus.PAID
+            )
+        )
+        or 0
+    )
+
+
+def decide_film(session: Session, film_id: int, *, now: datetime, hold_window: timedelta, fee_bps: int) -> str:
+    """Decide one film in the caller's transaction: "funded", "failed" or "skipped"."""
+    film = session.get(Film, film_id, with_for_update=True)
+    if film is None or film.state != FilmState.FUNDING or now < round_closes_at(film.deadline, hold_window):
+        return "skipped"
+    release_expired_holds(session, film.id, now)
+    raised = paid_total(session, film.id)
+    if goal_met(raised, film.funding_goal_cents):
+        change_film_state(session, film, FilmState.FUNDED, now=now, reason="goal met")
+        in_escrow = -ledger.balance(session, ledger.escrow(film.id))
+        to_studio, fee = fee_split(in_escrow, fee_bps)
+        ledger.post(
+            session,
+            key=f"escrow-release:{film.id}",
+            kind="escrow_release",
+            lines=[(ledger.escrow(film.id), in_escrow), (ledger.studio(film.studio_id), -to_studio),
+                   (ledger.PLATFORM_FEES, -fee)],
+            now=now,
+            film_id=film.id,
+            memo=f"{film.title} funded: escrow released less {fee_bps} bps fee",
+        )
+        return "funded"
+    change_film_state(session, film, FilmState.FAILED, now=now, reason="goal not met by the deadline")
+    return "failed"
+
+
+def decide_refunds(session: Session, film_id: int, *, now: datetime, batch_size: int,
+                   commit: Callable[[], None]) -> int:
+    """Every paid order of a failed or cancelled film is refunded (decided
+    here, carried out by process_refunds); each backer is told once."""
+    film = session.get(Film, film_id)
+    assert film is not None and film.state in (FilmState.FAILED, FilmState.CANCELLED)
+    decided, after_id = 0, 0
+    while True:
+        batch = session.scalars(
+            select(Order)
+            .where(Order.film_id == film_id, Order.status == OrderStatus.PAID, Order.id > after_id)
+            .order_by(Order.id)
+            .limit(batch_size)
+        ).all()
+        if not batch:
+            return decided
+        for order in batch:
+            after_id = order.id
+            if refund_paid_order(session, order, now=now):
+                decided += 1
+                queue_email(
+                    session,
+                    key=f"round-failed:{film_id}:{order.user_id}",
+                    to=order.user.email,
+                    template="round_failed",
+                    film=film,
+                    name=order.user.display_name,
+                )
+        commit()
+        session.expunge_all()
+        film = session.get(Film, film_id)
+
+
+def films_owing_refunds(session: Session) -> list[int]:
+    return list(
+        session.scalars(
+            select(Order.film_id)
+            .join(Film, Film.id == Order.film_id)
+            .where(Order.status == OrderStatus.PAID, Film.state.in_((FilmState.FAILED, FilmState.CANCELLED)))
+            .distinct()
+        )
+    )
+
+
+def close_rounds(
+    session: Session,
+    gateway: StripeGateway,
+    *,
+    now: datetime,
+    hold_window: timedelta,
+    fee_bps: int,
+    batch_size: int = 500,
+) -> CloseReport:
+    report = CloseReport()
+    for film_id in films_due(session, now, hold_window):
+        outcome = decide_film(session, film_id, now=now, hold_window=hold_window, fee_bps=fee_bps)
+        session.commit()
+        if outcome == "funded":
+            report.funded.append(film_id)
+        elif outcome == "failed":
+            report.failed.append(film_id)
+    # Includes films a crashed earlier run decided but did not finish refunding.
+    for film_id in films_owing_refunds(session):
+        report.refunds_decided += decide_refunds(session, film_id, now=now, batch_size=batch_size,
+                                                 commit=session.commit)
+    report.refunds_made = process_refunds(session, gateway, now=now, batch_size=batch_size)
+    return report
