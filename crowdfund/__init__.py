@@ -41,10 +41,12 @@ def create_app(config_name: str | None = None, overrides: dict[str, Any] | None 
 
     engine = dbmod.make_engine(app.config["DATABASE_URL"], pool_size=app.config["DATABASE_POOL_SIZE"])
     app.extensions["crowdfund.engine"] = engine
-    app.extensions["crowdfund.sessionmaker"] = dbmod.make_sessionmaker(engine)
+    app.extensions["crowdfund.sessionmaker"] = dbmod.make_sessionmaker(engine, info={
+        "mailer": mail.mailer_from_config(app.config),
+        "password_hasher": passwords.make_hasher(app.config["PASSWORD_TIME_COST"],
+                                                 app.config["PASSWORD_MEMORY_COST_KIB"]),
+    })
     app.extensions["crowdfund.clock"] = dbmod.utcnow
-    passwords.configure(app.config["PASSWORD_TIME_COST"], app.config["PASSWORD_MEMORY_COST_KIB"])
-    mail.configure(app.config)
     app.extensions["crowdfund.gateway"] = StripeGateway(
         app.config["STRIPE_SECRET_KEY"],
         app.config["STRIPE_API_BASE"],

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup
 
 from crowdfund.accounts import services as accounts
 from crowdfund.accounts.models import Role
@@ -22,7 +23,7 @@ def _now():  # type: ignore[no-untyped-def]
 
 
 def register_cli(app: Flask) -> None:
-    users = click.Group("users", help="Manage accounts.")
+    users = AppGroup("users", help="Manage accounts.")
 
     @users.command("create")
     @click.argument("email")
@@ -53,7 +54,7 @@ def register_cli(app: Flask) -> None:
 
     app.cli.add_command(users)
 
-    funding = click.Group("funding", help="Funding rounds.")
+    funding = AppGroup("funding", help="Funding rounds.")
 
     @funding.command("close-rounds")
     @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 10_000))
@@ -87,7 +88,7 @@ def register_cli(app: Flask) -> None:
 
     app.cli.add_command(funding)
 
-    payments = click.Group("payments", help="Payments.")
+    payments = AppGroup("payments", help="Payments.")
 
     @payments.command("reconcile")
     def reconcile_command() -> None:

@@ -111,8 +111,10 @@ def make_engine(url: str, pool_size: int = 5, **kwargs: Any) -> Engine:
     )
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def make_sessionmaker(engine: Engine, info: dict[str, Any] | None = None) -> sessionmaker[Session]:
+    """`info` carries per-app services that domain code needs without Flask
+    (the mailer, the password hasher)."""
+    return sessionmaker(engine, expire_on_commit=False, info=info or {})
 
 
 # --- side effects after commit -------------------------------------------------

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 
 import click
 from flask import current_app
+from flask.cli import AppGroup
 from PIL import Image, ImageDraw
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -118,7 +119,7 @@ def seed(session: Session) -> list[tuple[str, str]]:
     return logins
 
 
-@click.group("demo", help="Demo data (development only).")
+@click.group("demo", cls=AppGroup, help="Demo data (development only).")
 def demo_command() -> None:
     pass
 

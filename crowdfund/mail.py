@@ -2,8 +2,8 @@
 
 `queue_email()` records the message under a unique key in the caller's
 transaction (a retried step finds the key and sends nothing) and hands it to
-the mailer after the commit. No Flask here: the mailer is configured once at
-app start.
+the mailer after the commit. No Flask here: the app puts its mailer in its
+sessions' info.
 """
 
 from __future__ import annotations
@@ -80,12 +80,8 @@ class Mailer:
             log.exception("could not send e-mail %r to %s", message["Subject"], message["To"])
 
 
-mailer = Mailer()
-
-
-def configure(config: dict[str, Any]) -> None:
-    global mailer
-    mailer = Mailer(
+def mailer_from_config(config: Any) -> Mailer:
+    return Mailer(
         backend=config["MAIL_BACKEND"],
         server=config["MAIL_SERVER"],
         port=int(config["MAIL_PORT"]),
@@ -116,5 +112,6 @@ def queue_email(session: Session, *, key: str, to: str, template: str, **context
     message["Subject"] = subject
     message["Message-ID"] = make_msgid(domain="reelshare.test")
     message.set_content(body)
+    mailer: Mailer = session.info.get("mailer") or Mailer()
     after_commit(session, lambda: mailer.send(message))
     return True

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import re
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
+from werkzeug.serving import make_server
 
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -181,7 +183,8 @@ def db(app: Flask) -> Iterator[CheckSession]:
     """A session for arranging and checking data. Writes must be committed
     before the app sees them; call `db.reread()` to see what the app wrote."""
     token = sqlite_begin_mode.set("DEFERRED")
-    session = CheckSession(bind=app.extensions["crowdfund.engine"], expire_on_commit=False)
+    session = CheckSession(bind=app.extensions["crowdfund.engine"], expire_on_commit=False,
+                           info=dict(app.extensions["crowdfund.sessionmaker"].kw["info"]))
     yield session
     session.close()
     sqlite_begin_mode.reset(token)
@@ -219,3 +222,13 @@ def client(app: Flask) -> Client:
 def other_client(app: Flask) -> Client:
     app.test_client_class = Client
     return app.test_client()  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def live_server(app: Flask) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.orm import Session
 
-_hasher = PasswordHasher()
 MIN_LENGTH = 10
 #: Hashing a megabyte of "password" is a cheap denial of service; refuse it.
 MAX_LENGTH = 256
+_DEFAULT = PasswordHasher()
 
 
-def configure(time_cost: int, memory_cost_kib: int) -> None:
-    global _hasher
-    _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost_kib, parallelism=1)
+def make_hasher(time_cost: int, memory_cost_kib: int) -> PasswordHasher:
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_cost_kib, parallelism=1)
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+def hasher_for(session: Session) -> PasswordHasher:
+    """The app's hasher travels with its sessions (set by create_app)."""
+    return session.info.get("password_hasher", _DEFAULT)
 
 
-def verify_password(password_hash: str, password: str) -> bool:
+def hash_password(hasher: PasswordHasher, password: str) -> str:
+    return hasher.hash(password)
+
+
+def verify_password(hasher: PasswordHasher, password_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash, password)
+        return hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 

@@ -47,7 +47,7 @@ def create_user(
     user = User(
         email=email,
         display_name=display_name[:80],
-        password_hash=passwords.hash_password(password),
+        password_hash=passwords.hash_password(passwords.hasher_for(session), password),
     )
     user.roles = [UserRole(role=r.value) for r in roles if r in STORED_ROLES]
     session.add(user)
@@ -66,13 +66,14 @@ def sign_up(session: Session, email: str, password: str, display_name: str) -> U
 
 def authenticate(session: Session, email: str, password: str) -> User | None:
     global _DUMMY_HASH
+    hasher = passwords.hasher_for(session)
     user = find_user_by_email(session, email or "")
     if user is None or not user.is_active:
         if _DUMMY_HASH is None:
-            _DUMMY_HASH = passwords.hash_password("not a real password")
-        passwords.verify_password(_DUMMY_HASH, password or "")
+            _DUMMY_HASH = passwords.hash_password(hasher, "not a real password")
+        passwords.verify_password(hasher, _DUMMY_HASH, password or "")
         return None
-    if not passwords.verify_password(user.password_hash, password or ""):
+    if not passwords.verify_password(hasher, user.password_hash, password or ""):
         return None
     return user
 

@@ -2,7 +2,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_login import current_user
 
 from crowdfund.accounts.forms import EmptyForm
@@ -14,6 +26,10 @@ from crowdfund.films.states import FilmState
 from crowdfund.films.terms import PLATFORM_RISKS, describe_terms
 from crowdfund.funding.queries import funding_stats
 from crowdfund.funding.views import buy_panel_context
+from crowdfund.charts import line_chart
+from crowdfund.money import format_cents, format_cents_plain
+from crowdfund.reports.csvutil import stream_csv
+from crowdfund.reports.queries import backer_rows, raised_by_day
 from crowdfund.uploads import StoredFile
 from crowdfund.web import db, now, role_required, user
 
@@ -145,7 +161,21 @@ def new_film() -> Any:
 def film_detail(film_id: int) -> Any:
     film = services.studio_film(db(), user(), film_id)
     stats = funding_stats(db(), [film.id])[film.id]
-    return render_template("studio/film.html", film=film, stats=stats, terms=_terms(film), form=EmptyForm())
+    points = [(day.strftime("%d %b"), cents) for day, cents in raised_by_day(db(), film.id)]
+    chart = line_chart(points, "Raised over time", format_cents)
+    return render_template("studio/film.html", film=film, stats=stats, terms=_terms(film), form=EmptyForm(),
+                           chart=chart)
+
+
+@studio_bp.route("/films/<int:film_id>/backers.csv")
+@role_required(Role.STUDIO)
+def backers_csv(film_id: int) -> Any:
+    film = services.studio_film(db(), user(), film_id)
+    rows = ((name, email, units, format_cents_plain(cents)) for name, email, units, cents in backer_rows(db(), film.id))
+    response = Response(stream_with_context(stream_csv(["name", "email", "stakes", "amount_usd"], rows)),
+                        mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{film.slug}-backers.csv"'
+    return response
 
 
 @studio_bp.route("/films/<int:film_id>/edit", methods=["GET", "POST"])

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, render_template
+from flask import Blueprint, abort, render_template
 from sqlalchemy import select
 
 from crowdfund.accounts.models import Role
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.queries import funding_stats
+from crowdfund.reports.queries import film_money
 from crowdfund.web import db, role_required
 
 finance_bp = Blueprint("finance", __name__, url_prefix="/finance")
@@ -25,3 +26,11 @@ def dashboard() -> Any:
         )
     )
     return render_template("finance/dashboard.html", films=films, stats=funding_stats(db(), [f.id for f in films]))
+
+
+@finance_bp.route("/films/<int:film_id>")
+@role_required(Role.FINANCE, Role.ADMIN)
+def film_money_page(film_id: int) -> Any:
+    film = db().get(Film, film_id) or abort(404)
+    return render_template("finance/film.html", film=film, money=film_money(db(), film),
+                           stats=funding_stats(db(), [film.id])[film.id])

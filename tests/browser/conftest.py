@@ -3,28 +3,15 @@ Chromium driven by Playwright (no browser download)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
-from flask import Flask
-from werkzeug.serving import make_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync",
 ]
-
-
-@pytest.fixture(scope="session")
-def live_server(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,149 @@
+"""Buying stakes through HTTP: hold, checkout, pay, receipt, cancel, idempotency."""
+
+import re
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from crowdfund.films.states import FilmState
+from crowdfund.funding.models import FilmInventory, Order, OrderStatus
+from crowdfund.payments.localstripe_server import confirm_card_setup
+from tests.conftest import CheckSession, Client
+from tests.factories import DECLINED_CARD, GOOD_CARD, PASSWORD, THREE_DS_CARD, make_film, make_studio_user, make_user
+
+
+@pytest.fixture
+def film(db: CheckSession):  # type: ignore[no-untyped-def]
+    return make_film(db, make_studio_user(db), FilmState.FUNDING, title="Night Ferry", stake_cap=20,
+                     per_backer_limit=5, funding_goal_cents=50_000)
+
+
+@pytest.fixture
+def fan(db: CheckSession, client: Client):  # type: ignore[no-untyped-def]
+    user = make_user(db, "buyer@example.com", name="Bo Buyer")
+    client.login(user.email, PASSWORD)
+    return user
+
+
+def form_key(page: str) -> str:
+    return re.search(r'name="key" value="([^"]+)"', page).group(1)
+
+
+def hold_via_form(client: Client, film, units: int = 2):  # type: ignore[no-untyped-def]
+    page = client.get(f"/films/{film.slug}").get_data(as_text=True)
+    key = form_key(page)
+    return client.post_form(f"/films/{film.slug}/hold", {"units": str(units), "key": key}), key
+
+
+def checkout_secret(client: Client, location: str) -> str:
+    page = client.get(location).get_data(as_text=True)
+    return re.search(r'data-client-secret="([^"]+)"', page).group(1)
+
+
+def test_buy_pay_receipt_and_portfolio(client: Client, db: CheckSession, app: Flask, film, fan, mail) -> None:  # type: ignore[no-untyped-def]
+    response, _ = hold_via_form(client, film, 2)
+    assert response.status_code == 303 and "/checkout" in response.headers["Location"]
+    checkout = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "2 × $50.00" in checkout and "$100.00" in checkout and "You may cancel until" in checkout
+    secret = re.search(r'data-client-secret="([^"]+)"', checkout).group(1)
+    setup = confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret, GOOD_CARD)
+    pay_url = response.headers["Location"].replace("/checkout", "/pay")
+    paid = client.post_form(pay_url, {"setup_intent": setup["id"]})
+    assert paid.status_code == 303
+    receipt = client.get(paid.headers["Location"]).get_data(as_text=True)
+    assert "Receipt" in receipt and "Paid" in receipt and "$100.00" in receipt and "Cancel order" in receipt
+    portfolio = client.get("/portfolio").get_data(as_text=True)
+    assert "Night Ferry" in portfolio and "100%" in portfolio and "(2 of 2 paid stakes)" in portfolio
+    public = client.get(f"/films/{film.slug}").get_data(as_text=True)
+    assert "$100.00</strong> raised of $500.00 (20%)" in public and "<strong>1</strong> backer" in public
+    assert len(mail.to("buyer@example.com")) == 1
+    # Paying again (a retried POST, the back button) charges nothing more.
+    again = client.post_form(pay_url, {"setup_intent": setup["id"]})
+    assert again.status_code == 303
+    db.reread()
+    assert db.scalar(select(func.count()).select_from(Order)) == 1
+    assert db.get(FilmInventory, film.id).sold == 2
+    assert len(mail.to("buyer@example.com")) == 1
+
+
+def test_double_submitted_hold_form_makes_one_order(client: Client, db: CheckSession, film, fan) -> None:  # type: ignore[no-untyped-def]
+    page = client.get(f"/films/{film.slug}").get_data(as_text=True)
+    key = form_key(page)
+    first = client.post_form(f"/films/{film.slug}/hold", {"units": "2", "key": key})
+    second = client.post_form(f"/films/{film.slug}/hold", {"units": "2", "key": key})
+    assert first.headers["Location"] == second.headers["Location"]
+    db.reread()
+    assert db.scalar(select(func.count()).select_from(Order)) == 1
+    assert db.get(FilmInventory, film.id).held == 2
+
+
+def test_declined_card_message_and_hold_released(client: Client, db: CheckSession, app: Flask, film, fan) -> None:  # type: ignore[no-untyped-def]
+    response, _ = hold_via_form(client, film, 3)
+    secret = checkout_secret(client, response.headers["Location"])
+    setup = confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret, DECLINED_CARD)
+    result = client.post_form(response.headers["Location"].replace("/checkout", "/pay"), {"setup_intent": setup["id"]},
+                              follow_redirects=True)
+    text = result.get_data(as_text=True)
+    assert "Your card was declined." in text and "hold was released" in text
+    db.reread()
+    assert db.get(FilmInventory, film.id).held == 0
+    assert db.scalar(select(Order.status)) == OrderStatus.FAILED
+
+
+def test_three_d_secure_asks_the_browser_then_settles(client: Client, db: CheckSession, app: Flask, film, fan) -> None:  # type: ignore[no-untyped-def]
+    from crowdfund.payments.localstripe_server import confirm_card_payment
+
+    response, _ = hold_via_form(client, film, 1)
+    secret = checkout_secret(client, response.headers["Location"])
+    base, pk = app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"]
+    setup = confirm_card_setup(base, pk, secret, THREE_DS_CARD)
+    pay_url = response.headers["Location"].replace("/checkout", "/pay")
+    asked = client.post_form(pay_url, {"setup_intent": setup["id"]})
+    assert asked.status_code == 200
+    action_secret = re.search(r'data-action-secret="([^"]+)"', asked.get_data(as_text=True)).group(1)
+    confirm_card_payment(base, pk, action_secret, success=True)
+    done = client.post_form(pay_url, {})
+    assert done.status_code == 303
+    db.reread()
+    assert db.scalar(select(Order.status)) == OrderStatus.PAID
+
+
+def test_other_users_cannot_see_or_touch_an_order(client: Client, other_client: Client, db: CheckSession, film, fan) -> None:  # type: ignore[no-untyped-def]
+    response, _ = hold_via_form(client, film, 1)
+    reference = response.headers["Location"].split("/")[2]
+    intruder = make_user(db)
+    other_client.login(intruder.email, PASSWORD)
+    for url in (f"/orders/{reference}", f"/orders/{reference}/checkout"):
+        assert other_client.get(url).status_code == 404
+    for url in (f"/orders/{reference}/pay", f"/orders/{reference}/cancel"):
+        assert other_client.post_form(url, {}).status_code == 404
+
+
+def test_bad_quantities_come_back_with_a_message(client: Client, db: CheckSession, film, fan) -> None:  # type: ignore[no-untyped-def]
+    page = client.get(f"/films/{film.slug}").get_data(as_text=True)
+    key = form_key(page)
+    for units in ("0", "6", "-1", "abc", "", "9" * 30):
+        response = client.post_form(f"/films/{film.slug}/hold", {"units": units, "key": key}, follow_redirects=True)
+        assert response.status_code == 200
+        assert "Choose" in response.get_data(as_text=True)
+    db.reread()
+    assert db.scalar(select(func.count()).select_from(Order)) == 0
+
+
+def test_cancel_refunds_and_returns_units(client: Client, db: CheckSession, app: Flask, film, fan) -> None:  # type: ignore[no-untyped-def]
+    response, _ = hold_via_form(client, film, 2)
+    secret = checkout_secret(client, response.headers["Location"])
+    setup = confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret, GOOD_CARD)
+    paid = client.post_form(response.headers["Location"].replace("/checkout", "/pay"), {"setup_intent": setup["id"]})
+    order_url = paid.headers["Location"]
+    cancelled = client.post_form(order_url + "/cancel", follow_redirects=True).get_data(as_text=True)
+    assert "Order cancelled" in cancelled and "Refund done" in cancelled
+    again = client.post_form(order_url + "/cancel", follow_redirects=True)
+    assert again.status_code == 200
+    db.reread()
+    order = db.scalar(select(Order))
+    assert order.status == OrderStatus.CANCELLED
+    assert db.get(FilmInventory, film.id).sold == 0
+    refunds = app.extensions["crowdfund.gateway"].find_refunds(order.stripe_payment_intent_id)
+    assert len(refunds) == 1
