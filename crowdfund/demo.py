@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 from datetime import date, timedelta
+from typing import Any
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -42,10 +43,11 @@ def poster_png(title: str, index: int) -> bytes:
     image = Image.new("RGB", (400, 600), COLOURS[index % len(COLOURS)])
     draw = ImageDraw.Draw(image)
     draw.rectangle((20, 20, 380, 580), outline=(255, 255, 255), width=4)
-    y = 260
+    font = ImageFont.load_default(size=34)
+    y = 220
     for word in title.split():
-        draw.text((40, y), word.upper(), fill=(255, 255, 255))
-        y += 18
+        draw.text((44, y), word.upper(), fill=(255, 255, 255), font=font)
+        y += 44
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
@@ -59,10 +61,10 @@ def _film_input(title: str, logline: str, days: int) -> FilmInput:
         logline=logline,
         synopsis=f"{logline}\n\nA feature film in development. This synopsis is demo text.",
         risks="Principal photography depends on weather permits at our coastal locations.",
-        funding_goal_cents=2_500_000,
+        funding_goal_cents=500_000,
         stake_price_cents=5000,
-        stake_cap=1000,
-        per_backer_limit=40,
+        stake_cap=400,
+        per_backer_limit=60,
         deadline=deadline,
         timezone="America/Los_Angeles",
         expected_release_date=(deadline + timedelta(days=240)).date()
@@ -98,7 +100,32 @@ def _walk_to(session: Session, film: Film, target: FilmState, studio_user: User,
         films.change_film_state(session, film, FilmState.RELEASED, now=decided + timedelta(days=60), actor=studio_user)
 
 
-def seed(session: Session) -> list[tuple[str, str]]:
+# (film index, fan number, stakes) bought in the demo, through the real payment flow.
+PURCHASES = [(0, 1, 4), (0, 2, 10), (0, 3, 2), (1, 1, 30), (1, 2, 40), (1, 4, 12),
+             (3, 1, 20), (3, 2, 40), (3, 3, 40), (3, 4, 40), (3, 1, 20), (3, 3, 1),
+             (4, 1, 40), (4, 2, 40), (4, 3, 40), (4, 4, 40), (4, 2, 1), (5, 1, 3), (5, 2, 5)]
+
+
+def _buy(session: Session, film: Film, fan: User, units: int, gateway: Any, stripe_base: str,
+         publishable_key: str) -> None:
+    from crowdfund.funding.services import HoldRequest, hold_stakes
+    from crowdfund.payments.localstripe_server import confirm_card_setup
+    from crowdfund.payments.services import pay_order
+
+    when = min(utcnow(), film.deadline - timedelta(days=3))
+    order = hold_stakes(session, fan, HoldRequest(film.id, units, f"demo-{film.id}-{fan.id}-{units}-{when.timestamp()}"),
+                        now=when, hold_window=timedelta(minutes=15))
+    session.commit()
+    setup = gateway.create_setup_intent({"order_id": str(order.id)})
+    confirm_card_setup(stripe_base, publishable_key, setup.client_secret, "4242424242424242")
+    pay_order(session, order, setup.id, gateway, now=when + timedelta(minutes=1))
+    session.commit()
+
+
+def seed(session: Session, gateway: Any = None, stripe_base: str = "", publishable_key: str = "",
+         fee_bps: int = 500) -> list[tuple[str, str]]:
+    """Demo users and films in every state. With a gateway (localstripe), fans
+    also buy stakes and past rounds are closed, through the real services."""
     logins: list[tuple[str, str]] = []
     admin = accounts.create_user(session, "admin@example.com", DEMO_PASSWORD, "Ada Admin", roles=(Role.ADMIN,))
     finance = accounts.create_user(session, "finance@example.com", DEMO_PASSWORD, "Fin Ance", roles=(Role.FINANCE,))
@@ -106,16 +133,33 @@ def seed(session: Session) -> list[tuple[str, str]]:
     studio = accounts.create_studio(session, "Northlight Pictures")
     accounts.set_studio(session, studio_user, studio)
     logins += [("admin", admin.email), ("finance", finance.email), ("studio", studio_user.email)]
+    fans = []
     for n, name in enumerate(["Fay Fan", "Femi Fan", "Fumiko Fan", "Felix Fan"], start=1):
         fan = accounts.sign_up(session, f"fan{n}@example.com", DEMO_PASSWORD, name)
+        fans.append(fan)
         logins.append(("fan", fan.email))
+    created = []
     for index, (title, logline, target, days) in enumerate(FILMS):
         film = films.create_film(
             session, studio_user, _film_input(title, logline, days),
             poster=poster_png(title, index), poster_max_bytes=2 * 1024 * 1024,
         )
-        _walk_to(session, film, target, studio_user, admin)
-    session.flush()
+        created.append((film, target))
+        # Films that were sold go through funding first; the round close decides them.
+        first_stop = FilmState.FUNDING if target in (FilmState.FUNDED, FilmState.RELEASED, FilmState.FAILED) else target
+        _walk_to(session, film, first_stop if gateway else target, studio_user, admin)
+    session.commit()
+    if gateway is None:
+        return logins
+    for film_index, fan_number, units in PURCHASES:
+        _buy(session, created[film_index][0], fans[fan_number - 1], units, gateway, stripe_base, publishable_key)
+    from crowdfund.funding.close import close_rounds
+
+    close_rounds(session, gateway, now=utcnow(), hold_window=timedelta(minutes=15), fee_bps=fee_bps)
+    for film, target in created:
+        if target == FilmState.RELEASED:
+            films.mark_released(session, session.get(Film, film.id), session.get(User, studio_user.id), now=utcnow())
+    session.commit()
     return logins
 
 

@@ -1,6 +1,7 @@
-"""`make demo`: migrate a fresh database, seed it, and serve on 127.0.0.1:5000.
+"""`make demo`: localstripe on 127.0.0.1, a fresh migrated database with demo
+data bought through the real payment flow, and the app on 127.0.0.1:5000.
 
-Only for development: it uses Flask's own server and the development config.
+Only for development: Flask's own server and the development config.
 """
 
 from __future__ import annotations
@@ -8,24 +9,39 @@ from __future__ import annotations
 import os
 
 from crowdfund import create_app
-from crowdfund.demo import seed
+from crowdfund.demo import DEMO_PASSWORD, seed
 from crowdfund.migrate import upgrade
+from crowdfund.payments.localstripe_server import register_webhook, start_in_thread
 
 HOST = "127.0.0.1"
 PORT = int(os.environ.get("PORT", "5000"))
+STRIPE_PORT = int(os.environ.get("LOCALSTRIPE_PORT", "8420"))
+SECRET_KEY = "sk_test_demo"
+PUBLISHABLE_KEY = "pk_test_demo"
+WEBHOOK_SECRET = "whsec_demo"
 
 
 def main() -> None:
     os.environ.setdefault("CROWDFUND_ENV", "development")
-    app = create_app()
+    stripe = start_in_thread(STRIPE_PORT)
+    app = create_app(overrides={
+        "STRIPE_API_BASE": stripe.url,
+        "STRIPE_SECRET_KEY": SECRET_KEY,
+        "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_JS_URL": stripe.js_url,
+    })
+    register_webhook(stripe.url, "demo", f"http://{HOST}:{PORT}/stripe/webhook", WEBHOOK_SECRET)
     upgrade(app.config["DATABASE_URL"])
+    print("Seeding demo data (fans buy stakes through localstripe)...")
     with app.extensions["crowdfund.sessionmaker"]() as session:
-        logins = seed(session)
-        session.commit()
-    print("\nReelshare demo at http://%s:%d" % (HOST, PORT))
-    print("Logins (password for all: demo-password-1):")
+        logins = seed(session, app.extensions["crowdfund.gateway"], stripe.url, PUBLISHABLE_KEY,
+                      fee_bps=app.config["PLATFORM_FEE_BPS"])
+    print(f"\nReelshare demo at http://{HOST}:{PORT}   (localstripe at {stripe.url})")
+    print(f"Logins (password for all: {DEMO_PASSWORD}):")
     for role, email in logins:
         print(f"  {role:8} {email}")
+    print("Test cards: 4242 4242 4242 4242 pays, 4000 0000 0000 0341 declines, 4000 0025 0000 3155 asks for 3-D Secure.")
     print(f"Mail is written to {app.config['MAIL_FOLDER']}\n")
     app.run(host=HOST, port=PORT, debug=False, use_reloader=False, threaded=True)
 
