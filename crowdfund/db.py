@@ -99,7 +99,8 @@ def make_engine(url: str, pool_size: int = 5, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql(f"BEGIN {sqlite_begin_mode.get()}")
+            mode = conn.get_execution_options().get("sqlite_begin") or sqlite_begin_mode.get()
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
     return create_engine(

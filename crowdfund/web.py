@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar
@@ -21,6 +21,21 @@ def db() -> Session:
     if "db_session" not in g:
         g.db_session = current_app.extensions["crowdfund.sessionmaker"]()
     return g.db_session
+
+
+def stream_query(query: Callable[..., Iterator[Any]], *args: Any) -> Iterator[Any]:
+    """Rows for a streamed response, read through a session of their own that
+    closes when the stream ends or the client goes away. The request's own
+    session is closed at once: a stream can outlive the request."""
+    db().close()
+    sessionmaker = current_app.extensions["crowdfund.sessionmaker"]
+    read_only = current_app.extensions["crowdfund.engine"].execution_options(sqlite_begin="DEFERRED")
+
+    def rows() -> Iterator[Any]:
+        with sessionmaker(bind=read_only) as session:
+            yield from query(session, *args)
+
+    return rows()
 
 
 def now() -> datetime:

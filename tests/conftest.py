@@ -157,6 +157,8 @@ def _truncate(app: Flask) -> None:
     tables = [t.name for t in reversed(metadata.sorted_tables)]
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
+            # A connection left inside a transaction must fail the run, not hang it.
+            conn.execute(text("SET LOCAL lock_timeout = '20s'"))
             conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
         else:
             for table in tables:

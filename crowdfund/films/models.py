@@ -66,7 +66,7 @@ class Film(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
-    studio: Mapped[Studio] = relationship(lazy="joined")
+    studio: Mapped[Studio] = relationship(lazy="joined", innerjoin=True)
     events: Mapped[list[FilmEvent]] = relationship(
         back_populates="film", order_by="FilmEvent.id", lazy="select"
     )

@@ -176,6 +176,21 @@ def withdraw(session: Session, film: Film, user: User, *, now: datetime) -> None
     change_film_state(session, film, FilmState.CANCELLED, now=now, actor=user, reason="withdrawn")
 
 
+def cancel_film(session: Session, film: Film, admin: User, reason: str, *, now: datetime) -> None:
+    """An admin stops a film; if it was selling, every backer is refunded by the
+    next `flask funding close-rounds` (a long job never runs in a request)."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise DomainError("Say why the film is cancelled.", field="reason")
+    if film.state not in (FilmState.DRAFT, FilmState.IN_REVIEW, FilmState.FUNDING):
+        raise Conflict("Only films not yet funded can be cancelled.")
+    change_film_state(session, film, FilmState.CANCELLED, now=now, actor=admin, reason=reason[:5000])
+
+
+def all_films(session: Session) -> list[Film]:
+    return list(session.scalars(select(Film).order_by(Film.created_at.desc()).limit(500)))
+
+
 def mark_released(session: Session, film: Film, user: User, *, now: datetime) -> None:
     if film.state != FilmState.FUNDED:
         raise Conflict("Only funded films can be marked released.")

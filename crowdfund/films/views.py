@@ -12,7 +12,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_login import current_user
@@ -31,7 +30,7 @@ from crowdfund.money import format_cents, format_cents_plain
 from crowdfund.reports.csvutil import stream_csv
 from crowdfund.reports.queries import backer_rows, raised_by_day
 from crowdfund.uploads import StoredFile
-from crowdfund.web import db, now, role_required, user
+from crowdfund.web import db, now, role_required, stream_query, user
 
 catalogue_bp = Blueprint("catalogue", __name__)
 studio_bp = Blueprint("studio", __name__, url_prefix="/studio")
@@ -171,9 +170,9 @@ def film_detail(film_id: int) -> Any:
 @role_required(Role.STUDIO)
 def backers_csv(film_id: int) -> Any:
     film = services.studio_film(db(), user(), film_id)
-    rows = ((name, email, units, format_cents_plain(cents)) for name, email, units, cents in backer_rows(db(), film.id))
-    response = Response(stream_with_context(stream_csv(["name", "email", "stakes", "amount_usd"], rows)),
-                        mimetype="text/csv")
+    rows = ((name, email, units, format_cents_plain(cents)) for name, email, units, cents in
+            stream_query(backer_rows, film.id))
+    response = Response(stream_csv(["name", "email", "stakes", "amount_usd"], rows), mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{film.slug}-backers.csv"'
     return response
 
@@ -243,7 +242,8 @@ def release_film(film_id: int) -> Any:
 @review_bp.route("/")
 @role_required(Role.ADMIN)
 def queue() -> Any:
-    return render_template("admin/reviews.html", films=services.films_in_review(db()))
+    return render_template("admin/reviews.html", films=services.films_in_review(db()),
+                           all_films=services.all_films(db()))
 
 
 @review_bp.route("/<int:film_id>", methods=["GET"])
@@ -252,8 +252,27 @@ def review(film_id: int) -> Any:
     film = services.film_by_id(db(), film_id)
     return render_template(
         "admin/review.html", film=film, terms=_terms(film), approve_form=EmptyForm(prefix="approve"),
-        send_back_form=SendBackForm(prefix="back"),
+        send_back_form=SendBackForm(prefix="back"), cancel_form=SendBackForm(prefix="cancel"),
     )
+
+
+@review_bp.route("/<int:film_id>/cancel", methods=["POST"])
+@role_required(Role.ADMIN)
+def cancel(film_id: int) -> Any:
+    film = services.film_by_id(db(), film_id)
+    form = SendBackForm(prefix="cancel")
+    if form.validate_on_submit():
+        try:
+            services.cancel_film(db(), film, user(), form.reason.data, now=now())
+            db().commit()
+        except DomainError as exc:
+            db().rollback()
+            flash(exc.message, "error")
+        else:
+            flash(f"{film.title} is cancelled. Backers are refunded by the next round-close run.", "success")
+        return redirect(url_for("review.review", film_id=film.id), 303)
+    flash("Say why the film is cancelled.", "error")
+    return redirect(url_for("review.review", film_id=film.id), 303)
 
 
 @review_bp.route("/<int:film_id>/approve", methods=["POST"])
@@ -290,5 +309,5 @@ def send_back(film_id: int) -> Any:
             return redirect(url_for("review.queue"), 303)
     return render_template(
         "admin/review.html", film=film, terms=_terms(film), approve_form=EmptyForm(prefix="approve"),
-        send_back_form=form,
+        send_back_form=form, cancel_form=SendBackForm(prefix="cancel"),
     ), 400

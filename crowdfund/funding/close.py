@@ -61,7 +61,7 @@ def paid_total(session: Session, film_id: int) -> int:
 
 def decide_film(session: Session, film_id: int, *, now: datetime, hold_window: timedelta, fee_bps: int) -> str:
     """Decide one film in the caller's transaction: "funded", "failed" or "skipped"."""
-    film = session.get(Film, film_id, with_for_update=True)
+    film = session.scalar(select(Film).where(Film.id == film_id).with_for_update(of=Film))
     if film is None or film.state != FilmState.FUNDING or now < round_closes_at(film.deadline, hold_window):
         return "skipped"
     release_expired_holds(session, film.id, now)

@@ -110,3 +110,21 @@ def test_cli_close_rounds(app: Flask, db: CheckSession, clock) -> None:  # type:
     assert "failed: 1 film(s)" in result.output
     db.reread()
     assert db.get(Film, film.id).state == FilmState.FAILED
+
+
+def test_cancelled_film_refunds_everyone(db: CheckSession, app: Flask) -> None:
+    from crowdfund.films.services import cancel_film
+
+    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
+                     funding_goal_cents=20_000)
+    buy(db, app, make_user(db), film, 2)
+    buy(db, app, make_user(db), film, 1)
+    admin = make_user(db, roles=(__import__("crowdfund.accounts.models", fromlist=["Role"]).Role.ADMIN,))
+    cancel_film(db, db.get(Film, film.id), admin, "Rights dispute", now=datetime.now(UTC))
+    db.commit()
+    gateway = app.extensions["crowdfund.gateway"]
+    report = close_rounds(db, gateway, now=datetime.now(UTC), hold_window=HOLD, fee_bps=FEE_BPS)
+    assert (report.refunds_decided, report.refunds_made) == (2, 2)
+    db.reread()
+    assert set(db.scalars(select(Order.status).where(Order.film_id == film.id))) == {"refunded"}
+    assert ledger.balance(db, ledger.BACKER_CASH) == 0 and ledger.trial_balance(db) == 0
