@@ -27,6 +27,7 @@ from crowdfund.funding.services import refund_paid_order, release_expired_holds
 from crowdfund.mail import queue_email
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.payments.services import process_refunds
+from crowdfund.rewards.services import issue_tickets
 
 
 @dataclass
@@ -80,6 +81,7 @@ def decide_film(session: Session, film_id: int, *, now: datetime, hold_window: t
             film_id=film.id,
             memo=f"{film.title} funded: escrow released less {fee_bps} bps fee",
         )
+        issue_tickets(session, film.id, now=now)
         return "funded"
     change_film_state(session, film, FilmState.FAILED, now=now, reason="goal not met by the deadline")
     return "failed"

@@ -29,6 +29,7 @@ from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
 from crowdfund.funding.rules import cancellation_deadline, check_order_transition
+from crowdfund.rewards.services import void_unbooked_tickets
 
 REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
@@ -379,6 +380,7 @@ def cancel_order(session: Session, order: Order, user: User, *, now: datetime) -
         raise Conflict("This order changed meanwhile; reload the page.")
     _adjust(session, film.id, order.user_id, position=-order.units, sold=-order.units)
     _book_refund_decision(session, order, film, now)
+    void_unbooked_tickets(session, film.id, order.user_id, now=now)
 
 
 def refund_paid_order(session: Session, order: Order, *, now: datetime) -> bool:
@@ -389,6 +391,7 @@ def refund_paid_order(session: Session, order: Order, *, now: datetime) -> bool:
         return False
     _adjust(session, film.id, order.user_id, position=-order.units, sold=-order.units)
     _book_refund_decision(session, order, film, now)
+    void_unbooked_tickets(session, film.id, order.user_id, now=now)
     return True
 
 

@@ -1,0 +1,1 @@
+"""Box-office reports, the payout waterfall, payout runs and statements."""

@@ -1,0 +1,1 @@
+"""Screening-ticket rewards: tiers, screenings, tickets, booking and check-in."""

@@ -1,0 +1,3 @@
+from flask import Blueprint
+
+rewards_bp = Blueprint("rewards", __name__)
