@@ -7,11 +7,12 @@ from crowdfund.funding.models import BackerPosition, FilmInventory, Order
 from crowdfund.ledger import JournalEntry, JournalLine
 from crowdfund.mail import SentEmail
 from crowdfund.payments.services import StripeEvent
+from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, PayoutStatement
 from crowdfund.uploads import StoredFile
 
 metadata = Base.metadata
 
 __all__ = [
-    "BackerPosition", "Film", "JournalEntry", "JournalLine", "SentEmail", "StripeEvent", "FilmEvent", "FilmInventory", "Order", "StoredFile", "Studio",
+    "BackerPosition", "BoxOfficeReport", "PayoutRun", "PayoutStatement", "Film", "JournalEntry", "JournalLine", "SentEmail", "StripeEvent", "FilmEvent", "FilmInventory", "Order", "StoredFile", "Studio",
     "StudioMember", "User", "UserRole", "metadata",
 ]
