@@ -30,6 +30,7 @@ class Config:
     # Whole-request body limit; per-file limits are stricter (see uploads.py).
     MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 8 * 1024 * 1024)
     POSTER_MAX_BYTES = _env_int("POSTER_MAX_BYTES", 2 * 1024 * 1024)
+    REPORT_FILE_MAX_BYTES = _env_int("REPORT_FILE_MAX_BYTES", 5 * 1024 * 1024)
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

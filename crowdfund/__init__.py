@@ -97,11 +97,12 @@ def _register_blueprints(app: Flask) -> None:
     from crowdfund.films.views import catalogue_bp, review_bp, studio_bp
     from crowdfund.funding.views import funding_bp
     from crowdfund.payments.views import payments_bp
+    from crowdfund.payouts.views import payouts_bp
     from crowdfund.reports.views import finance_bp
     from crowdfund.rewards.views import rewards_bp
 
     for blueprint in (accounts_bp, admin_bp, catalogue_bp, studio_bp, review_bp, finance_bp, funding_bp,
-                      payments_bp, rewards_bp):
+                      payments_bp, rewards_bp, payouts_bp):
         app.register_blueprint(blueprint)
 
 

@@ -101,6 +101,23 @@ def register_cli(app: Flask) -> None:
 
     app.cli.add_command(payments)
 
+    payouts = AppGroup("payouts", help="Box-office payouts.")
+
+    @payouts.command("process")
+    @click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(1, 100_000))
+    def process_payouts_command(batch_size: int) -> None:
+        """Finish every payout run still writing statements. Resumable; safe to rerun."""
+        from crowdfund.payouts.models import PayoutRun
+        from crowdfund.payouts.services import runs_to_finish, write_statements
+
+        with _session() as session:
+            for run_id in runs_to_finish(session):
+                run = session.get(PayoutRun, run_id)
+                write_statements(session, run, now=_now(), batch_size=batch_size, commit=session.commit)
+                click.echo(f"run {run_id}: complete")
+
+    app.cli.add_command(payouts)
+
     from crowdfund.demo import demo_command
 
     app.cli.add_command(demo_command)

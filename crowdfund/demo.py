@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
-from datetime import date, timedelta
+import secrets
+from datetime import UTC, date, timedelta
+from zoneinfo import ZoneInfo
 from typing import Any
 
 import click
@@ -20,6 +22,8 @@ from crowdfund.films import services as films
 from crowdfund.films.models import Film
 from crowdfund.films.rules import FilmInput
 from crowdfund.films.states import FilmState
+from crowdfund.rewards import services as rewards
+from crowdfund.rewards.rules import TierInput
 
 DEMO_PASSWORD = "demo-password-1"
 
@@ -35,6 +39,10 @@ FILMS = [
     ("Untitled Heist Comedy", "Five retired magicians rob the casino that fired them.", FilmState.DRAFT, 60),
     ("Second Draft", "A writer's characters refuse the ending.", FilmState.CANCELLED, 30),
 ]
+
+#: Films whose backers get screening tickets, and their tiers (stakes or more, tickets, extras).
+REWARD_FILMS = ("Salt Road", "Quiet Machines")
+DEMO_TIERS = [(1, 1, ""), (10, 2, "Signed poster"), (40, 4, "Premiere invitation and your name in the credits")]
 
 COLOURS = [(138, 28, 59), (23, 96, 58), (30, 60, 120), (150, 90, 20), (70, 40, 110), (20, 110, 120)]
 
@@ -113,7 +121,7 @@ def _buy(session: Session, film: Film, fan: User, units: int, gateway: Any, stri
     from crowdfund.payments.services import pay_order
 
     when = min(utcnow(), film.deadline - timedelta(days=3))
-    order = hold_stakes(session, fan, HoldRequest(film.id, units, f"demo-{film.id}-{fan.id}-{units}-{when.timestamp()}"),
+    order = hold_stakes(session, fan, HoldRequest(film.id, units, f"demo-{film.id}-{fan.id}-{units}-{secrets.token_hex(8)}"),
                         now=when, hold_window=timedelta(minutes=15))
     session.commit()
     setup = gateway.create_setup_intent({"order_id": str(order.id)})
@@ -145,11 +153,17 @@ def seed(session: Session, gateway: Any = None, stripe_base: str = "", publishab
             poster=poster_png(title, index), poster_max_bytes=2 * 1024 * 1024,
         )
         created.append((film, target))
+        if title in REWARD_FILMS:
+            # Tiers are terms: set while the film is still a draft.
+            for min_stakes, tickets, extras in DEMO_TIERS:
+                rewards.add_tier(session, film, TierInput(min_stakes, tickets, extras))
         # Films that were sold go through funding first; the round close decides them.
         first_stop = FilmState.FUNDING if target in (FilmState.FUNDED, FilmState.RELEASED, FilmState.FAILED) else target
         _walk_to(session, film, first_stop if gateway else target, studio_user, admin)
     session.commit()
     if gateway is None:
+        _schedule_screenings(session, created)
+        session.commit()
         return logins
     for film_index, fan_number, units in PURCHASES:
         _buy(session, created[film_index][0], fans[fan_number - 1], units, gateway, stripe_base, publishable_key)
@@ -159,8 +173,29 @@ def seed(session: Session, gateway: Any = None, stripe_base: str = "", publishab
     for film, target in created:
         if target == FilmState.RELEASED:
             films.mark_released(session, session.get(Film, film.id), session.get(User, studio_user.id), now=utcnow())
+    _schedule_screenings(session, created)
     session.commit()
     return logins
+
+
+def _schedule_screenings(session: Session, created: list[tuple[Film, FilmState]]) -> None:
+    """Screenings of the funded and released demo films; tickets were issued by
+    the round close when the film became funded."""
+    now = utcnow().replace(minute=0, second=0, microsecond=0)
+    for film, _target in created:
+        film = session.get(Film, film.id)
+        if film is None or film.title not in REWARD_FILMS or film.state not in rewards.SCREENING_STATES:
+            continue
+        top_tier = rewards.film_tiers(session, film.id)[-1]
+        for days, cinema, city, seats, tier_id in (
+            (14, "The Castro Theatre", "San Francisco", 120, None),
+            (21, "Vista Theater", "Los Angeles", 3, None),
+            (30, "Egyptian Theatre", "Los Angeles", 40, top_tier.id),
+        ):
+            local_day = (now + timedelta(days=days)).astimezone(ZoneInfo(film.timezone))
+            start = local_day.replace(hour=19).astimezone(UTC)  # 7 pm where the film is shown
+            rewards.schedule_screening(session, film, rewards.ScreeningInput(
+                cinema=cinema, city=city, starts_at=start, seats=seats, min_tier_id=tier_id), now=utcnow())
 
 
 @click.group("demo", cls=AppGroup, help="Demo data (development only).")

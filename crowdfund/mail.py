@@ -73,6 +73,8 @@ class Mailer:
                 (folder / f"{name}.eml").write_bytes(bytes(message))
             elif self.backend == "memory":
                 self.outbox.append(message)
+            elif self.backend == "none":
+                pass
             else:
                 print(message.as_string())
         except OSError:

@@ -8,6 +8,7 @@ from crowdfund.ledger import JournalEntry, JournalLine
 from crowdfund.mail import SentEmail
 from crowdfund.payments.services import StripeEvent
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, PayoutStatement
+from crowdfund.rewards.models import CheckInAttempt, RewardTier, Screening, Ticket
 from crowdfund.uploads import StoredFile
 
 metadata = Base.metadata
@@ -15,4 +16,5 @@ metadata = Base.metadata
 __all__ = [
     "BackerPosition", "BoxOfficeReport", "PayoutRun", "PayoutStatement", "Film", "JournalEntry", "JournalLine", "SentEmail", "StripeEvent", "FilmEvent", "FilmInventory", "Order", "StoredFile", "Studio",
     "StudioMember", "User", "UserRole", "metadata",
+    "CheckInAttempt", "RewardTier", "Screening", "Ticket",
 ]

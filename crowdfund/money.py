@@ -41,6 +41,14 @@ def parse_amount(text: str) -> int:
     return int(value * 100)
 
 
+def parse_signed_amount(text: str) -> int:
+    """Like parse_amount, but a leading minus is allowed (adjusting reports)."""
+    cleaned = (text or "").strip()
+    if cleaned.startswith("-"):
+        return -parse_amount(cleaned[1:])
+    return parse_amount(cleaned)
+
+
 def format_bps(bps: int) -> str:
     """`1250` -> `12.5%`, `10000` -> `100%`."""
     whole, rest = divmod(int(bps), 100)

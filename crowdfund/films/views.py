@@ -26,8 +26,11 @@ from crowdfund.films.terms import PLATFORM_RISKS, describe_terms
 from crowdfund.funding.queries import funding_stats
 from crowdfund.funding.views import buy_panel_context
 from crowdfund.charts import line_chart
-from crowdfund.money import format_cents, format_cents_plain
+from crowdfund.money import format_cents, format_cents_plain, parse_amount
+from crowdfund.payouts.calculator import backer_return, curve
+from crowdfund.payouts.services import paid_stakes, principal_cents, terms_of
 from crowdfund.reports.csvutil import stream_csv
+from crowdfund.rewards.services import film_tiers, tier_reached
 from crowdfund.reports.queries import backer_rows, raised_by_day
 from crowdfund.uploads import StoredFile
 from crowdfund.web import db, now, role_required, stream_query, user
@@ -89,9 +92,45 @@ def film_page(slug: str) -> Any:
     film = services.visible_film(db(), slug[:140], viewer)
     stats = funding_stats(db(), [film.id])[film.id]
     buy = buy_panel_context(film, viewer) if film.state == FilmState.FUNDING else None
+    tiers = film_tiers(db(), film.id)
+    if buy is not None and tiers:
+        # The first option (one stake) is selected; static/js/tiers.js follows the select.
+        buy["reach"] = tier_reached(tiers, buy["paid"] + 1)
+    tier_data = [{"min": t.min_stakes, "tickets": t.tickets, "extras": t.extras} for t in tiers]
     return render_template(
-        "films/film.html", film=film, stats=stats, terms=_terms(film), platform_risks=PLATFORM_RISKS, buy=buy
+        "films/film.html", film=film, stats=stats, terms=_terms(film), platform_risks=PLATFORM_RISKS, buy=buy,
+        tiers=tiers, tier_data=tier_data, calculator=_calculator(film),
     )
+
+
+def _calculator(film: Any) -> dict[str, Any]:
+    """The return calculator: the real waterfall on numbers the visitor picks.
+    Before funding closes it assumes the film raises exactly its goal."""
+    if film.state in (FilmState.FUNDING, FilmState.DRAFT, FilmState.IN_REVIEW):
+        total_stakes = max(1, -(-film.funding_goal_cents // film.stake_price_cents))
+        principal = total_stakes * film.stake_price_cents
+    else:
+        total_stakes, _ = paid_stakes(db(), film.id)
+        principal = principal_cents(db(), film.id)
+    if total_stakes == 0:
+        return {"available": False}
+    try:
+        receipts = parse_amount(request.args.get("receipts", "") or format_cents_plain(principal * 2))
+    except ValueError:
+        receipts, error = principal * 2, "Enter receipts in dollars, like 250000."
+    else:
+        error = None
+    stakes_raw = request.args.get("stakes", "1")
+    stakes = int(stakes_raw) if stakes_raw.isdigit() and 0 < int(stakes_raw) <= total_stakes else 1
+    terms = terms_of(film)
+    scenario = backer_return(terms, principal_cents=principal, total_stakes=total_stakes, receipts_cents=receipts,
+                             stakes=stakes)
+    points = curve(terms, principal_cents=principal, total_stakes=total_stakes, stakes=stakes,
+                   top_cents=max(receipts, principal * 4))
+    chart = line_chart([(format_cents(p.receipts_cents).split(".")[0], p.amount_cents) for p in points],
+                       f"Payout for {stakes} stake{'s' if stakes != 1 else ''} against net receipts", format_cents)
+    return {"available": True, "scenario": scenario, "chart": chart, "error": error,
+            "receipts_text": format_cents_plain(receipts), "assumes_goal": film.state == FilmState.FUNDING}
 
 
 @catalogue_bp.route("/files/<int:file_id>")
@@ -158,12 +197,19 @@ def new_film() -> Any:
 @studio_bp.route("/films/<int:film_id>")
 @role_required(Role.STUDIO)
 def film_detail(film_id: int) -> Any:
-    film = services.studio_film(db(), user(), film_id)
+    return render_studio_film(services.studio_film(db(), user(), film_id))
+
+
+def render_studio_film(film: Any, status: int = 200, tier_form: Any = None, screening_form: Any = None) -> Any:
+    """The studio's film page; rewards forms come back here with their errors."""
+    from crowdfund.rewards.views import studio_rewards_context
+
     stats = funding_stats(db(), [film.id])[film.id]
     points = [(day.strftime("%d %b"), cents) for day, cents in raised_by_day(db(), film.id)]
     chart = line_chart(points, "Raised over time", format_cents)
+    rewards = studio_rewards_context(film, tier_form, screening_form)
     return render_template("studio/film.html", film=film, stats=stats, terms=_terms(film), form=EmptyForm(),
-                           chart=chart)
+                           chart=chart, rewards=rewards), status
 
 
 @studio_bp.route("/films/<int:film_id>/backers.csv")

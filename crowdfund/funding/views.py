@@ -18,6 +18,7 @@ from crowdfund.funding.queries import funding_stats, portfolio
 from crowdfund.funding.rules import STATUS_LABELS, can_cancel, cancellation_deadline
 from crowdfund.payments.gateway import GatewayError
 from crowdfund.payments.services import PaymentResult, pay_order, process_refund
+from crowdfund.rewards.services import paid_stakes
 from crowdfund.web import db, gateway, now, role_required, user
 
 funding_bp = Blueprint("funding", __name__)
@@ -69,13 +70,24 @@ def checkout(reference: str) -> Any:
     if order.expires_at <= now():
         flash("Your hold expired before payment. Please choose your stakes again.", "error")
         return redirect(url_for("catalogue.film_page", slug=order.film.slug), 303)
+    reach = _tier_reach(order)
     try:
         setup = gateway().create_setup_intent({"order_reference": order.reference, "order_id": str(order.id)})
     except GatewayError as exc:
-        return render_template("funding/checkout.html", order=order, setup=None, error=str(exc),
+        return render_template("funding/checkout.html", order=order, setup=None, error=str(exc), reach=reach,
                                cancel_until=cancellation_deadline(order.film.deadline)), 503
-    return render_template("funding/checkout.html", order=order, setup=setup, error=None,
+    return render_template("funding/checkout.html", order=order, setup=setup, error=None, reach=reach,
                            cancel_until=cancellation_deadline(order.film.deadline))
+
+
+def _tier_reach(order: Any) -> Any:
+    """The reward tier this order brings the backer to: their paid stakes plus this order."""
+    from crowdfund.rewards.services import film_tiers, paid_stakes, tier_reached
+
+    tiers = film_tiers(db(), order.film_id)
+    if not tiers:
+        return None
+    return tier_reached(tiers, paid_stakes(db(), order.film_id, order.user_id) + order.units)
 
 
 @funding_bp.route("/orders/<reference>/pay", methods=["POST"])
@@ -97,7 +109,7 @@ def pay(reference: str) -> Any:
         return redirect(url_for("funding.order_page", reference=order.reference), 303)
     if result.status == "requires_action":
         return render_template("funding/checkout.html", order=order, setup=None, error=None,
-                               action_secret=result.client_secret,
+                               action_secret=result.client_secret, reach=_tier_reach(order),
                                cancel_until=cancellation_deadline(order.film.deadline))
     flash(result.message, "error" if result.status in ("failed", "refunded") else "info")
     if result.status == "failed" and order.status != OrderStatus.PENDING:
@@ -158,4 +170,5 @@ def buy_panel_context(film: Film, viewer: Any) -> dict[str, Any]:
         "can_buy": max(0, min(film.per_backer_limit - mine, remaining)),
         "mine": mine,
         "form_token": new_form_token(),
+        "paid": paid_stakes(db(), film.id, viewer.id) if viewer is not None else 0,
     }

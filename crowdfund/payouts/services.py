@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from crowdfund import ledger
@@ -265,10 +265,11 @@ def write_statements(
     batch_size: int = 2000,
     max_batches: int | None = None,
     commit: Callable[[], None] | None = None,
+    announce: bool = True,
 ) -> bool:
     """Write the run's statements from its resume point. Returns True when the
     run is complete. `commit` is called after each batch (the CLI and the
-    view pass session.commit)."""
+    view pass session.commit). `announce` e-mails each backer afterwards."""
     if run.status != RunStatus.COMPUTING:
         return True
     user_ids, stakes = _backer_weights(session, run.film_id, batch_size)
@@ -287,12 +288,11 @@ def write_statements(
                    PayoutStatement.user_id.in_(chunk_users))
             .group_by(PayoutStatement.user_id)
         ).all())
-        session.add_all([
-            PayoutStatement(
-                number=statement_number(run.film_id, run.sequence, i), run_id=run.id, user_id=user_ids[i],
-                position=i, stakes=stakes[i], amount_cents=parts[i],
-                cumulative_cents=int(before.get(user_ids[i], 0)) + parts[i], created_at=now,
-            )
+        # Core insert: a batch of plain rows, no ORM objects to track.
+        session.execute(insert(PayoutStatement), [
+            {"number": statement_number(run.film_id, run.sequence, i), "run_id": run.id, "user_id": user_ids[i],
+             "position": i, "stakes": stakes[i], "amount_cents": parts[i],
+             "cumulative_cents": int(before.get(user_ids[i], 0)) + parts[i], "created_at": now}
             for i in chunk
         ])
         position = chunk.stop
@@ -308,7 +308,8 @@ def write_statements(
     _finish_run(session, run, now=now)
     if commit:
         commit()
-    announce_statements(session, run.id, commit=commit)
+    if announce:
+        announce_statements(session, run.id, commit=commit)
     return True
 
 

@@ -24,6 +24,9 @@ class FilmMoney:
     released: int = 0
     fees: int = 0
     in_escrow: int = 0
+    pools: int = 0
+    statements: int = 0
+    payouts_paid: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -78,6 +81,7 @@ def film_money(session: Session, film: Film) -> FilmMoney:
         money.problems.append(
             f"In escrow ({money.in_escrow} cents) differs from paid orders ({expected_escrow} cents)."
         )
+    _check_payouts(session, film, money)
     for reference in _orders_missing_entry(session, film.id, (OrderStatus.PAID,), "payment:"):
         money.problems.append(f"Order {reference} is paid but has no payment entry.")
     for reference in _orders_missing_entry(session, film.id, (OrderStatus.CANCELLED, OrderStatus.REFUNDED),
@@ -114,3 +118,34 @@ def backer_rows(session: Session, film_id: int, batch_size: int = 1000) -> Itera
     )
     for name, email, units, cents in session.execute(statement):
         yield name, email, int(units), int(cents)
+
+
+def _check_payouts(session: Session, film: Film, money: FilmMoney) -> None:
+    from crowdfund.payouts.models import PayoutRun, PayoutStatement
+    from crowdfund.payouts.services import payouts_payable
+
+    runs = session.execute(
+        select(PayoutRun.id, PayoutRun.sequence, PayoutRun.status, PayoutRun.pool_cents,
+               func.coalesce(func.sum(PayoutStatement.amount_cents), 0))
+        .outerjoin(PayoutStatement, PayoutStatement.run_id == PayoutRun.id)
+        .where(PayoutRun.film_id == film.id)
+        .group_by(PayoutRun.id, PayoutRun.sequence, PayoutRun.status, PayoutRun.pool_cents)
+        .order_by(PayoutRun.sequence)
+    ).all()
+    money.pools = sum(int(r.pool_cents) for r in runs)
+    money.statements = sum(int(r[4]) for r in runs)
+    money.payouts_paid = ledger.total_by_kind(session, film.id, "payout_paid", payouts_payable(film.id))
+    for run_id, sequence, status, pool, written in runs:
+        if status != "computing" and int(written) != int(pool):
+            money.problems.append(f"Payout run {sequence}: statements sum to {int(written)} cents, the pool is {int(pool)}.")
+    booked_pools = -ledger.total_by_kind(session, film.id, "payout_pool", payouts_payable(film.id))
+    if booked_pools != money.pools:
+        money.problems.append(f"Pools booked in the ledger ({booked_pools} cents) differ from the runs ({money.pools}).")
+    paid_runs = sum(int(r.pool_cents) for r in runs if r.status == "paid")
+    if money.payouts_paid != paid_runs:
+        money.problems.append(f"Payouts marked paid in the ledger ({money.payouts_paid}) differ from paid runs ({paid_runs}).")
+
+
+def reconciliation(session: Session) -> list[tuple[Film, FilmMoney]]:
+    films = session.scalars(select(Film).where(Film.state.not_in(("draft", "in_review"))).order_by(Film.id))
+    return [(film, film_money(session, film)) for film in films]

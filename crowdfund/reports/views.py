@@ -9,7 +9,8 @@ from crowdfund.accounts.models import Role
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.queries import funding_stats
-from crowdfund.reports.queries import film_money
+from crowdfund import ledger
+from crowdfund.reports.queries import film_money, reconciliation
 from crowdfund.web import db, role_required
 
 finance_bp = Blueprint("finance", __name__, url_prefix="/finance")
@@ -34,3 +35,10 @@ def film_money_page(film_id: int) -> Any:
     film = db().get(Film, film_id) or abort(404)
     return render_template("finance/film.html", film=film, money=film_money(db(), film),
                            stats=funding_stats(db(), [film.id])[film.id])
+
+
+@finance_bp.route("/reconciliation")
+@role_required(Role.FINANCE, Role.ADMIN)
+def reconciliation_page() -> Any:
+    rows = reconciliation(db())
+    return render_template("finance/reconciliation.html", rows=rows, trial_balance=ledger.trial_balance(db()))

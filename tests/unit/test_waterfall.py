@@ -87,3 +87,14 @@ def test_waterfall_properties(terms: Terms, receipts: int, principal: int, paid_
         used = result.receipts_used_by_tier1_cents
         assert Fraction(used * terms.recoup_share_bps, 10_000) >= result.tier1_cents
         assert Fraction((used - 1) * terms.recoup_share_bps, 10_000) < result.tier1_cents
+
+
+def test_return_calculator_matches_a_run() -> None:
+    from crowdfund.payouts.calculator import backer_return, curve
+
+    # K = $300 over 6 stakes, R = $400 -> pool $200; 2 of 6 stakes -> $66.67 (the spare cent goes first).
+    scenario = backer_return(TERMS, principal_cents=30_000, total_stakes=6, receipts_cents=40_000, stakes=2)
+    assert (scenario.pool_cents, scenario.amount_cents) == (20_000, 6_667)
+    points = curve(TERMS, principal_cents=30_000, total_stakes=6, stakes=1, top_cents=100_000)
+    assert points[0].amount_cents == 0 and len(points) == 11
+    assert all(a.amount_cents <= b.amount_cents for a, b in zip(points, points[1:], strict=False))

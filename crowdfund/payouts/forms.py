@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from wtforms import DateField, StringField, TextAreaField
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
+
+from crowdfund.money import parse_signed_amount
+
+
+def _signed_money(form: FlaskForm, field: StringField) -> None:
+    try:
+        field.cents = parse_signed_amount(field.data or "")
+    except ValueError as exc:
+        raise ValidationError(str(exc) + " A correction may be negative, like -1,250.00.") from exc
+
+
+class ReportForm(FlaskForm):
+    period_start = DateField("Period start", validators=[InputRequired("Enter the first day of the period.")])
+    period_end = DateField("Period end", validators=[InputRequired("Enter the last day of the period.")])
+    net_receipts = StringField("Net box-office receipts ($)", validators=[
+        DataRequired("Enter the net receipts."), Length(max=20), _signed_money],
+        description="Negative for a correction of earlier reports.")
+    note = TextAreaField("Note", validators=[Optional(), Length(max=5000)])
+    file = FileField("Supporting file (PDF or CSV, at most 5 MB)")
+
+
+class RejectForm(FlaskForm):
+    reason = TextAreaField("Reason the studio will see", validators=[
+        DataRequired("Say why the report is rejected."), Length(max=5000)])
+
+
+class PaidForm(FlaskForm):
+    bank_reference = StringField("Bank transfer reference", validators=[
+        DataRequired("Enter the bank transfer's reference."), Length(max=120)])
+
+
+class LedgerExportForm(FlaskForm):
+    class Meta:
+        csrf = False  # a GET form: it reads, never writes
+
+    start = DateField("From", validators=[InputRequired("Enter a start date.")])
+    end = DateField("To", validators=[InputRequired("Enter an end date.")])
