@@ -172,10 +172,34 @@ def seed(session: Session, gateway: Any = None, stripe_base: str = "", publishab
     close_rounds(session, gateway, now=utcnow(), hold_window=timedelta(minutes=15), fee_bps=fee_bps)
     for film, target in created:
         if target == FilmState.RELEASED:
-            films.mark_released(session, session.get(Film, film.id), session.get(User, studio_user.id), now=utcnow())
+            films.mark_released(session, session.get(Film, film.id), session.get(User, studio_user.id),
+                                now=utcnow() - timedelta(days=30))
     _schedule_screenings(session, created)
     session.commit()
+    released = [film.id for film, target in created if target == FilmState.RELEASED]
+    for film_id in released:
+        _box_office(session, session.get(Film, film_id), session.get(User, studio_user.id),
+                    session.get(User, finance.id))
     return logins
+
+
+def _box_office(session: Session, film: Film, studio_user: User, finance: User) -> None:
+    """Two weeks of box office, approved and paid out, and a third week waiting
+    for finance: statements for the demo fans, a decision for the demo finance."""
+    from crowdfund.payouts import services as payouts
+
+    today = utcnow().date()
+    weeks = [(today - timedelta(days=20), today - timedelta(days=14), 420_000),
+             (today - timedelta(days=13), today - timedelta(days=7), 1_350_000)]
+    for start, end, cents in weeks:
+        report = payouts.file_report(session, film, studio_user, payouts.ReportInput(start, end, cents, "Demo week"),
+                                     now=utcnow())
+        payouts.approve_report(session, report, finance, now=utcnow())
+        session.commit()
+        payouts.run_payout(session, report, finance, now=utcnow())
+    payouts.file_report(session, film, studio_user,
+                        payouts.ReportInput(today - timedelta(days=6), today, 610_000, "Demo week 3"), now=utcnow())
+    session.commit()
 
 
 def _schedule_screenings(session: Session, created: list[tuple[Film, FilmState]]) -> None:
