@@ -5,19 +5,21 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from flask import Flask, g, render_template, request
+from flask import Flask, abort, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import BASE_DIR, config_for
 from crowdfund import db as dbmod
 from crowdfund import mail
 from crowdfund.accounts import passwords
 from crowdfund.errors import DomainError
-from crowdfund.extensions import csrf, login_manager
+from crowdfund.extensions import csrf, init_limiter, login_manager
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.money import format_bps, format_cents, format_multiple
 
@@ -52,12 +54,19 @@ def create_app(config_name: str | None = None, overrides: dict[str, Any] | None 
         app.config["STRIPE_API_BASE"],
         app.config["STRIPE_WEBHOOK_SECRET"],
         timeout_seconds=app.config["STRIPE_TIMEOUT_SECONDS"],
+        max_network_retries=app.config["STRIPE_MAX_NETWORK_RETRIES"],
     )
+
+    if app.config.get("PROXY_FIX_X_FOR"):
+        # Behind N proxies: the client address (per-address rate limits) and scheme come from them.
+        hops = int(app.config["PROXY_FIX_X_FOR"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
     login_manager.init_app(app)
     csrf.init_app(app)
     _register_session_lifecycle(app)
     _register_blueprints(app)
+    init_limiter(app)  # after the blueprints: it wraps the views marked @rate_limit
     _register_errors(app)
     _register_template_helpers(app)
     _register_security_headers(app)
@@ -75,6 +84,14 @@ def _register_session_lifecycle(app: Flask) -> None:
     @login_manager.user_loader
     def _load_user(user_token: str) -> Any:
         return load_user(db(), user_token)
+
+    @app.before_request
+    def _refuse_nul() -> None:
+        # No person types a NUL character, and PostgreSQL cannot store one in text.
+        for values in (request.args, request.form):
+            for value in values.values():
+                if "\x00" in value:
+                    abort(400)
 
     @app.before_request
     def _begin_mode() -> None:
@@ -107,6 +124,8 @@ def _register_blueprints(app: Flask) -> None:
 
 
 def _register_errors(app: Flask) -> None:
+    from crowdfund.web import wants_json
+
     def render_error(status: int, title: str, message: str) -> tuple[str, int]:
         return render_template("errors/error.html", status=status, title=title, message=message), status
 
@@ -124,7 +143,20 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     def _db_down(exc: OperationalError) -> Any:
         log.exception("database unavailable")
-        return render_error(503, "Temporarily unavailable", "We cannot reach our database right now. Nothing was changed; please try again in a minute.")
+        _abandon_session()
+        # A page that needs nothing from the database (not even who is logged in).
+        body = render_template("errors/unavailable.html")
+        return body, 503, {"Retry-After": "30"}
+
+    @app.errorhandler(429)
+    def _too_many(exc: HTTPException) -> Any:
+        # Flask-Limiter adds Retry-After (and X-RateLimit-*) to this response after the handler.
+        message = "Too many attempts. Please wait a little and try again."
+        if request.mimetype == "application/json" or wants_json():
+            response = jsonify(ok=False, result="rate_limited", error="too many requests", message=message)
+            response.status_code = 429
+            return response
+        return render_error(429, "Too many requests", message)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
@@ -145,7 +177,18 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
         log.exception("unhandled error")
+        _abandon_session()
         return render_error(500, "Something went wrong", "An unexpected error occurred. Nothing was charged twice; please try again.")
+
+
+def _abandon_session() -> None:
+    """Roll back whatever the failed request wrote, so the error page starts clean."""
+    session = g.pop("db_session", None)
+    if session is not None:
+        try:
+            session.close()
+        except Exception:  # the connection may be gone already
+            log.warning("could not close the session after an error", exc_info=True)
 
 
 def _local_time(value: datetime | None, zone: str | None = None, fmt: str = "%d %b %Y, %H:%M %Z") -> str:
@@ -177,11 +220,54 @@ def _register_template_helpers(app: Flask) -> None:
         return {"now": now, "stripe_js_url": app.config["STRIPE_JS_URL"]}
 
 
+def content_security_policy(config: Any) -> str:
+    """Only our own scripts and Stripe.js; no inline script or style anywhere.
+
+    Styles: templates carry no `style=` attribute and no <style> block (the
+    statement PDF's <style> is rendered by WeasyPrint, never served as HTML), so
+    style-src is 'self' without 'unsafe-inline': an injected style attribute
+    cannot restyle a page into a phishing form. Scripts that set element.style
+    (Stripe.js, localstripe's fake one) use the CSSOM, which CSP allows.
+    Stripe.js calls its API from the browser: in production api.stripe.com
+    (STRIPE_API_BASE), with localstripe the same 127.0.0.1:<port> that serves
+    the script, hence both origins in connect-src.
+    """
+    stripe_js = _origin(config["STRIPE_JS_URL"])
+    stripe_api = _origin(config["STRIPE_API_BASE"])
+    frames = " ".join(o for o in (stripe_js, config.get("CSP_STRIPE_FRAME_SRC", "")) if o)
+    directives = [
+        "default-src 'self'",
+        f"script-src 'self' {stripe_js}".strip(),
+        f"connect-src 'self' {' '.join(sorted({stripe_js, stripe_api} - {''}))}".strip(),
+        f"frame-src {frames}" if frames else "frame-src 'none'",
+        "img-src 'self' data:",  # QR codes are SVG data: URIs
+        "style-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+    return "; ".join(directives)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url or "")
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
 def _register_security_headers(app: Flask) -> None:
+    csp = content_security_policy(app.config)
+    hsts_seconds = int(app.config.get("HSTS_SECONDS") or 0)
+
     @app.after_request
     def _headers(response: Any) -> Any:
         headers = response.headers
+        # A view may set a stricter policy of its own (uploaded files: sandbox).
+        headers.setdefault("Content-Security-Policy", csp)
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
         headers.setdefault("X-Frame-Options", "DENY")
+        if hsts_seconds:
+            headers.setdefault("Strict-Transport-Security", f"max-age={hsts_seconds}; includeSubDomains")
         return response

@@ -1,6 +1,24 @@
-"""Flask extensions, created unbound and bound in create_app()."""
+"""Flask extensions, created unbound and bound in create_app().
 
-from flask_login import LoginManager
+Rate limits: Flask-Limiter keeps its storage and settings on the Limiter object
+itself, so one module-level Limiter shared by several apps in one process (the
+test suite builds many) would make them overwrite each other's storage. Views
+therefore only *mark* themselves with `@rate_limit(...)`; `init_limiter(app)`
+builds one Limiter per app and applies the marked limits to that app's view
+functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import Flask, current_app, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFProtect
 
 login_manager = LoginManager()
@@ -10,3 +28,91 @@ login_manager.login_message_category = "info"
 login_manager.session_protection = "strong"
 
 csrf = CSRFProtect()
+
+F = TypeVar("F", bound=Callable[..., Any])
+LIMITER_KEY = "crowdfund.limiter"
+
+
+def address_key() -> str:
+    """The client's address (behind a proxy, set PROXY_FIX_X_FOR so this is the real one)."""
+    return "addr:" + (get_remote_address() or "unknown")
+
+
+def account_key() -> str:
+    """The account a form names (the submitted e-mail), hashed so Redis holds no addresses."""
+    email = (request.form.get("email") or "").strip().lower()[:254]
+    return "acct:" + hashlib.sha256(email.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def user_key() -> str:
+    """The logged-in user, else the address."""
+    if current_user.is_authenticated:
+        return f"user:{current_user.id}"
+    return address_key()
+
+
+KEY_FUNCS: dict[str, Callable[[], str]] = {"address": address_key, "account": account_key, "user": user_key}
+
+
+@dataclass(frozen=True)
+class RateLimitSpec:
+    setting: str  # config key holding the limit, e.g. "RATELIMIT_LOGIN_ADDRESS" = "30 per 15 minutes"
+    key: str  # one of KEY_FUNCS
+    methods: tuple[str, ...]
+    #: Count only responses with these status codes (None: count every request).
+    count_statuses: tuple[int, ...] | None
+
+
+def rate_limit(setting: str, *, key: str = "address", methods: tuple[str, ...] = ("POST",),
+               count_statuses: tuple[int, ...] | None = None) -> Callable[[F], F]:
+    """Mark a view as rate limited by the limit in `app.config[setting]`, per `key`."""
+    if key not in KEY_FUNCS:
+        raise ValueError(f"unknown rate-limit key {key!r}")
+    spec = RateLimitSpec(setting, key, methods, count_statuses)
+
+    def mark(view: F) -> F:
+        view.rate_limits = (*getattr(view, "rate_limits", ()), spec)  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def init_limiter(app: Flask) -> Limiter:
+    """One Limiter per app: Redis when REDIS_URL is set, memory otherwise."""
+    limiter = Limiter(
+        key_func=address_key,
+        app=None,
+        storage_uri=app.config.get("REDIS_URL") or "memory://",
+        strategy="fixed-window",
+        headers_enabled=True,  # X-RateLimit-* and, on a 429, Retry-After
+        key_prefix=app.config.get("RATELIMIT_KEY_PREFIX", "crowdfund"),
+        enabled=bool(app.config.get("RATELIMIT_ENABLED", True)),
+        # A Redis outage must not take log-in down: count in memory until it is back.
+        in_memory_fallback_enabled=bool(app.config.get("REDIS_URL")),
+    )
+    limiter.init_app(app)
+    for endpoint, view in list(app.view_functions.items()):
+        wrapped = view
+        for spec in getattr(view, "rate_limits", ()):
+            wrapped = limiter.limit(
+                _limit_value(spec.setting),
+                key_func=KEY_FUNCS[spec.key],
+                methods=list(spec.methods),
+                deduct_when=_deduct_when(spec.count_statuses),
+                # Each (view, key kind) has its own counters ("<endpoint>:<key kind>").
+                scope=spec.key,
+            )(wrapped)
+        app.view_functions[endpoint] = wrapped
+    app.extensions[LIMITER_KEY] = limiter
+    return limiter
+
+
+def _limit_value(setting: str) -> Callable[[], str]:
+    # Read at request time, so an app's config can be changed while it runs.
+    return lambda: current_app.config[setting]
+
+
+def _deduct_when(statuses: tuple[int, ...] | None) -> Callable[[Any], bool] | None:
+    if statuses is None:
+        return None
+    return lambda response: response.status_code in statuses

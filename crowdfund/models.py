@@ -1,5 +1,6 @@
 """Imports every model so that `Base.metadata` is complete (Alembic, tests)."""
 
+from crowdfund.audit import AuditEvent
 from crowdfund.accounts.models import Studio, StudioMember, User, UserRole
 from crowdfund.db import Base
 from crowdfund.films.models import Film, FilmEvent
@@ -15,6 +16,6 @@ metadata = Base.metadata
 
 __all__ = [
     "BackerPosition", "BoxOfficeReport", "PayoutRun", "PayoutStatement", "Film", "JournalEntry", "JournalLine", "SentEmail", "StripeEvent", "FilmEvent", "FilmInventory", "Order", "StoredFile", "Studio",
-    "StudioMember", "User", "UserRole", "metadata",
+    "StudioMember", "User", "UserRole", "metadata", "AuditEvent",
     "CheckInAttempt", "RewardTier", "Screening", "Ticket",
 ]

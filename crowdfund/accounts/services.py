@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
 
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy.orm import Session, joinedload
+
+from crowdfund import audit
 from crowdfund.accounts import passwords
 from crowdfund.accounts.models import STORED_ROLES, Role, Studio, StudioMember, User, UserRole
+from crowdfund.db import utcnow
 from crowdfund.errors import Conflict, DomainError, NotFound
+from crowdfund.mail import queue_email
 
 # A hash of nothing, verified when the e-mail is unknown so that a failed
 # log-in takes the same time whether or not the account exists.
@@ -83,28 +91,37 @@ def load_user(session: Session, user_token: str) -> User | None:
     user_id, _, version = (user_token or "").partition(".")
     if not user_id.isdigit() or not version.isdigit():
         return None
-    user = session.get(User, int(user_id))
+    # Every request does this: one query with the roles and studio, not three.
+    user = session.get(User, int(user_id), options=[joinedload(User.roles), joinedload(User.membership)])
     if user is None or not user.is_active or user.session_version != int(version):
         return None
     return user
 
 
-def grant_role(session: Session, user: User, role: str) -> None:
+def grant_role(session: Session, user: User, role: str, *, acting_user: User | None = None,
+               now: datetime | None = None) -> None:
     if role not in {r.value for r in STORED_ROLES}:
         raise DomainError(f"Unknown role {role!r}.")
     if role not in {r.role for r in user.roles}:
+        before = sorted(user.role_names)
         user.roles.append(UserRole(role=role))
         user.session_version += 1
+        audit.record(session, action="role.grant", object_type="user", object_id=user.id, now=now or utcnow(),
+                     actor=acting_user, before={"roles": before}, after={"roles": sorted(user.role_names)})
     session.flush()
 
 
-def revoke_role(session: Session, user: User, role: str, *, acting_user: User) -> None:
+def revoke_role(session: Session, user: User, role: str, *, acting_user: User, now: datetime | None = None) -> None:
     if role == Role.ADMIN and user.id == acting_user.id:
         raise DomainError("You cannot remove your own admin role.")
+    before = sorted(user.role_names)
     for existing in list(user.roles):
         if existing.role == role:
             user.roles.remove(existing)
             user.session_version += 1
+    if sorted(user.role_names) != before:
+        audit.record(session, action="role.revoke", object_type="user", object_id=user.id, now=now or utcnow(),
+                     actor=acting_user, before={"roles": before}, after={"roles": sorted(user.role_names)})
     session.flush()
 
 
@@ -125,13 +142,16 @@ def get_or_create_studio(session: Session, name: str) -> Studio:
     return existing or create_studio(session, name)
 
 
-def set_studio(session: Session, user: User, studio: Studio | None) -> None:
+def set_studio(session: Session, user: User, studio: Studio | None, *, acting_user: User | None = None,
+               now: datetime | None = None) -> None:
     """Make `user` a member of `studio`, or of none (removes the studio role)."""
     current = user.membership.studio_id if user.membership else None
     if current == (studio.id if studio else None):
         return
     user.membership = StudioMember(studio_id=studio.id) if studio is not None else None
     user.session_version += 1
+    audit.record(session, action="role.studio", object_type="user", object_id=user.id, now=now or utcnow(),
+                 actor=acting_user, before={"studio_id": current}, after={"studio_id": studio.id if studio else None})
     session.flush()
 
 
@@ -140,3 +160,100 @@ def get_studio(session: Session, studio_id: int) -> Studio:
     if studio is None:
         raise NotFound("No such studio.")
     return studio
+
+
+# --- password reset ------------------------------------------------------------------
+#
+# The token is signed (itsdangerous, with the app's secret key and its own salt)
+# and carries the time it was made, the user's id, session_version and a
+# fingerprint of the current password hash. It is refused when it is older than
+# max_age, when the password changed since (the fingerprint differs) and once it
+# has been used: using it changes the password and bumps session_version. The
+# bump also logs out every session that was open with the old password.
+
+RESET_SALT = "crowdfund.password-reset"
+INVALID_RESET_LINK = "This password-reset link is invalid or has already been used. Ask for a new one."
+EXPIRED_RESET_LINK = "This password-reset link has expired. Ask for a new one."
+
+
+def _reset_serializer(secret_key: str, now: datetime) -> URLSafeTimedSerializer:
+    timestamp = int(now.timestamp())
+
+    class _ClockSigner(TimestampSigner):
+        # The app's clock, not time.time(), so expiry is testable without sleeping.
+        def get_timestamp(self) -> int:
+            return timestamp
+
+    return URLSafeTimedSerializer(secret_key, salt=RESET_SALT, signer=_ClockSigner)
+
+
+def _password_fingerprint(user: User) -> str:
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+
+
+def make_password_reset_token(user: User, *, secret_key: str, now: datetime) -> str:
+    payload = {"u": user.id, "v": user.session_version, "p": _password_fingerprint(user)}
+    return _reset_serializer(secret_key, now).dumps(payload)
+
+
+def user_for_reset_token(session: Session, token: str, *, secret_key: str, now: datetime,
+                         max_age_seconds: int) -> User:
+    """The user a valid, unused, unexpired token belongs to; DomainError otherwise."""
+    serializer = _reset_serializer(secret_key, now)
+    try:
+        payload = serializer.loads((token or "")[:500], max_age=max_age_seconds)
+    except SignatureExpired as exc:
+        raise DomainError(EXPIRED_RESET_LINK, field="token") from exc
+    except BadSignature as exc:
+        raise DomainError(INVALID_RESET_LINK, field="token") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("u"), int):
+        raise DomainError(INVALID_RESET_LINK, field="token")
+    user = session.get(User, payload["u"])
+    if (user is None or not user.is_active or payload.get("v") != user.session_version
+            or payload.get("p") != _password_fingerprint(user)):
+        raise DomainError(INVALID_RESET_LINK, field="token")
+    return user
+
+
+def request_password_reset(session: Session, email: str, *, secret_key: str, now: datetime,
+                           link_for: Callable[[str], str], max_age_seconds: int) -> bool:
+    """E-mail a reset link if `email` belongs to an active account.
+
+    Returns whether a mail was queued; the caller must not show it (the page
+    says the same thing either way, so it reveals nothing about the address).
+    """
+    user = find_user_by_email(session, (email or "")[:254])
+    if user is None or not user.is_active:
+        return False
+    token = make_password_reset_token(user, secret_key=secret_key, now=now)
+    return queue_email(
+        session,
+        key=f"password-reset:{user.id}:{hashlib.sha256(token.encode()).hexdigest()[:32]}",
+        to=user.email,
+        template="password_reset",
+        name=user.display_name,
+        link=link_for(token),
+        minutes=max_age_seconds // 60,
+    )
+
+
+def reset_password(session: Session, token: str, new_password: str, *, secret_key: str, now: datetime,
+                   max_age_seconds: int) -> User:
+    """Set a new password with a reset token; the token (and every open session) stops working."""
+    user = user_for_reset_token(session, token, secret_key=secret_key, now=now, max_age_seconds=max_age_seconds)
+    problem = passwords.password_problem(new_password or "")
+    if problem:
+        raise DomainError(problem, field="password")
+    new_hash = passwords.hash_password(passwords.hasher_for(session), new_password)
+    # Conditional on the version the token was checked against: of two requests
+    # racing with one token, only one changes the password.
+    result = session.execute(
+        update(User)
+        .where(User.id == user.id, User.session_version == user.session_version)
+        .values(password_hash=new_hash, session_version=User.session_version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise DomainError(INVALID_RESET_LINK, field="token")
+    session.expire(user)
+    return user

@@ -1,17 +1,22 @@
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import login_user, logout_user
 from sqlalchemy import func, or_, select
 from wtforms.fields.choices import SelectChoice
 
 from crowdfund.accounts import services
-from crowdfund.accounts.forms import EmptyForm, LogInForm, RoleForm, SignUpForm, StudioForm, StudioMembershipForm
+from crowdfund.accounts.forms import (
+    EmptyForm, ForgotPasswordForm, LogInForm, ResetPasswordForm, RoleForm, SignUpForm, StudioForm,
+    StudioMembershipForm,
+)
 from crowdfund.accounts.models import Role, Studio, User
 from crowdfund.errors import DomainError
-from crowdfund.web import db, is_safe_next, login_required, role_required, user
+from crowdfund.extensions import rate_limit
+from crowdfund.web import db, is_safe_next, login_required, now, role_required, user
 
 bp = Blueprint("accounts", __name__)
 admin_bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -28,7 +33,14 @@ def home_for(account: User) -> str:
     return url_for("funding.portfolio_page")
 
 
+def _log_in(account: User, remember: bool = False) -> None:
+    """A new session at log-in: nothing set before it (by anyone) survives into it."""
+    session.clear()
+    login_user(account, remember=remember)
+
+
 @bp.route("/signup", methods=["GET", "POST"])
+@rate_limit("RATELIMIT_SIGNUP", key="address")
 def signup() -> Any:
     form = SignUpForm()
     if form.validate_on_submit():
@@ -39,13 +51,16 @@ def signup() -> Any:
             db().rollback()
             getattr(form, exc.field or "email").errors.append(exc.message)
         else:
-            login_user(account)
+            _log_in(account)
             flash("Welcome! Your account is ready.", "success")
             return redirect(url_for("catalogue.home"))
     return render_template("accounts/signup.html", form=form), 400 if form.errors else 200
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@rate_limit("RATELIMIT_LOGIN_ADDRESS", key="address")
+# Per account only failed attempts count, so the owner is not locked out by using the site.
+@rate_limit("RATELIMIT_LOGIN_ACCOUNT", key="account", count_statuses=(400,))
 def login() -> Any:
     form = LogInForm()
     if form.validate_on_submit():
@@ -54,7 +69,7 @@ def login() -> Any:
             # One message whether or not the e-mail exists.
             form.password.errors.append("That e-mail and password do not match an account.")
         else:
-            login_user(account, remember=form.remember.data)
+            _log_in(account, remember=bool(form.remember.data))
             next_url = request.args.get("next")
             return redirect(next_url if is_safe_next(next_url) else home_for(account))
     return render_template("accounts/login.html", form=form), 400 if form.errors else 200
@@ -66,6 +81,72 @@ def logout() -> Any:
         logout_user()
         flash("You are logged out.", "info")
     return redirect(url_for("catalogue.home"))
+
+
+RESET_REQUESTED = ("If an account uses that address, we have sent it a link to choose a new password. "
+                   "Check your inbox (and spam folder) in a minute.")
+
+
+@bp.route("/forgot-password", methods=["GET", "POST"])
+@rate_limit("RATELIMIT_RESET_ADDRESS", key="address")
+@rate_limit("RATELIMIT_RESET_ACCOUNT", key="account")
+def forgot_password() -> Any:
+    form = ForgotPasswordForm()
+    if form.validate_on_submit():
+        config = current_app.config
+
+        def link_for(token: str) -> str:
+            # PUBLIC_URL, not the request's Host header: a forged Host must not
+            # get a victim mailed a link to someone else's site.
+            return config["PUBLIC_URL"].rstrip("/") + url_for("accounts.reset_password", token=token)
+
+        services.request_password_reset(
+            db(), form.email.data, secret_key=config["SECRET_KEY"], now=now(), link_for=link_for,
+            max_age_seconds=config["PASSWORD_RESET_MAX_AGE_SECONDS"],
+        )
+        db().commit()
+        # The same answer whether or not the address has an account.
+        flash(RESET_REQUESTED, "info")
+        return redirect(url_for("accounts.login"), 303)
+    return render_template("accounts/forgot_password.html", form=form), 400 if form.errors else 200
+
+
+@bp.route("/reset-password/<token>", methods=["GET", "POST"])
+@rate_limit("RATELIMIT_RESET_ADDRESS", key="address")
+def reset_password(token: str) -> Any:
+    config = current_app.config
+    options = {"secret_key": config["SECRET_KEY"], "max_age_seconds": config["PASSWORD_RESET_MAX_AGE_SECONDS"]}
+    try:
+        services.user_for_reset_token(db(), token, now=now(), **options)
+    except DomainError as exc:
+        return _reset_page(None, exc.message, 400)
+    form = ResetPasswordForm()
+    if form.validate_on_submit():
+        try:
+            services.reset_password(db(), token, form.password.data, now=now(), **options)
+            db().commit()
+        except DomainError as exc:
+            db().rollback()
+            if exc.field == "password":
+                form.password.errors.append(exc.message)
+            else:
+                return _reset_page(None, exc.message, 400)
+        else:
+            # Whoever was logged in in this browser (perhaps someone else) is logged out too.
+            logout_user()
+            session.clear()
+            flash("Your password is changed and every other session is logged out. Log in with the new one.",
+                  "success")
+            return redirect(url_for("accounts.login"), 303)
+    return _reset_page(form, None, 400 if form.errors else 200)
+
+
+def _reset_page(form: ResetPasswordForm | None, problem: str | None, status: int) -> Any:
+    response = make_response(render_template("accounts/reset_password.html", form=form, problem=problem), status)
+    # The token is in this page's URL: never send it on as a Referer, never cache the page.
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.route("/account")
@@ -136,9 +217,9 @@ def change_role(user_id: int) -> Any:
         return redirect(url_for("admin.user_detail", user_id=user_id)), 303
     try:
         if action == "grant":
-            services.grant_role(db(), account, form.role.data)
+            services.grant_role(db(), account, form.role.data, acting_user=user(), now=now())
         else:
-            services.revoke_role(db(), account, form.role.data, acting_user=user())
+            services.revoke_role(db(), account, form.role.data, acting_user=user(), now=now())
         db().commit()
     except DomainError as exc:
         db().rollback()
@@ -158,7 +239,7 @@ def change_studio(user_id: int) -> Any:
         flash("Choose a studio.", "error")
         return redirect(url_for("admin.user_detail", user_id=user_id), 303)
     studio = services.get_studio(db(), form.studio_id.data) if form.studio_id.data else None
-    services.set_studio(db(), account, studio)
+    services.set_studio(db(), account, studio, acting_user=user(), now=now())
     db().commit()
     flash(f"{account.email} is now {'a member of ' + studio.name if studio else 'in no studio'}.", "success")
     return redirect(url_for("admin.user_detail", user_id=user_id), 303)
@@ -180,3 +261,29 @@ def studios() -> Any:
             return redirect(url_for("admin.studios"), 303)
     all_studios = list(db().scalars(select(Studio).order_by(Studio.name)))
     return render_template("admin/studios.html", form=form, studios=all_studios), 400 if form.errors else 200
+
+
+@admin_bp.route("/audit")
+@role_required(Role.ADMIN)
+def audit_log() -> Any:
+    from crowdfund import audit
+
+    args = request.args
+    page_raw = args.get("page", "1")
+    page = int(page_raw) if page_raw.isdigit() and 0 < int(page_raw) <= 100_000 else 1
+
+    def day(name: str) -> date | None:
+        try:
+            return date.fromisoformat(args.get(name, "")) if args.get(name) else None
+        except ValueError:
+            flash(f"Ignored the date {args.get(name, '')[:20]!r}: use YYYY-MM-DD.", "error")
+            return None
+
+    filters = audit.AuditFilter(
+        action=args.get("action", "")[:64], actor_email=args.get("actor", "")[:254],
+        object_type=args.get("object_type", "")[:32], object_id=args.get("object_id", "")[:64],
+        since=day("since"), until=day("until"),
+    )
+    events, has_next = audit.search(db(), filters, page)
+    return render_template("admin/audit.html", events=events, filters=filters, page=page, has_next=has_next,
+                           actions=audit.actions(db()))

@@ -11,6 +11,7 @@ from math import ceil
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from crowdfund import audit
 from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film, FilmEvent
@@ -39,6 +40,8 @@ def change_film_state(
 ) -> None:
     """The only way a film changes state: checks the transition, records it."""
     check_film_transition(film.state, target)
+    audit.record(session, action="film.state", object_type="film", object_id=film.id, now=now, actor=actor,
+                 before={"state": film.state}, after={"state": target.value}, detail=reason or "")
     session.add(
         FilmEvent(
             film_id=film.id,

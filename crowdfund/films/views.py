@@ -32,7 +32,7 @@ from crowdfund.payouts.services import paid_stakes, principal_cents, terms_of
 from crowdfund.reports.csvutil import stream_csv
 from crowdfund.rewards.services import film_tiers, tier_reached
 from crowdfund.reports.queries import backer_rows, raised_by_day
-from crowdfund.uploads import StoredFile
+from crowdfund.uploads import IMAGE_TYPES, StoredFile
 from crowdfund.web import db, now, role_required, stream_query, user
 
 catalogue_bp = Blueprint("catalogue", __name__)
@@ -136,11 +136,14 @@ def _calculator(film: Any) -> dict[str, Any]:
 @catalogue_bp.route("/files/<int:file_id>")
 def stored_file(file_id: int) -> Any:
     stored = db().get(StoredFile, file_id) or abort(404)
-    # Only images are served inline; anything else downloads as an attachment.
+    # Public, so only posters: PNG or JPEG as uploads.check_image decided from the
+    # content. Any other stored file (a box-office PDF or CSV) is not public: it
+    # is served by payouts.report_file after its access check, never from here.
+    if stored.content_type not in IMAGE_TYPES.values():
+        abort(404)
     response = make_response(stored.data)
     response.headers["Content-Type"] = stored.content_type
-    if not stored.content_type.startswith("image/"):
-        response.headers["Content-Disposition"] = f'attachment; filename="file-{stored.id}"'
+    response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Cache-Control"] = "public, max-age=86400, immutable"
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response

@@ -16,14 +16,15 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
-from crowdfund import ledger
+from crowdfund import audit, ledger
 from crowdfund.accounts.models import User
+from crowdfund.db import UTCDateTime
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
@@ -175,6 +176,41 @@ class HoldRequest:
     idempotency_key: str
 
 
+#: The whole reservation in one round trip on PostgreSQL: the backer's position,
+#: then the film's counters, then the order, each conditional on the one before
+#: (the same statements as _reserve_position, _reserve_units and the order
+#: INSERT, in the same lock order). The caller learns which step refused from
+#: the flags; a refusal after the position moved is undone by the caller's
+#: rollback, exactly as with the separate statements.
+HOLD_STATEMENT_PG = """
+WITH pos AS (
+    INSERT INTO backer_positions AS bp (film_id, user_id, units)
+    VALUES (:film_id, :user_id, :units)
+    ON CONFLICT (film_id, user_id) DO UPDATE SET units = bp.units + excluded.units
+    WHERE bp.units + excluded.units <= :per_backer_limit
+    RETURNING bp.units
+), inv AS (
+    UPDATE film_inventory SET held = held + :units
+    WHERE film_id = :film_id AND sold + held + :units <= cap AND EXISTS (SELECT FROM pos)
+    RETURNING held
+), ins AS (
+    INSERT INTO orders (reference, film_id, user_id, units, unit_price_cents, amount_cents, status,
+                        idempotency_key, created_at, expires_at)
+    SELECT :reference, :film_id, :user_id, :units, :unit_price_cents, :amount_cents, 'pending',
+           :idempotency_key, :created_at, :expires_at
+    WHERE EXISTS (SELECT FROM inv)
+    ON CONFLICT (user_id, idempotency_key) DO NOTHING
+    RETURNING id
+)
+SELECT EXISTS (SELECT FROM pos) AS position_ok, EXISTS (SELECT FROM inv) AS units_ok,
+       (SELECT id FROM ins) AS order_id
+"""
+
+_HOLD_STATEMENT_PG = text(HOLD_STATEMENT_PG).bindparams(
+    bindparam("created_at", type_=UTCDateTime()), bindparam("expires_at", type_=UTCDateTime())
+)
+
+
 def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: datetime,
                 hold_window: timedelta) -> Order:
     """Hold `units` stakes for `user` in a new pending order, or return the order
@@ -182,9 +218,23 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
     key = (request.idempotency_key or "").strip()[:64]
     if len(key) < 16:
         raise DomainError("The form was incomplete. Reload the page and try again.")
-    existing = session.scalar(select(Order).where(Order.user_id == user.id, Order.idempotency_key == key))
-    if existing is not None:
-        return existing
+    # One read for what used to be three: the order this key made before, and
+    # the counters that decide whether lapsed holds need releasing first.
+    existing_id, sold_held, cap, position = session.execute(
+        select(
+            select(Order.id).where(Order.user_id == user.id, Order.idempotency_key == key).scalar_subquery(),
+            select(FilmInventory.sold + FilmInventory.held)
+            .where(FilmInventory.film_id == request.film_id).scalar_subquery(),
+            select(FilmInventory.cap).where(FilmInventory.film_id == request.film_id).scalar_subquery(),
+            select(BackerPosition.units)
+            .where(BackerPosition.film_id == request.film_id, BackerPosition.user_id == user.id)
+            .scalar_subquery(),
+        )
+    ).one()
+    if existing_id is not None:
+        existing = session.get(Order, existing_id)
+        if existing is not None:
+            return existing
     film = session.get(Film, request.film_id)
     if film is None:
         raise NotFound("No such film.")
@@ -196,29 +246,10 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
     # Lapsed holds count as free: release them before reserving when they could
     # be what stands in the way. These reads only decide whether to clean up;
     # the conditional statements below decide who gets the stakes.
-    inventory = session.execute(
-        select(FilmInventory.sold, FilmInventory.held, FilmInventory.cap).where(FilmInventory.film_id == film.id)
-    ).one()
-    position = session.scalar(
-        select(BackerPosition.units).where(BackerPosition.film_id == film.id, BackerPosition.user_id == user.id)
-    ) or 0
-    if inventory.sold + inventory.held + request.units > inventory.cap or (
-        position + request.units > film.per_backer_limit
+    if cap is None or (sold_held or 0) + request.units > cap or (
+        (position or 0) + request.units > film.per_backer_limit
     ):
         release_expired_holds(session, film.id, now)
-
-    if not _reserve_position(session, film, user.id, request.units):
-        current = session.scalar(
-            select(BackerPosition.units).where(BackerPosition.film_id == film.id, BackerPosition.user_id == user.id)
-        ) or 0
-        left = max(0, film.per_backer_limit - current)
-        raise LimitReached(
-            f"Each backer may hold at most {film.per_backer_limit} stakes in this film; you have {current} "
-            f"paid or on hold, so you can add {left} more.",
-            field="units",
-        )
-    if not _reserve_units(session, film.id, request.units):
-        raise SoldOut(next_hold_release(session, film.id))
 
     order = Order(
         reference=new_reference(),
@@ -232,6 +263,34 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
         created_at=now,
         expires_at=now + hold_window,
     )
+    if session.get_bind().dialect.name == "postgresql":
+        position_ok, units_ok, order_id = session.execute(_HOLD_STATEMENT_PG, {
+            "film_id": film.id, "user_id": user.id, "units": request.units,
+            "per_backer_limit": film.per_backer_limit, "reference": order.reference,
+            "unit_price_cents": order.unit_price_cents, "amount_cents": order.amount_cents,
+            "idempotency_key": key, "created_at": order.created_at, "expires_at": order.expires_at,
+        }).one()
+    else:
+        position_ok = _reserve_position(session, film, user.id, request.units)
+        units_ok = position_ok and _reserve_units(session, film.id, request.units)
+        order_id = None
+    if not position_ok:
+        _raise_limit_reached(session, film, user.id)
+    if not units_ok:
+        raise SoldOut(next_hold_release(session, film.id))
+    if order_id is None and session.get_bind().dialect.name == "postgresql":
+        # The same form submitted twice at once: the other request made the order.
+        raise DuplicateRequest()
+    if order_id is not None:
+        # Written by the statement above: enter it into the session as loaded,
+        # with every column as written, so nothing is read back.
+        order.id = order_id
+        for name in ("paid_at", "closed_at", "stripe_setup_intent_id", "stripe_payment_intent_id",
+                     "stripe_refund_id", "refund_state", "refund_claimed_at", "failure_message"):
+            setattr(order, name, None)
+        make_transient_to_detached(order)
+        session.add(order)
+        return order
     session.add(order)
     try:
         with session.begin_nested():
@@ -240,6 +299,18 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
         # The same form submitted twice at once: the other request made the order.
         raise DuplicateRequest() from exc
     return order
+
+
+def _raise_limit_reached(session: Session, film: Film, user_id: int) -> None:
+    current = session.scalar(
+        select(BackerPosition.units).where(BackerPosition.film_id == film.id, BackerPosition.user_id == user_id)
+    ) or 0
+    left = max(0, film.per_backer_limit - current)
+    raise LimitReached(
+        f"Each backer may hold at most {film.per_backer_limit} stakes in this film; you have {current} "
+        f"paid or on hold, so you can add {left} more.",
+        field="units",
+    )
 
 
 class DuplicateRequest(Conflict):
@@ -308,7 +379,7 @@ def settle_success(session: Session, order: Order, *, now: datetime) -> Settleme
         # No stakes for this money: book it and owe it back at once.
         _book_payment(session, order, film, now)
         move_order(session, order, OrderStatus.REFUNDED, now=now, refund_state="requested")
-        _book_refund_decision(session, order, film, now)
+        _book_refund_decision(session, order, film, now, why="paid after the hold lapsed and the stakes were gone")
         return Settlement("refund", order)
     # cancelled or refunded: the money was already recorded and handled.
     return Settlement("already", order)
@@ -329,7 +400,10 @@ def settle_failure(session: Session, order: Order, message: str, *, now: datetim
 # --- refunds (cancellation, failed rounds) -------------------------------------------------
 
 
-def _book_refund_decision(session: Session, order: Order, film: Film, now: datetime) -> None:
+def _book_refund_decision(session: Session, order: Order, film: Film, now: datetime,
+                          actor: User | None = None, why: str = "") -> None:
+    audit.record(session, action="refund.decided", object_type="order", object_id=order.reference, now=now,
+                 actor=actor, after={"status": order.status, "amount_cents": order.amount_cents}, detail=why)
     ledger.post(
         session,
         key=f"refund-decided:{order.id}",
@@ -348,6 +422,8 @@ def book_refund_done(session: Session, order: Order, refund_id: str, *, now: dat
         return False
     order.stripe_refund_id = refund_id
     order.refund_state = "done"
+    audit.record(session, action="refund.done", object_type="order", object_id=order.reference, now=now,
+                 before={"refund_state": "requested"}, after={"refund_state": "done", "stripe_refund_id": refund_id})
     ledger.post(
         session,
         key=f"refund:{order.id}",
@@ -379,7 +455,7 @@ def cancel_order(session: Session, order: Order, user: User, *, now: datetime) -
             return
         raise Conflict("This order changed meanwhile; reload the page.")
     _adjust(session, film.id, order.user_id, position=-order.units, sold=-order.units)
-    _book_refund_decision(session, order, film, now)
+    _book_refund_decision(session, order, film, now, actor=user, why="cancelled by the backer")
     void_unbooked_tickets(session, film.id, order.user_id, now=now)
 
 
@@ -390,7 +466,7 @@ def refund_paid_order(session: Session, order: Order, *, now: datetime) -> bool:
     if not move_order(session, order, OrderStatus.REFUNDED, now=now, refund_state="requested"):
         return False
     _adjust(session, film.id, order.user_id, position=-order.units, sold=-order.units)
-    _book_refund_decision(session, order, film, now)
+    _book_refund_decision(session, order, film, now, why=f"film {film.state}")
     void_unbooked_tickets(session, film.id, order.user_id, now=now)
     return True
 

@@ -10,6 +10,7 @@ from sqlalchemy.exc import OperationalError
 from crowdfund.accounts.forms import EmptyForm
 from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError
+from crowdfund.extensions import rate_limit
 from crowdfund.films.models import Film
 from crowdfund.films.services import visible_film
 from crowdfund.funding import services
@@ -35,6 +36,7 @@ def order_status_label(status: str) -> str:
 
 
 @funding_bp.route("/films/<slug>/hold", methods=["POST"])
+@rate_limit("RATELIMIT_HOLD", key="user")
 @role_required(Role.FAN)
 def hold(slug: str) -> Any:
     film = visible_film(db(), slug[:140], user())

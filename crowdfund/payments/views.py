@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from crowdfund.extensions import csrf
+from crowdfund.extensions import csrf, rate_limit
 from crowdfund.payments.gateway import InvalidWebhook
 from crowdfund.payments.services import handle_webhook
 from crowdfund.web import db, gateway, now
@@ -19,6 +19,7 @@ MAX_WEBHOOK_BYTES = 256 * 1024
 
 @payments_bp.route("/stripe/webhook", methods=["POST"])
 @csrf.exempt  # Stripe signs the request instead; see construct_event.
+@rate_limit("RATELIMIT_WEBHOOK", key="address")
 def webhook() -> Any:
     if (request.content_length or 0) > MAX_WEBHOOK_BYTES:
         return {"error": "too large"}, 413

@@ -24,7 +24,7 @@ from datetime import date, datetime
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from crowdfund import ledger
+from crowdfund import audit, ledger
 from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film
@@ -121,6 +121,11 @@ def _move_report(session: Session, report: BoxOfficeReport, target: ReportStatus
     ).rowcount
     if moved != 1:
         raise Conflict("This report has already been decided.")
+    audit.record(session, action=f"box_office.{'approve' if target == ReportStatus.APPROVED else 'reject'}",
+                 object_type="box_office_report", object_id=report.id, now=values["decided_at"],  # type: ignore[arg-type]
+                 actor=values["decided_by_id"], before={"status": ReportStatus.SUBMITTED.value},  # type: ignore[arg-type]
+                 after={"status": target.value, "net_receipts_cents": report.net_receipts_cents},
+                 detail=str(values.get("rejection_reason") or ""))
     session.expire(report)
 
 
@@ -228,6 +233,9 @@ def start_run(session: Session, report: BoxOfficeReport, finance: User, *, now: 
         run.tier1_cents = run.tier2_cents = 0
     session.add(run)
     session.flush()
+    audit.record(session, action="payout.run", object_type="payout_run", object_id=run.id, now=now, actor=finance,
+                 after={"report_id": report.id, "pool_cents": run.pool_cents, "receipts_cents": run.receipts_cents,
+                        "backers": backers})
     if run.pool_cents:
         ledger.post(
             session, key=f"payout-pool:{run.id}", kind="payout_pool",
@@ -385,6 +393,9 @@ def mark_paid(session: Session, run: PayoutRun, finance: User, bank_reference: s
     if not moved:
         return
     session.expire(run)
+    audit.record(session, action="payout.paid", object_type="payout_run", object_id=run.id, now=now, actor=finance,
+                 before={"status": RunStatus.COMPUTED.value},
+                 after={"status": RunStatus.PAID.value, "bank_reference": reference[:120]})
     if run.pool_cents:
         ledger.post(
             session, key=f"payout-paid:{run.id}", kind="payout_paid",

@@ -45,8 +45,9 @@ def new_ticket_code() -> str:
 
 
 def normalise_code(raw: str) -> str:
-    """What a person or scanner typed, as stored: upper case, no spaces or dashes."""
-    return re.sub(r"[\s-]+", "", raw or "").upper()[:40]
+    """What a person or scanner typed, as stored: upper case letters and digits
+    only (codes have nothing else; control characters never reach the log)."""
+    return re.sub(r"[^0-9A-Za-z]+", "", raw or "").upper()[:40]
 
 
 def format_code(code: str) -> str:

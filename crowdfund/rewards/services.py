@@ -17,6 +17,8 @@ from datetime import datetime
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from crowdfund import audit
+
 from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict, DomainError, NotFound
 from crowdfund.films.models import Film
@@ -333,7 +335,7 @@ def book_ticket(session: Session, user: User, ticket_id: int, screening_id: int,
     the booked screening starts. The old seat is given back and the new one
     taken in this one transaction; refused, nothing changes."""
     ticket = own_ticket(session, user, ticket_id)
-    screening = session.get(Screening, screening_id)
+    screening = session.get(Screening, screening_id) if screening_id else None
     if screening is None or screening.film_id != ticket.film_id:
         raise NotFound("No such screening for this ticket's film.")
     if ticket.status == TicketStatus.REDEEMED:
@@ -455,6 +457,9 @@ def redeem_ticket(session: Session, staff: User, screening: Screening, raw_code:
     session.add(CheckInAttempt(screening_id=screening.id, staff_id=staff.id, code=code,
                                ticket_id=outcome.ticket.id if outcome.ticket else None,
                                result=outcome.result.value, at=now))
+    audit.record(session, action="ticket.check_in", object_type="screening", object_id=screening.id, now=now,
+                 actor=staff, after={"code": format_code(code), "result": outcome.result.value},
+                 detail=outcome.message)
     session.flush()
     return outcome
 

@@ -12,6 +12,7 @@ from config import BASE_DIR
 from crowdfund.accounts.forms import EmptyForm
 from crowdfund.accounts.models import Role
 from crowdfund.errors import Conflict, DomainError
+from crowdfund.extensions import rate_limit
 from crowdfund.films.services import studio_film
 from crowdfund.rewards import services
 from crowdfund.rewards.forms import BookForm, CheckInForm, ScreeningForm, TierForm
@@ -250,6 +251,7 @@ def _render_check_in(screening: Screening, form: CheckInForm, result: Any = None
 
 
 @rewards_bp.route("/studio/screenings/<int:screening_id>/check-in", methods=["GET", "POST"])
+@rate_limit("RATELIMIT_CHECK_IN", key="user")
 @role_required(Role.STUDIO)
 def check_in(screening_id: int) -> Any:
     screening = services.studio_screening(db(), user(), screening_id)
@@ -270,6 +272,7 @@ def check_in(screening_id: int) -> Any:
 
 
 @rewards_bp.route("/studio/screenings/<int:screening_id>/check-in.json", methods=["POST"])
+@rate_limit("RATELIMIT_CHECK_IN", key="user")
 @role_required(Role.STUDIO)
 def check_in_json(screening_id: int) -> Any:
     """For door scanners logged in as studio staff; CSRF token in the X-CSRFToken header."""

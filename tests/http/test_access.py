@@ -16,6 +16,8 @@ from tests.factories import PASSWORD, make_film, make_studio_user, make_user
 PUBLIC_ENDPOINTS = {
     "static", "catalogue.home", "catalogue.films", "catalogue.film_page", "catalogue.stored_file",
     "accounts.signup", "accounts.login", "accounts.logout",
+    # Password reset is for people who cannot log in: the e-mailed signed token is the credential.
+    "accounts.forgot_password", "accounts.reset_password",
     # Authenticated by Stripe's signature instead of a login (tests/http/test_webhooks.py).
     "payments.webhook",
 }

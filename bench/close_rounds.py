@@ -1,0 +1,264 @@
+"""Round close of a failed film at scale, against localstripe. Run by hand, never in `make test`.
+
+    .venv/bin/python bench/close_rounds.py [--orders 20000] [--backers 5000] [--threads 8]
+
+Builds a fresh PostgreSQL database (next to BENCH_DATABASE_URL, default the
+local one) and starts localstripe on 127.0.0.1 in a child process. Then:
+
+1. charges N real PaymentIntents at localstripe (StripeGateway.charge, from
+   a few threads), and records them as N paid orders of one film whose
+   deadline has passed without reaching its goal, with their payments in the
+   ledger (bulk SQL: the orders are set-up, not what is measured);
+2. runs `close_rounds` (the `flask funding close-rounds` step): the film
+   fails, every order is decided for refund and refunded at localstripe.
+   Prints the time to decide, refunds per second, and the baseline from the
+   same run: bare `gateway.refund` calls on other PaymentIntents, sequential;
+3. runs `close_rounds` again: it must decide and refund nothing;
+4. checks: every order refunded and "done", exactly one refund per
+   PaymentIntent at localstripe (on a sample), ledger balanced.
+
+Asserts nothing about time; exit status 1 if a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+SECRET_KEY = "sk_test_bench"
+CARD = "4242424242424242"
+HOLD_WINDOW = timedelta(minutes=15)
+
+
+def create_database(base_url: str) -> str:
+    base = make_url(base_url)
+    name = f"bench_close_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def start_localstripe() -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "crowdfund.payments.localstripe_server", str(port)],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/js.stripe.com/v3/", timeout=1):
+                return process, url
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("localstripe did not start")
+
+
+def gateway(api_base: str):  # type: ignore[no-untyped-def]
+    from crowdfund.payments.gateway import StripeGateway
+
+    return StripeGateway(SECRET_KEY, api_base, "whsec_bench", timeout_seconds=60)
+
+
+def charge_all(api_base: str, count: int, threads: int) -> list[str]:
+    """`count` succeeded PaymentIntents of $50.00 each; returns their ids."""
+    from crowdfund.payments.localstripe_server import create_card_payment_method
+
+    local = __import__("threading").local()
+
+    def one(n: int) -> str:
+        if not hasattr(local, "gateway"):
+            local.gateway = gateway(api_base)
+        # A fresh card per charge, as each backer brings their own.
+        method = create_card_payment_method(api_base, SECRET_KEY, CARD)
+        outcome = local.gateway.charge(5000, "usd", method, {"bench": str(n)})
+        if outcome.status != "succeeded" or not outcome.payment_intent_id:
+            raise RuntimeError(f"charge {n}: {outcome}")
+        return str(outcome.payment_intent_id)
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, range(count), chunksize=64))
+
+
+def fill(url: str, intents: list[str], backers: int) -> int:
+    """A failed round in waiting: a film past its deadline, goal not met, with
+    one paid order per PaymentIntent, counters and ledger to match."""
+    from crowdfund.migrate import upgrade
+
+    upgrade(url)
+    engine = create_engine(url)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    past = now - timedelta(days=1)
+    with engine.begin() as conn:
+        conn.execute(text("""
+            INSERT INTO users (email, display_name, password_hash, session_version, is_active, created_at)
+            SELECT 'b' || g || '@bench.test', 'Backer ' || g, 'x', 1, true, :now FROM generate_series(1, :n) g
+        """), {"now": now, "n": backers})
+        conn.execute(text("INSERT INTO studios (name, created_at) VALUES ('Bench Studio', :now)"), {"now": now})
+        film_id = conn.execute(text("""
+            INSERT INTO films (studio_id, slug, title, logline, synopsis, risks, funding_goal_cents,
+                stake_price_cents, stake_cap, per_backer_limit, deadline, timezone, expected_release_date,
+                recoup_share_bps, recoup_multiple_bps, profit_share_bps, state, created_at, updated_at, opened_at)
+            VALUES ((SELECT id FROM studios LIMIT 1), 'failed-film', 'Failed Film', 'x', 'x', '',
+                :goal, 5000, :cap, :cap, :past, 'UTC', :release, 5000, 12000, 1000, 'funding', :past, :past, :past)
+            RETURNING id"""), {"goal": 5000 * len(intents) * 10, "cap": len(intents) * 2, "past": past,
+                               "release": (now + timedelta(days=365)).date()}).scalar_one()
+        conn.execute(text("""CREATE TEMP TABLE bench_intents (n serial, intent text) ON COMMIT DROP"""))
+        conn.execute(text("INSERT INTO bench_intents (intent) VALUES (:i)"), [{"i": i} for i in intents])
+        conn.execute(text("""
+            INSERT INTO orders (reference, film_id, user_id, units, unit_price_cents, amount_cents, status,
+                idempotency_key, created_at, expires_at, paid_at, stripe_payment_intent_id)
+            SELECT 'RS-B' || lpad(n::text, 9, '0'), :film, 1 + (n - 1) % :backers, 1, 5000, 5000, 'paid',
+                'bench-key-' || lpad(n::text, 9, '0'), :past, :past, :past, intent
+            FROM bench_intents"""), {"film": film_id, "backers": backers, "past": past})
+        conn.execute(text("""INSERT INTO film_inventory (film_id, cap, sold, held)
+                             VALUES (:film, :cap, :sold, 0)"""),
+                     {"film": film_id, "cap": len(intents) * 2, "sold": len(intents)})
+        conn.execute(text("""INSERT INTO backer_positions (film_id, user_id, units)
+                             SELECT film_id, user_id, sum(units) FROM orders WHERE film_id = :film
+                             GROUP BY film_id, user_id"""), {"film": film_id})
+        conn.execute(text("""INSERT INTO journal_entries (key, kind, film_id, order_id, memo, created_at)
+                             SELECT 'payment:' || id, 'payment', film_id, id, 'Order ' || reference, :past
+                             FROM orders WHERE film_id = :film"""), {"film": film_id, "past": past})
+        conn.execute(text("""INSERT INTO journal_lines (entry_id, account, amount_cents, line_no)
+                             SELECT e.id, 'backer_cash', o.amount_cents, 0
+                             FROM journal_entries e JOIN orders o ON o.id = e.order_id
+                             UNION ALL
+                             SELECT e.id, 'escrow:' || o.film_id, -o.amount_cents, 1
+                             FROM journal_entries e JOIN orders o ON o.id = e.order_id"""))
+    with engine.connect() as conn:
+        conn.execute(text("ANALYZE"))
+    engine.dispose()
+    return film_id
+
+
+def close(url: str, api_base: str, batch_size: int) -> tuple[object, float]:
+    from crowdfund.db import make_engine, make_sessionmaker
+    from crowdfund.funding.close import close_rounds
+    from crowdfund.mail import Mailer
+
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine, info={"mailer": Mailer(backend="none")})
+    with gateway(api_base) as gw, sessions() as session:
+        started = time.perf_counter()
+        report = close_rounds(session, gw, now=datetime.now(UTC), hold_window=HOLD_WINDOW, fee_bps=500,
+                              batch_size=batch_size)
+        seconds = time.perf_counter() - started
+    engine.dispose()
+    return report, seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=20_000)
+    parser.add_argument("--backers", type=int, default=5_000)
+    parser.add_argument("--threads", type=int, default=8, help="threads charging the PaymentIntents")
+    parser.add_argument("--baseline", type=int, default=500, help="bare gateway.refund calls for the baseline")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    args = parser.parse_args()
+    base = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+    if make_url(base).host not in (None, "127.0.0.1", "localhost"):
+        parser.error("the benchmark runs against 127.0.0.1 only")
+    url = create_database(base)
+    localstripe, api_base = start_localstripe()
+    problems: list[str] = []
+    try:
+        began = time.perf_counter()
+        intents = charge_all(api_base, args.orders + args.baseline, args.threads)
+        charged = time.perf_counter() - began
+        print(f"charged {len(intents):,} PaymentIntents at localstripe in {charged:.1f} s "
+              f"({len(intents) / charged:,.0f}/s, {args.threads} threads)", flush=True)
+        orders, spare = intents[:args.orders], intents[args.orders:]
+        film_id = fill(url, orders, args.backers)
+        print(f"data: failed film with {len(orders):,} paid orders over {min(args.backers, len(orders)):,} backers",
+              flush=True)
+
+        # Baseline, same run: the refund calls alone, one after another, no database.
+        with gateway(api_base) as gw:
+            started = time.perf_counter()
+            for intent in spare:
+                gw.refund(intent, 5000, idempotency_key=f"baseline-{intent}")
+            bare = len(spare) / (time.perf_counter() - started) if spare else 0.0
+
+        report, seconds = close(url, api_base, args.batch_size)
+        rate = report.refunds_made / seconds if seconds else 0.0  # type: ignore[attr-defined]
+        print(f"close-rounds: failed {len(report.failed)} film(s), {report.refunds_decided:,} refunds decided, "  # type: ignore[attr-defined]
+              f"{report.refunds_made:,} made in {seconds:.1f} s: {rate:,.0f} refunds/s")  # type: ignore[attr-defined]
+        if spare:
+            print(f"  baseline (bare gateway.refund, sequential, same localstripe): {bare:,.0f} refunds/s; "
+                  f"close-rounds / baseline = {rate / bare:.0%}")
+        again, seconds_again = close(url, api_base, args.batch_size)
+        print(f"second run: {again.refunds_decided} decided, {again.refunds_made} made "  # type: ignore[attr-defined]
+              f"in {seconds_again:.2f} s (must be 0 and 0)")
+        if again.refunds_decided or again.refunds_made or again.failed:  # type: ignore[attr-defined]
+            problems.append("the second run did something")
+        if report.refunds_made != len(orders):  # type: ignore[attr-defined]
+            problems.append(f"{report.refunds_made} refunds made for {len(orders)} orders")  # type: ignore[attr-defined]
+
+        from crowdfund import ledger
+        from crowdfund.db import make_engine, make_sessionmaker
+
+        engine = make_engine(url)
+        with make_sessionmaker(engine)() as session:
+            balance = ledger.trial_balance(session)
+            statuses = dict(session.execute(text(
+                "SELECT status || '/' || coalesce(refund_state, '-'), count(*) FROM orders WHERE film_id = :f "
+                "GROUP BY 1"), {"f": film_id}).all())
+            sold_held = session.execute(text("SELECT sold, held FROM film_inventory WHERE film_id = :f"),
+                                        {"f": film_id}).one()
+        engine.dispose()
+        sample = random.Random(8).sample(orders, min(200, len(orders)))
+        with gateway(api_base) as gw:
+            counts = [len(gw.find_refunds(intent)) for intent in sample]
+        print(f"checks: orders {statuses}; film sold/held {tuple(sold_held)}; ledger trial balance {balance}; "
+              f"refunds per PaymentIntent on a sample of {len(sample)}: {sorted(set(counts))}")
+        if statuses != {"refunded/done": len(orders)}:
+            problems.append(f"orders not all refunded: {statuses}")
+        if balance != 0:
+            problems.append(f"ledger unbalanced by {balance}")
+        if set(counts) != {1}:
+            problems.append("some PaymentIntent has no refund or more than one")
+        if tuple(sold_held) != (0, 0):
+            problems.append(f"film counters left at {tuple(sold_held)}")
+        print("all checks passed" if not problems else "PROBLEMS: " + "; ".join(problems))
+        return 1 if problems else 0
+    finally:
+        localstripe.terminate()
+        localstripe.wait(timeout=10)
+        if not args.keep:
+            drop_database(url)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

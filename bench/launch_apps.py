@@ -1,0 +1,70 @@
+"""WSGI apps for bench/launch.py, served by gunicorn on 127.0.0.1. Bench only.
+
+- `real`: the platform itself, `create_app("production")`, with the only
+  change plain http needs: cookies not marked Secure (the bench has no TLS).
+  Rate limiting, if configured, is switched off: all 64 buyers share 127.0.0.1.
+- `bare`: the framework limit, a bare Flask + SQLAlchemy app whose POST /hold
+  runs only the hold transaction (the app's own statement) and commits, and
+  whose GET /hello answers a constant.
+
+Both read DATABASE_URL and DATABASE_POOL_SIZE from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _real():  # type: ignore[no-untyped-def]
+    from crowdfund import create_app
+
+    return create_app("production", overrides={
+        "SESSION_COOKIE_SECURE": False,
+        "REMEMBER_COOKIE_SECURE": False,
+        "RATELIMIT_ENABLED": False,
+    })
+
+
+def _bare():  # type: ignore[no-untyped-def]
+    from flask import Flask, request
+    from sqlalchemy import create_engine
+
+    from crowdfund.funding.services import _HOLD_STATEMENT_PG
+
+    app = Flask("bare")
+    pool = int(os.environ.get("DATABASE_POOL_SIZE", "5"))
+    engine = create_engine(os.environ["DATABASE_URL"], pool_size=pool, max_overflow=pool)
+    film_id = int(os.environ["BENCH_BARE_FILM_ID"])
+    limit = int(os.environ["BENCH_BARE_LIMIT"])
+
+    @app.post("/hold")
+    def hold():  # type: ignore[no-untyped-def]
+        now = datetime.now(UTC)
+        with engine.begin() as conn:
+            position_ok, units_ok, order_id = conn.execute(_HOLD_STATEMENT_PG, {
+                "film_id": film_id, "user_id": int(request.form["user_id"]), "units": 1,
+                "per_backer_limit": limit, "reference": "RS-" + secrets.token_hex(6).upper(),
+                "unit_price_cents": 5000, "amount_cents": 5000, "idempotency_key": request.form["key"],
+                "created_at": now, "expires_at": now + timedelta(minutes=15),
+            }).one()
+        if order_id is None:
+            return "refused", 409
+        return "", 303, {"Location": f"/orders/{order_id}"}
+
+    @app.get("/hello")
+    def hello():  # type: ignore[no-untyped-def]
+        return "hello"
+
+    return app
+
+
+_which = os.environ.get("BENCH_APP", "real")
+app = _bare() if _which == "bare" else _real()

@@ -1,0 +1,261 @@
+"""Faults, each a test: the database gone, Stripe down or slow, the process
+killed between Stripe's answer and our commit, a round close killed midway.
+Nothing is lost, nothing half-written, no money without stakes or stakes
+without money."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
+
+from crowdfund import create_app, ledger
+from crowdfund.films.models import Film
+from crowdfund.films.states import FilmState
+from crowdfund.funding.models import FilmInventory, Order, OrderStatus
+from crowdfund.payments.localstripe_server import confirm_card_setup
+from crowdfund.payments.services import REFUND_CLAIM_TIMEOUT, reconcile
+from tests.conftest import CheckSession, Client
+from tests.factories import GOOD_CARD, PASSWORD, buy, hold, make_film, make_studio_user, make_user
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def other_app(app: Flask, **overrides: object) -> Flask:
+    config = {key: app.config[key] for key in (
+        "DATABASE_URL", "STRIPE_API_BASE", "STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET",
+        "STRIPE_JS_URL", "MAIL_BACKEND", "MAIL_PORT")}
+    config.update(overrides)
+    return create_app("testing", config)
+
+
+def client_for(app: Flask) -> Client:
+    app.test_client_class = Client
+    return app.test_client()  # type: ignore[return-value]
+
+
+@pytest.fixture
+def film(db: CheckSession):  # type: ignore[no-untyped-def]
+    return make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
+                     funding_goal_cents=20_000)
+
+
+# --- the database ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
+                                 "sqlite:////nonexistent-directory/crowdfund.db"])
+def test_database_unreachable_gives_a_503_page(url: str) -> None:
+    broken = create_app("testing", {"DATABASE_URL": url})
+    try:
+        response = broken.test_client().get("/")
+        assert response.status_code == 503
+        assert b"We cannot reach our database right now. Nothing was changed" in response.data
+    finally:
+        broken.extensions["crowdfund.engine"].dispose()
+
+
+def test_database_lost_mid_request_writes_nothing(client: Client, db: CheckSession, app: Flask, film) -> None:  # type: ignore[no-untyped-def]
+    fan = make_user(db)
+    client.login(fan.email, PASSWORD)
+    page = client.get(f"/films/{film.slug}").get_data(as_text=True)
+    key = page.split('name="key" value="')[1].split('"')[0]
+    engine = app.extensions["crowdfund.engine"]
+
+    def connection_dies(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        # The hold has reserved the backer's position and the film's units by now.
+        if "INSERT INTO orders" in statement:
+            raise OperationalError(statement, parameters, Exception("server closed the connection unexpectedly"))
+
+    event.listen(engine, "before_cursor_execute", connection_dies)
+    try:
+        response = client.post_form(f"/films/{film.slug}/hold", {"units": "3", "key": key})
+    finally:
+        event.remove(engine, "before_cursor_execute", connection_dies)
+    assert response.status_code == 503 and b"Nothing was changed" in response.data
+    db.reread()
+    assert db.scalar(select(func.count()).select_from(Order)) == 0
+    inventory = db.get(FilmInventory, film.id)
+    assert (inventory.sold, inventory.held) == (0, 0)
+    # And the same form works once the database is back.
+    assert client.post_form(f"/films/{film.slug}/hold", {"units": "3", "key": key}).status_code == 303
+
+
+# --- Stripe ----------------------------------------------------------------------------------
+
+
+def test_stripe_down_gives_a_clear_message_and_charges_nothing(db: CheckSession, app: Flask, film) -> None:  # type: ignore[no-untyped-def]
+    down = other_app(app, STRIPE_API_BASE="http://127.0.0.1:1", STRIPE_TIMEOUT_SECONDS=2,
+                     STRIPE_MAX_NETWORK_RETRIES=0)
+    try:
+        fan = make_user(db)
+        order = hold(db, fan, film, 2)
+        client = client_for(down)
+        client.login(fan.email, PASSWORD)
+        checkout = client.get(f"/orders/{order.reference}/checkout")
+        assert checkout.status_code == 503
+        assert b"The payment service could not be reached" in checkout.data
+        paid = client.post_form(f"/orders/{order.reference}/pay", {"setup_intent": "seti_unknown"},
+                                follow_redirects=True)
+        assert paid.status_code == 200 and b"could not be reached" in paid.data
+        db.reread()
+        order = db.get(Order, order.id)
+        assert order.status == OrderStatus.PENDING and order.stripe_payment_intent_id is None
+        assert ledger.balance(db, ledger.BACKER_CASH) == 0
+    finally:
+        down.extensions["crowdfund.engine"].dispose()
+        down.extensions["crowdfund.gateway"].close()
+
+
+class SlowProxy:
+    """Forwards to localstripe, holding the charge (PaymentIntent confirm) back
+    longer than the app waits: Stripe charges while the app has given up."""
+
+    def __init__(self, target: str, delay: float) -> None:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                if self.path.endswith("/confirm") and "/payment_intents/" in self.path:
+                    time.sleep(delay)
+                request = urllib.request.Request(target + self.path, data=body or None, method=self.command)
+                for name in ("Authorization", "Content-Type", "Idempotency-Key", "Stripe-Version"):
+                    if self.headers.get(name):
+                        request.add_header(name, self.headers[name])
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        status, payload = answer.status, answer.read()
+                except urllib.error.HTTPError as error:
+                    status, payload = error.code, error.read()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    pass  # the app gave up waiting
+
+            do_GET = do_POST = do_DELETE = _forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        del proxy
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def slow_stripe(app: Flask) -> Iterator[SlowProxy]:
+    proxy = SlowProxy(app.config["STRIPE_API_BASE"], delay=2.5)
+    yield proxy
+    proxy.close()
+
+
+def test_stripe_slow_during_payment_then_reconciled(db: CheckSession, app: Flask, film, slow_stripe) -> None:  # type: ignore[no-untyped-def]
+    slow = other_app(app, STRIPE_API_BASE=slow_stripe.url, STRIPE_TIMEOUT_SECONDS=1, STRIPE_MAX_NETWORK_RETRIES=0)
+    try:
+        fan = make_user(db)
+        order = hold(db, fan, film, 2)
+        client = client_for(slow)
+        client.login(fan.email, PASSWORD)
+        page = client.get(f"/orders/{order.reference}/checkout").get_data(as_text=True)
+        secret = page.split('data-client-secret="')[1].split('"')[0]
+        setup = confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret,
+                                   GOOD_CARD)
+        response = client.post_form(f"/orders/{order.reference}/pay", {"setup_intent": setup["id"]},
+                                    follow_redirects=True)
+        text = response.get_data(as_text=True)
+        assert "If your card was charged, your order completes by itself" in text
+        time.sleep(2)  # the held-back charge reaches Stripe
+        db.reread()
+        order = db.get(Order, order.id)
+        # No paid order without a charge: the app did not hear back, so it is still pending,
+        # and no charge without an order: the charge's PaymentIntent is on record.
+        assert order.status == OrderStatus.PENDING and order.stripe_payment_intent_id
+        gateway = app.extensions["crowdfund.gateway"]
+        assert gateway.retrieve_payment_intent(order.stripe_payment_intent_id).status == "succeeded"
+        assert reconcile(db, gateway, now=datetime.now(UTC))["paid"] == 1
+        db.reread()
+        assert db.get(Order, order.id).status == OrderStatus.PAID
+        assert ledger.balance(db, ledger.BACKER_CASH) == order.amount_cents
+    finally:
+        slow.extensions["crowdfund.engine"].dispose()
+        slow.extensions["crowdfund.gateway"].close()
+
+
+# --- a process killed at the worst moment ------------------------------------------------------
+
+
+def run_dying(app: Flask, *args: str) -> int:
+    config = {key: app.config[key] for key in (
+        "DATABASE_URL", "STRIPE_API_BASE", "STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET")}
+    config["MAIL_BACKEND"] = "none"
+    result = subprocess.run([sys.executable, "-m", "tests.faults.die_midway", json.dumps(config), *args],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                            timeout=120)
+    return result.returncode
+
+
+def test_killed_after_the_charge_before_the_commit(db: CheckSession, app: Flask, film) -> None:  # type: ignore[no-untyped-def]
+    fan = make_user(db)
+    order = hold(db, fan, film, 2)
+    gateway = app.extensions["crowdfund.gateway"]
+    setup = gateway.create_setup_intent({})
+    confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret,
+                       GOOD_CARD)
+    assert run_dying(app, "after-charge", str(order.id), setup.id) == 17
+    db.reread()
+    order = db.get(Order, order.id)
+    assert order.status == OrderStatus.PENDING  # the process died before recording the charge
+    assert gateway.retrieve_payment_intent(order.stripe_payment_intent_id).status == "succeeded"
+    assert reconcile(db, gateway, now=datetime.now(UTC))["paid"] == 1
+    db.reread()
+    assert db.get(Order, order.id).status == OrderStatus.PAID
+    assert ledger.trial_balance(db) == 0 and ledger.balance(db, ledger.BACKER_CASH) == 10_000
+
+
+def test_close_rounds_killed_midway_refunds_each_order_once(db: CheckSession, app: Flask, film) -> None:  # type: ignore[no-untyped-def]
+    fans = [make_user(db) for _ in range(3)]
+    for fan in fans:
+        buy(db, app, fan, film, 1)  # $150 of a $200 goal: the round fails
+    # 3 refund decisions are booked, then Stripe refunds order 1 and 2; die recording the 2nd.
+    closing = film.deadline + timedelta(minutes=16)
+    assert run_dying(app, "close-rounds", "5", closing.isoformat()) == 17
+    db.reread()
+    assert db.get(Film, film.id).state == FilmState.FAILED
+    gateway = app.extensions["crowdfund.gateway"]
+    from crowdfund.funding.close import close_rounds
+
+    # The dead worker's claim on the second refund is honoured until it goes stale
+    # (another worker might still be finishing it); then a rerun checks Stripe first.
+    report = close_rounds(db, gateway, now=closing + REFUND_CLAIM_TIMEOUT + timedelta(minutes=1),
+                          hold_window=timedelta(minutes=15), fee_bps=500)
+    db.reread()
+    orders = db.scalars(select(Order).where(Order.film_id == film.id)).all()
+    assert {o.status for o in orders} == {OrderStatus.REFUNDED} and {o.refund_state for o in orders} == {"done"}
+    for order in orders:
+        assert len(gateway.find_refunds(order.stripe_payment_intent_id)) == 1, order.reference
+    assert report.refunds_made == 2  # the one finished before the crash is not touched again
+    assert ledger.balance(db, ledger.BACKER_CASH) == 0 and ledger.trial_balance(db) == 0
