@@ -111,7 +111,7 @@ def fill(url: str, fans: int, cap: int, limit: int, sellout_cap: int, sellout_li
         films = [("Launch Day", "funding", cap, limit), ("Sellout", "funding", sellout_cap, sellout_limit)]
         films += [(f"Also Funding {i}", "funding", 1000, 10) for i in range(1, 11)]
         # Films for the raw and bare limits: never shown (draft), reached without the app.
-        films += [("Bare Limit", "draft", cap, limit), ("Raw Limit", "draft", 10**9, 10**6),
+        films += [("Bare Limit", "draft", 10**9, 10**6), ("Raw Limit", "draft", 10**9, 10**6),
                   ("Raw Sixteen", "draft", 10**9, 10**6)]
         for title, state, film_cap, film_limit in films:
             film_id = conn.execute(text("""
@@ -625,7 +625,7 @@ def main() -> int:
     parser.add_argument("--buyers", type=int, default=64, help="concurrent buyers (M)")
     parser.add_argument("--fans", type=int, default=256, help="fans with sessions (N)")
     parser.add_argument("--cap", type=int, default=1_000_000, help="the launch film's cap of stakes (C)")
-    parser.add_argument("--limit", type=int, default=1000, help="the launch film's per-backer limit")
+    parser.add_argument("--limit", type=int, default=50, help="the launch film's per-backer limit")
     parser.add_argument("--sellout-cap", type=int, default=300)
     parser.add_argument("--sellout-limit", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10, help="measured seconds per load phase")
@@ -654,7 +654,7 @@ def main() -> int:
         env = {"CROWDFUND_ENV": "production", "SECRET_KEY": uuid.uuid4().hex + uuid.uuid4().hex,
                "DATABASE_URL": url, "PASSWORD_TIME_COST": "1", "PASSWORD_MEMORY_COST_KIB": "8192",
                "MAIL_BACKEND": "console", "BENCH_BARE_FILM_ID": str(films.bare),
-               "BENCH_BARE_LIMIT": str(args.limit)}
+               "BENCH_BARE_LIMIT": str(10**6)}
         conf = subprocess.run([sys.executable, "-c", "import runpy; c = runpy.run_path('gunicorn.conf.py'); "
                                "print(c['workers'], c['worker_class'], c['threads'])"], cwd=ROOT,
                               capture_output=True, text=True).stdout.split()
