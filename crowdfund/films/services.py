@@ -239,6 +239,16 @@ def visible_film(session: Session, slug: str, viewer: User | None) -> Film:
     raise NotFound("No such film.")
 
 
+def poster_visible(session: Session, file_id: int, viewer: User | None) -> bool:
+    """A poster is public once its film is; before that, its studio's and admins'."""
+    films = session.scalars(select(Film).where(Film.poster_id == file_id)).all()
+    if any(film.state in PUBLIC_STATES for film in films):
+        return True
+    if viewer is None:
+        return False
+    return viewer.has_role("admin") or any(viewer.studio_id == film.studio_id for film in films)
+
+
 def films_in_review(session: Session) -> list[Film]:
     return list(
         session.scalars(

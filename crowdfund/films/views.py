@@ -141,10 +141,14 @@ def stored_file(file_id: int) -> Any:
     # is served by payouts.report_file after its access check, never from here.
     if stored.content_type not in IMAGE_TYPES.values():
         abort(404)
+    # A draft's poster is as private as the draft: only its studio and admins see it.
+    viewer = current_user if current_user.is_authenticated else None
+    if not services.poster_visible(db(), stored.id, viewer):
+        abort(404)
     response = make_response(stored.data)
     response.headers["Content-Type"] = stored.content_type
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Cache-Control"] = "public, max-age=86400, immutable"
+    response.headers["Cache-Control"] = "private, max-age=3600"
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response
 

@@ -104,3 +104,16 @@ def test_another_user_cannot_reach_the_objects(client: Client, db: CheckSession,
         response.get_data()
         assert response.status_code in (403, 404), f"{kind} reached {endpoint} {url}: {response.status_code}"
     assert snapshot(db) == before
+
+
+def test_a_drafts_poster_is_private_until_the_film_is_public(client: Client, db: CheckSession) -> None:
+    studio = make_studio_user(db, "Poster Studio")
+    draft = make_film(db, studio, FilmState.DRAFT)
+    public = make_film(db, studio, FilmState.FUNDING)
+    assert client.get(f"/files/{public.poster_id}").status_code == 200
+    assert client.get(f"/files/{draft.poster_id}").status_code == 404
+    client.login(make_studio_user(db, "Nosy Studio").email, PASSWORD)
+    assert client.get(f"/files/{draft.poster_id}").status_code == 404
+    client.post_form("/logout")
+    client.login(studio.email, PASSWORD)
+    assert client.get(f"/files/{draft.poster_id}").status_code == 200

@@ -17,7 +17,7 @@ from crowdfund.films.states import FilmState
 from crowdfund.payouts.models import BoxOfficeReport
 from crowdfund.uploads import store_file
 from tests.conftest import CheckSession, Client
-from tests.factories import PASSWORD, make_film, make_studio_user, png_bytes
+from tests.factories import PASSWORD, make_film, make_studio_user
 from tests.http.test_payouts_http import released  # noqa: F401  (fixture)
 
 
@@ -112,9 +112,11 @@ def test_the_checks_catch_what_they_look_for() -> None:
 
 
 def test_poster_is_served_as_an_image_in_a_sandbox(client: Client, db: CheckSession) -> None:
-    poster = store_file(db, png_bytes(), "image/png")
-    db.commit()
-    response = client.get(f"/files/{poster.id}")
+    from crowdfund.films.states import FilmState
+    from tests.factories import make_film, make_studio_user
+
+    film = make_film(db, make_studio_user(db), FilmState.FUNDING)
+    response = client.get(f"/files/{film.poster_id}")
     assert response.status_code == 200 and response.mimetype == "image/png"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert _directives(response) == {"default-src": ["'none'"], "sandbox": []}
