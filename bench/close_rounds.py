@@ -30,7 +30,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,31 +37,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from bench.common import DEFAULT_URL, create_database, drop_database  # noqa: E402
 
-DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
 SECRET_KEY = "sk_test_bench"
 CARD = "4242424242424242"
 HOLD_WINDOW = timedelta(minutes=15)
-
-
-def create_database(base_url: str) -> str:
-    base = make_url(base_url)
-    name = f"bench_close_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return base.set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(url: str) -> None:
-    target = make_url(url)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def start_localstripe() -> tuple[subprocess.Popen[bytes], str]:
@@ -190,7 +172,7 @@ def main() -> int:
     base = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
     if make_url(base).host not in (None, "127.0.0.1", "localhost"):
         parser.error("the benchmark runs against 127.0.0.1 only")
-    url = create_database(base)
+    url = create_database(base, "bench_close")
     localstripe, api_base = start_localstripe()
     problems: list[str] = []
     try:

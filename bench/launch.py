@@ -40,19 +40,21 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import aiohttp  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from bench.common import DEFAULT_URL, create_database, drop_database  # noqa: E402
 
-DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+import aiohttp
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
 HOST = "127.0.0.1"
 PASSWORD = "bench-password-1"
 CSRF_RE = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
@@ -60,24 +62,6 @@ KEY_RE = re.compile(r'name="key"[^>]*value="([^"]+)"')
 
 
 # --- database ---------------------------------------------------------------------------
-
-
-def create_database(base_url: str) -> str:
-    base = make_url(base_url)
-    name = f"bench_launch_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return base.set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(url: str) -> None:
-    target = make_url(url)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @dataclass
@@ -151,7 +135,7 @@ class Server:
     log: Path
 
     def worker_pids(self) -> list[int]:
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True)
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True, check=False)
         return [int(p) for p in out.stdout.split()]
 
     def stop(self) -> None:
@@ -269,7 +253,7 @@ async def load(label: str, request: Request, concurrency: int, seconds: float, m
                 start = time.perf_counter()
                 try:
                     kind = await request(http, index)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     kind = "timeout"
                 except aiohttp.ClientError as exc:
                     kind = type(exc).__name__
@@ -430,7 +414,7 @@ def pgbench_script(bucket_table: bool) -> str:
                           "AND bucket = :bucket AND")
         assert "bench_buckets" in sql
     header = ("\\set user_id random(1, :fans)\n\\set units 1\n\\set unit_price_cents 5000\n"
-              "\\set amount_cents 5000\n\\set bucket random(1, :buckets)\n")
+              "\\set amount_cents 5000\n\\set bucket random(1, :buckets)\n\\set released 0\n")
     return header + sql.strip() + ";\n"
 
 
@@ -447,7 +431,7 @@ def run_pgbench(url: str, script: str, clients: int, seconds: int, variables: di
     env = {**os.environ}
     if target.password:
         env["PGPASSWORD"] = target.password
-    output = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds + 60)
+    output = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds + 60, check=False)
     os.unlink(handle.name)
     if output.returncode != 0:
         raise RuntimeError(f"pgbench failed: {output.stderr[-2000:]}")
@@ -475,7 +459,7 @@ def run_psycopg(url: str, script: str, clients: int, seconds: int, variables: di
         with psycopg.connect(dsn) as conn:
             while time.monotonic() < deadline:
                 params = {**variables, "user_id": random.randint(1, variables["fans"]), "units": 1,
-                          "unit_price_cents": 5000, "amount_cents": 5000,
+                          "unit_price_cents": 5000, "amount_cents": 5000, "released": 0,
                           "bucket": random.randint(1, variables["buckets"])}
                 start = time.perf_counter()
                 conn.execute(sql, params)
@@ -645,7 +629,7 @@ def main() -> int:
     base = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
     if make_url(base).host not in (None, "127.0.0.1", "localhost"):
         parser.error("the benchmark runs against 127.0.0.1 only")
-    url = create_database(base)
+    url = create_database(base, "bench_launch")
     logdir = Path(tempfile.mkdtemp(prefix="bench-launch-"))
     servers: list[Server] = []
     try:
@@ -655,9 +639,10 @@ def main() -> int:
                "DATABASE_URL": url, "PASSWORD_TIME_COST": "1", "PASSWORD_MEMORY_COST_KIB": "8192",
                "MAIL_BACKEND": "console", "BENCH_BARE_FILM_ID": str(films.bare),
                "BENCH_BARE_LIMIT": str(10**6)}
-        conf = subprocess.run([sys.executable, "-c", "import runpy; c = runpy.run_path('gunicorn.conf.py'); "
-                               "print(c['workers'], c['worker_class'], c['threads'])"], cwd=ROOT,
-                              capture_output=True, text=True).stdout.split()
+        probe = ("import runpy; c = runpy.run_path('gunicorn.conf.py'); "
+                 "print(c['workers'], c['worker_class'], c['threads'])")
+        conf = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                              check=False).stdout.split()
         workers = args.workers or int(conf[0])
         worker_class = args.worker_class or conf[1]
         threads = args.threads or int(conf[2])

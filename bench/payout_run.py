@@ -24,17 +24,16 @@ import resource
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from bench.common import DEFAULT_URL, create_database, drop_database  # noqa: E402
 
-DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+from sqlalchemy import create_engine, text  # noqa: E402
+
 
 
 def peak_rss_mb() -> float:
@@ -42,24 +41,6 @@ def peak_rss_mb() -> float:
 
 
 # --- building the data -----------------------------------------------------------------
-
-
-def create_database(base_url: str) -> str:
-    base = make_url(base_url)
-    name = f"bench_payout_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return base.set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(url: str) -> None:
-    target = make_url(url)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def fill(url: str, users: int, films: list[tuple[str, int, str]]) -> dict[str, int]:
@@ -188,7 +169,7 @@ def main() -> None:
     args = parser.parse_args()
     base = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
     small, large = args.export_rows
-    url = create_database(base)
+    url = create_database(base, "bench_payout")
     try:
         began = time.perf_counter()
         # Half the backers hold 4 stakes, half 6: 1,000,000 stakes over 200,000 backers.

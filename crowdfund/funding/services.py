@@ -176,16 +176,29 @@ class HoldRequest:
     idempotency_key: str
 
 
-#: The whole reservation in one round trip on PostgreSQL: the backer's position,
-#: then the film's counters, then the order, each conditional on the one before
-#: (the same statements as _reserve_position, _reserve_units and the order
-#: INSERT, in the same lock order). The caller learns which step refused from
-#: the flags; a refusal after the position moved is undone by the caller's
-#: rollback, exactly as with the separate statements.
+#: A hold in one round trip on PostgreSQL. In order: the order this form's key
+#: made before (`prior`: then nothing is written); whether lapsed holds could
+#: stand in the way (`clear`: a read that only decides whether to clean up:
+#: when false nothing is written, the caller releases lapsed holds and runs
+#: the statement again with `released`); then the same conditional statements
+#: as _reserve_position, _reserve_units and the order INSERT, in the usual lock
+#: order, each only if the one before succeeded. The caller learns from the
+#: flags which step refused; a refusal after the position moved is undone by
+#: the caller's rollback, exactly as with separate statements.
 HOLD_STATEMENT_PG = """
-WITH pos AS (
+WITH prior AS (
+    SELECT id FROM orders WHERE user_id = :user_id AND idempotency_key = :idempotency_key
+), clear AS (
+    SELECT CAST(:released AS boolean) OR (
+        (SELECT sold + held + :units <= cap FROM film_inventory WHERE film_id = :film_id)
+        AND coalesce((SELECT units FROM backer_positions WHERE film_id = :film_id AND user_id = :user_id), 0)
+            + :units <= :per_backer_limit
+    ) AS ok
+), go AS (
+    SELECT FROM clear WHERE ok AND NOT EXISTS (SELECT FROM prior)
+), pos AS (
     INSERT INTO backer_positions AS bp (film_id, user_id, units)
-    VALUES (:film_id, :user_id, :units)
+    SELECT :film_id, :user_id, :units WHERE EXISTS (SELECT FROM go)
     ON CONFLICT (film_id, user_id) DO UPDATE SET units = bp.units + excluded.units
     WHERE bp.units + excluded.units <= :per_backer_limit
     RETURNING bp.units
@@ -202,13 +215,24 @@ WITH pos AS (
     ON CONFLICT (user_id, idempotency_key) DO NOTHING
     RETURNING id
 )
-SELECT EXISTS (SELECT FROM pos) AS position_ok, EXISTS (SELECT FROM inv) AS units_ok,
+SELECT (SELECT id FROM prior) AS prior_id, coalesce((SELECT ok FROM clear), false) AS clear,
+       EXISTS (SELECT FROM pos) AS position_ok, EXISTS (SELECT FROM inv) AS units_ok,
        (SELECT id FROM ins) AS order_id
 """
 
 _HOLD_STATEMENT_PG = text(HOLD_STATEMENT_PG).bindparams(
     bindparam("created_at", type_=UTCDateTime()), bindparam("expires_at", type_=UTCDateTime())
 )
+
+
+def _hold_refusal(film: Film | None, request: HoldRequest, now: datetime) -> DomainError | None:
+    if film is None:
+        return NotFound("No such film.")
+    if film.state != FilmState.FUNDING or now >= film.deadline:
+        return Conflict("This film is not open for funding.")
+    if not 1 <= request.units <= film.per_backer_limit:
+        return DomainError(f"Choose between 1 and {film.per_backer_limit} stakes.", field="units")
+    return None
 
 
 def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: datetime,
@@ -218,39 +242,15 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
     key = (request.idempotency_key or "").strip()[:64]
     if len(key) < 16:
         raise DomainError("The form was incomplete. Reload the page and try again.")
-    # One read for what used to be three: the order this key made before, and
-    # the counters that decide whether lapsed holds need releasing first.
-    existing_id, sold_held, cap, position = session.execute(
-        select(
-            select(Order.id).where(Order.user_id == user.id, Order.idempotency_key == key).scalar_subquery(),
-            select(FilmInventory.sold + FilmInventory.held)
-            .where(FilmInventory.film_id == request.film_id).scalar_subquery(),
-            select(FilmInventory.cap).where(FilmInventory.film_id == request.film_id).scalar_subquery(),
-            select(BackerPosition.units)
-            .where(BackerPosition.film_id == request.film_id, BackerPosition.user_id == user.id)
-            .scalar_subquery(),
-        )
-    ).one()
-    if existing_id is not None:
-        existing = session.get(Order, existing_id)
+    film = session.get(Film, request.film_id)
+    refusal = _hold_refusal(film, request, now)
+    if refusal is not None:
+        # The order this key made before wins over any refusal.
+        existing = find_by_idempotency_key(session, user.id, key)
         if existing is not None:
             return existing
-    film = session.get(Film, request.film_id)
-    if film is None:
-        raise NotFound("No such film.")
-    if film.state != FilmState.FUNDING or now >= film.deadline:
-        raise Conflict("This film is not open for funding.")
-    if not 1 <= request.units <= film.per_backer_limit:
-        raise DomainError(f"Choose between 1 and {film.per_backer_limit} stakes.", field="units")
-
-    # Lapsed holds count as free: release them before reserving when they could
-    # be what stands in the way. These reads only decide whether to clean up;
-    # the conditional statements below decide who gets the stakes.
-    if cap is None or (sold_held or 0) + request.units > cap or (
-        (position or 0) + request.units > film.per_backer_limit
-    ):
-        release_expired_holds(session, film.id, now)
-
+        raise refusal
+    assert film is not None
     order = Order(
         reference=new_reference(),
         film_id=film.id,
@@ -264,33 +264,36 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
         expires_at=now + hold_window,
     )
     if session.get_bind().dialect.name == "postgresql":
-        position_ok, units_ok, order_id = session.execute(_HOLD_STATEMENT_PG, {
-            "film_id": film.id, "user_id": user.id, "units": request.units,
-            "per_backer_limit": film.per_backer_limit, "reference": order.reference,
-            "unit_price_cents": order.unit_price_cents, "amount_cents": order.amount_cents,
-            "idempotency_key": key, "created_at": order.created_at, "expires_at": order.expires_at,
-        }).one()
-    else:
-        position_ok = _reserve_position(session, film, user.id, request.units)
-        units_ok = position_ok and _reserve_units(session, film.id, request.units)
-        order_id = None
-    if not position_ok:
+        return _hold_postgresql(session, film, order, now)
+
+    # One read for the order this key made before and the counters that decide
+    # whether lapsed holds need releasing first.
+    existing_id, sold_held, cap, position = session.execute(
+        select(
+            select(Order.id).where(Order.user_id == user.id, Order.idempotency_key == key).scalar_subquery(),
+            select(FilmInventory.sold + FilmInventory.held)
+            .where(FilmInventory.film_id == film.id).scalar_subquery(),
+            select(FilmInventory.cap).where(FilmInventory.film_id == film.id).scalar_subquery(),
+            select(BackerPosition.units)
+            .where(BackerPosition.film_id == film.id, BackerPosition.user_id == user.id)
+            .scalar_subquery(),
+        )
+    ).one()
+    if existing_id is not None:
+        existing = session.get(Order, existing_id)
+        if existing is not None:
+            return existing
+    # Lapsed holds count as free: release them before reserving when they could
+    # be what stands in the way. These reads only decide whether to clean up;
+    # the conditional statements below decide who gets the stakes.
+    if cap is None or (sold_held or 0) + request.units > cap or (
+        (position or 0) + request.units > film.per_backer_limit
+    ):
+        release_expired_holds(session, film.id, now)
+    if not _reserve_position(session, film, user.id, request.units):
         _raise_limit_reached(session, film, user.id)
-    if not units_ok:
+    if not _reserve_units(session, film.id, request.units):
         raise SoldOut(next_hold_release(session, film.id))
-    if order_id is None and session.get_bind().dialect.name == "postgresql":
-        # The same form submitted twice at once: the other request made the order.
-        raise DuplicateRequest()
-    if order_id is not None:
-        # Written by the statement above: enter it into the session as loaded,
-        # with every column as written, so nothing is read back.
-        order.id = order_id
-        for name in ("paid_at", "closed_at", "stripe_setup_intent_id", "stripe_payment_intent_id",
-                     "stripe_refund_id", "refund_state", "refund_claimed_at", "failure_message"):
-            setattr(order, name, None)
-        make_transient_to_detached(order)
-        session.add(order)
-        return order
     session.add(order)
     try:
         with session.begin_nested():
@@ -298,6 +301,42 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
     except IntegrityError as exc:
         # The same form submitted twice at once: the other request made the order.
         raise DuplicateRequest() from exc
+    return order
+
+
+def _hold_postgresql(session: Session, film: Film, order: Order, now: datetime) -> Order:
+    params = {
+        "film_id": film.id, "user_id": order.user_id, "units": order.units,
+        "per_backer_limit": film.per_backer_limit, "reference": order.reference,
+        "unit_price_cents": order.unit_price_cents, "amount_cents": order.amount_cents,
+        "idempotency_key": order.idempotency_key, "created_at": order.created_at,
+        "expires_at": order.expires_at, "released": False,
+    }
+    prior_id, clear, position_ok, units_ok, order_id = session.execute(_HOLD_STATEMENT_PG, params).one()
+    if prior_id is None and not clear:
+        # Nothing was written: release lapsed holds, then reserve regardless.
+        release_expired_holds(session, film.id, now)
+        params["released"] = True
+        prior_id, clear, position_ok, units_ok, order_id = session.execute(_HOLD_STATEMENT_PG, params).one()
+    if prior_id is not None:
+        existing = session.get(Order, prior_id)
+        if existing is not None:
+            return existing
+    if not position_ok:
+        _raise_limit_reached(session, film, order.user_id)
+    if not units_ok:
+        raise SoldOut(next_hold_release(session, film.id))
+    if order_id is None:
+        # The same form submitted twice at once: the other request made the order.
+        raise DuplicateRequest()
+    # Written by the statement above: enter it into the session as loaded, with
+    # every column as written, so nothing is read back.
+    order.id = order_id
+    for name in ("paid_at", "closed_at", "stripe_setup_intent_id", "stripe_payment_intent_id",
+                 "stripe_refund_id", "refund_state", "refund_claimed_at", "failure_message"):
+        setattr(order, name, None)
+    make_transient_to_detached(order)
+    session.add(order)
     return order
 
 

@@ -183,8 +183,11 @@ def handle_webhook(session: Session, event: WebhookEvent, *, now: datetime) -> s
 
 def process_refund(session: Session, order: Order, gateway: StripeGateway, *, now: datetime) -> bool:
     """Carry out one refund the ledger owes. Exactly once, even across crashes
-    and concurrent workers: a worker claims the order first, and before
-    refunding it asks Stripe whether an earlier try already did."""
+    and concurrent workers: a worker claims the order first, and if any worker
+    ever claimed it before (and may have reached Stripe), it asks Stripe
+    whether that try already refunded before refunding."""
+    # Never claimed before: no refund call can have been made for this order.
+    tried_before = order.refund_claimed_at is not None
     claimed = session.execute(
         update(Order)
         .where(
@@ -203,12 +206,17 @@ def process_refund(session: Session, order: Order, gateway: StripeGateway, *, no
     session.refresh(order)
     assert order.stripe_payment_intent_id is not None
     try:
-        existing = [r for r in gateway.find_refunds(order.stripe_payment_intent_id) if r.status != "failed"]
+        existing = (
+            [r for r in gateway.find_refunds(order.stripe_payment_intent_id) if r.status != "failed"]
+            if tried_before else []
+        )
         refund = existing[0] if existing else gateway.refund(
             order.stripe_payment_intent_id, order.amount_cents, idempotency_key=f"refund-{order.id}"
         )
     except GatewayError:
-        # Give the claim back at once; the next run retries.
+        # Give the claim back at once; the next run retries, and since
+        # refund_claimed_at stays set, it asks Stripe first (the failed call may
+        # have been carried out after all).
         session.execute(update(Order).where(Order.id == order.id).values(refund_state="requested"))
         session.commit()
         raise
