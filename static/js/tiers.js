@@ -9,7 +9,9 @@
   var paid = parseInt(line.getAttribute("data-paid") || "0", 10);
   function tickets(n) { return n + " screening ticket" + (n === 1 ? "" : "s"); }
   function update() {
-    var stakes = paid + parseInt(select.value, 10);
+    var chosen = parseInt(select.value, 10);
+    if (!(chosen > 0)) return;
+    var stakes = paid + chosen;
     var reached = null, next = null;
     tiers.forEach(function (t) {
       if (t.min <= stakes && (!reached || t.min > reached.min)) reached = t;
@@ -28,4 +30,5 @@
     if (next) line.append(" " + (next.min - stakes) + " more reach the " + next.min + "+ stakes tier (" + tickets(next.tickets) + ").");
   }
   select.addEventListener("change", update);
+  select.addEventListener("input", update);
 })();

@@ -147,3 +147,14 @@ def test_cancel_refunds_and_returns_units(client: Client, db: CheckSession, app:
     assert db.get(FilmInventory, film.id).sold == 0
     refunds = app.extensions["crowdfund.gateway"].find_refunds(order.stripe_payment_intent_id)
     assert len(refunds) == 1
+
+
+def test_large_limits_get_a_number_field_not_a_thousand_options(client: Client, db: CheckSession) -> None:
+    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=5000, per_backer_limit=1000,
+                     funding_goal_cents=100_000)
+    client.login(make_user(db).email, PASSWORD)
+    page = client.get(f"/films/{film.slug}").get_data(as_text=True)
+    assert 'type="number" min="1" max="1000"' in page and "<option" not in page.split('id="units"')[1][:200]
+    key = form_key(page)
+    response = client.post_form(f"/films/{film.slug}/hold", {"units": "250", "key": key})
+    assert response.status_code == 303
