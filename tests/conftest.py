@@ -8,7 +8,6 @@ import os
 import socket
 import threading
 import re
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
@@ -29,39 +28,20 @@ from crowdfund import create_app
 from crowdfund.payments.localstripe_server import LocalStripe
 from tests.localstripe_fixture import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, localstripe  # noqa: F401
 from crowdfund.db import sqlite_begin_mode
-from crowdfund.migrate import upgrade
+from crowdfund.migrate import create_database, drop_database, upgrade
 from crowdfund.models import metadata
 
 POSTGRES = bool(os.environ.get("TEST_DATABASE_URL"))
 
 
-def _fresh_postgres(url: str) -> str:
-    """Point at a brand-new database next to TEST_DATABASE_URL's, so one run
-    never sees another's tables."""
-    base = make_url(url)
-    name = f"{base.database}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return base.set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_postgres(url: str) -> None:
-    target = make_url(url)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
-    admin.dispose()
-
-
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if POSTGRES:
-        url = _fresh_postgres(os.environ["TEST_DATABASE_URL"])
+        # A brand-new database next to TEST_DATABASE_URL's: one run never sees another's tables.
+        url = create_database(os.environ["TEST_DATABASE_URL"], make_url(os.environ["TEST_DATABASE_URL"]).database)
         upgrade(url)
         yield url
-        _drop_postgres(url)
+        drop_database(url)
     else:
         path: Path = tmp_path_factory.mktemp("db") / "test.db"
         url = f"sqlite:///{path}"

@@ -302,11 +302,14 @@ def queue() -> Any:
 @review_bp.route("/<int:film_id>", methods=["GET"])
 @role_required(Role.ADMIN)
 def review(film_id: int) -> Any:
-    film = services.film_by_id(db(), film_id)
+    return _review_page(services.film_by_id(db(), film_id))
+
+
+def _review_page(film: Any, send_back_form: SendBackForm | None = None, status: int = 200) -> Any:
     return render_template(
         "admin/review.html", film=film, terms=_terms(film), approve_form=EmptyForm(prefix="approve"),
-        send_back_form=SendBackForm(prefix="back"), cancel_form=SendBackForm(prefix="cancel"),
-    )
+        send_back_form=send_back_form or SendBackForm(prefix="back"), cancel_form=SendBackForm(prefix="cancel"),
+    ), status
 
 
 @review_bp.route("/<int:film_id>/cancel", methods=["POST"])
@@ -360,7 +363,4 @@ def send_back(film_id: int) -> Any:
         else:
             flash(f"{film.title} went back to the studio.", "success")
             return redirect(url_for("review.queue"), 303)
-    return render_template(
-        "admin/review.html", film=film, terms=_terms(film), approve_form=EmptyForm(prefix="approve"),
-        send_back_form=form, cancel_form=SendBackForm(prefix="cancel"),
-    ), 400
+    return _review_page(film, form, 400)
