@@ -510,18 +510,6 @@ def refund_paid_order(session: Session, order: Order, *, now: datetime) -> bool:
     return True
 
 
-def refunds_owed(session: Session, limit: int, after_id: int = 0) -> list[Order]:
-    """Orders whose refund was decided but not yet confirmed by Stripe."""
-    return list(
-        session.scalars(
-            select(Order)
-            .where(Order.refund_state == "requested", Order.id > after_id)
-            .order_by(Order.id)
-            .limit(limit)
-        )
-    )
-
-
 # --- lookups -------------------------------------------------------------------------------
 
 
@@ -531,10 +519,6 @@ def own_order(session: Session, user: User, reference: str) -> Order:
     if order is None or order.user_id != user.id:
         raise NotFound("No such order.")
     return order
-
-
-def user_orders(session: Session, user_id: int) -> list[Order]:
-    return list(session.scalars(select(Order).where(Order.user_id == user_id).order_by(Order.created_at.desc())))
 
 
 def held_or_owned(session: Session, film_id: int, user_id: int) -> int:
