@@ -53,8 +53,21 @@ class User(Base):
     def get_id(self) -> str:
         return f"{self.id}.{self.session_version}"
 
+    def remember_access(self, stored_roles: str | None, studio_id: int | None) -> None:
+        """Keep the role names (comma-separated) and studio read in the same row
+        as the user (accounts.services.load_user), so that checking who may see a
+        page loads no relationship. Once `roles` or `membership` is loaded (the
+        admin pages that change them), the relationships are what counts."""
+        self.__dict__["_access"] = (frozenset(filter(None, (stored_roles or "").split(","))), studio_id)
+
     @property
     def role_names(self) -> set[str]:
+        access = self.__dict__.get("_access")
+        if access is not None and "roles" not in self.__dict__ and "membership" not in self.__dict__:
+            names = set(access[0])
+            if access[1] is not None:
+                names.add(Role.STUDIO.value)
+            return names
         names = {r.role for r in self.roles}
         if self.membership is not None:
             names.add(Role.STUDIO.value)
@@ -65,6 +78,9 @@ class User(Base):
 
     @property
     def studio_id(self) -> int | None:
+        access = self.__dict__.get("_access")
+        if access is not None and "membership" not in self.__dict__:
+            return access[1]
         return self.membership.studio_id if self.membership else None
 
 

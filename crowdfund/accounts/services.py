@@ -7,10 +7,10 @@ from collections.abc import Callable
 from datetime import datetime
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, lazyload
 
 from crowdfund import audit
 from crowdfund.accounts import passwords
@@ -91,11 +91,27 @@ def load_user(session: Session, user_token: str) -> User | None:
     user_id, _, version = (user_token or "").partition(".")
     if not user_id.isdigit() or not version.isdigit():
         return None
-    # Every request does this: one query with the roles and studio, not three.
-    user = session.get(User, int(user_id), options=[joinedload(User.roles), joinedload(User.membership)])
-    if user is None or not user.is_active or user.session_version != int(version):
+    # Every request does this: one row with the role names and studio, not
+    # three queries (or a joined load, which costs twice the CPU to turn into objects).
+    row = session.execute(_LOAD_USER, {"user_id": int(user_id)}).one_or_none()
+    if row is None:
         return None
+    user, stored_roles, studio_id = row
+    if not user.is_active or user.session_version != int(version):
+        return None
+    user.remember_access(stored_roles, studio_id)
     return user
+
+
+_LOAD_USER = (
+    select(
+        User,
+        select(func.aggregate_strings(UserRole.role, ",")).where(UserRole.user_id == User.id).scalar_subquery(),
+        select(StudioMember.studio_id).where(StudioMember.user_id == User.id).scalar_subquery(),
+    )
+    .where(User.id == bindparam("user_id"))
+    .options(lazyload(User.roles), lazyload(User.membership))
+)
 
 
 def grant_role(session: Session, user: User, role: str, *, acting_user: User | None = None,

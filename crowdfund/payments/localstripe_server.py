@@ -1,8 +1,9 @@
 """Run localstripe (a fake Stripe API) on loopback, from Python.
 
 Never use localstripe's stock command: it listens on every interface and
-pickles its whole store to /tmp on each write. Here persistence is patched out
-and the server binds 127.0.0.1 only.
+pickles its whole store to /tmp on each write. Here persistence is patched out,
+its store is indexed by kind of object (its lists scanned the whole store, which
+made N payments cost O(N^2)), and the server binds 127.0.0.1 only.
 
     python -m crowdfund.payments.localstripe_server 8420   # foreground (make demo)
     ls = start_in_thread()                                  # tests: background thread
@@ -49,8 +50,50 @@ def _disable_persistence() -> None:
     Store.try_load_from_disk = lambda self: None  # type: ignore[method-assign]
 
 
+_KINDS: dict[str, dict[str, Any]] = {}
+
+
+def _index_store_by_kind() -> None:
+    # localstripe lists the objects of one kind by scanning its whole store, and
+    # every Charge it returns (inside each PaymentIntent) lists its refunds that
+    # way, so N payments cost O(N^2): 20,000 take hours. An index by kind makes
+    # each list scan only its kind; the same objects come back in the same order.
+    from localstripe import resources
+
+    def set_item(self: Any, key: str, value: Any) -> None:
+        dict.__setitem__(self, key, value)
+        if ":" in key:
+            _KINDS.setdefault(key.split(":", 1)[0], {})[key] = value
+
+    def del_item(self: Any, key: str) -> None:
+        dict.__delitem__(self, key)
+        _KINDS.get(key.split(":", 1)[0], {}).pop(key, None)
+
+    def clear(self: Any) -> None:
+        dict.clear(self)
+        _KINDS.clear()
+
+    def list_all(cls: Any, url: str, limit: Any = None, starting_after: Any = None, **kwargs: Any) -> Any:
+        if kwargs:
+            raise resources.UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+        listing = resources.List(url, limit=limit, starting_after=starting_after)
+        listing._list = list(_KINDS.get(cls.object, {}).values())
+        return listing
+
+    store = resources.store
+    _KINDS.clear()
+    for key, value in store.items():
+        if ":" in key:
+            _KINDS.setdefault(key.split(":", 1)[0], {})[key] = value
+    resources.Store.__setitem__ = set_item  # type: ignore[method-assign]
+    resources.Store.__delitem__ = del_item  # type: ignore[method-assign]
+    resources.Store.clear = clear  # type: ignore[method-assign]
+    resources.StripeObject._api_list_all = classmethod(list_all)  # type: ignore[method-assign,assignment]
+
+
 def _app() -> web.Application:
     _disable_persistence()
+    _index_store_by_kind()
     from localstripe.server import app  # a module-level singleton Application
 
     return app

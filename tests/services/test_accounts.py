@@ -1,4 +1,5 @@
 import pytest
+from flask import Flask
 from sqlalchemy.orm import Session
 
 from crowdfund.accounts import services
@@ -63,3 +64,23 @@ def test_studio_role_comes_from_membership(db: Session) -> None:
     services.set_studio(db, member, None)
     db.commit()
     assert member.role_names == set()
+
+
+def test_loaded_user_knows_roles_and_studio_and_sees_changes_made_in_the_same_session(
+    db: Session, app: Flask
+) -> None:
+    admin = make_user(db, roles=(Role.ADMIN, Role.FAN))
+    member = make_studio_user(db, "Red Lantern")
+    studio_id = member.studio_id
+    with app.extensions["crowdfund.sessionmaker"]() as fresh:
+        loaded = services.load_user(fresh, admin.get_id())
+        assert loaded.role_names == {"admin", "fan"} and loaded.studio_id is None
+        as_member = services.load_user(fresh, member.get_id())
+        assert as_member.role_names == {"studio"} and as_member.studio_id == studio_id
+        # An admin changing their own roles or studio in this request sees the change at once.
+        services.grant_role(fresh, loaded, "finance")
+        assert loaded.has_role("finance")
+        services.set_studio(fresh, loaded, services.get_or_create_studio(fresh, "Red Lantern"))
+        assert loaded.studio_id == studio_id and loaded.has_role("studio")
+        services.set_studio(fresh, as_member, None, acting_user=loaded)
+        assert as_member.studio_id is None and as_member.role_names == set()
