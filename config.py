@@ -29,6 +29,8 @@ class Config:
     )
     # Connection pool per worker process; a few connections serve many requests.
     DATABASE_POOL_SIZE = _env_int("DATABASE_POOL_SIZE", 5)
+    #: A pooled connection idle this long is tested before use (see crowdfund/db.py).
+    DATABASE_PING_IDLE_SECONDS = _env_int("DATABASE_PING_IDLE_SECONDS", 10)
 
     # Whole-request body limit; per-file limits are stricter (see uploads.py).
     MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 8 * 1024 * 1024)

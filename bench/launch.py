@@ -205,6 +205,8 @@ class Result:
     ok_times: list[float]
     #: Share of one core the load generator itself used (it runs on the same machine).
     client_cpu: float = 0.0
+    #: Share of all cores busy (everything on the machine), from /proc/stat.
+    machine_busy: float = float("nan")
 
     @property
     def ok(self) -> int:
@@ -224,7 +226,18 @@ class Result:
         errors = {k: v for k, v in self.kinds.items() if k != "ok"}
         return (f"{self.label}: {self.rate:,.0f} {unit} ({self.ok:,} in {self.seconds:.1f} s); latency p50 "
                 f"{self.pct(0.50):.0f} ms, p95 {self.pct(0.95):.0f} ms, p99 {self.pct(0.99):.0f} ms; "
-                f"errors: {dict(errors) if errors else 'none'}; client CPU {self.client_cpu:.0%} of a core")
+                f"errors: {dict(errors) if errors else 'none'}; client CPU {self.client_cpu:.0%} of a core; "
+                f"machine CPU {self.machine_busy:.0%} busy")
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores so far (Linux /proc/stat)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 Request = Callable[[aiohttp.ClientSession, int], Awaitable[str]]
@@ -244,6 +257,7 @@ async def load(label: str, request: Request, concurrency: int, seconds: float, m
                                      timeout=timeout) as http:
         began = time.perf_counter()
         cpu_began = time.process_time()
+        ticks_began = cpu_ticks()
         deadline = began + seconds
 
         async def client(index: int) -> None:
@@ -266,7 +280,10 @@ async def load(label: str, request: Request, concurrency: int, seconds: float, m
         await asyncio.gather(*(client(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - began
         client_cpu = (time.process_time() - cpu_began) / elapsed
-    return Result(label, elapsed, kinds, latencies, ok_times, client_cpu)
+        ticks_ended = cpu_ticks()
+        total = ticks_ended[1] - ticks_began[1]
+        machine_busy = (ticks_ended[0] - ticks_began[0]) / total if total else float("nan")
+    return Result(label, elapsed, kinds, latencies, ok_times, client_cpu, machine_busy)
 
 
 def classify(status: int, location: str, ok_location: str | None) -> str:

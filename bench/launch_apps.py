@@ -23,17 +23,18 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def _real():  # type: ignore[no-untyped-def]
+def real_app(settings: dict | None = None):  # type: ignore[no-untyped-def,type-arg]
     from crowdfund import create_app
 
     return create_app("production", overrides={
         "SESSION_COOKIE_SECURE": False,
         "REMEMBER_COOKIE_SECURE": False,
         "RATELIMIT_ENABLED": False,
+        **(settings or {}),
     })
 
 
-def _bare():  # type: ignore[no-untyped-def]
+def bare_app():  # type: ignore[no-untyped-def]
     from flask import Flask, request
     from sqlalchemy import create_engine
 
@@ -66,5 +67,5 @@ def _bare():  # type: ignore[no-untyped-def]
     return app
 
 
-_which = os.environ.get("BENCH_APP", "real")
-app = _bare() if _which == "bare" else _real()
+if "BENCH_APP" in os.environ:  # served by gunicorn (bench/launch.py sets it)
+    app = bare_app() if os.environ["BENCH_APP"] == "bare" else real_app()

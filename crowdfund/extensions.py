@@ -91,6 +91,9 @@ def init_limiter(app: Flask) -> Limiter:
         in_memory_fallback_enabled=bool(app.config.get("REDIS_URL")),
     )
     limiter.init_app(app)
+    app.extensions[LIMITER_KEY] = limiter
+    if not limiter.enabled:
+        return limiter  # switched off: no wrapper runs on any request
     for endpoint, view in list(app.view_functions.items()):
         wrapped = view
         for spec in getattr(view, "rate_limits", ()):
@@ -103,7 +106,6 @@ def init_limiter(app: Flask) -> Limiter:
                 scope=spec.key,
             )(wrapped)
         app.view_functions[endpoint] = wrapped
-    app.extensions[LIMITER_KEY] = limiter
     return limiter
 
 

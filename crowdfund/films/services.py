@@ -8,8 +8,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from math import ceil
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import Session, lazyload, load_only
 
 from crowdfund import audit
 from crowdfund.accounts.models import User
@@ -226,10 +226,22 @@ def film_by_id(session: Session, film_id: int) -> Film:
     return film
 
 
-def visible_film(session: Session, slug: str, viewer: User | None) -> Film:
+_FILM_BY_SLUG = select(Film).where(Film.slug == bindparam("slug"))
+#: What a hold needs of its film (funding.services.hold_stakes and its view):
+#: the flash-sale path reads these, not the synopsis, terms and studio of the
+#: page. Built once: composing load_only() per call costs more than it saves.
+_FILM_BY_SLUG_FOR_HOLD = _FILM_BY_SLUG.options(
+    load_only(Film.id, Film.slug, Film.studio_id, Film.state, Film.deadline, Film.per_backer_limit,
+              Film.stake_price_cents),
+    lazyload(Film.studio),
+)
+
+
+def visible_film(session: Session, slug: str, viewer: User | None, *, for_hold: bool = False) -> Film:
     """A film by slug as `viewer` may see it: public states for all, others for
-    the film's studio and admins only."""
-    film = session.scalar(select(Film).where(Film.slug == slug))
+    the film's studio and admins only. `for_hold` loads only what a hold needs
+    (any other attribute is read on first use)."""
+    film = session.scalar(_FILM_BY_SLUG_FOR_HOLD if for_hold else _FILM_BY_SLUG, {"slug": slug})
     if film is None:
         raise NotFound("No such film.")
     if film.state in PUBLIC_STATES:

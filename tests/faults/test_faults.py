@@ -94,6 +94,36 @@ def test_database_lost_mid_request_writes_nothing(client: Client, db: CheckSessi
     assert client.post_form(f"/films/{film.slug}/hold", {"units": "3", "key": key}).status_code == 303
 
 
+@pytest.mark.parametrize("ping_idle_seconds, first_status", [(0, 200), (3600, 503)])
+def test_a_pooled_connection_killed_while_idle(app: Flask, ping_idle_seconds: int, first_status: int) -> None:
+    """PostgreSQL restarted (here: the pooled connection's backend terminated)
+    while the app was idle. A connection idle longer than
+    DATABASE_PING_IDLE_SECONDS is tested and replaced before use, so no one sees
+    an error; a busy one (idle less than that) fails one request with a 503 and
+    the pool is renewed for the next."""
+    if app.extensions["crowdfund.engine"].dialect.name != "postgresql":
+        pytest.skip("SQLite connections are files: they do not go stale")
+    pooled = other_app(app, DATABASE_POOL_SIZE=1, DATABASE_PING_IDLE_SECONDS=ping_idle_seconds)
+    engine = pooled.extensions["crowdfund.engine"]
+    try:
+        client = pooled.test_client()
+        assert client.get("/").status_code == 200
+        with engine.connect() as conn:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with app.extensions["crowdfund.engine"].connect() as killer:
+            assert killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar_one()
+        time.sleep(0.2)
+        response = client.get("/")
+        assert response.status_code == first_status
+        if first_status == 503:
+            assert b"Nothing was changed" in response.data
+        assert client.get("/").status_code == 200
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != pid
+    finally:
+        engine.dispose()
+
+
 # --- Stripe ----------------------------------------------------------------------------------
 
 
