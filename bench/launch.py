@@ -1,6 +1,6 @@
 """Launch day: a flash sale through the whole stack, on PostgreSQL. Run by hand, never in `make test`.
 
-    .venv/bin/python bench/launch.py [--buyers 64] [--fans 256] [--cap 1000000] [--seconds 10]
+    .venv/bin/python bench/launch.py [--buyers 64] [--fans 256] [--cap 1000000] [--seconds 5] [--rounds 3]
 
 Builds a fresh database (next to BENCH_DATABASE_URL, default the local
 PostgreSQL), migrates it, creates a film with a cap of C stakes and N fans,
@@ -94,9 +94,10 @@ def fill(url: str, fans: int, cap: int, limit: int, sellout_cap: int, sellout_li
         conn.execute(text("INSERT INTO studios (name, created_at) VALUES ('Bench Studio', :now)"), {"now": now})
         films = [("Launch Day", "funding", cap, limit), ("Sellout", "funding", sellout_cap, sellout_limit)]
         films += [(f"Also Funding {i}", "funding", 1000, 10) for i in range(1, 11)]
-        # Films for the raw and bare limits: never shown (draft), reached without the app.
-        films += [("Bare Limit", "draft", 10**9, 10**6), ("Raw Limit", "draft", 10**9, 10**6),
-                  ("Raw Sixteen", "draft", 10**9, 10**6)]
+        # Films for the raw and bare limits, reached without the app; open for
+        # funding, since the hold statement checks that.
+        films += [("Bare Limit", "funding", 10**9, 10**6), ("Raw Limit", "funding", 10**9, 10**6),
+                  ("Raw Sixteen", "funding", 10**9, 10**6)]
         for title, state, film_cap, film_limit in films:
             film_id = conn.execute(text("""
                 INSERT INTO films (studio_id, slug, title, logline, synopsis, risks, funding_goal_cents,
@@ -146,6 +147,59 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@dataclass
+class CpuSplit:
+    """Where the machine's CPU went during a phase, per successful request."""
+
+    workers_ms: float
+    postgres_ms: float
+    client_ms: float
+
+    def line(self) -> str:
+        return (f"CPU per request: gunicorn workers {self.workers_ms:.2f} ms, PostgreSQL {self.postgres_ms:.2f} ms, "
+                f"load generator {self.client_ms:.2f} ms")
+
+
+async def measured_with_cpu(label: str, server: Server, request: Request, args: argparse.Namespace,
+                            unit: str) -> tuple[Result, CpuSplit]:
+    """`measured`, and the CPU used during the measured part split between the
+    server's workers, PostgreSQL (all its processes: the bench is its only
+    load) and this load generator, per successful request."""
+    await load("warm-up", request, args.buyers, args.warmup, args.max_requests)
+    workers = server.worker_pids()
+    before = (cpu_seconds(workers), cpu_seconds(postgres_pids()), time.process_time())
+    result = await load(label, request, args.buyers, args.seconds, args.max_requests)
+    after = (cpu_seconds(workers), cpu_seconds(postgres_pids()), time.process_time())
+    split = CpuSplit(*((b - a) * 1000 / max(1, result.ok) for a, b in zip(before, after)))
+    print("  " + result.line(unit), flush=True)
+    print("    " + split.line(), flush=True)
+    return result, split
 
 
 def start_gunicorn(which: str, env: dict[str, str], args: argparse.Namespace, logdir: Path) -> Server:
@@ -238,6 +292,18 @@ def cpu_ticks() -> tuple[int, int]:
         return 0, 0
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     return sum(fields) - idle, sum(fields)
+
+
+def combined(label: str, results: list[Result]) -> Result:
+    """Several rounds of one phase as one result (rates over their total time)."""
+    seconds = sum(r.seconds for r in results)
+    kinds: Counter[str] = Counter()
+    for r in results:
+        kinds.update(r.kinds)
+    return Result(label, seconds, kinds, [x for r in results for x in r.latencies],
+                  [x for r in results for x in r.ok_times],
+                  sum(r.client_cpu * r.seconds for r in results) / seconds,
+                  sum(r.machine_busy * r.seconds for r in results) / seconds)
 
 
 Request = Callable[[aiohttp.ClientSession, int], Awaitable[str]]
@@ -568,24 +634,58 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.0%}" if b else "n/a"
 
 
-async def app_phases(server: Server, films: Films, fans: list[Fan], args: argparse.Namespace,
-                     profile: Path | None) -> dict[str, Any]:
-    base = server.url
+async def hold_rounds(server: Server, bare: Server, fans: list[Fan], args: argparse.Namespace,
+                      profile: Path | None) -> tuple[Result, Result, list[float]]:
+    """The app's holds and the bare endpoint's, alternating for --rounds rounds,
+    so that a machine whose speed drifts during the run (shared cores) moves
+    both the same way; the ratio is taken over all rounds together."""
     print(f"logging {len(fans)} fans in over HTTP ...", flush=True)
     began = time.perf_counter()
-    await log_in(base, fans, "launch-day")
+    await log_in(server.url, fans, "launch-day")
     print(f"  done in {time.perf_counter() - began:.1f} s", flush=True)
-    out: dict[str, Any] = {}
-    print(f"holds: {args.buyers} buyers, POST /films/launch-day/hold (session + CSRF + fresh key), "
-          f"{args.seconds:.0f} s or {args.max_requests:,} requests", flush=True)
+    print(f"holds, {args.rounds} rounds of {args.seconds:g} s (or {args.max_requests:,} requests) each, "
+          f"{args.buyers} buyers:\n  app: POST /films/launch-day/hold (session + CSRF + fresh key); "
+          f"framework limit (b): bare Flask + SQLAlchemy POST /hold, same gunicorn settings", flush=True)
     spy = None
     if profile is not None:
         spy = start_py_spy(server, profile, args.warmup + args.seconds)
-    out["holds"] = await measured("app holds", hold_request(base, "launch-day", fans, args.buyers), args,
-                                  "holds/s")
-    if spy is not None:
-        spy.wait()
-        print(f"  py-spy profile of the workers: {profile}")
+    app_rounds: list[Result] = []
+    bare_rounds: list[Result] = []
+    app_cpu: list[CpuSplit] = []
+    bare_cpu: list[CpuSplit] = []
+    for number in range(1, args.rounds + 1):
+        result, split = await measured_with_cpu(f"round {number} app holds", server,
+                                                hold_request(server.url, "launch-day", fans, args.buyers), args,
+                                                "holds/s")
+        app_rounds.append(result)
+        app_cpu.append(split)
+        if spy is not None:
+            spy.wait()
+            spy = None
+            print(f"  py-spy profile of the workers: {profile}")
+        result, split = await measured_with_cpu(f"round {number} bare holds", bare, bare_hold_request(bare.url, fans),
+                                                args, "holds/s")
+        bare_rounds.append(result)
+        bare_cpu.append(split)
+    ratios = [a.rate / b.rate for a, b in zip(app_rounds, bare_rounds) if b.rate]
+    app, bare_all = combined("app holds, all rounds", app_rounds), combined("bare holds, all rounds", bare_rounds)
+    print("  " + app.line("holds/s"))
+    print("    " + mean_split(app_cpu, app_rounds).line())
+    print("  " + bare_all.line("holds/s"))
+    print("    " + mean_split(bare_cpu, bare_rounds).line())
+    return app, bare_all, ratios
+
+
+def mean_split(splits: list[CpuSplit], results: list[Result]) -> CpuSplit:
+    """Per-request CPU over several rounds, weighted by their requests."""
+    total = sum(r.ok for r in results) or 1
+    return CpuSplit(*(sum(getattr(s, name) * r.ok for s, r in zip(splits, results)) / total
+                      for name in ("workers_ms", "postgres_ms", "client_ms")))
+
+
+async def page_phases(server: Server, bare: Server, fans: list[Fan], args: argparse.Namespace) -> dict[str, Any]:
+    base = server.url
+    out: dict[str, Any] = {}
     print("pages: GET, same concurrency", flush=True)
     out["catalogue"] = await measured("catalogue / (anonymous)", get_request(f"{base}/", None, "Launch Day"),
                                       args, seconds=args.page_seconds)
@@ -595,6 +695,8 @@ async def app_phases(server: Server, films: Films, fans: list[Fan], args: argpar
     out["film_fan"] = await measured("film page (logged-in fan)",
                                      get_request(f"{base}/films/launch-day", fans, "Continue to review"), args,
                                      seconds=args.page_seconds)
+    out["hello"] = await measured("bare GET /hello", get_request(f"{bare.url}/hello"), args,
+                                  seconds=args.page_seconds)
     print(f"sell-out: {args.buyers} buyers until 'Sellout' (cap {args.sellout_cap}, "
           f"{args.sellout_limit} per backer) is gone", flush=True)
     await log_in(base, fans, "sellout")
@@ -613,14 +715,6 @@ def start_py_spy(server: Server, path: Path, seconds: float) -> subprocess.Popen
                              "--pid", str(server.process.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def bare_phases(server: Server, fans: list[Fan], args: argparse.Namespace) -> dict[str, Any]:
-    print("framework limit (b): bare Flask + SQLAlchemy under the same gunicorn settings", flush=True)
-    out = {"holds": await measured("bare POST /hold", bare_hold_request(server.url, fans), args, "holds/s"),
-           "hello": await measured("bare GET /hello", get_request(f"{server.url}/hello"), args,
-                                   seconds=args.page_seconds)}
-    return out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--buyers", type=int, default=64, help="concurrent buyers (M)")
@@ -629,7 +723,8 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=50, help="the launch film's per-backer limit")
     parser.add_argument("--sellout-cap", type=int, default=300)
     parser.add_argument("--sellout-limit", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=10, help="measured seconds per load phase")
+    parser.add_argument("--seconds", type=float, default=5, help="measured seconds per hold round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of app holds and bare holds, alternating")
     parser.add_argument("--page-seconds", type=float, default=5)
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--max-requests", type=int, default=50_000, help="bound per phase")
@@ -668,14 +763,14 @@ def main() -> int:
               f"DATABASE_POOL_SIZE {os.environ.get('DATABASE_POOL_SIZE', '5 (default)')}; "
               f"{args.buyers} buyers, {args.fans} fans, cap {args.cap:,}", flush=True)
 
+        # Both servers stay up (idle workers cost nothing) so the hold phases can alternate.
         server = start_gunicorn("real", env, args, logdir)
         servers.append(server)
-        app = asyncio.run(app_phases(server, films, fans, args, args.profile))
-        server.stop()
-
         bare_server = start_gunicorn("bare", env, args, logdir)
         servers.append(bare_server)
-        bare = asyncio.run(bare_phases(bare_server, fans, args))
+        holds, bare_holds, round_ratios = asyncio.run(hold_rounds(server, bare_server, fans, args, args.profile))
+        app = asyncio.run(page_phases(server, bare_server, fans, args))
+        server.stop()
         bare_server.stop()
 
         raw = raw16 = None
@@ -695,16 +790,15 @@ def main() -> int:
         problems = check_database(url, {"Launch Day": films.launch, "Sellout": films.sellout,
                                         "Bare Limit": films.bare})
 
-        holds = app["holds"]
         print("\nsummary")
         print(f"  app holds/s {holds.rate:,.0f}; p50 {holds.pct(.5):.0f} ms, p95 {holds.pct(.95):.0f} ms, "
               f"p99 {holds.pct(.99):.0f} ms at {args.buyers} buyers")
-        print(f"  vs framework limit (b) {bare['holds'].rate:,.0f} holds/s: {ratio(holds.rate, bare['holds'].rate)} "
-              f"(reach >= 60%)")
+        print(f"  vs framework limit (b) {bare_holds.rate:,.0f} holds/s: {ratio(holds.rate, bare_holds.rate)} "
+              f"(reach >= 60%; rounds: {', '.join(f'{r:.0%}' for r in round_ratios)})")
         if raw is not None:
             print(f"  vs raw database limit (a) {raw[0]:,.0f} holds/s: {ratio(holds.rate, raw[0])}")
         print(f"  p99 {holds.pct(.99):.0f} ms (reach < 250 ms)")
-        hello = bare["hello"].rate
+        hello = app["hello"].rate
         for key, label in (("catalogue", "catalogue"), ("film", "film page (anonymous)"),
                            ("film_fan", "film page (fan)")):
             print(f"  {label} {app[key].rate:,.0f} req/s = {ratio(app[key].rate, hello)} of bare hello "

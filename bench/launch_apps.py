@@ -50,7 +50,7 @@ def bare_app():  # type: ignore[no-untyped-def]
     def hold():  # type: ignore[no-untyped-def]
         now = datetime.now(UTC)
         with engine.begin() as conn:
-            _prior, _clear, _position_ok, _units_ok, order_id = conn.execute(_HOLD_STATEMENT_PG, {
+            _prior, _film_open, _clear, _position_ok, _units_ok, order_id = conn.execute(_HOLD_STATEMENT_PG, {
                 "film_id": film_id, "user_id": int(request.form["user_id"]), "units": 1,
                 "per_backer_limit": limit, "reference": "RS-" + secrets.token_hex(6).upper(),
                 "unit_price_cents": 5000, "amount_cents": 5000, "idempotency_key": request.form["key"],

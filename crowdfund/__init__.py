@@ -20,6 +20,7 @@ from crowdfund import mail
 from crowdfund.accounts import passwords
 from crowdfund.errors import DomainError
 from crowdfund.extensions import csrf, init_limiter, login_manager
+from crowdfund.funding.services import HoldTermsCache
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.money import format_bps, format_cents, format_multiple
 
@@ -48,6 +49,7 @@ def create_app(config_name: str | None = None, overrides: dict[str, Any] | None 
         "mailer": mail.mailer_from_config(app.config),
         "password_hasher": passwords.make_hasher(app.config["PASSWORD_TIME_COST"],
                                                  app.config["PASSWORD_MEMORY_COST_KIB"]),
+        "hold_terms_cache": HoldTermsCache(),
     })
     app.extensions["crowdfund.clock"] = dbmod.utcnow
     app.extensions["crowdfund.gateway"] = StripeGateway(

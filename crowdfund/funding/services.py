@@ -13,6 +13,8 @@ orders -> backer_positions -> film_inventory.
 from __future__ import annotations
 
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,6 +29,7 @@ from crowdfund.accounts.models import User
 from crowdfund.db import UTCDateTime
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film
+from crowdfund.films.services import visible_film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
 from crowdfund.funding.rules import cancellation_deadline, check_order_transition
@@ -179,7 +182,9 @@ class HoldRequest:
 
 
 #: A hold in one round trip on PostgreSQL. In order: the order this form's key
-#: made before (`prior`: then nothing is written); whether lapsed holds could
+#: made before (`prior`: then nothing is written); whether the film is open
+#: for funding on the terms the caller priced the order with (`film_open`: the
+#: caller's terms may come from HoldTermsCache); whether lapsed holds could
 #: stand in the way (`clear`: a read that only decides whether to clean up:
 #: when false nothing is written, the caller releases lapsed holds and runs
 #: the statement again with `released`); then the same conditional statements
@@ -190,6 +195,11 @@ class HoldRequest:
 HOLD_STATEMENT_PG = """
 WITH prior AS (
     SELECT id FROM orders WHERE user_id = :user_id AND idempotency_key = :idempotency_key
+), film_open AS (
+    SELECT EXISTS (
+        SELECT FROM films WHERE id = :film_id AND state = 'funding' AND deadline > :created_at
+            AND per_backer_limit = :per_backer_limit AND stake_price_cents = :unit_price_cents
+    ) AS ok
 ), clear AS (
     SELECT CAST(:released AS boolean) OR (
         (SELECT sold + held + :units <= cap FROM film_inventory WHERE film_id = :film_id)
@@ -197,7 +207,7 @@ WITH prior AS (
             + :units <= :per_backer_limit
     ) AS ok
 ), go AS (
-    SELECT FROM clear WHERE ok AND NOT EXISTS (SELECT FROM prior)
+    SELECT FROM clear, film_open WHERE clear.ok AND film_open.ok AND NOT EXISTS (SELECT FROM prior)
 ), pos AS (
     INSERT INTO backer_positions AS bp (film_id, user_id, units)
     SELECT :film_id, :user_id, :units WHERE EXISTS (SELECT FROM go)
@@ -217,7 +227,8 @@ WITH prior AS (
     ON CONFLICT (user_id, idempotency_key) DO NOTHING
     RETURNING id
 )
-SELECT (SELECT id FROM prior) AS prior_id, coalesce((SELECT ok FROM clear), false) AS clear,
+SELECT (SELECT id FROM prior) AS prior_id, (SELECT ok FROM film_open) AS film_open,
+       coalesce((SELECT ok FROM clear), false) AS clear,
        EXISTS (SELECT FROM pos) AS position_ok, EXISTS (SELECT FROM inv) AS units_ok,
        (SELECT id FROM ins) AS order_id
 """
@@ -227,7 +238,75 @@ _HOLD_STATEMENT_PG = text(HOLD_STATEMENT_PG).bindparams(
 )
 
 
-def _hold_refusal(film: Film | None, request: HoldRequest, now: datetime) -> DomainError | None:
+@dataclass(frozen=True)
+class HoldTerms:
+    """What a hold needs of a film open for funding. Named as on Film, so that
+    either can be held against. Terms are frozen once a film leaves draft;
+    only its state moves on, and the hold statement checks it."""
+
+    id: int
+    slug: str
+    studio_id: int
+    state: str
+    deadline: datetime
+    per_backer_limit: int
+    stake_price_cents: int
+
+    @classmethod
+    def of(cls, film: Film) -> HoldTerms:
+        return cls(film.id, film.slug, film.studio_id, film.state, film.deadline, film.per_backer_limit,
+                   film.stake_price_cents)
+
+
+class HoldTermsCache:
+    """The terms of films open for funding, by slug, for `seconds` after they
+    were read: on launch day every hold would otherwise read the same film row
+    (a round trip and an ORM load: 12% of a hold's CPU, bench/README.md). Never
+    trusted for money: on PostgreSQL the hold statement itself checks that the
+    film is open on exactly these terms, and a mismatch drops the entry and
+    holds against the film read afresh (hold_stakes). One per app, in the
+    sessionmaker's info (`hold_terms_cache`)."""
+
+    def __init__(self, seconds: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._entries: dict[str, tuple[float, HoldTerms]] = {}
+
+    def get(self, slug: str) -> HoldTerms | None:
+        entry = self._entries.get(slug)
+        if entry is None or self._clock() - entry[0] >= self.seconds:
+            return None
+        return entry[1]
+
+    def put(self, terms: HoldTerms) -> None:
+        if len(self._entries) >= 1000:  # a bound, not a policy: films open at once are few
+            self._entries.clear()
+        self._entries[terms.slug] = (self._clock(), terms)
+
+    def forget(self, slug: str) -> None:
+        self._entries.pop(slug, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def hold_terms(session: Session, slug: str, viewer: User) -> HoldTerms:
+    """The terms to hold `slug` on, as `viewer` may see the film (NotFound
+    otherwise): from the app's HoldTermsCache while fresh, else read."""
+    cache: HoldTermsCache | None = session.info.get("hold_terms_cache")
+    terms = cache.get(slug) if cache is not None else None
+    if terms is None:
+        terms = HoldTerms.of(visible_film(session, slug, viewer, for_hold=True))
+        if cache is not None and terms.state == FilmState.FUNDING:
+            cache.put(terms)
+    return terms
+
+
+class _TermsChanged(Exception):
+    """The film is no longer open on the terms the order was priced with."""
+
+
+def _hold_refusal(film: Film | HoldTerms | None, request: HoldRequest, now: datetime) -> DomainError | None:
     if film is None:
         return NotFound("No such film.")
     if film.state != FilmState.FUNDING or now >= film.deadline:
@@ -238,14 +317,25 @@ def _hold_refusal(film: Film | None, request: HoldRequest, now: datetime) -> Dom
 
 
 def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: datetime,
-                hold_window: timedelta) -> Order:
+                hold_window: timedelta, terms: HoldTerms | None = None) -> Order:
     """Hold `units` stakes for `user` in a new pending order, or return the order
-    this same request created before (double click, retry, back button)."""
+    this same request created before (double click, retry, back button).
+
+    `terms` (from hold_terms) spares reading the film on PostgreSQL, where the
+    hold statement checks them; SQLite always reads the film."""
     key = (request.idempotency_key or "").strip()[:64]
     if len(key) < 16:
         raise DomainError("The form was incomplete. Reload the page and try again.")
-    film = session.get(Film, request.film_id)
-    refusal = _hold_refusal(film, request, now)
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    film: Film | HoldTerms | None = None
+    refusal: DomainError | None = None
+    if postgresql and terms is not None and terms.id == request.film_id:
+        film = terms
+        refusal = _hold_refusal(film, request, now)
+    if film is None or refusal is not None:
+        # Refusals are decided on the film as it is, never on cached terms.
+        film = session.get(Film, request.film_id)
+        refusal = _hold_refusal(film, request, now)
     if refusal is not None:
         # The order this key made before wins over any refusal.
         existing = find_by_idempotency_key(session, user.id, key)
@@ -265,8 +355,29 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
         created_at=now,
         expires_at=now + hold_window,
     )
-    if session.get_bind().dialect.name == "postgresql":
-        return _hold_postgresql(session, film, order, now)
+    if postgresql:
+        try:
+            return _hold_postgresql(session, film, order, now)
+        except _TermsChanged:
+            pass
+        # Cached terms gone stale (the film closed, or is not the film cached):
+        # forget them and hold against the film as it is now.
+        cache: HoldTermsCache | None = session.info.get("hold_terms_cache")
+        if cache is not None:
+            cache.forget(film.slug)
+        fresh = session.get(Film, request.film_id, populate_existing=True)
+        refusal = _hold_refusal(fresh, request, now)
+        if refusal is not None:
+            raise refusal
+        assert fresh is not None
+        order.unit_price_cents = fresh.stake_price_cents
+        order.amount_cents = request.units * fresh.stake_price_cents
+        try:
+            return _hold_postgresql(session, fresh, order, now)
+        except _TermsChanged:
+            # Closed between our read and the statement.
+            raise Conflict("This film is not open for funding.") from None
+    assert isinstance(film, Film)
 
     # One read for the order this key made before and the counters that decide
     # whether lapsed holds need releasing first.
@@ -306,7 +417,7 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
     return order
 
 
-def _hold_postgresql(session: Session, film: Film, order: Order, now: datetime) -> Order:
+def _hold_postgresql(session: Session, film: Film | HoldTerms, order: Order, now: datetime) -> Order:
     params = {
         "film_id": film.id, "user_id": order.user_id, "units": order.units,
         "per_backer_limit": film.per_backer_limit, "reference": order.reference,
@@ -314,16 +425,19 @@ def _hold_postgresql(session: Session, film: Film, order: Order, now: datetime) 
         "idempotency_key": order.idempotency_key, "created_at": order.created_at,
         "expires_at": order.expires_at, "released": False,
     }
-    prior_id, clear, position_ok, units_ok, order_id = session.execute(_HOLD_STATEMENT_PG, params).one()
-    if prior_id is None and not clear:
+    prior_id, film_open, clear, position_ok, units_ok, order_id = session.execute(_HOLD_STATEMENT_PG, params).one()
+    if prior_id is None and film_open and not clear:
         # Nothing was written: release lapsed holds, then reserve regardless.
         release_expired_holds(session, film.id, now)
         params["released"] = True
-        prior_id, clear, position_ok, units_ok, order_id = session.execute(_HOLD_STATEMENT_PG, params).one()
+        prior_id, film_open, clear, position_ok, units_ok, order_id = session.execute(
+            _HOLD_STATEMENT_PG, params).one()
     if prior_id is not None:
         existing = session.get(Order, prior_id)
         if existing is not None:
             return existing
+    if not film_open:
+        raise _TermsChanged()
     if not position_ok:
         _raise_limit_reached(session, film, order.user_id)
     if not units_ok:
@@ -342,7 +456,7 @@ def _hold_postgresql(session: Session, film: Film, order: Order, now: datetime) 
     return order
 
 
-def _raise_limit_reached(session: Session, film: Film, user_id: int) -> None:
+def _raise_limit_reached(session: Session, film: Film | HoldTerms, user_id: int) -> None:
     current = session.scalar(
         select(BackerPosition.units).where(BackerPosition.film_id == film.id, BackerPosition.user_id == user_id)
     ) or 0

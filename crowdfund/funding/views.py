@@ -12,7 +12,6 @@ from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError
 from crowdfund.extensions import rate_limit
 from crowdfund.films.models import Film
-from crowdfund.films.services import visible_film
 from crowdfund.funding import services
 from crowdfund.funding.models import OrderStatus
 from crowdfund.funding.queries import funding_stats, portfolio
@@ -41,7 +40,7 @@ def order_status_label(status: str) -> str:
 def hold(slug: str) -> Any:
     # The flash-sale path: every line here runs thousands of times a second on launch day.
     session, fan = db(), user()
-    film = visible_film(session, slug[:140], fan, for_hold=True)
+    film = services.hold_terms(session, slug[:140], fan)
     units_raw = request.form.get("units", "")
     key = request.form.get("key", "")
     if not units_raw.isdigit() or len(units_raw) > 7:
@@ -49,9 +48,8 @@ def hold(slug: str) -> Any:
         return redirect(url_for("catalogue.film_page", slug=film.slug), 303)
     hold_request = services.HoldRequest(film_id=film.id, units=int(units_raw), idempotency_key=key)
     try:
-        order = services.hold_stakes(
-            session, fan, hold_request, now=now(), hold_window=timedelta(minutes=current_app.config["HOLD_MINUTES"])
-        )
+        order = services.hold_stakes(session, fan, hold_request, now=now(), terms=film,
+                                     hold_window=timedelta(minutes=current_app.config["HOLD_MINUTES"]))
         session.commit()
     except services.DuplicateRequest:
         session.rollback()

@@ -1,11 +1,15 @@
 """Buying stakes through HTTP: hold, checkout, pay, receipt, cancel, idempotency."""
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
+from crowdfund.accounts.models import Role
+from crowdfund.films.models import Film
+from crowdfund.films.services import cancel_film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import FilmInventory, Order, OrderStatus
 from crowdfund.payments.localstripe_server import confirm_card_setup
@@ -158,3 +162,21 @@ def test_large_limits_get_a_number_field_not_a_thousand_options(client: Client, 
     key = form_key(page)
     response = client.post_form(f"/films/{film.slug}/hold", {"units": "250", "key": key})
     assert response.status_code == 303
+
+
+def test_a_film_cancelled_during_the_sale_takes_no_more_holds(client: Client, db: CheckSession, film, fan) -> None:  # type: ignore[no-untyped-def]
+    """The app keeps a selling film's terms for a moment (HoldTermsCache); the
+    next hold after an admin cancels the film must still be refused."""
+    first, _ = hold_via_form(client, film, 1)
+    assert first.status_code == 303 and "/checkout" in first.headers["Location"]
+    open_form_key = form_key(client.get(f"/films/{film.slug}").get_data(as_text=True))
+    admin = make_user(db, "admin@example.com", roles=(Role.ADMIN,))
+    cancel_film(db, db.get(Film, film.id), admin, "Rights dispute", now=datetime.now(UTC))
+    db.commit()
+    # A fan whose page still shows the buy form submits it.
+    response = client.post_form(f"/films/{film.slug}/hold", {"units": "2", "key": open_form_key})
+    assert response.status_code == 303 and response.headers["Location"].endswith("#buy")
+    assert "not open for funding" in client.get(response.headers["Location"]).get_data(as_text=True)
+    db.reread()
+    assert db.scalar(select(func.count()).select_from(Order)) == 1
+    assert db.get(FilmInventory, film.id).held == 1

@@ -1,5 +1,6 @@
 """Holds, limits, settlement, cancellation: against the real database and localstripe."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -188,3 +189,40 @@ def test_cancellation_window_closes_48_hours_before_deadline(db: CheckSession, a
     with pytest.raises(Conflict, match="48 hours"):
         services.cancel_order(db, order, fan, now=too_late)
     services.cancel_order(db, order, fan, now=too_late - timedelta(seconds=1))
+
+
+def test_stale_hold_terms_never_price_or_refuse_a_hold(db: CheckSession, film) -> None:  # type: ignore[no-untyped-def]
+    """Terms kept by HoldTermsCache may be stale; the order is priced and the
+    refusal decided on the film as it is."""
+    fan = make_user(db)
+    now = datetime.now(UTC)
+    real = services.HoldTerms.of(film)
+    stale = dataclasses.replace(real, stake_price_cents=1, per_backer_limit=99, deadline=now - timedelta(days=1))
+    order = services.hold_stakes(db, fan, services.HoldRequest(film.id, 2, "stale-terms-key-0001"), now=now,
+                                 hold_window=timedelta(minutes=15), terms=stale)
+    db.commit()
+    assert (order.unit_price_cents, order.amount_cents) == (film.stake_price_cents, 2 * film.stake_price_cents)
+    assert inventory(db, film.id) == (0, 2)
+    # Terms that say "open" for a film that is not: refused, nothing written.
+    other = make_film(db, make_studio_user(db, "Studio Two"), FilmState.FAILED, title="Closed Door")
+    open_looking = dataclasses.replace(services.HoldTerms.of(other), state=FilmState.FUNDING.value)
+    with pytest.raises(Conflict, match="not open for funding"):
+        services.hold_stakes(db, fan, services.HoldRequest(other.id, 1, "stale-terms-key-0002"), now=now,
+                             hold_window=timedelta(minutes=15), terms=open_looking)
+    db.rollback()
+    assert inventory(db, other.id) == (0, 0)
+    assert db.scalar(select(func.count()).select_from(Order)) == 1
+
+
+def test_hold_terms_cache_keeps_terms_for_its_seconds_only() -> None:
+    ticks = [100.0]
+    cache = services.HoldTermsCache(seconds=2.0, clock=lambda: ticks[0])
+    terms = services.HoldTerms(7, "night-ferry", 1, "funding", datetime.now(UTC), 5, 5000)
+    cache.put(terms)
+    ticks[0] = 101.9
+    assert cache.get("night-ferry") == terms and cache.get("other") is None
+    ticks[0] = 102.0
+    assert cache.get("night-ferry") is None
+    cache.put(terms)
+    cache.forget("night-ferry")
+    assert cache.get("night-ferry") is None
