@@ -260,17 +260,21 @@ def _origin(url: str) -> str:
 
 
 def _register_security_headers(app: Flask) -> None:
-    csp = content_security_policy(app.config)
     hsts_seconds = int(app.config.get("HSTS_SECONDS") or 0)
+    security_headers = [
+        ("Content-Security-Policy", content_security_policy(app.config)),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "strict-origin-when-cross-origin"),
+        ("X-Frame-Options", "DENY"),
+    ]
+    if hsts_seconds:
+        security_headers.append(("Strict-Transport-Security", f"max-age={hsts_seconds}; includeSubDomains"))
 
     @app.after_request
     def _headers(response: Any) -> Any:
         headers = response.headers
         # A view may set a stricter policy of its own (uploaded files: sandbox).
-        headers.setdefault("Content-Security-Policy", csp)
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-        headers.setdefault("X-Frame-Options", "DENY")
-        if hsts_seconds:
-            headers.setdefault("Strict-Transport-Security", f"max-age={hsts_seconds}; includeSubDomains")
+        # One pass over the headers, not one per header: every response runs this.
+        present = {name.lower() for name in headers.keys()}
+        headers.extend([(name, value) for name, value in security_headers if name.lower() not in present])
         return response
