@@ -36,13 +36,15 @@ def real_app(settings: dict | None = None):  # type: ignore[no-untyped-def,type-
 
 def bare_app():  # type: ignore[no-untyped-def]
     from flask import Flask, request
-    from sqlalchemy import create_engine
 
+    from crowdfund.db import make_engine
     from crowdfund.funding.services import _HOLD_STATEMENT_PG
 
     app = Flask("bare")
-    pool = int(os.environ.get("DATABASE_POOL_SIZE", "5"))
-    engine = create_engine(os.environ["DATABASE_URL"], pool_size=pool, max_overflow=pool)
+    # The app's engine and pool settings (config.py's defaults), nothing else of the app.
+    engine = make_engine(os.environ["DATABASE_URL"], pool_size=int(os.environ.get("DATABASE_POOL_SIZE", "5")),
+                         ping_idle_seconds=int(os.environ.get("DATABASE_PING_IDLE_SECONDS", "10")),
+                         recycle_seconds=int(os.environ.get("DATABASE_POOL_RECYCLE_SECONDS", "10")))
     film_id = int(os.environ["BENCH_BARE_FILM_ID"])
     limit = int(os.environ["BENCH_BARE_LIMIT"])
 

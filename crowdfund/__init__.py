@@ -43,7 +43,8 @@ def create_app(config_name: str | None = None, overrides: dict[str, Any] | None 
         )
 
     engine = dbmod.make_engine(app.config["DATABASE_URL"], pool_size=app.config["DATABASE_POOL_SIZE"],
-                               ping_idle_seconds=app.config["DATABASE_PING_IDLE_SECONDS"])
+                               ping_idle_seconds=app.config["DATABASE_PING_IDLE_SECONDS"],
+                               recycle_seconds=app.config["DATABASE_POOL_RECYCLE_SECONDS"])
     app.extensions["crowdfund.engine"] = engine
     app.extensions["crowdfund.sessionmaker"] = dbmod.make_sessionmaker(engine, info={
         "mailer": mail.mailer_from_config(app.config),

@@ -124,6 +124,27 @@ def test_a_pooled_connection_killed_while_idle(app: Flask, ping_idle_seconds: in
         engine.dispose()
 
 
+@pytest.mark.parametrize("recycle_seconds, replaced", [(1, True), (-1, False)])
+def test_pooled_connections_are_replaced_after_recycle_seconds(app: Flask, recycle_seconds: int,
+                                                               replaced: bool) -> None:
+    """A PostgreSQL backend that served holds for long got slower (bench/README.md);
+    the pool replaces a connection older than DATABASE_POOL_RECYCLE_SECONDS."""
+    if app.extensions["crowdfund.engine"].dialect.name != "postgresql":
+        pytest.skip("SQLite has no server backend to replace")
+    pooled = other_app(app, DATABASE_POOL_SIZE=1, DATABASE_POOL_RECYCLE_SECONDS=recycle_seconds)
+    engine = pooled.extensions["crowdfund.engine"]
+    try:
+        with engine.connect() as conn:
+            first = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        time.sleep(1.2)
+        assert pooled.test_client().get("/").status_code == 200
+        with engine.connect() as conn:
+            second = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        assert (second != first) == replaced
+    finally:
+        engine.dispose()
+
+
 # --- Stripe ----------------------------------------------------------------------------------
 
 
