@@ -32,11 +32,10 @@ class Config:
     #: A pooled connection idle this long is tested before use (see crowdfund/db.py).
     DATABASE_PING_IDLE_SECONDS = _env_int("DATABASE_PING_IDLE_SECONDS", 10)
     #: A pooled connection older than this is closed and replaced at its next
-    #: checkout. Under a flash sale a PostgreSQL backend serving holds got
-    #: slower the longer it lived (its CPU per hold tripled over 15 s of holds;
-    #: fresh backends stayed flat: bench/README.md); a new connection costs a
-    #: few milliseconds. -1: never.
-    DATABASE_POOL_RECYCLE_SECONDS = _env_int("DATABASE_POOL_RECYCLE_SECONDS", 10)
+    #: checkout, so no backend keeps plans and caches from long ago (a backend
+    #: that cached its plans while the orders table was empty grew slower with
+    #: every order: bench/README.md); a new connection costs a few ms. -1: never.
+    DATABASE_POOL_RECYCLE_SECONDS = _env_int("DATABASE_POOL_RECYCLE_SECONDS", 3600)
 
     # Whole-request body limit; per-file limits are stricter (see uploads.py).
     MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 8 * 1024 * 1024)

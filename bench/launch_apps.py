@@ -44,7 +44,7 @@ def bare_app():  # type: ignore[no-untyped-def]
     # The app's engine and pool settings (config.py's defaults), nothing else of the app.
     engine = make_engine(os.environ["DATABASE_URL"], pool_size=int(os.environ.get("DATABASE_POOL_SIZE", "5")),
                          ping_idle_seconds=int(os.environ.get("DATABASE_PING_IDLE_SECONDS", "10")),
-                         recycle_seconds=int(os.environ.get("DATABASE_POOL_RECYCLE_SECONDS", "10")))
+                         recycle_seconds=int(os.environ.get("DATABASE_POOL_RECYCLE_SECONDS", "3600")))
     film_id = int(os.environ["BENCH_BARE_FILM_ID"])
     limit = int(os.environ["BENCH_BARE_LIMIT"])
 
