@@ -750,6 +750,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, help="gunicorn threads per worker")
     parser.add_argument("--profile", type=Path, help="record a py-spy profile of the app's hold phase here "
                         "(.svg flamegraph, .json speedscope, .txt collapsed stacks)")
+    parser.add_argument("--rate-limits", metavar="REDIS_URL", nargs="?", const="redis://127.0.0.1:6379/0",
+                        help="run the app with its rate limiter on, in this Redis (limits set out of reach: "
+                             "measures what the check costs)")
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
@@ -768,6 +771,8 @@ def main() -> int:
                "DATABASE_URL": url, "PASSWORD_TIME_COST": "1", "PASSWORD_MEMORY_COST_KIB": "8192",
                "MAIL_BACKEND": "console", "BENCH_BARE_FILM_ID": str(films.bare),
                "BENCH_BARE_LIMIT": str(10**6)}
+        if args.rate_limits:
+            env.update({"BENCH_REDIS_URL": args.rate_limits, "BENCH_RATELIMIT_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"})
         probe = ("import runpy; c = runpy.run_path('gunicorn.conf.py'); "
                  "print(c['workers'], c['worker_class'], c['threads'])")
         conf = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
@@ -778,7 +783,8 @@ def main() -> int:
         print(f"database {make_url(url).database}; {os.cpu_count()} cores; gunicorn {workers} x {worker_class}"
               f"{f' ({threads} threads)' if worker_class == 'gthread' else ''}, "
               f"DATABASE_POOL_SIZE {os.environ.get('DATABASE_POOL_SIZE', '5 (default)')}; "
-              f"{args.buyers} buyers, {args.fans} fans, cap {args.cap:,}", flush=True)
+              f"{args.buyers} buyers, {args.fans} fans, cap {args.cap:,}; rate limits "
+              f"{'on, in ' + args.rate_limits if args.rate_limits else 'off'}", flush=True)
 
         # Both servers stay up (idle workers cost nothing) so the hold phases can alternate.
         server = start_gunicorn("real", env, args, logdir)

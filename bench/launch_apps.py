@@ -2,7 +2,8 @@
 
 - `real`: the platform itself, `create_app("production")`, with the only
   change plain http needs: cookies not marked Secure (the bench has no TLS).
-  Rate limiting, if configured, is switched off: all 64 buyers share 127.0.0.1.
+  Rate limiting is switched off (all buyers log in from 127.0.0.1), or with
+  BENCH_REDIS_URL on in Redis with limits no buyer reaches.
 - `bare`: the framework limit, a bare Flask + SQLAlchemy app whose POST /hold
   runs only the hold transaction (the app's own statement) and commits, and
   whose GET /hello answers a constant.
@@ -26,10 +27,19 @@ if str(ROOT) not in sys.path:
 def real_app(settings: dict | None = None):  # type: ignore[no-untyped-def,type-arg]
     from crowdfund import create_app
 
+    limits: dict[str, object] = {"RATELIMIT_ENABLED": False}
+    if os.environ.get("BENCH_REDIS_URL"):
+        # launch.py --rate-limits: the limiter on, in Redis, as in production,
+        # with limits no buyer reaches (all log in from 127.0.0.1), so each
+        # hold pays the production check (a Redis round trip) and is never refused.
+        limits = {"RATELIMIT_ENABLED": True, "REDIS_URL": os.environ["BENCH_REDIS_URL"],
+                  "RATELIMIT_KEY_PREFIX": os.environ.get("BENCH_RATELIMIT_PREFIX", "bench"),
+                  "RATELIMIT_LOGIN_ADDRESS": "1000000 per minute", "RATELIMIT_LOGIN_ACCOUNT": "1000000 per minute",
+                  "RATELIMIT_HOLD": "1000000 per minute"}
     return create_app("production", overrides={
         "SESSION_COOKIE_SECURE": False,
         "REMEMBER_COOKIE_SECURE": False,
-        "RATELIMIT_ENABLED": False,
+        **limits,
         **(settings or {}),
     })
 

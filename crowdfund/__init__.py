@@ -19,7 +19,7 @@ from crowdfund import db as dbmod
 from crowdfund import mail
 from crowdfund.accounts import passwords
 from crowdfund.errors import DomainError
-from crowdfund.extensions import csrf, init_limiter, login_manager
+from crowdfund.extensions import csrf, init_limiter, login_manager, retry_after_seconds
 from crowdfund.funding.services import HoldTermsCache
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.money import format_bps, format_cents, format_multiple
@@ -154,13 +154,15 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(429)
     def _too_many(exc: HTTPException) -> Any:
-        # Flask-Limiter adds Retry-After (and X-RateLimit-*) to this response after the handler.
         message = "Too many attempts. Please wait a little and try again."
+        headers = {"Retry-After": str(retry_after_seconds())}
         if request.mimetype == "application/json" or wants_json():
             response = jsonify(ok=False, result="rate_limited", error="too many requests", message=message)
             response.status_code = 429
+            response.headers.update(headers)
             return response
-        return render_error(429, "Too many requests", message)
+        body, status = render_error(429, "Too many requests", message)
+        return body, status, headers
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

@@ -11,6 +11,7 @@ functions.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -84,7 +85,11 @@ def init_limiter(app: Flask) -> Limiter:
         app=None,
         storage_uri=app.config.get("REDIS_URL") or "memory://",
         strategy="fixed-window",
-        headers_enabled=True,  # X-RateLimit-* and, on a 429, Retry-After
+        # No X-RateLimit-* on every response: they cost two more storage round
+        # trips per limited request (Redis in production: a third of the CPU a
+        # launch-day hold spent in the limiter, bench/README.md). A 429 still
+        # says when to come back (retry_after_seconds, in the 429 handler).
+        headers_enabled=False,
         key_prefix=app.config.get("RATELIMIT_KEY_PREFIX", "crowdfund"),
         enabled=bool(app.config.get("RATELIMIT_ENABLED", True)),
         # A Redis outage must not take log-in down: count in memory until it is back.
@@ -107,6 +112,19 @@ def init_limiter(app: Flask) -> Limiter:
             )(wrapped)
         app.view_functions[endpoint] = wrapped
     return limiter
+
+
+def retry_after_seconds(default: int = 60) -> int:
+    """For a 429: seconds until the limit this request broke resets (one
+    storage read, on the refused path only)."""
+    limiter: Limiter | None = current_app.extensions.get(LIMITER_KEY)
+    try:
+        broken = limiter.current_limit if limiter is not None else None
+        if broken is not None:
+            return max(1, int(broken.reset_at - time.time()) + 1)
+    except Exception:  # storage unreachable: a default is better than no header
+        pass
+    return default
 
 
 def _limit_value(setting: str) -> Callable[[], str]:
