@@ -583,6 +583,14 @@ def raw_limit(url: str, clients: int, seconds: int, film_id: int, fans: int, buc
     return runner(url, script, clients, seconds, variables)
 
 
+def raw_orders(url: str, film_ids: list[int]) -> int:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        count = conn.execute(text("SELECT count(*) FROM orders WHERE film_id = ANY(:ids)"), {"ids": film_ids}).scalar_one()
+    engine.dispose()
+    return int(count)
+
+
 def prepare_buckets(url: str, films: Films) -> None:
     """Bench-local counters: the Raw Limit film as one bucket row, Raw Sixteen as 16."""
     engine = create_engine(url)
@@ -808,6 +816,9 @@ def main() -> int:
             raw16 = raw_limit(url, args.buyers, seconds, films.raw16, args.fans, 16)
             print(f"  one counter row vs 16 bucket rows ({args.buyers} raw clients): {one[0]:,.0f} vs "
                   f"{raw16[0]:,.0f} holds/s ({raw16[0] / one[0]:.2f}x)")
+            raw_held = raw_orders(url, [films.raw, films.raw16])
+            print(f"  orders the raw runs made: {raw_held:,} (pgbench counts transactions; a refused hold "
+                  "is one too, so this must be about their sum)")
 
         print("database checks:")
         problems = check_database(url, {"Launch Day": films.launch, "Sellout": films.sellout,
