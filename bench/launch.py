@@ -14,7 +14,10 @@ run and printout, the limits it is measured against:
       PostgreSQL by M clients (pgbench; psycopg threads if pgbench is missing),
       and one counter row against 16 bucket rows (bench-local tables);
   (b) the framework limit: a bare Flask + SQLAlchemy endpoint running only
-      that transaction under the same gunicorn settings;
+      that transaction under the same gunicorn settings, its rounds
+      alternating with the app's (--rounds) so that a drifting machine moves
+      both alike; for each, the CPU per hold of the workers, PostgreSQL and
+      this load generator (from /proc);
 
 and the catalogue and film page under the same load against a bare Flask
 "hello", a sell-out (cap, per-backer limit, "Sold out" on the page within a
