@@ -127,8 +127,9 @@ def test_a_pooled_connection_killed_while_idle(app: Flask, ping_idle_seconds: in
 @pytest.mark.parametrize("recycle_seconds, replaced", [(1, True), (-1, False)])
 def test_pooled_connections_are_replaced_after_recycle_seconds(app: Flask, recycle_seconds: int,
                                                                replaced: bool) -> None:
-    """A PostgreSQL backend that served holds for long got slower (bench/README.md);
-    the pool replaces a connection older than DATABASE_POOL_RECYCLE_SECONDS."""
+    """The pool replaces a connection older than DATABASE_POOL_RECYCLE_SECONDS,
+    so no backend keeps query plans from long ago (bench/README.md, "Generic
+    plans cached while the tables were empty")."""
     if app.extensions["crowdfund.engine"].dialect.name != "postgresql":
         pytest.skip("SQLite has no server backend to replace")
     pooled = other_app(app, DATABASE_POOL_SIZE=1, DATABASE_POOL_RECYCLE_SECONDS=recycle_seconds)
