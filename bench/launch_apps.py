@@ -47,14 +47,15 @@ def real_app(settings: dict | None = None):  # type: ignore[no-untyped-def,type-
 def bare_app():  # type: ignore[no-untyped-def]
     from flask import Flask, request
 
+    from config import Config
     from crowdfund.db import make_engine
     from crowdfund.funding.services import _HOLD_STATEMENT_PG
 
     app = Flask("bare")
-    # The app's engine and pool settings (config.py's defaults), nothing else of the app.
-    engine = make_engine(os.environ["DATABASE_URL"], pool_size=int(os.environ.get("DATABASE_POOL_SIZE", "5")),
-                         ping_idle_seconds=int(os.environ.get("DATABASE_PING_IDLE_SECONDS", "10")),
-                         recycle_seconds=int(os.environ.get("DATABASE_POOL_RECYCLE_SECONDS", "3600")))
+    # The app's engine and pool settings (config.py, from the same environment), nothing else of the app.
+    engine = make_engine(os.environ["DATABASE_URL"], pool_size=Config.DATABASE_POOL_SIZE,
+                         ping_idle_seconds=Config.DATABASE_PING_IDLE_SECONDS,
+                         recycle_seconds=Config.DATABASE_POOL_RECYCLE_SECONDS)
     film_id = int(os.environ["BENCH_BARE_FILM_ID"])
     limit = int(os.environ["BENCH_BARE_LIMIT"])
 

@@ -38,7 +38,7 @@ def order_status_label(status: str) -> str:
 @rate_limit("RATELIMIT_HOLD", key="user")
 @role_required(Role.FAN)
 def hold(slug: str) -> Any:
-    # The flash-sale path: every line here runs thousands of times a second on launch day.
+    # The flash-sale path: on launch day this runs hundreds of times a second per machine.
     session, fan = db(), user()
     film = services.hold_terms(session, slug[:140], fan)
     units_raw = request.form.get("units", "")
