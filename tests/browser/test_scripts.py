@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from crowdfund.films.states import FilmState
 from tests.browser.test_purchase import fill_card, log_in, open_checkout
 from tests.factories import GOOD_CARD, make_film, make_studio_user, make_user
+from tests.rewards_factories import film_with_tiers
 
 pytestmark = pytest.mark.browser
 
@@ -68,7 +69,7 @@ def test_film_page_shows_the_deadline_in_the_viewers_time_zone(
 
 def test_no_script_errors_on_the_main_pages(tokyo, db: Session) -> None:  # type: ignore[no-untyped-def]
     page, errors = tokyo
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, title="Quiet Pages")
+    film = film_with_tiers(db, make_studio_user(db), title="Quiet Pages")  # tiers.js runs too
     fan = make_user(db, "quiet@example.com")
     for path in ("/", "/films", f"/films/{film.slug}"):
         page.goto(path)
@@ -81,8 +82,9 @@ def test_no_script_errors_on_the_main_pages(tokyo, db: Session) -> None:  # type
     page.get_by_role("button", name="Pay").click()
     page.get_by_role("heading", name="Receipt").wait_for()  # the order page, with its countdown
     assert errors == [], ("order page", errors)
-    page.goto(f"/films/{film.slug}")  # the buy panel's tier script runs for a signed-in fan
-    page.wait_for_load_state("load")
+    page.goto(f"/films/{film.slug}")  # the buy panel's tier script, for a signed-in fan
+    page.get_by_label("Number of stakes").select_option("5")
+    assert "you reach the 5+ stakes tier" in page.locator("#tier-reach").text_content()
     page.goto("/portfolio")
     page.get_by_role("heading", name="Your portfolio").wait_for()
     assert errors == [], ("portfolio", errors)
