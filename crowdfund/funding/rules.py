@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from crowdfund.errors import InvalidTransition
@@ -38,6 +39,38 @@ def check_order_transition(current: str, target: str) -> None:
 
 def cancellation_deadline(film_deadline: datetime) -> datetime:
     return film_deadline - CANCELLATION_CUTOFF
+
+
+@dataclass(frozen=True)
+class CancellationNote:
+    """What a buyer is told about cancelling a purchase before they pay.
+
+    `state` is "open" (a purchase paid while the hold lasts can be cancelled
+    until `until`), "closing" (the cancellation deadline passes before the hold
+    lapses: paid after `until`, it cannot be cancelled) or "closed" (the
+    deadline has passed: once paid, it cannot be cancelled).
+    """
+
+    state: str
+    until: datetime
+    cutoff_hours: int
+
+    @property
+    def cancellable(self) -> bool:
+        return self.state != "closed"
+
+
+def cancellation_note(film_deadline: datetime, now: datetime, pay_by: datetime | None = None) -> CancellationNote:
+    """A film closing within the cutoff has no cancellation window left; say
+    so rather than show a deadline in the past. `pay_by`: when the hold lapses."""
+    until = cancellation_deadline(film_deadline)
+    if now >= until:
+        state = "closed"
+    elif pay_by is not None and pay_by > until:
+        state = "closing"
+    else:
+        state = "open"
+    return CancellationNote(state, until, int(CANCELLATION_CUTOFF.total_seconds() // 3600))
 
 
 def can_cancel(status: str, film_state: str, film_deadline: datetime, now: datetime) -> bool:

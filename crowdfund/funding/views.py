@@ -16,6 +16,7 @@ from crowdfund.funding import services
 from crowdfund.funding.models import OrderStatus
 from crowdfund.funding.queries import funding_stats, portfolio
 from crowdfund.funding.rules import STATUS_LABELS, can_cancel, cancellation_deadline
+from crowdfund.funding.rules import CancellationNote, cancellation_note as _cancellation_note
 from crowdfund.payments.gateway import GatewayError
 from crowdfund.payments.services import PaymentResult, pay_order, process_refund
 from crowdfund.rewards.services import paid_stakes
@@ -32,6 +33,12 @@ def new_form_token() -> str:
 @funding_bp.app_template_global()
 def order_status_label(status: str) -> str:
     return STATUS_LABELS.get(OrderStatus(status), status)
+
+
+@funding_bp.app_template_global()
+def cancellation_note(order: Any) -> CancellationNote:
+    """What the checkout tells the buyer about cancelling, as of now."""
+    return _cancellation_note(order.film.deadline, now(), pay_by=order.expires_at)
 
 
 @funding_bp.route("/films/<slug>/hold", methods=["POST"])
