@@ -240,7 +240,8 @@ def _insert_once(session: Session, values: dict[str, Any]) -> bool:
         statement = sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=["key"])
     else:
         statement = insert(table).values(values)
-    return session.execute(statement).rowcount == 1
+    # RETURNING, not rowcount: PostgreSQL's driver reports no rowcount for it.
+    return session.execute(statement.returning(table.c.id)).scalar_one_or_none() is not None
 
 
 def queue_email(session: Session, *, key: str, to: str, template: str, **context: Any) -> bool:
