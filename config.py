@@ -76,6 +76,17 @@ class Config:
     MAIL_PORT = _env_int("MAIL_PORT", 25)
     MAIL_FOLDER = os.environ.get("MAIL_FOLDER", str(BASE_DIR / "instance" / "mail"))
     MAIL_SENDER = os.environ.get("MAIL_SENDER", "Reelshare <no-reply@reelshare.test>")
+    #: Mail is sent from the outbox (the `emails` table) after commit, by a
+    #: background thread in each process ("0": none; run `flask mail deliver`).
+    MAIL_DELIVERY_THREAD = os.environ.get("MAIL_DELIVERY_THREAD", "1") not in ("0", "false", "no")
+    #: The thread also sweeps this often for mail it was not woken for.
+    MAIL_SWEEP_SECONDS = _env_int("MAIL_SWEEP_SECONDS", 60)
+    #: Messages per SMTP connection.
+    MAIL_BATCH_SIZE = _env_int("MAIL_BATCH_SIZE", 50)
+    #: A message that could not be sent is retried after 1, 2, 4 ... times this,
+    #: and marked failed (shown on /admin/mail) after MAIL_MAX_ATTEMPTS attempts.
+    MAIL_RETRY_SECONDS = _env_int("MAIL_RETRY_SECONDS", 60)
+    MAIL_MAX_ATTEMPTS = _env_int("MAIL_MAX_ATTEMPTS", 5)
 
     REDIS_URL = os.environ.get("REDIS_URL", "")
     #: Links in e-mail (password reset) start with this, never with the request's
@@ -138,6 +149,8 @@ class TestingConfig(Config):
     PASSWORD_TIME_COST = 1
     PASSWORD_MEMORY_COST_KIB = 8
     MAIL_BACKEND = "memory"
+    # Tests deliver from their own thread (tests/conftest.py, MailCapture), deterministically.
+    MAIL_DELIVERY_THREAD = False
     # Limits stay on (so every test runs through the limiter) but far above what
     # any test, concurrency run or browser journey sends; tests/http/test_rate_limits.py
     # builds its own apps with low limits.

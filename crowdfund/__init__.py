@@ -46,12 +46,14 @@ def create_app(config_name: str | None = None, overrides: dict[str, Any] | None 
                                ping_idle_seconds=app.config["DATABASE_PING_IDLE_SECONDS"],
                                recycle_seconds=app.config["DATABASE_POOL_RECYCLE_SECONDS"])
     app.extensions["crowdfund.engine"] = engine
+    mailer = mail.mailer_from_config(app.config)
     app.extensions["crowdfund.sessionmaker"] = dbmod.make_sessionmaker(engine, info={
-        "mailer": mail.mailer_from_config(app.config),
+        "mailer": mailer,
         "password_hasher": passwords.make_hasher(app.config["PASSWORD_TIME_COST"],
                                                  app.config["PASSWORD_MEMORY_COST_KIB"]),
         "hold_terms_cache": HoldTermsCache(),
     })
+    _register_mail_delivery(app, mailer)
     app.extensions["crowdfund.clock"] = dbmod.utcnow
     app.extensions["crowdfund.gateway"] = StripeGateway(
         app.config["STRIPE_SECRET_KEY"],
@@ -79,6 +81,23 @@ def create_app(config_name: str | None = None, overrides: dict[str, Any] | None 
 
     register_cli(app)
     return app
+
+
+def _register_mail_delivery(app: Flask, mailer: mail.Mailer) -> None:
+    """The outbox's sender for this app: a background thread per process, woken
+    after each commit that queued mail (never sending inside the request), plus
+    `flask mail deliver` for a cron sweep."""
+    sessions = app.extensions["crowdfund.sessionmaker"]
+    delivery = mail.MailDelivery(
+        sessions, mailer, batch_size=app.config["MAIL_BATCH_SIZE"], max_attempts=app.config["MAIL_MAX_ATTEMPTS"],
+        retry_seconds=app.config["MAIL_RETRY_SECONDS"], sweep_seconds=app.config["MAIL_SWEEP_SECONDS"],
+        background=app.config["MAIL_DELIVERY_THREAD"],
+    )
+    sessions.kw["info"]["mail_wake"] = delivery.wake
+    app.extensions["crowdfund.mail_delivery"] = delivery
+    if delivery.background:
+        # Each worker sweeps even if it never queues mail itself (rows left by a worker that died).
+        app.before_request(delivery.start)
 
 
 def _register_session_lifecycle(app: Flask) -> None:
@@ -125,6 +144,10 @@ def _register_blueprints(app: Flask) -> None:
     for blueprint in (accounts_bp, admin_bp, catalogue_bp, studio_bp, review_bp, finance_bp, funding_bp,
                       payments_bp, rewards_bp, payouts_bp):
         app.register_blueprint(blueprint)
+
+    from crowdfund.mail_views import mail_admin_bp
+
+    app.register_blueprint(mail_admin_bp)
 
 
 def _register_errors(app: Flask) -> None:

@@ -118,6 +118,16 @@ def register_cli(app: Flask) -> None:
 
     app.cli.add_command(payouts)
 
+    mail = AppGroup("mail", help="E-mail.")
+
+    @mail.command("deliver")
+    def deliver_mail_command() -> None:
+        """Send the e-mail waiting in the outbox (what is due). Safe to run any time, from cron too."""
+        report = current_app.extensions["crowdfund.mail_delivery"].deliver_pending()
+        click.echo(f"sent: {report.sent}, to retry: {report.retried}, failed: {report.failed}")
+
+    app.cli.add_command(mail)
+
     from crowdfund.demo import demo_command
 
     app.cli.add_command(demo_command)

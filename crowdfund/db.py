@@ -2,12 +2,15 @@
 
 Services receive a `Session` and only flush; the request (or CLI step) that
 called them commits once at its boundary. Side effects such as e-mail are
-registered with `after_commit(session, fn)` and run only once the commit has
-succeeded, so a rolled-back request never sends anything.
+registered with `after_commit(session, fn)` and run only once the outermost
+commit has succeeded, so a rolled-back request never triggers them. (E-mail
+goes through the outbox in crowdfund/mail.py; after_commit only wakes its
+delivery.)
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +22,8 @@ from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -145,20 +150,56 @@ def make_sessionmaker(engine: Engine, info: dict[str, Any] | None = None) -> ses
 # --- side effects after commit -------------------------------------------------
 
 _PENDING_KEY = "after_commit"
+_ROLLED_BACK_KEY = "after_commit_rolled_back"
 
 
 def after_commit(session: Session, fn: Callable[[], None]) -> None:
-    """Run `fn` once the session's current transaction has committed."""
-    session.info.setdefault(_PENDING_KEY, []).append(fn)
+    """Run `fn` once the session's outermost transaction has committed.
+
+    A SAVEPOINT released does not run it; a SAVEPOINT rolled back drops what
+    was registered inside it and keeps what was registered before it.
+    """
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_PENDING_KEY, []).append((transaction, fn))
+
+
+def _rolled_back_within(transaction: Any, rolled_back: list[Any]) -> bool:
+    while transaction is not None:
+        if any(transaction is t for t in rolled_back):
+            return True
+        transaction = transaction.parent
+    return False
 
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a SAVEPOINT was released: not committed yet
+        return
     pending = session.info.pop(_PENDING_KEY, [])
-    for fn in pending:
-        fn()
+    rolled_back = session.info.pop(_ROLLED_BACK_KEY, [])
+    for transaction, fn in pending:
+        if _rolled_back_within(transaction, rolled_back):
+            continue
+        try:
+            fn()
+        except Exception:  # the commit stands; a side effect never turns it into an error
+            log.exception("after-commit callback failed")
 
 
 @event.listens_for(Session, "after_rollback")
 def _drop_after_rollback(session: Session) -> None:
+    nested = session.get_nested_transaction()
+    if nested is not None:  # a SAVEPOINT rolled back: forget only what it registered
+        session.info.setdefault(_ROLLED_BACK_KEY, []).append(nested)
+        return
     session.info.pop(_PENDING_KEY, None)
+    session.info.pop(_ROLLED_BACK_KEY, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_after_close(session: Session, transaction: Any) -> None:
+    # A session closed without committing (no rollback event): nothing carries
+    # over into the session's next transaction.
+    if transaction.parent is None:
+        session.info.pop(_PENDING_KEY, None)
+        session.info.pop(_ROLLED_BACK_KEY, None)

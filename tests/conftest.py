@@ -8,7 +8,7 @@ import os
 import socket
 import threading
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,17 +50,27 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 class MailCapture:
-    """A real SMTP server on 127.0.0.1 (aiosmtpd) that keeps what it receives."""
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) that keeps what it receives.
+
+    The app sends from its outbox after commit, in the background (off in
+    tests): reading `messages` or `to()` first delivers what is pending, from
+    the test's thread, so tests see every committed mail deterministically.
+    `received` is what arrived so far, without delivering anything.
+    """
 
     def __init__(self) -> None:
         from aiosmtpd.controller import Controller
 
-        self.messages: list[EmailMessage] = []
+        self.received: list[EmailMessage] = []
+        #: The app's outbox delivery (set by the `app` fixture).
+        self.deliver: Callable[[], object] | None = None
+        #: Run first (the `mail` fixture ends the test's `db` transaction, see there).
+        self.before_delivery: Callable[[], object] | None = None
         capture = self
 
         class Handler:
             async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
-                capture.messages.append(message_from_bytes(envelope.content, policy=default_policy))
+                capture.received.append(message_from_bytes(envelope.content, policy=default_policy))
                 return "250 OK"
 
         # aiosmtpd checks readiness by connecting to its port, so it needs a real one.
@@ -69,6 +79,14 @@ class MailCapture:
             self.port = probe.getsockname()[1]
         self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
         self._controller.start()
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        if self.deliver is not None:
+            if self.before_delivery is not None:
+                self.before_delivery()
+            self.deliver()
+        return self.received
 
     def to(self, address: str) -> list[EmailMessage]:
         return [m for m in self.messages if m["To"] == address]
@@ -85,10 +103,17 @@ def smtp_server() -> Iterator[MailCapture]:
 
 
 @pytest.fixture
-def mail(smtp_server: MailCapture) -> MailCapture:
+def mail(smtp_server: MailCapture, request: pytest.FixtureRequest) -> Iterator[MailCapture]:
     """The mail received during this test."""
-    smtp_server.messages.clear()
-    return smtp_server
+    smtp_server.received.clear()
+    if "db" in request.fixturenames:
+        # Delivery writes the outbox rows. On SQLite a `db` transaction that read
+        # before that write could not write afterwards (its snapshot is stale),
+        # so the test's session ends its transaction first, keeping what it wrote.
+        check_session = request.getfixturevalue("db")
+        smtp_server.before_delivery = lambda: check_session.commit() if check_session.in_transaction() else None
+    yield smtp_server
+    smtp_server.before_delivery = None
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +129,10 @@ def app(database_url: str, localstripe: LocalStripe, smtp_server: MailCapture) -
         "MAIL_BACKEND": "smtp",
         "MAIL_PORT": smtp_server.port,
     })
+    delivery = app.extensions.get("crowdfund.mail_delivery")
+    smtp_server.deliver = delivery.deliver_pending if delivery is not None else None
     yield app
+    smtp_server.deliver = None
     app.extensions["crowdfund.gateway"].close()
     app.extensions["crowdfund.engine"].dispose()
 
