@@ -10,6 +10,7 @@ from wtforms import DateField, DateTimeLocalField, IntegerField, SelectField, St
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
 from crowdfund.films.rules import FilmInput
+from crowdfund.formtext import MultiLine, SingleLine
 from crowdfund.money import format_cents_plain, parse_amount
 
 TIMEZONES = [
@@ -59,11 +60,16 @@ def _multiple(form: FlaskForm, field: StringField) -> None:
 
 
 class FilmForm(FlaskForm):
-    title = StringField("Title", validators=[DataRequired("Enter a title."), Length(max=120)])
-    logline = StringField("Logline", validators=[DataRequired("Enter a logline."), Length(max=200)],
+    title = StringField("Title", validators=[DataRequired("Enter a title."), SingleLine("The title"),
+                                             Length(max=120, message="Use at most 120 characters.")])
+    logline = StringField("Logline", validators=[DataRequired("Enter a logline: one sentence about the film."),
+                                                 SingleLine("The logline"),
+                                                 Length(max=200, message="Use at most 200 characters.")],
                           description="One sentence that sells the film.")
-    synopsis = TextAreaField("Synopsis", validators=[DataRequired("Enter a synopsis."), Length(max=20_000)])
-    risks = TextAreaField("Risks specific to this film", validators=[Optional(), Length(max=20_000)],
+    synopsis = TextAreaField("Synopsis", validators=[DataRequired("Enter a synopsis."), MultiLine("The synopsis"),
+                                                     Length(max=20_000, message="Use at most 20,000 characters.")])
+    risks = TextAreaField("Risks specific to this film", validators=[
+        Optional(), MultiLine("The risks"), Length(max=20_000, message="Use at most 20,000 characters.")],
                           description="Shown to fans beside the platform's standard risks.")
     poster = FileField("Poster (PNG or JPEG, at most 2 MB)")
     funding_goal = StringField("Funding goal ($)", validators=[DataRequired("Enter a funding goal."), _money])
@@ -130,4 +136,4 @@ def _bps_to_text(bps: int, scale: int) -> str:
 
 class SendBackForm(FlaskForm):
     reason = TextAreaField("Reason the studio will see", validators=[
-        DataRequired("Say why the film goes back to the studio."), Length(max=5000)])
+        DataRequired("Say why the film goes back to the studio."), MultiLine("The reason"), Length(max=5000)])
