@@ -63,6 +63,14 @@ def clean_film_text(data: FilmInput) -> FilmInput:
     return replace(data, **cleaned)
 
 
+#: Rules of film_input_problems that read other fields besides their own.
+RULE_READS = {
+    "per_backer_limit": {"stake_cap"},
+    "funding_goal": {"stake_cap", "stake_price"},
+    "expected_release_date": {"deadline", "timezone"},
+}
+
+
 def film_input_problems(data: FilmInput) -> dict[str, str]:
     """Field -> message for every rule the input breaks (empty when valid)."""
     cleaned, problems = _cleaned_text(data)
