@@ -16,7 +16,7 @@ from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film, FilmEvent
 from crowdfund.films.rules import FilmInput, clean_film_text, deadline_problem, film_input_problems
-from crowdfund.funding.models import FilmInventory
+from crowdfund.funding.models import FilmInventory, Order
 from crowdfund.films.states import PUBLIC_STATES, FilmState, check_film_transition
 from crowdfund.text import TextProblem, multi_line
 from crowdfund.uploads import check_image, store_file
@@ -254,7 +254,26 @@ def visible_film(session: Session, slug: str, viewer: User | None, *, for_hold: 
         return film
     if viewer is not None and (viewer.has_role("admin") or viewer.studio_id == film.studio_id):
         return film
+    # A cancelled film stays open to those who backed it: their portfolio links
+    # here, and the page says what happened to their money.
+    if viewer is not None and film.state == FilmState.CANCELLED and has_orders(session, film.id, viewer.id):
+        return film
     raise NotFound("No such film.")
+
+
+def has_orders(session: Session, film_id: int, user_id: int) -> bool:
+    """Whether the user holds or held any order of the film (their portfolio lists it)."""
+    return session.scalar(select(Order.id).where(Order.film_id == film_id, Order.user_id == user_id).limit(1)) \
+        is not None
+
+
+def cancellation(session: Session, film: Film) -> FilmEvent | None:
+    """The state change that cancelled the film: when, by whom and why."""
+    if film.state != FilmState.CANCELLED:
+        return None
+    return session.scalar(select(FilmEvent).where(FilmEvent.film_id == film.id,
+                                                  FilmEvent.to_state == FilmState.CANCELLED)
+                          .order_by(FilmEvent.id.desc()).limit(1))
 
 
 def poster_visible(session: Session, file_id: int, viewer: User | None) -> bool:

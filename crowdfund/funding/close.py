@@ -22,8 +22,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crowdfund import ledger
-from crowdfund.films.models import Film, FilmEvent
-from crowdfund.films.services import change_film_state
+from crowdfund.films.models import Film
+from crowdfund.films.services import cancellation, change_film_state
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.funding.rules import fee_split, goal_met, round_closes_at
@@ -142,13 +142,9 @@ def decide_refunds(session: Session, film_id: int, *, now: datetime, batch_size:
 def refund_reason(session: Session, film: Film) -> dict[str, object]:
     """What the refund e-mail says happened: the goal missed by the deadline,
     or a cancellation by the platform with the reason the admin gave."""
-    if film.state == FilmState.CANCELLED:
-        cancel = session.scalar(
-            select(FilmEvent).where(FilmEvent.film_id == film.id, FilmEvent.to_state == FilmState.CANCELLED)
-            .order_by(FilmEvent.id.desc()).limit(1)
-        )
-        return {"cancelled": True, "cancel_reason": (cancel.reason or "") if cancel else "",
-                "cancelled_at": cancel.at if cancel else None}
+    cancel = cancellation(session, film)
+    if cancel is not None:
+        return {"cancelled": True, "cancel_reason": cancel.reason or "", "cancelled_at": cancel.at}
     return {"cancelled": False, "cancel_reason": "", "cancelled_at": None}
 
 
