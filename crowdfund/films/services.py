@@ -277,13 +277,18 @@ def cancellation(session: Session, film: Film) -> FilmEvent | None:
 
 
 def poster_visible(session: Session, file_id: int, viewer: User | None) -> bool:
-    """A poster is public once its film is; before that, its studio's and admins'."""
+    """A poster is public once its film is; before that, its studio's and admins';
+    a cancelled film's also its backers' (as visible_film)."""
     films = session.scalars(select(Film).where(Film.poster_id == file_id)).all()
     if any(film.state in PUBLIC_STATES for film in films):
         return True
     if viewer is None:
         return False
-    return viewer.has_role("admin") or any(viewer.studio_id == film.studio_id for film in films)
+    return viewer.has_role("admin") or any(
+        viewer.studio_id == film.studio_id
+        or (film.state == FilmState.CANCELLED and has_orders(session, film.id, viewer.id))
+        for film in films
+    )
 
 
 def films_in_review(session: Session) -> list[Film]:

@@ -105,15 +105,15 @@ def film_page(slug: str) -> Any:
 
 def _outcome(film: Any, viewer: Any) -> dict[str, Any] | None:
     """The banner of a failed or cancelled film: what happened, and where the
-    money is (the viewer's own refunds; all of them for the studio)."""
+    money is (the viewer's own refunds; all of them for the studio and admins)."""
     if film.state not in (FilmState.FAILED, FilmState.CANCELLED):
         return None
-    is_studio = viewer is not None and viewer.studio_id == film.studio_id
-    mine = refund_progress(db(), film.id, viewer.id) if viewer is not None and not is_studio else None
+    staff = viewer is not None and (viewer.studio_id == film.studio_id or viewer.has_role("admin"))
+    mine = refund_progress(db(), film.id, viewer.id) if viewer is not None and not staff else None
     return {
         "cancellation": services.cancellation(db(), film),
         "mine": mine if mine is not None and mine.orders else None,
-        "all": refund_progress(db(), film.id) if is_studio else None,
+        "all": refund_progress(db(), film.id) if staff else None,
     }
 
 

@@ -58,6 +58,8 @@ def test_backer_opens_a_cancelled_film_from_the_portfolio_and_sees_the_banner(
     assert "This film was cancelled" in text and "The rights to the novel were withdrawn." in text
     assert "Your refund of $100.00 is on its way" in text
     assert "buy-panel" not in html and "/hold" not in html  # no buy panel
+    poster = re.search(r'src="(/files/\d+)"', html)
+    assert poster and client.get(poster.group(1)).status_code == 200
     _close_rounds(app, clock, film.deadline - timedelta(days=1))
     done = _text(client.get(f"/films/{film.slug}"))
     assert "Your refund of $100.00 has been made" in done
@@ -77,8 +79,10 @@ def test_studio_sees_the_refund_progress_of_its_cancelled_film(
 def test_a_stranger_still_gets_404_for_a_cancelled_film(client: Client, db: CheckSession, app: Flask) -> None:
     _, film, _ = _cancelled_film_with_a_backer(client, db, app)
     assert client.get(f"/films/{film.slug}").status_code == 404
+    assert client.get(f"/files/{film.poster_id}").status_code == 404
     client.login(make_user(db).email, PASSWORD)
     assert client.get(f"/films/{film.slug}").status_code == 404
+    assert client.get(f"/files/{film.poster_id}").status_code == 404
     client.post_form("/logout")
     client.login(make_studio_user(db, "Another Studio").email, PASSWORD)
     assert client.get(f"/films/{film.slug}").status_code == 404
