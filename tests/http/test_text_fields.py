@@ -16,7 +16,7 @@ from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.rewards.models import RewardTier, Screening
 from tests.conftest import CheckSession, Client
-from tests.factories import PASSWORD, make_film, make_studio_user, make_user, png_bytes
+from tests.factories import PASSWORD, film_input, make_film, make_studio_user, make_user, png_bytes
 from tests.http.test_films import _form
 
 BREAKS = ["\n", "\r", "\x0b", "\x0c", "\x85", "\u2028", "\u2029"]
@@ -70,8 +70,7 @@ def test_film_service_refuses_what_the_form_would(db: CheckSession) -> None:
     film = make_film(db, studio, FilmState.DRAFT, title=" Ame\u0301lie ", logline="Quiet.")
     assert film.title == "Am\u00e9lie"
     with pytest.raises(FilmInputError):
-        services.update_film(db, film, __import__("tests.factories", fromlist=["film_input"]).film_input(
-            logline="one\x0bline"), poster=None, poster_max_bytes=1)
+        services.update_film(db, film, film_input(logline="one\x0bline"), poster=None, poster_max_bytes=1)
 
 
 def test_signup_display_name_with_a_line_break_is_refused(client: Client, db: CheckSession) -> None:
