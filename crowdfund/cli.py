@@ -12,6 +12,7 @@ from flask.cli import AppGroup
 from crowdfund.accounts import services as accounts
 from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError
+from crowdfund.jobs import UnitFailure, in_own_transaction
 
 
 def _session():  # type: ignore[no-untyped-def]
@@ -20,6 +21,16 @@ def _session():  # type: ignore[no-untyped-def]
 
 def _now():  # type: ignore[no-untyped-def]
     return current_app.extensions["crowdfund.clock"]()
+
+
+def _exit_on_failures(failures: list[UnitFailure]) -> None:
+    """Name every unit that failed (its traceback is in the log) and exit 1."""
+    if not failures:
+        return
+    click.echo(f"{len(failures)} failed (the others were done; rerun after fixing):", err=True)
+    for failure in failures:
+        click.echo(f"  {failure}", err=True)
+    raise click.exceptions.Exit(1)
 
 
 def register_cli(app: Flask) -> None:
@@ -70,6 +81,7 @@ def register_cli(app: Flask) -> None:
             )
         click.echo(f"funded: {len(report.funded)} film(s), failed: {len(report.failed)} film(s), "
                    f"refunds decided: {report.refunds_decided}, refunds made: {report.refunds_made}")
+        _exit_on_failures(report.failures)
 
     @funding.command("release-holds")
     def release_holds_command() -> None:
@@ -79,12 +91,15 @@ def register_cli(app: Flask) -> None:
         from crowdfund.films.models import Film
         from crowdfund.funding.services import release_expired_holds
 
-        released = 0
+        released, failures = 0, list[UnitFailure]()
         with _session() as session:
             for film_id in session.scalars(select(Film.id).where(Film.state == "funding")).all():
-                released += release_expired_holds(session, film_id, _now())
-                session.commit()
+                released += in_own_transaction(
+                    session, f"film {film_id}", failures,
+                    lambda film_id=film_id: release_expired_holds(session, film_id, _now()),
+                ) or 0
         click.echo(f"released {released} held stake(s)")
+        _exit_on_failures(failures)
 
     app.cli.add_command(funding)
 
@@ -110,11 +125,18 @@ def register_cli(app: Flask) -> None:
         from crowdfund.payouts.models import PayoutRun
         from crowdfund.payouts.services import runs_to_finish, write_statements
 
+        failures: list[UnitFailure] = []
         with _session() as session:
             for run_id in runs_to_finish(session):
-                run = session.get(PayoutRun, run_id)
-                write_statements(session, run, now=_now(), batch_size=batch_size, commit=session.commit)
-                click.echo(f"run {run_id}: complete")
+                # Each batch of statements commits; a failure rolls back only the batch in progress.
+                complete = in_own_transaction(
+                    session, f"payout run {run_id}", failures,
+                    lambda run_id=run_id: write_statements(session, session.get(PayoutRun, run_id), now=_now(),
+                                                           batch_size=batch_size, commit=session.commit),
+                )
+                if complete:
+                    click.echo(f"run {run_id}: complete")
+        _exit_on_failures(failures)
 
     app.cli.add_command(payouts)
 

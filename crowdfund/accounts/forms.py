@@ -2,9 +2,12 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
+from crowdfund.formtext import SingleLine
+
 
 class SignUpForm(FlaskForm):
-    display_name = StringField("Your name", validators=[DataRequired("Enter your name."), Length(max=80)])
+    display_name = StringField("Your name", validators=[DataRequired("Enter your name."), SingleLine("Your name"),
+                                                        Length(max=80)])
     email = EmailField("E-mail", validators=[DataRequired("Enter your e-mail address."), Length(max=254)])
     password = PasswordField(
         "Password", validators=[DataRequired("Choose a password."), Length(max=256)],
@@ -33,7 +36,8 @@ class StudioMembershipForm(FlaskForm):
 
 
 class StudioForm(FlaskForm):
-    name = StringField("Studio name", validators=[DataRequired("Enter the studio's name."), Length(max=120)])
+    name = StringField("Studio name", validators=[DataRequired("Enter the studio's name."),
+                                                  SingleLine("The studio name"), Length(max=120)])
 
 
 class EmptyForm(FlaskForm):

@@ -18,6 +18,7 @@ from crowdfund.accounts.models import STORED_ROLES, Role, Studio, StudioMember, 
 from crowdfund.db import utcnow
 from crowdfund.errors import Conflict, DomainError, NotFound
 from crowdfund.mail import queue_email
+from crowdfund.text import TextProblem, single_line
 
 # A hash of nothing, verified when the e-mail is unknown so that a failed
 # log-in takes the same time whether or not the account exists.
@@ -47,7 +48,7 @@ def create_user(
     problem = passwords.password_problem(password)
     if problem:
         raise DomainError(problem, field="password")
-    display_name = display_name.strip()
+    display_name = _single_line(display_name, "Your name", "display_name")
     if not display_name:
         raise DomainError("Enter your name.", field="display_name")
     if find_user_by_email(session, email) is not None:
@@ -141,8 +142,15 @@ def revoke_role(session: Session, user: User, role: str, *, acting_user: User, n
     session.flush()
 
 
+def _single_line(value: str, label: str, field: str) -> str:
+    try:
+        return single_line(value, label)
+    except TextProblem as exc:
+        raise DomainError(exc.message, field=field) from exc
+
+
 def create_studio(session: Session, name: str) -> Studio:
-    name = name.strip()
+    name = _single_line(name, "The studio name", "name")
     if not name:
         raise DomainError("Enter the studio's name.", field="name")
     if session.scalar(select(Studio).where(func.lower(Studio.name) == name.lower())):
@@ -154,7 +162,8 @@ def create_studio(session: Session, name: str) -> Studio:
 
 
 def get_or_create_studio(session: Session, name: str) -> Studio:
-    existing = session.scalar(select(Studio).where(func.lower(Studio.name) == name.strip().lower()))
+    name = _single_line(name, "The studio name", "name")
+    existing = session.scalar(select(Studio).where(func.lower(Studio.name) == name.lower()))
     return existing or create_studio(session, name)
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, date, datetime
+from typing import Any
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
@@ -9,7 +10,8 @@ from flask_wtf.file import FileField
 from wtforms import DateField, DateTimeLocalField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
-from crowdfund.films.rules import FilmInput
+from crowdfund.films.rules import MIN_STAKE_PRICE_CENTS, RULE_READS, FilmInput, film_input_problems
+from crowdfund.formtext import MultiLine, SingleLine
 from crowdfund.money import format_cents_plain, parse_amount
 
 TIMEZONES = [
@@ -59,11 +61,16 @@ def _multiple(form: FlaskForm, field: StringField) -> None:
 
 
 class FilmForm(FlaskForm):
-    title = StringField("Title", validators=[DataRequired("Enter a title."), Length(max=120)])
-    logline = StringField("Logline", validators=[DataRequired("Enter a logline."), Length(max=200)],
+    title = StringField("Title", validators=[DataRequired("Enter a title."), SingleLine("The title"),
+                                             Length(max=120, message="Use at most 120 characters.")])
+    logline = StringField("Logline", validators=[DataRequired("Enter a logline: one sentence about the film."),
+                                                 SingleLine("The logline"),
+                                                 Length(max=200, message="Use at most 200 characters.")],
                           description="One sentence that sells the film.")
-    synopsis = TextAreaField("Synopsis", validators=[DataRequired("Enter a synopsis."), Length(max=20_000)])
-    risks = TextAreaField("Risks specific to this film", validators=[Optional(), Length(max=20_000)],
+    synopsis = TextAreaField("Synopsis", validators=[DataRequired("Enter a synopsis."), MultiLine("The synopsis"),
+                                                     Length(max=20_000, message="Use at most 20,000 characters.")])
+    risks = TextAreaField("Risks specific to this film", validators=[
+        Optional(), MultiLine("The risks"), Length(max=20_000, message="Use at most 20,000 characters.")],
                           description="Shown to fans beside the platform's standard risks.")
     poster = FileField("Poster (PNG or JPEG, at most 2 MB)")
     funding_goal = StringField("Funding goal ($)", validators=[DataRequired("Enter a funding goal."), _money])
@@ -84,6 +91,44 @@ class FilmForm(FlaskForm):
                                   validators=[DataRequired("Enter a multiple, like 1 or 1.2."), _multiple])
     profit_share = StringField("Backers' share of receipts after that (%)", default="10",
                                validators=[DataRequired("Enter a percentage."), _percent])
+
+    def validate(self, extra_validators=None) -> bool:  # type: ignore[no-untyped-def]
+        """The field checks and the film rules in one round: every wrong field
+        gets its message at once, not the rules' only after the fields pass."""
+        valid = super().validate(extra_validators)
+        broken = {name for name, field in self._fields.items() if field.errors}
+        problems = film_input_problems(self._input_with_placeholders(broken))
+        for name, message in problems.items():
+            # A rule that reads a broken field would judge a placeholder.
+            if name in broken or RULE_READS.get(name, set()) & broken:
+                continue
+            self._fields[name].errors = list(self._fields[name].errors) + [message]
+            valid = False
+        return valid
+
+    def _input_with_placeholders(self, broken: set[str]) -> FilmInput:
+        """to_input(), with a harmless value for each field that failed its own check."""
+        def pick(name: str, value: Any, placeholder: Any) -> Any:
+            return placeholder if name in broken or value is None else value
+
+        timezone = pick("timezone", self.timezone.data, "UTC")
+        deadline = pick("deadline", self.deadline.data, datetime(2000, 1, 1))
+        return FilmInput(
+            title=pick("title", self.title.data, "x"),
+            logline=pick("logline", self.logline.data, "x"),
+            synopsis=pick("synopsis", self.synopsis.data, "x"),
+            risks=pick("risks", self.risks.data, ""),
+            funding_goal_cents=pick("funding_goal", getattr(self.funding_goal, "cents", None), 1),
+            stake_price_cents=pick("stake_price", getattr(self.stake_price, "cents", None), MIN_STAKE_PRICE_CENTS),
+            stake_cap=pick("stake_cap", self.stake_cap.data, 1),
+            per_backer_limit=pick("per_backer_limit", self.per_backer_limit.data, 1),
+            deadline=deadline.replace(tzinfo=ZoneInfo(timezone)).astimezone(UTC),
+            timezone=timezone,
+            expected_release_date=pick("expected_release_date", self.expected_release_date.data, date(9999, 1, 1)),
+            recoup_share_bps=pick("recoup_share", getattr(self.recoup_share, "bps", None), 1),
+            recoup_multiple_bps=pick("recoup_multiple", getattr(self.recoup_multiple, "bps", None), 0),
+            profit_share_bps=pick("profit_share", getattr(self.profit_share, "bps", None), 0),
+        )
 
     def to_input(self) -> FilmInput:
         zone = ZoneInfo(self.timezone.data)
@@ -130,4 +175,4 @@ def _bps_to_text(bps: int, scale: int) -> str:
 
 class SendBackForm(FlaskForm):
     reason = TextAreaField("Reason the studio will see", validators=[
-        DataRequired("Say why the film goes back to the studio."), Length(max=5000)])
+        DataRequired("Say why the film goes back to the studio."), MultiLine("The reason"), Length(max=5000)])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+
+from crowdfund.text import TextProblem, multi_line, single_line
 
 MIN_FUNDING_WINDOW = timedelta(days=1)
 MAX_FUNDING_WINDOW = timedelta(days=366)
@@ -31,23 +33,52 @@ class FilmInput:
     profit_share_bps: int
 
 
+#: The text fields of a film (label in messages) and how each is kept.
+SINGLE_LINE_FIELDS = {"title": "The title", "logline": "The logline"}
+MULTI_LINE_FIELDS = {"synopsis": "The synopsis", "risks": "The risks"}
+TEXT_LIMITS = {"title": 120, "logline": 200, "synopsis": 20_000, "risks": 20_000}
+_REQUIRED_TEXT = {"title": "Enter a title.", "logline": "Enter a logline: one sentence about the film.",
+                  "synopsis": "Enter a synopsis."}
+
+
+def _cleaned_text(data: FilmInput) -> tuple[dict[str, str], dict[str, str]]:
+    """(field -> text as stored, field -> problem) for the text fields."""
+    cleaned: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    for names, clean in ((SINGLE_LINE_FIELDS, single_line), (MULTI_LINE_FIELDS, multi_line)):
+        for name, label in names.items():
+            try:
+                cleaned[name] = clean(getattr(data, name), label)
+            except TextProblem as exc:
+                problems[name] = exc.message
+    return cleaned, problems
+
+
+def clean_film_text(data: FilmInput) -> FilmInput:
+    """`data` with its text as stored (crowdfund.text): NFC, stripped, LF line
+    breaks. Only for input film_input_problems found valid."""
+    cleaned, problems = _cleaned_text(data)
+    if problems:
+        raise ValueError(problems)
+    return replace(data, **cleaned)
+
+
+#: Rules of film_input_problems that read other fields besides their own.
+RULE_READS = {
+    "per_backer_limit": {"stake_cap"},
+    "funding_goal": {"stake_cap", "stake_price"},
+    "expected_release_date": {"deadline", "timezone"},
+}
+
+
 def film_input_problems(data: FilmInput) -> dict[str, str]:
     """Field -> message for every rule the input breaks (empty when valid)."""
-    problems: dict[str, str] = {}
-    if not data.title.strip():
-        problems["title"] = "Enter a title."
-    elif len(data.title) > 120:
-        problems["title"] = "Use at most 120 characters."
-    if not data.logline.strip():
-        problems["logline"] = "Enter a logline: one sentence about the film."
-    elif len(data.logline) > 200:
-        problems["logline"] = "Use at most 200 characters."
-    if not data.synopsis.strip():
-        problems["synopsis"] = "Enter a synopsis."
-    elif len(data.synopsis) > 20_000:
-        problems["synopsis"] = "Use at most 20,000 characters."
-    if len(data.risks) > 20_000:
-        problems["risks"] = "Use at most 20,000 characters."
+    cleaned, problems = _cleaned_text(data)
+    for name, text in cleaned.items():
+        if not text and name in _REQUIRED_TEXT:
+            problems[name] = _REQUIRED_TEXT[name]
+        elif len(text) > TEXT_LIMITS[name]:
+            problems[name] = f"Use at most {TEXT_LIMITS[name]:,} characters."
     if not MIN_STAKE_PRICE_CENTS <= data.stake_price_cents <= MAX_STAKE_PRICE_CENTS:
         problems["stake_price"] = "A stake costs between $1.00 and $10,000.00."
     if not 1 <= data.stake_cap <= MAX_STAKE_CAP:

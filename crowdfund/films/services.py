@@ -15,9 +15,10 @@ from crowdfund import audit
 from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film, FilmEvent
-from crowdfund.films.rules import FilmInput, deadline_problem, film_input_problems
-from crowdfund.funding.models import FilmInventory
+from crowdfund.films.rules import FilmInput, clean_film_text, deadline_problem, film_input_problems
+from crowdfund.funding.models import FilmInventory, Order
 from crowdfund.films.states import PUBLIC_STATES, FilmState, check_film_transition
+from crowdfund.text import TextProblem, multi_line
 from crowdfund.uploads import check_image, store_file
 
 
@@ -85,11 +86,9 @@ def _unique_slug(session: Session, title: str) -> str:
 
 
 def _apply_input(film: Film, data: FilmInput) -> None:
+    data = clean_film_text(data)
     for field in fields(FilmInput):
-        value = getattr(data, field.name)
-        if isinstance(value, str):
-            value = value.strip()
-        setattr(film, field.name, value)
+        setattr(film, field.name, getattr(data, field.name))
 
 
 def _validate(data: FilmInput) -> None:
@@ -116,7 +115,7 @@ def create_film(
     if user.studio_id is None:
         raise Forbidden("Only studio members create films.")
     _validate(data)
-    film = Film(studio_id=user.studio_id, slug=_unique_slug(session, data.title))
+    film = Film(studio_id=user.studio_id, slug=_unique_slug(session, clean_film_text(data).title))
     _apply_input(film, data)
     _attach_poster(session, film, poster, poster_max_bytes)
     session.add(film)
@@ -163,8 +162,15 @@ def approve(session: Session, film: Film, admin: User, *, now: datetime) -> None
     change_film_state(session, film, FilmState.FUNDING, now=now, actor=admin)
 
 
+def _reason_text(reason: str | None) -> str:
+    try:
+        return multi_line(reason, "The reason")
+    except TextProblem as exc:
+        raise DomainError(exc.message, field="reason") from exc
+
+
 def send_back(session: Session, film: Film, admin: User, reason: str, *, now: datetime) -> None:
-    reason = (reason or "").strip()
+    reason = _reason_text(reason)
     if not reason:
         raise DomainError("Say why the film goes back to the studio.", field="reason")
     if film.state != FilmState.IN_REVIEW:
@@ -182,7 +188,7 @@ def withdraw(session: Session, film: Film, user: User, *, now: datetime) -> None
 def cancel_film(session: Session, film: Film, admin: User, reason: str, *, now: datetime) -> None:
     """An admin stops a film; if it was selling, every backer is refunded by the
     next `flask funding close-rounds` (a long job never runs in a request)."""
-    reason = (reason or "").strip()
+    reason = _reason_text(reason)
     if not reason:
         raise DomainError("Say why the film is cancelled.", field="reason")
     if film.state not in (FilmState.DRAFT, FilmState.IN_REVIEW, FilmState.FUNDING):
@@ -248,17 +254,41 @@ def visible_film(session: Session, slug: str, viewer: User | None, *, for_hold: 
         return film
     if viewer is not None and (viewer.has_role("admin") or viewer.studio_id == film.studio_id):
         return film
+    # A cancelled film stays open to those who backed it: their portfolio links
+    # here, and the page says what happened to their money.
+    if viewer is not None and film.state == FilmState.CANCELLED and has_orders(session, film.id, viewer.id):
+        return film
     raise NotFound("No such film.")
 
 
+def has_orders(session: Session, film_id: int, user_id: int) -> bool:
+    """Whether the user holds or held any order of the film (their portfolio lists it)."""
+    return session.scalar(select(Order.id).where(Order.film_id == film_id, Order.user_id == user_id).limit(1)) \
+        is not None
+
+
+def cancellation(session: Session, film: Film) -> FilmEvent | None:
+    """The state change that cancelled the film: when, by whom and why."""
+    if film.state != FilmState.CANCELLED:
+        return None
+    return session.scalar(select(FilmEvent).where(FilmEvent.film_id == film.id,
+                                                  FilmEvent.to_state == FilmState.CANCELLED)
+                          .order_by(FilmEvent.id.desc()).limit(1))
+
+
 def poster_visible(session: Session, file_id: int, viewer: User | None) -> bool:
-    """A poster is public once its film is; before that, its studio's and admins'."""
+    """A poster is public once its film is; before that, its studio's and admins';
+    a cancelled film's also its backers' (as visible_film)."""
     films = session.scalars(select(Film).where(Film.poster_id == file_id)).all()
     if any(film.state in PUBLIC_STATES for film in films):
         return True
     if viewer is None:
         return False
-    return viewer.has_role("admin") or any(viewer.studio_id == film.studio_id for film in films)
+    return viewer.has_role("admin") or any(
+        viewer.studio_id == film.studio_id
+        or (film.state == FilmState.CANCELLED and has_orders(session, film.id, viewer.id))
+        for film in films
+    )
 
 
 def films_in_review(session: Session) -> list[Film]:

@@ -23,7 +23,7 @@ from crowdfund.films import services
 from crowdfund.films.forms import FilmForm, SendBackForm
 from crowdfund.films.states import FilmState
 from crowdfund.films.terms import PLATFORM_RISKS, describe_terms
-from crowdfund.funding.queries import funding_stats
+from crowdfund.funding.queries import funding_stats, refund_progress
 from crowdfund.funding.views import buy_panel_context
 from crowdfund.charts import line_chart
 from crowdfund.money import format_cents, format_cents_plain, parse_amount
@@ -99,8 +99,22 @@ def film_page(slug: str) -> Any:
     tier_data = [{"min": t.min_stakes, "tickets": t.tickets, "extras": t.extras} for t in tiers]
     return render_template(
         "films/film.html", film=film, stats=stats, terms=_terms(film), platform_risks=PLATFORM_RISKS, buy=buy,
-        tiers=tiers, tier_data=tier_data, calculator=_calculator(film),
+        tiers=tiers, tier_data=tier_data, calculator=_calculator(film), outcome=_outcome(film, viewer),
     )
+
+
+def _outcome(film: Any, viewer: Any) -> dict[str, Any] | None:
+    """The banner of a failed or cancelled film: what happened, and where the
+    money is (the viewer's own refunds; all of them for the studio and admins)."""
+    if film.state not in (FilmState.FAILED, FilmState.CANCELLED):
+        return None
+    staff = viewer is not None and (viewer.studio_id == film.studio_id or viewer.has_role("admin"))
+    mine = refund_progress(db(), film.id, viewer.id) if viewer is not None and not staff else None
+    return {
+        "cancellation": services.cancellation(db(), film),
+        "mine": mine if mine is not None and mine.orders else None,
+        "all": refund_progress(db(), film.id) if staff else None,
+    }
 
 
 def _calculator(film: Any) -> dict[str, Any]:

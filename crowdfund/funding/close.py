@@ -2,6 +2,10 @@
 
 `close_rounds()` is run by a scheduler (`flask funding close-rounds`). Each
 step commits on its own, so a crash loses at most the step in progress, and a
+failure is isolated to its unit (crowdfund/jobs.py): a film whose decision
+raises is rolled back alone and left for the next run, an order whose refund
+decision raises is rolled back alone (a savepoint); both are reported in
+`CloseReport.failures` and the command exits non-zero. A
 second run carries on where the first stopped: films already decided are not
 decided again, orders already refunded are skipped, and refunds already made
 at Stripe are found there rather than made twice. Orders are read in batches
@@ -19,11 +23,12 @@ from sqlalchemy.orm import Session
 
 from crowdfund import ledger
 from crowdfund.films.models import Film
-from crowdfund.films.services import change_film_state
+from crowdfund.films.services import cancellation, change_film_state
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.funding.rules import fee_split, goal_met, round_closes_at
 from crowdfund.funding.services import refund_paid_order, release_expired_holds
+from crowdfund.jobs import UnitFailure, in_own_transaction, in_savepoint
 from crowdfund.mail import queue_email
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.payments.services import process_refunds
@@ -36,6 +41,7 @@ class CloseReport:
     failed: list[int] = field(default_factory=list)
     refunds_decided: int = 0
     refunds_made: int = 0
+    failures: list[UnitFailure] = field(default_factory=list)
 
 
 def films_due(session: Session, now: datetime, hold_window: timedelta) -> list[int]:
@@ -88,12 +94,15 @@ def decide_film(session: Session, film_id: int, *, now: datetime, hold_window: t
 
 
 def decide_refunds(session: Session, film_id: int, *, now: datetime, batch_size: int,
-                   commit: Callable[[], None]) -> int:
+                   commit: Callable[[], None], failures: list[UnitFailure] | None = None) -> int:
     """Every paid order of a failed or cancelled film is refunded (decided
-    here, carried out by process_refunds); each backer is told once."""
+    here, carried out by process_refunds); each backer is told once, with the
+    film's real reason. An order whose decision raises is rolled back alone,
+    added to `failures` (raised if None) and tried again by the next run."""
     film = session.get(Film, film_id)
     assert film is not None and film.state in (FilmState.FAILED, FilmState.CANCELLED)
     decided, after_id = 0, 0
+    reason = refund_reason(session, film)
     while True:
         batch = session.scalars(
             select(Order)
@@ -105,8 +114,10 @@ def decide_refunds(session: Session, film_id: int, *, now: datetime, batch_size:
             return decided
         for order in batch:
             after_id = order.id
-            if refund_paid_order(session, order, now=now):
-                decided += 1
+
+            def decide(order: Order = order) -> bool:
+                if not refund_paid_order(session, order, now=now):
+                    return False
                 queue_email(
                     session,
                     key=f"round-failed:{film_id}:{order.user_id}",
@@ -114,10 +125,27 @@ def decide_refunds(session: Session, film_id: int, *, now: datetime, batch_size:
                     template="round_failed",
                     film=film,
                     name=order.user.display_name,
+                    **reason,
                 )
+                return True
+
+            if failures is None:
+                refunded = decide()
+            else:
+                refunded = in_savepoint(session, f"order {order.reference} (film {film_id})", failures, decide)
+            decided += bool(refunded)
         commit()
         session.expunge_all()
         film = session.get(Film, film_id)
+
+
+def refund_reason(session: Session, film: Film) -> dict[str, object]:
+    """What the refund e-mail says happened: the goal missed by the deadline,
+    or a cancellation by the platform with the reason the admin gave."""
+    cancel = cancellation(session, film)
+    if cancel is not None:
+        return {"cancelled": True, "cancel_reason": cancel.reason or "", "cancelled_at": cancel.at}
+    return {"cancelled": False, "cancel_reason": "", "cancelled_at": None}
 
 
 def films_owing_refunds(session: Session) -> list[int]:
@@ -142,15 +170,25 @@ def close_rounds(
 ) -> CloseReport:
     report = CloseReport()
     for film_id in films_due(session, now, hold_window):
-        outcome = decide_film(session, film_id, now=now, hold_window=hold_window, fee_bps=fee_bps)
-        session.commit()
+        outcome = in_own_transaction(
+            session, f"film {film_id}", report.failures,
+            lambda film_id=film_id: decide_film(session, film_id, now=now, hold_window=hold_window, fee_bps=fee_bps),
+        )
         if outcome == "funded":
             report.funded.append(film_id)
         elif outcome == "failed":
             report.failed.append(film_id)
     # Includes films a crashed earlier run decided but did not finish refunding.
     for film_id in films_owing_refunds(session):
-        report.refunds_decided += decide_refunds(session, film_id, now=now, batch_size=batch_size,
-                                                 commit=session.commit)
-    report.refunds_made = process_refunds(session, gateway, now=now, batch_size=batch_size)
+        decided = in_own_transaction(
+            session, f"film {film_id} refunds", report.failures,
+            lambda film_id=film_id: decide_refunds(session, film_id, now=now, batch_size=batch_size,
+                                                   commit=session.commit, failures=report.failures),
+        )
+        report.refunds_decided += decided or 0
+    made = in_own_transaction(
+        session, "refunds at Stripe", report.failures,
+        lambda: process_refunds(session, gateway, now=now, batch_size=batch_size),
+    )
+    report.refunds_made = made or 0
     return report

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from crowdfund.funding.models import FilmInventory, Order, OrderStatus
@@ -102,3 +102,32 @@ def portfolio(session: Session, user_id: int) -> list[PortfolioRow]:
             )
         )
     return rows
+
+
+@dataclass(frozen=True)
+class RefundProgress:
+    """Refunds of a failed or cancelled film: for one backer, or for all."""
+
+    orders: int = 0
+    done: int = 0
+    amount_cents: int = 0
+    done_cents: int = 0
+
+    @property
+    def all_done(self) -> bool:
+        return self.orders > 0 and self.done == self.orders
+
+
+def refund_progress(session: Session, film_id: int, user_id: int | None = None) -> RefundProgress:
+    """Orders of a failed or cancelled film owed a refund: paid ones (the next
+    round close decides their refund) and those refunded or being refunded."""
+    condition = [Order.film_id == film_id, or_(Order.status == OrderStatus.PAID, Order.refund_state.is_not(None))]
+    if user_id is not None:
+        condition.append(Order.user_id == user_id)
+    rows = session.execute(select(Order.refund_state, func.count(), func.coalesce(func.sum(Order.amount_cents), 0))
+                           .where(*condition).group_by(Order.refund_state)).all()
+    orders = sum(int(n) for _, n, _ in rows)
+    amount = sum(int(cents) for _, _, cents in rows)
+    done = [(int(n), int(cents)) for state, n, cents in rows if state == "done"]
+    return RefundProgress(orders=orders, done=sum(n for n, _ in done), amount_cents=amount,
+                          done_cents=sum(cents for _, cents in done))

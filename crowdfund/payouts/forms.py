@@ -5,6 +5,7 @@ from flask_wtf.file import FileField
 from wtforms import DateField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
+from crowdfund.formtext import SingleLine
 from crowdfund.money import parse_signed_amount
 
 
@@ -32,7 +33,8 @@ class RejectForm(FlaskForm):
 
 class PaidForm(FlaskForm):
     bank_reference = StringField("Bank transfer reference", validators=[
-        DataRequired("Enter the bank transfer's reference."), Length(max=120)])
+        DataRequired("Enter the bank transfer's reference."), SingleLine("The bank transfer reference"),
+        Length(max=120)])
 
 
 class LedgerExportForm(FlaskForm):

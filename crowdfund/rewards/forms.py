@@ -8,6 +8,7 @@ from wtforms import DateTimeLocalField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
+from crowdfund.formtext import SingleLine
 from crowdfund.rewards.rules import MAX_EXTRAS, MAX_TICKETS_PER_TIER
 from crowdfund.rewards.services import MAX_SEATS, ScreeningInput
 
@@ -18,13 +19,14 @@ class TierForm(FlaskForm):
     tickets = IntegerField("Screening tickets", default=1, validators=[
         InputRequired("Enter how many tickets this tier gives."),
         NumberRange(0, MAX_TICKETS_PER_TIER, f"Between 0 and {MAX_TICKETS_PER_TIER}.")])
-    extras = StringField("Extras (optional)", validators=[Optional(), Length(max=MAX_EXTRAS)],
+    extras = StringField("Extras (optional)", validators=[Optional(), SingleLine("The extras"), Length(max=MAX_EXTRAS)],
                          description="For example: premiere invitation, signed poster, name in the credits.")
 
 
 class ScreeningForm(FlaskForm):
-    cinema = StringField("Cinema", validators=[DataRequired("Enter the cinema."), Length(max=120)])
-    city = StringField("City", validators=[DataRequired("Enter the city."), Length(max=80)])
+    cinema = StringField("Cinema", validators=[DataRequired("Enter the cinema."), SingleLine("The cinema"),
+                                               Length(max=120)])
+    city = StringField("City", validators=[DataRequired("Enter the city."), SingleLine("The city"), Length(max=80)])
     starts_at = DateTimeLocalField("Starts at", format="%Y-%m-%dT%H:%M",
                                    validators=[InputRequired("Enter the start as a date and time.")])
     seats = IntegerField("Seats", validators=[InputRequired("Enter the number of seats."),

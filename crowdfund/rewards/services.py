@@ -25,6 +25,7 @@ from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.mail import queue_email
+from crowdfund.text import TextProblem, single_line
 from crowdfund.rewards.models import (
     CheckInAttempt,
     CheckInResult,
@@ -63,11 +64,18 @@ def film_tiers(session: Session, film_id: int) -> list[RewardTier]:
                                 .order_by(RewardTier.min_stakes)))
 
 
+def _single_line(value: str, label: str, field: str) -> str:
+    try:
+        return single_line(value, label)
+    except TextProblem as exc:
+        raise DomainError(exc.message, field=field) from exc
+
+
 def add_tier(session: Session, film: Film, data: TierInput) -> RewardTier:
     """Tiers are part of the terms: changed only while the film is a draft."""
     if film.state != FilmState.DRAFT:
         raise Conflict("Reward tiers are fixed once the film leaves draft.")
-    data = TierInput(data.min_stakes, data.tickets, (data.extras or "").strip())
+    data = TierInput(data.min_stakes, data.tickets, _single_line(data.extras, "The extras", "extras"))
     problem = tier_problem(film_tiers(session, film.id), data, film.per_backer_limit)
     if problem:
         raise DomainError(problem)
@@ -124,7 +132,7 @@ class ScreeningInput:
 def schedule_screening(session: Session, film: Film, data: ScreeningInput, *, now: datetime) -> Screening:
     if film.state not in SCREENING_STATES:
         raise Conflict("Screenings can be scheduled once the film is funded.")
-    cinema, city = (data.cinema or "").strip(), (data.city or "").strip()
+    cinema, city = _single_line(data.cinema, "The cinema", "cinema"), _single_line(data.city, "The city", "city")
     if not cinema or len(cinema) > 120:
         raise DomainError("Enter the cinema (at most 120 characters).", field="cinema")
     if not city or len(city) > 80:

@@ -125,3 +125,23 @@ def test_admin_manages_roles_and_studios(client: Client, db: Session) -> None:
     assert "fan, studio" in client.get(f"/admin/users/{target.id}").get_data(as_text=True)
     own = client.post_form(f"/admin/users/{admin.id}/roles", {"role": "admin", "action": "revoke"}, follow_redirects=True)
     assert "cannot remove your own admin role" in own.get_data(as_text=True)
+
+
+def test_every_wrong_film_field_is_reported_in_one_round(client: Client, db: Session) -> None:
+    studio = make_studio_user(db)
+    client.login(studio.email, PASSWORD)
+    deadline = datetime.now(UTC) + timedelta(days=20)
+    data = _form(title="", stake_price="20,000.00", recoup_share="0", stake_cap="lots", per_backer_limit="999",
+                 expected_release_date=(deadline - timedelta(days=3)).strftime("%Y-%m-%d"),
+                 deadline=deadline.strftime("%Y-%m-%dT%H:%M"))
+    response = client.post_form("/studio/films/new", data, content_type="multipart/form-data")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    # Field checks (WTForms) and film rules (FilmInput) together, each beside its field:
+    for message in ("Enter a title.", "Not a valid integer", "A stake costs between $1.00 and $10,000.00.",
+                    "The recoupment share is above 0% and at most 100%.",
+                    "The release comes after the funding deadline."):
+        assert message in page, message
+    # A rule that reads the broken cap is not judged against a placeholder.
+    assert "between 1 stake and the cap" not in page
+    assert db.scalar(select(Film)) is None
