@@ -16,7 +16,7 @@ from crowdfund.accounts.forms import (
 from crowdfund.accounts.models import Role, Studio, User
 from crowdfund.errors import DomainError
 from crowdfund.extensions import rate_limit
-from crowdfund.web import db, is_safe_next, login_required, now, role_required, user
+from crowdfund.web import db, login_required, now, role_required, safe_next, user
 
 bp = Blueprint("accounts", __name__)
 admin_bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -70,8 +70,7 @@ def login() -> Any:
             form.password.errors.append("That e-mail and password do not match an account.")
         else:
             _log_in(account, remember=bool(form.remember.data))
-            next_url = request.args.get("next")
-            return redirect(next_url if is_safe_next(next_url) else home_for(account))
+            return redirect(safe_next(request.args.get("next")) or home_for(account))
     return render_template("accounts/login.html", form=form), 400 if form.errors else 200
 
 

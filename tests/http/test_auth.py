@@ -106,3 +106,57 @@ def test_production_refuses_to_start_without_secret_key(monkeypatch) -> None:  #
     app = create_app("production", {"DATABASE_URL": "sqlite://", "SECRET_KEY": "x" * 32})
     assert app.config["SESSION_COOKIE_SECURE"] and app.config["SESSION_COOKIE_HTTPONLY"]
     assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+
+
+OFF_SITE_NEXT = [
+    "/\t/evil.example", "//evil.example/x", "/\\evil.example", "\\\\evil.example", "https:evil.example",
+    "https://evil.example/", "//evil", "/\t/evil", "/\r\n/evil", " //evil", "\x01//evil", "/\\/evil",
+    "javascript:alert(1)", "\t//evil", "/\n/evil.example", "//\tevil", "http:/evil", "///evil", "/\x7f/evil",
+    "/\u3000/evil", "\u00a0//evil",
+]
+
+
+def _log_in_with_next(client: Client, next_url: str):  # type: ignore[no-untyped-def]
+    token = client.csrf_token()
+    return client.post("/login", query_string={"next": next_url},
+                       data={"email": "next@example.com", "password": PASSWORD, "csrf_token": token})
+
+
+def test_login_never_redirects_off_site(client: Client, db: Session) -> None:
+    from urllib.parse import urlsplit
+
+    make_user(db, "next@example.com")
+    for next_url in OFF_SITE_NEXT:
+        # Query values arrive percent-decoded once, as a browser would send "?next=/%09/evil.example".
+        response = _log_in_with_next(client, next_url)
+        assert response.status_code == 302, (next_url, response.status_code)
+        location = response.headers["Location"]
+        parts = urlsplit(location.replace("\\", "/"))
+        assert not parts.netloc and not parts.scheme and not location.startswith("//"), (next_url, location)
+        assert location == "/portfolio", (next_url, location)
+        client.post_form("/logout")
+    # The report's own request, percent-encoded in the URL as a browser sends it.
+    response = client.post("/login?next=/%09/evil.example",
+                           data={"email": "next@example.com", "password": PASSWORD, "csrf_token": client.csrf_token()})
+    assert response.headers["Location"] == "/portfolio"
+
+
+def test_login_follows_same_site_next_cleaned(client: Client, db: Session) -> None:
+    make_user(db, "next@example.com")
+    for next_url, expected in [("/studio/", "/studio/"), ("/films/x?a=1#b", "/films/x?a=1#b"),
+                               ("/%0d%0aSet-Cookie:x", "/%0d%0aSet-Cookie:x"), ("/fi\tlms/x", "/films/x"),
+                               ("/films/caf\u00e9", "/films/caf%C3%A9")]:
+        response = _log_in_with_next(client, next_url)
+        assert response.status_code == 302, (next_url, response.status_code)
+        assert response.headers["Location"] == expected
+        assert "Set-Cookie: x" not in str(response.headers) and "\n" not in response.headers["Location"]
+        client.post_form("/logout")
+
+
+def test_cr_or_lf_in_next_is_not_a_500(client: Client, db: Session) -> None:
+    make_user(db, "next@example.com")
+    for next_url in ("/\r\nSet-Cookie: x=1", "/a\nb", "/a\rb"):
+        response = _log_in_with_next(client, next_url)
+        assert response.status_code == 302, (next_url, response.status_code)
+        assert "x=1" not in response.headers.get("Set-Cookie", "")
+        client.post_form("/logout")
