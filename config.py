@@ -48,7 +48,11 @@ class Config:
     REMEMBER_COOKIE_HTTPONLY = True
     REMEMBER_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_SECURE = True
-    REMEMBER_COOKIE_DURATION = timedelta(days=14)
+    #: "Keep me logged in": a random token, rotated at each use, that ends this
+    #: long after log-in (accounts/remember.py). A new name: cookies of the old
+    #: kind (the session id, valid until a password change) are ignored.
+    REMEMBER_COOKIE_NAME = "remember"
+    REMEMBER_COOKIE_DURATION = timedelta(days=30)
     PERMANENT_SESSION_LIFETIME = timedelta(days=14)
     WTF_CSRF_TIME_LIMIT = 3600 * 8
 
@@ -78,6 +82,10 @@ class Config:
     MAIL_SENDER = os.environ.get("MAIL_SENDER", "Reelshare <no-reply@reelshare.test>")
 
     REDIS_URL = os.environ.get("REDIS_URL", "")
+    #: Rate-limit storage (a Flask-Limiter storage URI); default: REDIS_URL.
+    #: Production refuses to start with neither, unless this is set to memory://
+    #: explicitly (counts per worker process: only for a single worker).
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "")
     #: Links in e-mail (password reset) start with this, never with the request's
     #: Host header, which a client chooses.
     PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:5000")
@@ -86,7 +94,8 @@ class Config:
     PROXY_FIX_X_FOR = _env_int("PROXY_FIX_X_FOR", 0)
 
     # Rate limits (Flask-Limiter syntax "N per M minutes"), in Redis when
-    # REDIS_URL is set, else in process memory. A limited request gets a 429
+    # REDIS_URL is set, else in process memory (not in production: see
+    # RATELIMIT_STORAGE_URI). A limited request gets a 429
     # with a message and Retry-After.
     RATELIMIT_ENABLED = os.environ.get("RATELIMIT_ENABLED", "1") not in ("0", "false", "no")
     RATELIMIT_KEY_PREFIX = os.environ.get("RATELIMIT_KEY_PREFIX", "crowdfund")
@@ -94,10 +103,14 @@ class Config:
     RATELIMIT_LOGIN_ACCOUNT = os.environ.get("RATELIMIT_LOGIN_ACCOUNT", "10 per 15 minutes")
     #: Log-in attempts per client address, whatever the account.
     RATELIMIT_LOGIN_ADDRESS = os.environ.get("RATELIMIT_LOGIN_ADDRESS", "30 per 15 minutes")
+    #: Sign-ups per client address; only sign-ups that went through count (not
+    #: forms sent back with errors).
     RATELIMIT_SIGNUP = os.environ.get("RATELIMIT_SIGNUP", "10 per hour")
     #: "Forgot password" requests per address and per account; reset-form posts per address.
     RATELIMIT_RESET_ADDRESS = os.environ.get("RATELIMIT_RESET_ADDRESS", "10 per hour")
     RATELIMIT_RESET_ACCOUNT = os.environ.get("RATELIMIT_RESET_ACCOUNT", "3 per hour")
+    #: "Send the confirmation link again" per logged-in user.
+    RATELIMIT_VERIFY_EMAIL = os.environ.get("RATELIMIT_VERIFY_EMAIL", "5 per hour")
     #: Stake holds per logged-in fan.
     RATELIMIT_HOLD = os.environ.get("RATELIMIT_HOLD", "20 per minute")
     #: Ticket check-ins per door-staff account (a busy door scans one every few seconds).
@@ -107,6 +120,8 @@ class Config:
 
     #: How long an e-mailed password-reset link works.
     PASSWORD_RESET_MAX_AGE_SECONDS = _env_int("PASSWORD_RESET_MAX_AGE_SECONDS", 3600)
+    #: How long the e-mail confirmation link sent at sign-up works (a new one can be sent).
+    EMAIL_VERIFY_MAX_AGE_SECONDS = _env_int("EMAIL_VERIFY_MAX_AGE_SECONDS", 3 * 24 * 3600)
 
     #: Strict-Transport-Security on every response; production only (below).
     HSTS_SECONDS = 0
@@ -143,10 +158,11 @@ class TestingConfig(Config):
     # builds its own apps with low limits.
     RATELIMIT_ENABLED = True
     REDIS_URL = ""  # memory; the Redis test passes its own REDIS_URL
+    RATELIMIT_STORAGE_URI = ""
     RATELIMIT_KEY_PREFIX = "crowdfund-test"
     RATELIMIT_LOGIN_ACCOUNT = RATELIMIT_LOGIN_ADDRESS = RATELIMIT_SIGNUP = "100000 per hour"
     RATELIMIT_RESET_ADDRESS = RATELIMIT_RESET_ACCOUNT = RATELIMIT_HOLD = "100000 per hour"
-    RATELIMIT_CHECK_IN = RATELIMIT_WEBHOOK = "100000 per hour"
+    RATELIMIT_CHECK_IN = RATELIMIT_WEBHOOK = RATELIMIT_VERIFY_EMAIL = "100000 per hour"
 
 
 CONFIGS = {

@@ -82,11 +82,14 @@ def create_app(config_name: str | None = None, overrides: dict[str, Any] | None 
 
 
 def _register_session_lifecycle(app: Flask) -> None:
+    from crowdfund.accounts.remember import REMEMBER_PREFIX, load_remembered, resolve_remembered_user
     from crowdfund.accounts.services import load_user
     from crowdfund.web import db
 
     @login_manager.user_loader
     def _load_user(user_token: str) -> Any:
+        if user_token.startswith(REMEMBER_PREFIX):  # from the remember-me cookie, not the session
+            return load_remembered(user_token)
         return load_user(db(), user_token)
 
     @app.before_request
@@ -102,6 +105,9 @@ def _register_session_lifecycle(app: Flask) -> None:
         # SQLite: read-only requests begin DEFERRED so they never queue behind writers.
         mode = "DEFERRED" if request.method in ("GET", "HEAD", "OPTIONS") else "IMMEDIATE"
         g.sqlite_begin_token = dbmod.sqlite_begin_mode.set(mode)
+
+    # After _begin_mode: a remember-me login commits in the request's session.
+    app.before_request(resolve_remembered_user)
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:
