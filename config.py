@@ -137,7 +137,10 @@ class ProductionConfig(Config):
 
 class DevelopmentConfig(Config):
     ENV_NAME = "development"
-    SECRET_KEY = os.environ.get("SECRET_KEY") or "dev-only-not-secret"
+    # SECRET_KEY and STRIPE_WEBHOOK_SECRET, unless set in the environment, are
+    # made at random for each instance folder (the SQLite database's folder) and
+    # kept there: development_secrets() below. A secret written here would let
+    # anyone forge an admin's cookie on every development-config deployment.
     SESSION_COOKIE_SECURE = False
     REMEMBER_COOKIE_SECURE = False
     MAIL_BACKEND = os.environ.get("MAIL_BACKEND", "folder")
@@ -163,6 +166,45 @@ class TestingConfig(Config):
     RATELIMIT_LOGIN_ACCOUNT = RATELIMIT_LOGIN_ADDRESS = RATELIMIT_SIGNUP = "100000 per hour"
     RATELIMIT_RESET_ADDRESS = RATELIMIT_RESET_ACCOUNT = RATELIMIT_HOLD = "100000 per hour"
     RATELIMIT_CHECK_IN = RATELIMIT_WEBHOOK = RATELIMIT_VERIFY_EMAIL = "100000 per hour"
+
+
+def instance_folder(database_url: str) -> Path:
+    """Where an instance keeps its files: beside its SQLite database, else instance/."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(url.database).resolve().parent
+    return BASE_DIR / "instance"
+
+
+def instance_secret(folder: Path, name: str, prefix: str = "") -> str:
+    """The secret kept in folder/name (mode 0600), made at random on first use."""
+    import secrets
+
+    path = folder / name
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    value = prefix + secrets.token_urlsafe(32)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_text().strip()
+    with os.fdopen(descriptor, "w") as file:
+        file.write(value + "\n")
+    return value
+
+
+def development_secrets(settings: dict) -> None:  # type: ignore[type-arg]
+    """Fill in the development config's missing secrets from its instance folder."""
+    folder = instance_folder(settings["DATABASE_URL"])
+    if not settings.get("SECRET_KEY"):
+        settings["SECRET_KEY"] = instance_secret(folder, "secret_key")
+    if not settings.get("STRIPE_WEBHOOK_SECRET"):
+        settings["STRIPE_WEBHOOK_SECRET"] = instance_secret(folder, "stripe_webhook_secret", prefix="whsec_")
 
 
 CONFIGS = {

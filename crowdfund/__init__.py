@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from config import BASE_DIR, config_for
+from config import BASE_DIR, config_for, development_secrets
 from crowdfund import db as dbmod
 from crowdfund import mail
 from crowdfund.accounts import passwords
@@ -36,6 +36,8 @@ def create_app(config_name: str | None = None, overrides: dict[str, Any] | None 
     app.config.from_object(config_for(config_name))
     if overrides:
         app.config.update(overrides)
+    if app.config["ENV_NAME"] == "development":
+        development_secrets(app.config)
     if not app.config.get("SECRET_KEY"):
         raise RuntimeError(
             "SECRET_KEY is not set. Production refuses to start without it: "
