@@ -44,8 +44,7 @@ def _log_in(account: User, remember: bool = False) -> None:
 
 
 def _public_link(endpoint: str, **values: Any) -> str:
-    # PUBLIC_URL, not the request's Host header: a forged Host must not
-    # get a victim mailed a link to someone else's site.
+    # PUBLIC_URL, not the request's Host header (as for password-reset links).
     return current_app.config["PUBLIC_URL"].rstrip("/") + url_for(endpoint, **values)
 
 
@@ -192,7 +191,9 @@ def forgot_password() -> Any:
         config = current_app.config
 
         def link_for(token: str) -> str:
-            return _public_link("accounts.reset_password", token=token)
+            # PUBLIC_URL, not the request's Host header: a forged Host must not
+            # get a victim mailed a link to someone else's site.
+            return config["PUBLIC_URL"].rstrip("/") + url_for("accounts.reset_password", token=token)
 
         services.request_password_reset(
             db(), form.email.data, secret_key=config["SECRET_KEY"], now=now(), link_for=link_for,
