@@ -99,3 +99,44 @@ def test_loaded_user_knows_roles_and_studio_and_sees_changes_made_in_the_same_se
         assert loaded.studio_id == studio_id and loaded.has_role("studio")
         services.set_studio(fresh, as_member, None, acting_user=loaded)
         assert as_member.studio_id is None and as_member.role_names == set()
+
+
+def test_one_remember_token_used_by_parallel_requests_is_replaced_once(db: Session, app: Flask) -> None:
+    """A browser opening with several tabs sends one remember token in parallel
+    requests: every one logs in, exactly one issues the successor, none fails."""
+    import threading
+    from datetime import timedelta
+
+    from crowdfund.accounts.models import RememberToken
+    from sqlalchemy import func, select
+
+    user = make_user(db)
+    now = datetime.now(UTC)
+    raw, _ = services.issue_remember_token(db, user, now=now, lifetime=timedelta(days=30))
+    db.commit()
+    sessionmaker = app.extensions["crowdfund.sessionmaker"]
+    start = threading.Barrier(8)
+    results: list[object] = []
+    lock = threading.Lock()
+
+    def use() -> None:
+        with sessionmaker() as session:
+            start.wait()
+            try:
+                login = services.use_remember_token(session, raw, now=now)
+                session.commit()
+                result: object = login
+            except Exception as exc:  # noqa: BLE001 - the test reports any failure
+                result = exc
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(isinstance(r, services.RememberedLogin) for r in results), results
+    assert all(r.user_token == user.get_id() for r in results)  # type: ignore[union-attr]
+    assert len([r for r in results if r.new_token]) == 1  # type: ignore[union-attr]
+    assert db.scalar(select(func.count()).select_from(RememberToken)) == 2  # the old one (replaced) and its successor
