@@ -48,7 +48,11 @@ class Config:
     REMEMBER_COOKIE_HTTPONLY = True
     REMEMBER_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_SECURE = True
-    REMEMBER_COOKIE_DURATION = timedelta(days=14)
+    #: "Keep me logged in": a random token, rotated at each use, that ends this
+    #: long after log-in (accounts/remember.py). A new name: cookies of the old
+    #: kind (the session id, valid until a password change) are ignored.
+    REMEMBER_COOKIE_NAME = "remember"
+    REMEMBER_COOKIE_DURATION = timedelta(days=30)
     PERMANENT_SESSION_LIFETIME = timedelta(days=14)
     WTF_CSRF_TIME_LIMIT = 3600 * 8
 
@@ -89,6 +93,10 @@ class Config:
     MAIL_MAX_ATTEMPTS = _env_int("MAIL_MAX_ATTEMPTS", 5)
 
     REDIS_URL = os.environ.get("REDIS_URL", "")
+    #: Rate-limit storage (a Flask-Limiter storage URI); default: REDIS_URL.
+    #: Production refuses to start with neither, unless this is set to memory://
+    #: explicitly (counts per worker process: only for a single worker).
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "")
     #: Links in e-mail (password reset) start with this, never with the request's
     #: Host header, which a client chooses.
     PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:5000")
@@ -97,7 +105,8 @@ class Config:
     PROXY_FIX_X_FOR = _env_int("PROXY_FIX_X_FOR", 0)
 
     # Rate limits (Flask-Limiter syntax "N per M minutes"), in Redis when
-    # REDIS_URL is set, else in process memory. A limited request gets a 429
+    # REDIS_URL is set, else in process memory (not in production: see
+    # RATELIMIT_STORAGE_URI). A limited request gets a 429
     # with a message and Retry-After.
     RATELIMIT_ENABLED = os.environ.get("RATELIMIT_ENABLED", "1") not in ("0", "false", "no")
     RATELIMIT_KEY_PREFIX = os.environ.get("RATELIMIT_KEY_PREFIX", "crowdfund")
@@ -105,10 +114,14 @@ class Config:
     RATELIMIT_LOGIN_ACCOUNT = os.environ.get("RATELIMIT_LOGIN_ACCOUNT", "10 per 15 minutes")
     #: Log-in attempts per client address, whatever the account.
     RATELIMIT_LOGIN_ADDRESS = os.environ.get("RATELIMIT_LOGIN_ADDRESS", "30 per 15 minutes")
+    #: Sign-ups per client address; only sign-ups that went through count (not
+    #: forms sent back with errors).
     RATELIMIT_SIGNUP = os.environ.get("RATELIMIT_SIGNUP", "10 per hour")
     #: "Forgot password" requests per address and per account; reset-form posts per address.
     RATELIMIT_RESET_ADDRESS = os.environ.get("RATELIMIT_RESET_ADDRESS", "10 per hour")
     RATELIMIT_RESET_ACCOUNT = os.environ.get("RATELIMIT_RESET_ACCOUNT", "3 per hour")
+    #: "Send the confirmation link again" per logged-in user.
+    RATELIMIT_VERIFY_EMAIL = os.environ.get("RATELIMIT_VERIFY_EMAIL", "5 per hour")
     #: Stake holds per logged-in fan.
     RATELIMIT_HOLD = os.environ.get("RATELIMIT_HOLD", "20 per minute")
     #: Ticket check-ins per door-staff account (a busy door scans one every few seconds).
@@ -118,6 +131,8 @@ class Config:
 
     #: How long an e-mailed password-reset link works.
     PASSWORD_RESET_MAX_AGE_SECONDS = _env_int("PASSWORD_RESET_MAX_AGE_SECONDS", 3600)
+    #: How long the e-mail confirmation link sent at sign-up works (a new one can be sent).
+    EMAIL_VERIFY_MAX_AGE_SECONDS = _env_int("EMAIL_VERIFY_MAX_AGE_SECONDS", 3 * 24 * 3600)
 
     #: Strict-Transport-Security on every response; production only (below).
     HSTS_SECONDS = 0
@@ -133,7 +148,10 @@ class ProductionConfig(Config):
 
 class DevelopmentConfig(Config):
     ENV_NAME = "development"
-    SECRET_KEY = os.environ.get("SECRET_KEY") or "dev-only-not-secret"
+    # SECRET_KEY and STRIPE_WEBHOOK_SECRET, unless set in the environment, are
+    # made at random for each instance folder (the SQLite database's folder) and
+    # kept there: development_secrets() below. A secret written here would let
+    # anyone forge an admin's cookie on every development-config deployment.
     SESSION_COOKIE_SECURE = False
     REMEMBER_COOKIE_SECURE = False
     MAIL_BACKEND = os.environ.get("MAIL_BACKEND", "folder")
@@ -156,10 +174,50 @@ class TestingConfig(Config):
     # builds its own apps with low limits.
     RATELIMIT_ENABLED = True
     REDIS_URL = ""  # memory; the Redis test passes its own REDIS_URL
+    RATELIMIT_STORAGE_URI = ""
     RATELIMIT_KEY_PREFIX = "crowdfund-test"
     RATELIMIT_LOGIN_ACCOUNT = RATELIMIT_LOGIN_ADDRESS = RATELIMIT_SIGNUP = "100000 per hour"
     RATELIMIT_RESET_ADDRESS = RATELIMIT_RESET_ACCOUNT = RATELIMIT_HOLD = "100000 per hour"
-    RATELIMIT_CHECK_IN = RATELIMIT_WEBHOOK = "100000 per hour"
+    RATELIMIT_CHECK_IN = RATELIMIT_WEBHOOK = RATELIMIT_VERIFY_EMAIL = "100000 per hour"
+
+
+def instance_folder(database_url: str) -> Path:
+    """Where an instance keeps its files: beside its SQLite database, else instance/."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(url.database).resolve().parent
+    return BASE_DIR / "instance"
+
+
+def instance_secret(folder: Path, name: str, prefix: str = "") -> str:
+    """The secret kept in folder/name (mode 0600), made at random on first use."""
+    import secrets
+
+    path = folder / name
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    value = prefix + secrets.token_urlsafe(32)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_text().strip()
+    with os.fdopen(descriptor, "w") as file:
+        file.write(value + "\n")
+    return value
+
+
+def development_secrets(settings: dict) -> None:  # type: ignore[type-arg]
+    """Fill in the development config's missing secrets from its instance folder."""
+    folder = instance_folder(settings["DATABASE_URL"])
+    if not settings.get("SECRET_KEY"):
+        settings["SECRET_KEY"] = instance_secret(folder, "secret_key")
+    if not settings.get("STRIPE_WEBHOOK_SECRET"):
+        settings["STRIPE_WEBHOOK_SECRET"] = instance_secret(folder, "stripe_webhook_secret", prefix="whsec_")
 
 
 CONFIGS = {

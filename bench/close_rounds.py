@@ -103,8 +103,9 @@ def fill(url: str, intents: list[str], backers: int) -> int:
     past = now - timedelta(days=1)
     with engine.begin() as conn:
         conn.execute(text("""
-            INSERT INTO users (email, display_name, password_hash, session_version, is_active, created_at)
-            SELECT 'b' || g || '@bench.test', 'Backer ' || g, 'x', 1, true, :now FROM generate_series(1, :n) g
+            INSERT INTO users (email, display_name, password_hash, session_version, is_active, created_at,
+                               email_verified_at)
+            SELECT 'b' || g || '@bench.test', 'Backer ' || g, 'x', 1, true, :now, :now FROM generate_series(1, :n) g
         """), {"now": now, "n": backers})
         conn.execute(text("INSERT INTO studios (name, created_at) VALUES ('Bench Studio', :now)"), {"now": now})
         film_id = conn.execute(text("""

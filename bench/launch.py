@@ -89,8 +89,9 @@ def fill(url: str, fans: int, cap: int, limit: int, sellout_cap: int, sellout_li
     ids: dict[str, int] = {}
     with engine.begin() as conn:
         conn.execute(text("""
-            INSERT INTO users (email, display_name, password_hash, session_version, is_active, created_at)
-            SELECT 'fan' || g || '@bench.test', 'Fan ' || g, :hash, 1, true, :now FROM generate_series(1, :n) g
+            INSERT INTO users (email, display_name, password_hash, session_version, is_active, created_at,
+                               email_verified_at)
+            SELECT 'fan' || g || '@bench.test', 'Fan ' || g, :hash, 1, true, :now, :now FROM generate_series(1, :n) g
         """), {"now": now, "n": fans, "hash": password_hash})
         conn.execute(text("INSERT INTO user_roles (user_id, role, granted_at) SELECT id, 'fan', :now FROM users"),
                      {"now": now})

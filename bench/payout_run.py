@@ -53,12 +53,14 @@ def fill(url: str, users: int, films: list[tuple[str, int, str]]) -> dict[str, i
     ids: dict[str, int] = {}
     with engine.begin() as conn:
         conn.execute(text("""
-            INSERT INTO users (email, display_name, password_hash, session_version, is_active, created_at)
-            SELECT 'b' || g || '@bench.test', 'Backer ' || g, 'x', 1, true, :now FROM generate_series(1, :n) g
+            INSERT INTO users (email, display_name, password_hash, session_version, is_active, created_at,
+                               email_verified_at)
+            SELECT 'b' || g || '@bench.test', 'Backer ' || g, 'x', 1, true, :now, :now FROM generate_series(1, :n) g
         """), {"now": now, "n": users})
         conn.execute(text("INSERT INTO studios (name, created_at) VALUES ('Bench Studio', :now)"), {"now": now})
-        conn.execute(text("""INSERT INTO users (email, display_name, password_hash, session_version, is_active, created_at)
-                             VALUES ('finance@bench.test', 'Finance', 'x', 1, true, :now)"""), {"now": now})
+        conn.execute(text("""INSERT INTO users (email, display_name, password_hash, session_version, is_active, created_at,
+                               email_verified_at)
+                             VALUES ('finance@bench.test', 'Finance', 'x', 1, true, :now, :now)"""), {"now": now})
         for title, backers, units in films:
             film_id = conn.execute(text("""
                 INSERT INTO films (studio_id, slug, title, logline, synopsis, risks, funding_goal_cents,

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from config import BASE_DIR, config_for
+from config import BASE_DIR, config_for, development_secrets
 from crowdfund import db as dbmod
 from crowdfund import mail
 from crowdfund.accounts import passwords
@@ -36,6 +36,8 @@ def create_app(config_name: str | None = None, overrides: dict[str, Any] | None 
     app.config.from_object(config_for(config_name))
     if overrides:
         app.config.update(overrides)
+    if app.config["ENV_NAME"] == "development":
+        development_secrets(app.config)
     if not app.config.get("SECRET_KEY"):
         raise RuntimeError(
             "SECRET_KEY is not set. Production refuses to start without it: "
@@ -101,11 +103,14 @@ def _register_mail_delivery(app: Flask, mailer: mail.Mailer) -> None:
 
 
 def _register_session_lifecycle(app: Flask) -> None:
+    from crowdfund.accounts.remember import REMEMBER_PREFIX, load_remembered, resolve_remembered_user
     from crowdfund.accounts.services import load_user
     from crowdfund.web import db
 
     @login_manager.user_loader
     def _load_user(user_token: str) -> Any:
+        if user_token.startswith(REMEMBER_PREFIX):  # from the remember-me cookie, not the session
+            return load_remembered(user_token)
         return load_user(db(), user_token)
 
     @app.before_request
@@ -121,6 +126,9 @@ def _register_session_lifecycle(app: Flask) -> None:
         # SQLite: read-only requests begin DEFERRED so they never queue behind writers.
         mode = "DEFERRED" if request.method in ("GET", "HEAD", "OPTIONS") else "IMMEDIATE"
         g.sqlite_begin_token = dbmod.sqlite_begin_mode.set(mode)
+
+    # After _begin_mode: a remember-me login commits in the request's session.
+    app.before_request(resolve_remembered_user)
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:

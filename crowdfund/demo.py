@@ -135,15 +135,20 @@ def seed(session: Session, gateway: Any = None, stripe_base: str = "", publishab
     """Demo users and films in every state. With a gateway (localstripe), fans
     also buy stakes and past rounds are closed, through the real services."""
     logins: list[tuple[str, str]] = []
-    admin = accounts.create_user(session, "admin@example.com", DEMO_PASSWORD, "Ada Admin", roles=(Role.ADMIN,))
-    finance = accounts.create_user(session, "finance@example.com", DEMO_PASSWORD, "Fin Ance", roles=(Role.FINANCE,))
-    studio_user = accounts.create_user(session, "studio@example.com", DEMO_PASSWORD, "Sam Studio", roles=())
+    verified = {"email_verified_at": utcnow()}  # demo addresses are confirmed, so every demo fan can buy
+    admin = accounts.create_user(session, "admin@example.com", DEMO_PASSWORD, "Ada Admin", roles=(Role.ADMIN,),
+                                 **verified)
+    finance = accounts.create_user(session, "finance@example.com", DEMO_PASSWORD, "Fin Ance", roles=(Role.FINANCE,),
+                                   **verified)
+    studio_user = accounts.create_user(session, "studio@example.com", DEMO_PASSWORD, "Sam Studio", roles=(),
+                                       **verified)
     studio = accounts.create_studio(session, "Northlight Pictures")
     accounts.set_studio(session, studio_user, studio)
     logins += [("admin", admin.email), ("finance", finance.email), ("studio", studio_user.email)]
     fans = []
     for n, name in enumerate(["Fay Fan", "Femi Fan", "Fumiko Fan", "Felix Fan"], start=1):
-        fan = accounts.sign_up(session, f"fan{n}@example.com", DEMO_PASSWORD, name)
+        fan = accounts.create_user(session, f"fan{n}@example.com", DEMO_PASSWORD, name, roles=(Role.FAN,),
+                                   **verified)
         fans.append(fan)
         logins.append(("fan", fan.email))
     created = []

@@ -7,31 +7,45 @@ Only for development: Flask's own server and the development config.
 from __future__ import annotations
 
 import os
+from typing import Any
+
+from flask import Flask
 
 from crowdfund import create_app
 from crowdfund.demo import DEMO_PASSWORD, seed
 from crowdfund.migrate import upgrade
-from crowdfund.payments.localstripe_server import register_webhook, start_in_thread
+from crowdfund.payments.localstripe_server import LocalStripe, register_webhook, start_in_thread
 
 HOST = "127.0.0.1"
 PORT = int(os.environ.get("PORT", "5000"))
 STRIPE_PORT = int(os.environ.get("LOCALSTRIPE_PORT", "8420"))
-SECRET_KEY = "sk_test_demo"
+# localstripe takes any key of the right shape; these authenticate us to it, not anyone to us.
+STRIPE_SECRET_KEY = "sk_test_demo"
 PUBLISHABLE_KEY = "pk_test_demo"
-WEBHOOK_SECRET = "whsec_demo"
+
+
+def make_app(stripe: LocalStripe, overrides: dict[str, Any] | None = None) -> Flask:
+    """The development app against localstripe. Its session and webhook secrets
+    come from its instance folder (config.development_secrets), made on first run."""
+    return create_app("development", {
+        "STRIPE_API_BASE": stripe.url,
+        "STRIPE_SECRET_KEY": STRIPE_SECRET_KEY,
+        "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
+        "STRIPE_JS_URL": stripe.js_url,
+        **(overrides or {}),
+    })
+
+
+def register_demo_webhook(app: Flask, stripe_url: str, target_url: str) -> None:
+    """localstripe signs its deliveries with the secret the app verifies them with."""
+    register_webhook(stripe_url, "demo", target_url, app.config["STRIPE_WEBHOOK_SECRET"])
 
 
 def main() -> None:
     os.environ.setdefault("CROWDFUND_ENV", "development")
     stripe = start_in_thread(STRIPE_PORT)
-    app = create_app(overrides={
-        "STRIPE_API_BASE": stripe.url,
-        "STRIPE_SECRET_KEY": SECRET_KEY,
-        "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "STRIPE_JS_URL": stripe.js_url,
-    })
-    register_webhook(stripe.url, "demo", f"http://{HOST}:{PORT}/stripe/webhook", WEBHOOK_SECRET)
+    app = make_app(stripe)
+    register_demo_webhook(app, stripe.url, f"http://{HOST}:{PORT}/stripe/webhook")
     upgrade(app.config["DATABASE_URL"])
     print("Seeding demo data (fans buy stakes through localstripe)...")
     with app.extensions["crowdfund.sessionmaker"]() as session:

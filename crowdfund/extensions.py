@@ -11,6 +11,7 @@ functions.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ csrf = CSRFProtect()
 
 F = TypeVar("F", bound=Callable[..., Any])
 LIMITER_KEY = "crowdfund.limiter"
+log = logging.getLogger(__name__)
 
 
 def address_key() -> str:
@@ -78,12 +80,42 @@ def rate_limit(setting: str, *, key: str = "address", methods: tuple[str, ...] =
     return mark
 
 
+def rate_limit_storage(config: Any) -> str:
+    """Where the limiter counts: RATELIMIT_STORAGE_URI if set, else REDIS_URL.
+
+    Production refuses to start with neither: in memory, every gunicorn worker
+    keeps its own counts, so N workers allow N times each limit (19 log-in
+    guesses got through a limit of 10). Memory is used there only when it is
+    chosen explicitly (RATELIMIT_STORAGE_URI=memory://, one worker), and then
+    logged loudly at every start.
+    """
+    storage = config.get("RATELIMIT_STORAGE_URI") or config.get("REDIS_URL") or ""
+    enabled = bool(config.get("RATELIMIT_ENABLED", True))
+    production = config.get("ENV_NAME") == "production"
+    if not storage:
+        if production and enabled:
+            raise RuntimeError(
+                "Rate limits need shared storage in production: set REDIS_URL (or RATELIMIT_STORAGE_URI). "
+                "Counted in process memory, each worker would allow the whole limit again. To run on memory "
+                "anyway (one worker only), set RATELIMIT_STORAGE_URI=memory:// explicitly."
+            )
+        storage = "memory://"
+    if storage.startswith("memory://") and enabled and not config.get("TESTING"):
+        (log.critical if production else log.warning)(
+            "Rate limits are counted in process memory (%s): each worker process counts on its own, so with "
+            "N workers every limit is N times higher. Set REDIS_URL for shared counts.", storage)
+    if production and not enabled:
+        log.warning("Rate limits are switched off (RATELIMIT_ENABLED=0).")
+    return storage
+
+
 def init_limiter(app: Flask) -> Limiter:
-    """One Limiter per app: Redis when REDIS_URL is set, memory otherwise."""
+    """One Limiter per app, counting where rate_limit_storage() says."""
+    storage = rate_limit_storage(app.config)
     limiter = Limiter(
         key_func=address_key,
         app=None,
-        storage_uri=app.config.get("REDIS_URL") or "memory://",
+        storage_uri=storage,
         strategy="fixed-window",
         # No X-RateLimit-* on every response: they cost two more storage round
         # trips per limited request (Redis in production; on the launch-day hold
@@ -94,7 +126,7 @@ def init_limiter(app: Flask) -> Limiter:
         key_prefix=app.config.get("RATELIMIT_KEY_PREFIX", "crowdfund"),
         enabled=bool(app.config.get("RATELIMIT_ENABLED", True)),
         # A Redis outage must not take log-in down: count in memory until it is back.
-        in_memory_fallback_enabled=bool(app.config.get("REDIS_URL")),
+        in_memory_fallback_enabled=not storage.startswith("memory://"),
     )
     limiter.init_app(app)
     app.extensions[LIMITER_KEY] = limiter

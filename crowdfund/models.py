@@ -2,6 +2,7 @@
 
 from crowdfund.audit import AuditEvent
 from crowdfund.accounts.models import Studio, StudioMember, User, UserRole
+from crowdfund.accounts.models import RememberToken
 from crowdfund.db import Base
 from crowdfund.films.models import Film, FilmEvent
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order
@@ -18,4 +19,5 @@ __all__ = [
     "BackerPosition", "BoxOfficeReport", "PayoutRun", "PayoutStatement", "Film", "JournalEntry", "JournalLine", "SentEmail", "StripeEvent", "FilmEvent", "FilmInventory", "Order", "StoredFile", "Studio",
     "StudioMember", "User", "UserRole", "metadata", "AuditEvent",
     "CheckInAttempt", "RewardTier", "Screening", "Ticket",
+    "RememberToken",
 ]

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
 
 from flask import abort, current_app, g, request
 from flask_login import current_user
@@ -74,9 +75,39 @@ def login_required(view: F) -> F:
     return role_required()(view)
 
 
+#: What a browser's URL parser drops before it reads a URL (WHATWG URL standard):
+#: tab, CR and LF anywhere, and C0 controls and spaces at either end.
+_URL_DROPPED = str.maketrans("", "", "\t\r\n")
+_URL_TRIMMED = "".join(chr(c) for c in range(0x21))
+
+
+def safe_next(target: str | None) -> str | None:
+    """The same-site path to go to after log-in (or sign-up, or e-mail
+    verification), or None when `target` could lead anywhere else.
+
+    The check reads `target` as a browser would: "/\t/evil.example" is
+    "//evil.example" to a browser, which is another site. So tab, CR and LF are
+    dropped and the ends trimmed first, then anything with a scheme, a host, a
+    backslash (a browser reads it as "/") or a control character is refused,
+    and what is left is what the redirect uses.
+    """
+    if not target or len(target) > 2000:
+        return None
+    cleaned = target.translate(_URL_DROPPED).strip(_URL_TRIMMED)
+    if not cleaned.startswith("/") or cleaned.startswith("//") or "\\" in cleaned:
+        return None
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c.isspace() for c in cleaned):
+        return None
+    parts = urlsplit(cleaned)
+    if parts.scheme or parts.netloc:
+        return None
+    # Non-ASCII characters percent-encoded (UTF-8); existing %-escapes kept as they are.
+    return quote(cleaned, safe="/?#[]@!$&'()*+,;=:%-._~")
+
+
 def is_safe_next(target: str | None) -> bool:
-    """Only same-site relative paths are followed after log-in."""
-    return bool(target) and target.startswith("/") and not target.startswith("//") and "\\" not in target
+    """Whether `target` is a same-site path (see safe_next)."""
+    return safe_next(target) is not None
 
 
 def wants_json() -> bool:

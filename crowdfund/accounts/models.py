@@ -33,6 +33,9 @@ class User(Base):
     session_version: Mapped[int] = mapped_column(Integer, default=1)
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: When the owner opened the link e-mailed at sign-up; holding stakes needs it.
+    #: In the one row load_user reads, so the hold checks it for free.
+    email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     roles: Mapped[list[UserRole]] = relationship(
         back_populates="user", cascade="all, delete-orphan", lazy="selectin"
@@ -52,6 +55,10 @@ class User(Base):
 
     def get_id(self) -> str:
         return f"{self.id}.{self.session_version}"
+
+    @property
+    def email_verified(self) -> bool:
+        return self.email_verified_at is not None
 
     def remember_access(self, stored_roles: str | None, studio_id: int | None) -> None:
         """Keep the role names (comma-separated) and studio read in the same row
@@ -120,3 +127,23 @@ class StudioMember(Base):
 
     user: Mapped[User] = relationship(back_populates="membership")
     studio: Mapped[Studio] = relationship(back_populates="members", lazy="joined")
+
+
+class RememberToken(Base):
+    """A "keep me logged in" cookie: random, kept only as its SHA-256, valid
+    until expires_at (set at log-in, not extended), replaced by a new one each
+    time it logs a browser in. It also stops working when the user's
+    session_version changes (log-out, password reset, role change)."""
+
+    __tablename__ = "remember_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The user's session_version when the token was issued.
+    session_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: When a successor was issued; the token is still accepted for a few
+    #: seconds after (parallel requests of one browser), then never.
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy.orm import Session, lazyload
 
 from crowdfund import audit
 from crowdfund.accounts import passwords
-from crowdfund.accounts.models import STORED_ROLES, Role, Studio, StudioMember, User, UserRole
+from crowdfund.accounts.models import STORED_ROLES, RememberToken, Role, Studio, StudioMember, User, UserRole
 from crowdfund.db import utcnow
 from crowdfund.errors import Conflict, DomainError, NotFound
 from crowdfund.mail import queue_email
@@ -43,20 +45,19 @@ def create_user(
     password: str,
     display_name: str,
     roles: tuple[Role, ...] = (Role.FAN,),
+    *,
+    email_verified_at: datetime | None = None,
 ) -> User:
-    email = normalize_email(email)
-    problem = passwords.password_problem(password)
-    if problem:
-        raise DomainError(problem, field="password")
-    display_name = _single_line(display_name, "Your name", "display_name")
-    if not display_name:
-        raise DomainError("Enter your name.", field="display_name")
+    """An account (staff tools, tests, demo); sign-up goes through sign_up().
+    Accounts made by staff are verified by whoever made them: pass the time."""
+    email, display_name = _check_sign_up(email, password, display_name)
     if find_user_by_email(session, email) is not None:
         raise Conflict("An account with this e-mail already exists.", field="email")
     user = User(
         email=email,
         display_name=display_name[:80],
         password_hash=passwords.hash_password(passwords.hasher_for(session), password),
+        email_verified_at=email_verified_at,
     )
     user.roles = [UserRole(role=r.value) for r in roles if r in STORED_ROLES]
     session.add(user)
@@ -69,8 +70,45 @@ def create_user(
     return user
 
 
-def sign_up(session: Session, email: str, password: str, display_name: str) -> User:
-    return create_user(session, email, password, display_name, roles=(Role.FAN,))
+def _check_sign_up(email: str, password: str, display_name: str) -> tuple[str, str]:
+    email = normalize_email(email)
+    problem = passwords.password_problem(password)
+    if problem:
+        raise DomainError(problem, field="password")
+    display_name = _single_line(display_name, "Your name", "display_name")
+    if not display_name:
+        raise DomainError("Enter your name.", field="display_name")
+    return email, display_name
+
+
+def sign_up(session: Session, email: str, password: str, display_name: str, *, now: datetime,
+            secret_key: str, verify_link_for: Callable[[str], str], owner_links: dict[str, str],
+            verify_max_age_seconds: int) -> User | None:
+    """A fan account, unverified, with a verification link e-mailed to it.
+
+    When the address already has an account nothing is created and its owner
+    is told by e-mail instead (owner_links: "login" and "reset" URLs). The
+    caller must answer the same either way, so sign-up reveals nothing about
+    which addresses have accounts; the password is hashed either way, so
+    neither does the time it takes. Returns the new user, or None.
+    """
+    email, display_name = _check_sign_up(email, password, display_name)
+    existing = find_user_by_email(session, email)
+    if existing is None:
+        try:
+            user = create_user(session, email, password, display_name, roles=(Role.FAN,))
+        except Conflict:
+            existing = find_user_by_email(session, email)  # the same address signed up at the same moment
+        else:
+            send_verification_email(session, user, secret_key=secret_key, now=now, link_for=verify_link_for,
+                                    max_age_seconds=verify_max_age_seconds)
+            return user
+    else:
+        passwords.hash_password(passwords.hasher_for(session), password)  # the time a new account takes
+    if existing is not None and existing.is_active:
+        queue_email(session, key=f"signup-exists:{existing.id}:{now:%Y%m%d%H%M}", to=existing.email,
+                    template="signup_exists", name=existing.display_name, **owner_links)
+    return None
 
 
 def authenticate(session: Session, email: str, password: str) -> User | None:
@@ -280,5 +318,147 @@ def reset_password(session: Session, token: str, new_password: str, *, secret_ke
     )
     if result.rowcount != 1:
         raise DomainError(INVALID_RESET_LINK, field="token")
+    # Every "keep me logged in" cookie goes too: whoever had the old password may hold one.
+    session.execute(delete(RememberToken).where(RememberToken.user_id == user.id))
     session.expire(user)
     return user
+
+
+# --- e-mail verification ------------------------------------------------------------
+#
+# The link carries a signed, timestamped token (like the password reset, with
+# its own salt) naming the user and the address it was sent to. Opening it
+# marks the address verified; opening it again changes nothing.
+
+VERIFY_SALT = "crowdfund.email-verify"
+INVALID_VERIFY_LINK = "This confirmation link is invalid. Log in and ask for a new one from your account page."
+EXPIRED_VERIFY_LINK = "This confirmation link has expired. Log in and ask for a new one from your account page."
+
+
+def _verify_serializer(secret_key: str, now: datetime) -> URLSafeTimedSerializer:
+    timestamp = int(now.timestamp())
+
+    class _ClockSigner(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return timestamp
+
+    return URLSafeTimedSerializer(secret_key, salt=VERIFY_SALT, signer=_ClockSigner)
+
+
+def make_verification_token(user: User, *, secret_key: str, now: datetime) -> str:
+    return _verify_serializer(secret_key, now).dumps({"u": user.id, "e": user.email})
+
+
+def send_verification_email(session: Session, user: User, *, secret_key: str, now: datetime,
+                            link_for: Callable[[str], str], max_age_seconds: int) -> bool:
+    """Queue a mail with a link that confirms `user`'s address (sign-up, or "send it again")."""
+    if user.email_verified_at is not None:
+        return False
+    token = make_verification_token(user, secret_key=secret_key, now=now)
+    return queue_email(session, key=f"verify:{user.id}:{int(now.timestamp())}", to=user.email,
+                       template="verify_email", name=user.display_name, link=link_for(token),
+                       hours=max(1, max_age_seconds // 3600))
+
+
+def verify_email(session: Session, token: str, *, secret_key: str, now: datetime, max_age_seconds: int) -> User:
+    """Mark the address a valid token names verified; DomainError otherwise."""
+    try:
+        payload = _verify_serializer(secret_key, now).loads((token or "")[:500], max_age=max_age_seconds)
+    except SignatureExpired as exc:
+        raise DomainError(EXPIRED_VERIFY_LINK, field="token") from exc
+    except BadSignature as exc:
+        raise DomainError(INVALID_VERIFY_LINK, field="token") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("u"), int):
+        raise DomainError(INVALID_VERIFY_LINK, field="token")
+    user = session.get(User, payload["u"])
+    if user is None or not user.is_active or payload.get("e") != user.email:
+        raise DomainError(INVALID_VERIFY_LINK, field="token")
+    if user.email_verified_at is None:
+        user.email_verified_at = now
+        session.flush()
+    return user
+
+
+# --- sessions and "keep me logged in" -------------------------------------------------
+#
+# A session cookie names "<id>.<session_version>" (User.get_id); load_user
+# refuses it once session_version has moved on. Logging out moves it on, so a
+# copy of the cookie kept from before stops working, in every browser.
+#
+# A remember-me cookie holds a random token; the server keeps its SHA-256 with
+# an expiry (30 days from log-in, never extended) and the session_version it was
+# issued under. Each time it logs a browser in it is replaced by a new one; the
+# old one is still accepted for REMEMBER_REUSE_GRACE (a browser's parallel
+# requests all carry it), after that its return means a copy is in other hands
+# and all of the user's tokens are deleted.
+
+REMEMBER_REUSE_GRACE = timedelta(seconds=30)
+
+
+def _token_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()
+
+
+@dataclass(frozen=True)
+class RememberedLogin:
+    user_token: str  # User.get_id() for the session
+    expires_at: datetime
+    #: The token to put in the cookie instead, or None to leave the cookie as it is.
+    new_token: str | None
+
+
+def issue_remember_token(session: Session, user: User, *, now: datetime, lifetime: timedelta,
+                         expires_at: datetime | None = None) -> tuple[str, datetime]:
+    raw = secrets.token_urlsafe(32)
+    expires_at = expires_at or now + lifetime
+    session.add(RememberToken(user_id=user.id, token_hash=_token_hash(raw), session_version=user.session_version,
+                              created_at=now, expires_at=expires_at))
+    session.flush()
+    return raw, expires_at
+
+
+def use_remember_token(session: Session, raw: str, *, now: datetime) -> RememberedLogin | None:
+    """The login a remember-me token gives (rotating the token), or None."""
+    row = session.execute(
+        select(RememberToken, User.session_version, User.is_active)
+        .join(User, User.id == RememberToken.user_id)
+        .where(RememberToken.token_hash == _token_hash(raw))
+    ).one_or_none()
+    if row is None:
+        return None
+    token, session_version, is_active = row
+    if not is_active or token.session_version != session_version or token.expires_at <= now:
+        session.delete(token)
+        session.flush()
+        return None
+    user_token = f"{token.user_id}.{session_version}"
+    if token.rotated_at is not None:
+        if now - token.rotated_at <= REMEMBER_REUSE_GRACE:
+            return RememberedLogin(user_token, token.expires_at, None)
+        session.execute(delete(RememberToken).where(RememberToken.user_id == token.user_id))
+        return None
+    # Conditional: of two requests rotating one token at once, one issues the successor.
+    rotated = session.execute(
+        update(RememberToken).where(RememberToken.id == token.id, RememberToken.rotated_at.is_(None))
+        .values(rotated_at=now).execution_options(synchronize_session=False)
+    )
+    if rotated.rowcount != 1:
+        return RememberedLogin(user_token, token.expires_at, None)
+    # Replaced tokens are kept until they expire, so that one coming back is recognised as a copy.
+    session.execute(delete(RememberToken).where(RememberToken.user_id == token.user_id,
+                                                RememberToken.expires_at <= now))
+    new_raw = secrets.token_urlsafe(32)
+    session.add(RememberToken(user_id=token.user_id, token_hash=_token_hash(new_raw), session_version=session_version,
+                              created_at=now, expires_at=token.expires_at))
+    session.flush()
+    return RememberedLogin(user_token, token.expires_at, new_raw)
+
+
+def end_all_sessions(session: Session, user: User) -> None:
+    """Log `user` out everywhere: every session cookie and every remember-me token stops working."""
+    session.execute(
+        update(User).where(User.id == user.id).values(session_version=User.session_version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(delete(RememberToken).where(RememberToken.user_id == user.id))
+    session.expire(user, ["session_version"])

@@ -4,11 +4,12 @@ from datetime import date
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, session, url_for
-from flask_login import login_user, logout_user
+from flask_login import current_user, login_user, logout_user
 from sqlalchemy import func, or_, select
 from wtforms.fields.choices import SelectChoice
 
 from crowdfund.accounts import services
+from crowdfund.accounts.remember import remember_browser
 from crowdfund.accounts.forms import (
     EmptyForm, ForgotPasswordForm, LogInForm, ResetPasswordForm, RoleForm, SignUpForm, StudioForm,
     StudioMembershipForm,
@@ -16,7 +17,7 @@ from crowdfund.accounts.forms import (
 from crowdfund.accounts.models import Role, Studio, User
 from crowdfund.errors import DomainError
 from crowdfund.extensions import rate_limit
-from crowdfund.web import db, is_safe_next, login_required, now, role_required, user
+from crowdfund.web import db, login_required, now, role_required, safe_next, user
 
 bp = Blueprint("accounts", __name__)
 admin_bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -36,25 +37,100 @@ def home_for(account: User) -> str:
 def _log_in(account: User, remember: bool = False) -> None:
     """A new session at log-in: nothing set before it (by anyone) survives into it."""
     session.clear()
-    login_user(account, remember=remember)
+    login_user(account)
+    if remember:
+        remember_browser(account)  # a random token of its own, not flask-login's cookie
+        db().commit()
+
+
+def _public_link(endpoint: str, **values: Any) -> str:
+    # PUBLIC_URL, not the request's Host header (as for password-reset links).
+    return current_app.config["PUBLIC_URL"].rstrip("/") + url_for(endpoint, **values)
+
+
+def _verify_link_for(next_url: str | None) -> Any:
+    return lambda token: _public_link("accounts.verify_email", token=token, next=next_url)
+
+
+SIGNED_UP = ("Check your e-mail: we have sent a message to {email}. Open the link in it to confirm your "
+             "address, then log in.")
 
 
 @bp.route("/signup", methods=["GET", "POST"])
-@rate_limit("RATELIMIT_SIGNUP", key="address")
+# Counts sign-ups that went through (a 303), not forms sent back with errors.
+@rate_limit("RATELIMIT_SIGNUP", key="address", count_statuses=(303,))
 def signup() -> Any:
     form = SignUpForm()
+    next_url = safe_next(request.args.get("next"))
     if form.validate_on_submit():
+        config = current_app.config
         try:
-            account = services.sign_up(db(), form.email.data, form.password.data, form.display_name.data)
+            services.sign_up(
+                db(), form.email.data, form.password.data, form.display_name.data, now=now(),
+                secret_key=config["SECRET_KEY"], verify_link_for=_verify_link_for(next_url),
+                owner_links={"login_link": _public_link("accounts.login"),
+                             "reset_link": _public_link("accounts.forgot_password")},
+                verify_max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"],
+            )
             db().commit()
         except DomainError as exc:
             db().rollback()
             getattr(form, exc.field or "email").errors.append(exc.message)
         else:
-            _log_in(account)
-            flash("Welcome! Your account is ready.", "success")
-            return redirect(url_for("catalogue.home"))
-    return render_template("accounts/signup.html", form=form), 400 if form.errors else 200
+            # The same answer whether or not the address already had an account
+            # (its owner gets an e-mail instead of a new account).
+            flash(SIGNED_UP.format(email=form.email.data.strip()[:254]), "info")
+            return redirect(url_for("accounts.login", next=next_url), 303)
+    return render_template("accounts/signup.html", form=form, next_url=next_url), 400 if form.errors else 200
+
+
+EMAIL_CONFIRMED = "Your e-mail address is confirmed. You can back films now."
+
+
+@bp.route("/verify-email/<token>")
+def verify_email(token: str) -> Any:
+    config = current_app.config
+    try:
+        account = services.verify_email(db(), token, secret_key=config["SECRET_KEY"], now=now(),
+                                        max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"])
+        db().commit()
+    except DomainError as exc:
+        db().rollback()
+        response = make_response(render_template("accounts/verify_email.html", problem=exc.message,
+                                                 form=EmptyForm(), next_url=safe_next(request.args.get("next"))), 400)
+    else:
+        next_url = safe_next(request.args.get("next"))
+        flash(EMAIL_CONFIRMED if current_user.is_authenticated else EMAIL_CONFIRMED + " Log in to continue.",
+              "success")
+        if current_user.is_authenticated and current_user.id == account.id:
+            response = redirect(next_url or home_for(account), 303)
+        else:
+            response = redirect(url_for("accounts.login", next=next_url), 303)
+    # The token is in this page's URL: never send it on as a Referer.
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/account/verify-email", methods=["POST"])
+@rate_limit("RATELIMIT_VERIFY_EMAIL", key="user")
+@login_required
+def resend_verification() -> Any:
+    """Send the confirmation link again (from the account page, or from a refused hold)."""
+    next_url = safe_next(request.args.get("next"))
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    account = user()
+    if account.email_verified:
+        flash("Your e-mail address is already confirmed.", "info")
+    else:
+        config = current_app.config
+        services.send_verification_email(db(), account, secret_key=config["SECRET_KEY"], now=now(),
+                                         link_for=_verify_link_for(next_url),
+                                         max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"])
+        db().commit()
+        flash(f"We have sent a new confirmation link to {account.email}. It may take a minute to arrive.", "info")
+    return redirect(next_url or url_for("accounts.my_account"), 303)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -70,17 +146,36 @@ def login() -> Any:
             form.password.errors.append("That e-mail and password do not match an account.")
         else:
             _log_in(account, remember=bool(form.remember.data))
-            next_url = request.args.get("next")
-            return redirect(next_url if is_safe_next(next_url) else home_for(account))
-    return render_template("accounts/login.html", form=form), 400 if form.errors else 200
+            return redirect(safe_next(request.args.get("next")) or home_for(account))
+    return (render_template("accounts/login.html", form=form, next_url=safe_next(request.args.get("next"))),
+            400 if form.errors else 200)
+
+
+def _log_out_everywhere() -> None:
+    # Server-side: the session cookie and every remember-me token of this user stop
+    # working, so a copy of either kept from before (another browser, a thief) is refused too.
+    if current_user.is_authenticated:
+        services.end_all_sessions(db(), user())
+        db().commit()
+    logout_user()
 
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
     if EmptyForm().validate_on_submit():
-        logout_user()
+        _log_out_everywhere()
         flash("You are logged out.", "info")
     return redirect(url_for("catalogue.home"))
+
+
+@bp.route("/account/logout-everywhere", methods=["POST"])
+@login_required
+def logout_everywhere() -> Any:
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    _log_out_everywhere()
+    flash("You are logged out in every browser and on every device.", "info")
+    return redirect(url_for("accounts.login"), 303)
 
 
 RESET_REQUESTED = ("If an account uses that address, we have sent it a link to choose a new password. "
@@ -152,7 +247,7 @@ def _reset_page(form: ResetPasswordForm | None, problem: str | None, status: int
 @bp.route("/account")
 @login_required
 def my_account() -> Any:
-    return render_template("accounts/account.html", account=user())
+    return render_template("accounts/account.html", account=user(), form=EmptyForm())
 
 
 @bp.route("/home")

@@ -47,6 +47,10 @@ def cancellation_note(order: Any) -> CancellationNote:
 def hold(slug: str) -> Any:
     # The flash-sale path: on launch day this runs hundreds of times a second per machine.
     session, fan = db(), user()
+    if fan.email_verified_at is None:
+        # Read with the user's row (load_user): no query. Throwaway accounts cannot hold stakes.
+        film_path = url_for("catalogue.film_page", slug=slug[:140])
+        return render_template("accounts/verify_needed.html", next_url=film_path, form=EmptyForm()), 403
     film = services.hold_terms(session, slug[:140], fan)
     units_raw = request.form.get("units", "")
     key = request.form.get("key", "")

@@ -12,7 +12,9 @@ from tests.factories import PASSWORD, make_film, make_studio_user
 pytestmark = pytest.mark.browser
 
 
-def test_sign_up_log_in_and_see_a_film(page, db: Session) -> None:  # type: ignore[no-untyped-def]
+def test_sign_up_log_in_and_see_a_film(page, db: Session, mail) -> None:  # type: ignore[no-untyped-def]
+    from tests.http.test_auth import local, verification_link
+
     film = make_film(db, make_studio_user(db), FilmState.FUNDING, title="The Browser Film")
     page.goto("/")
     assert_accessible(page)
@@ -23,9 +25,10 @@ def test_sign_up_log_in_and_see_a_film(page, db: Session) -> None:  # type: igno
     page.get_by_label("Repeat password").fill(PASSWORD)
     assert_accessible(page)
     page.get_by_role("button", name="Sign up").click()
-    page.get_by_text("Welcome! Your account is ready.").wait_for()
-    page.get_by_role("button", name="Log out").click()
-    page.get_by_role("link", name="Log in").first.click()
+    page.get_by_text("Check your e-mail").wait_for()
+    assert_accessible(page)
+    page.goto(local(verification_link(mail, "bea@example.com")))
+    page.get_by_text("Your e-mail address is confirmed").wait_for()
     page.get_by_label("E-mail").fill("BEA@example.com")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()

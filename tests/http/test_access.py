@@ -18,6 +18,8 @@ PUBLIC_ENDPOINTS = {
     "accounts.signup", "accounts.login", "accounts.logout",
     # Password reset is for people who cannot log in: the e-mailed signed token is the credential.
     "accounts.forgot_password", "accounts.reset_password",
+    # E-mail confirmation: the signed token names the address; opening it logs no one in.
+    "accounts.verify_email",
     # Authenticated by Stripe's signature instead of a login (tests/http/test_webhooks.py).
     "payments.webhook",
 }

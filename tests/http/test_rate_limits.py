@@ -24,7 +24,8 @@ SHARED_KEYS = ("DATABASE_URL", "STRIPE_API_BASE", "STRIPE_SECRET_KEY", "STRIPE_P
                "STRIPE_WEBHOOK_SECRET", "STRIPE_JS_URL", "STRIPE_TIMEOUT_SECONDS", "MAIL_BACKEND", "MAIL_PORT")
 HIGH = "1000 per minute"
 ALL_LIMITS = ("RATELIMIT_LOGIN_ACCOUNT", "RATELIMIT_LOGIN_ADDRESS", "RATELIMIT_SIGNUP", "RATELIMIT_RESET_ADDRESS",
-              "RATELIMIT_RESET_ACCOUNT", "RATELIMIT_HOLD", "RATELIMIT_CHECK_IN", "RATELIMIT_WEBHOOK")
+              "RATELIMIT_RESET_ACCOUNT", "RATELIMIT_HOLD", "RATELIMIT_CHECK_IN", "RATELIMIT_WEBHOOK",
+              "RATELIMIT_VERIFY_EMAIL")
 
 
 @pytest.fixture
@@ -116,9 +117,51 @@ def test_sign_up_is_limited_per_address(limited, db: CheckSession) -> None:  # t
         return client.post_form("/signup", {"display_name": "Bot", "email": f"bot{n}@example.com",
                                             "password": PASSWORD, "confirm": PASSWORD})
 
-    assert [sign_up(n).status_code for n in range(2)] == [302, 302]
+    assert [sign_up(n).status_code for n in range(2)] == [303, 303]
     assert_limited(sign_up(3))
     assert db.scalar(select(func.count()).select_from(User).where(User.email == "bot3@example.com")) == 0
+
+
+def test_sign_up_limit_counts_accounts_not_forms_with_errors(limited, db: CheckSession) -> None:  # type: ignore[no-untyped-def]
+    client = limited(RATELIMIT_SIGNUP="2 per minute")
+
+    def sign_up(email: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
+        return client.post_form("/signup", {"display_name": "Typo", "email": email, "password": password,
+                                            "confirm": password})
+
+    # A person fixing their form: three posts with mistakes use up nothing.
+    assert [sign_up(e, p).status_code for e, p in [("typo", PASSWORD), ("a@example.com", "short"),
+                                                   ("", PASSWORD)]] == [400, 400, 400]
+    assert [sign_up(f"real{n}@example.com").status_code for n in range(2)] == [303, 303]
+    assert db.scalar(select(func.count()).select_from(User)) == 2
+    assert_limited(sign_up("real3@example.com"))
+
+
+def _production(**overrides: object) -> Flask:
+    settings: dict[str, object] = {"DATABASE_URL": "sqlite://", "SECRET_KEY": "x" * 32}
+    settings.update(overrides)
+    return create_app("production", settings)
+
+
+def test_production_refuses_to_count_limits_per_worker(caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    # No REDIS_URL: each gunicorn worker would keep its own counts, so N workers allow N times the limit.
+    with pytest.raises(RuntimeError, match="REDIS_URL"):
+        _production(REDIS_URL="")
+    # Explicitly chosen memory storage starts, and says loudly what it means.
+    with caplog.at_level(logging.WARNING, logger="crowdfund.extensions"):
+        app = _production(REDIS_URL="", RATELIMIT_STORAGE_URI="memory://")
+    assert app.extensions["crowdfund.limiter"]._storage_uri == "memory://"
+    loud = [r for r in caplog.records if r.levelno >= logging.CRITICAL and "memory" in r.getMessage()]
+    assert loud, [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="crowdfund.extensions"):
+        app = _production(REDIS_URL=REDIS_URL)
+    assert app.extensions["crowdfund.limiter"]._storage_uri == REDIS_URL
+    assert not [r for r in caplog.records if "memory" in r.getMessage()]
+    # Limits switched off on purpose need no storage.
+    assert _production(REDIS_URL="", RATELIMIT_ENABLED=False)
 
 
 def test_password_reset_requests_are_limited(limited, db: CheckSession, mail) -> None:  # type: ignore[no-untyped-def]

@@ -1,3 +1,5 @@
+from datetime import UTC, datetime
+
 import pytest
 from flask import Flask
 from sqlalchemy.orm import Session
@@ -8,31 +10,44 @@ from crowdfund.errors import Conflict, DomainError
 from tests.factories import PASSWORD, make_studio_user, make_user
 
 
-def test_sign_up_makes_a_fan_with_a_slow_hash(db: Session) -> None:
-    user = services.sign_up(db, "  Ann@Example.COM ", PASSWORD, "Ann")
+def sign_up(db: Session, email: str, password: str, name: str):  # type: ignore[no-untyped-def]
+    return services.sign_up(db, email, password, name, now=datetime.now(UTC), secret_key="k" * 32,
+                            verify_link_for=lambda token: f"https://x.test/verify-email/{token}",
+                            owner_links={"login_link": "https://x.test/login",
+                                         "reset_link": "https://x.test/forgot-password"},
+                            verify_max_age_seconds=3600)
+
+
+def test_sign_up_makes_an_unverified_fan_with_a_slow_hash(db: Session) -> None:
+    user = sign_up(db, "  Ann@Example.COM ", PASSWORD, "Ann")
     db.commit()
     assert user.email == "ann@example.com"
     assert user.role_names == {"fan"}
     assert user.password_hash.startswith("$argon2id$")
     assert PASSWORD not in user.password_hash
+    assert user.email_verified_at is None and not user.email_verified
 
 
 def test_email_unique_regardless_of_case(db: Session) -> None:
-    make_user(db, "bob@example.com")
+    original = make_user(db, "bob@example.com")
     with pytest.raises(Conflict):
-        services.sign_up(db, "BOB@example.com", PASSWORD, "Bob again")
+        services.create_user(db, "BOB@example.com", PASSWORD, "Bob again")
+    # Sign-up makes no second account and does not say so (the owner is e-mailed instead).
+    assert sign_up(db, "BOB@example.com", PASSWORD, "Bob again") is None
+    db.commit()
+    assert services.find_user_by_email(db, "bob@example.com").id == original.id
 
 
 @pytest.mark.parametrize("email", ["", "not-an-email", "a@", "@b.com", "x" * 300 + "@example.com"])
 def test_invalid_email_refused(db: Session, email: str) -> None:
     with pytest.raises(DomainError):
-        services.sign_up(db, email, PASSWORD, "X")
+        sign_up(db, email, PASSWORD, "X")
 
 
 @pytest.mark.parametrize("password", ["short", "1234567890123", "aaaaaaaaaaaa", "x" * 300])
 def test_weak_or_huge_password_refused(db: Session, password: str) -> None:
     with pytest.raises(DomainError):
-        services.sign_up(db, "c@example.com", password, "C")
+        sign_up(db, "c@example.com", password, "C")
 
 
 def test_authenticate(db: Session) -> None:
@@ -84,3 +99,44 @@ def test_loaded_user_knows_roles_and_studio_and_sees_changes_made_in_the_same_se
         assert loaded.studio_id == studio_id and loaded.has_role("studio")
         services.set_studio(fresh, as_member, None, acting_user=loaded)
         assert as_member.studio_id is None and as_member.role_names == set()
+
+
+def test_one_remember_token_used_by_parallel_requests_is_replaced_once(db: Session, app: Flask) -> None:
+    """A browser opening with several tabs sends one remember token in parallel
+    requests: every one logs in, exactly one issues the successor, none fails."""
+    import threading
+    from datetime import timedelta
+
+    from crowdfund.accounts.models import RememberToken
+    from sqlalchemy import func, select
+
+    user = make_user(db)
+    now = datetime.now(UTC)
+    raw, _ = services.issue_remember_token(db, user, now=now, lifetime=timedelta(days=30))
+    db.commit()
+    sessionmaker = app.extensions["crowdfund.sessionmaker"]
+    start = threading.Barrier(8)
+    results: list[object] = []
+    lock = threading.Lock()
+
+    def use() -> None:
+        with sessionmaker() as session:
+            start.wait()
+            try:
+                login = services.use_remember_token(session, raw, now=now)
+                session.commit()
+                result: object = login
+            except Exception as exc:  # noqa: BLE001 - the test reports any failure
+                result = exc
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(isinstance(r, services.RememberedLogin) for r in results), results
+    assert all(r.user_token == user.get_id() for r in results)  # type: ignore[union-attr]
+    assert len([r for r in results if r.new_token]) == 1  # type: ignore[union-attr]
+    assert db.scalar(select(func.count()).select_from(RememberToken)) == 2  # the old one (replaced) and its successor
