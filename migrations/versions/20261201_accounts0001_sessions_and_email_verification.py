@@ -1,7 +1,7 @@
 """remember-me tokens kept server-side; e-mail verification
 
 Revision ID: accounts0001
-Revises: audit0001
+Revises: mail0001
 Create Date: 2026-12-01 10:00:00
 
 Existing accounts start unverified: they are asked to open a link before
