@@ -27,7 +27,7 @@ from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import FilmInventory, Order, OrderStatus
 from crowdfund.payments.localstripe_server import confirm_card_setup
-from crowdfund.payments.services import REFUND_CLAIM_TIMEOUT, reconcile
+from crowdfund.payments.services import REFUND_CLAIM_TIMEOUT, checkout_setup_intent, reconcile
 from tests.conftest import CheckSession, Client
 from tests.factories import GOOD_CARD, PASSWORD, buy, hold, make_film, make_studio_user, make_user
 
@@ -160,7 +160,11 @@ def test_stripe_down_gives_a_clear_message_and_charges_nothing(db: CheckSession,
         checkout = client.get(f"/orders/{order.reference}/checkout")
         assert checkout.status_code == 503
         assert b"The payment service could not be reached" in checkout.data
-        paid = client.post_form(f"/orders/{order.reference}/pay", {"setup_intent": "seti_unknown"},
+        # The card was set up while Stripe answered; it is down when the fan pays.
+        setup = checkout_setup_intent(db, order, app.extensions["crowdfund.gateway"])
+        confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret,
+                           GOOD_CARD)
+        paid = client.post_form(f"/orders/{order.reference}/pay", {"setup_intent": setup.id},
                                 follow_redirects=True)
         assert paid.status_code == 200 and b"could not be reached" in paid.data
         db.reread()
@@ -274,7 +278,7 @@ def test_killed_after_the_charge_before_the_commit(db: CheckSession, app: Flask,
     fan = make_user(db)
     order = hold(db, fan, film, 2)
     gateway = app.extensions["crowdfund.gateway"]
-    setup = gateway.create_setup_intent({})
+    setup = checkout_setup_intent(db, order, gateway)
     confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret,
                        GOOD_CARD)
     assert run_dying(app, "after-charge", str(order.id), setup.id) == 17
@@ -311,3 +315,142 @@ def test_close_rounds_killed_midway_refunds_each_order_once(db: CheckSession, ap
         assert len(gateway.find_refunds(order.stripe_payment_intent_id)) == 1, order.reference
     assert report.refunds_made == 2  # the one finished before the crash is not touched again
     assert ledger.balance(db, ledger.BACKER_CASH) == 0 and ledger.trial_balance(db) == 0
+
+
+# --- no database transaction open while Stripe is asked (issue 12, item 6) -------------------------
+
+
+class GatedProxy:
+    """Forwards to localstripe, but holds the first request that `gate_on`
+    matches until the test calls release(); `held` is set once it waits."""
+
+    def __init__(self, target: str, gate_on: tuple[str, str]) -> None:
+        self.held = threading.Event()
+        self.released = threading.Event()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                method, path_part = gate_on
+                if self.command == method and path_part in self.path and not proxy.held.is_set():
+                    proxy.held.set()
+                    proxy.released.wait(timeout=60)
+                request = urllib.request.Request(target + self.path, data=body or None, method=self.command)
+                for name in ("Authorization", "Content-Type", "Idempotency-Key", "Stripe-Version"):
+                    if self.headers.get(name):
+                        request.add_header(name, self.headers[name])
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        status, payload = answer.status, answer.read()
+                except urllib.error.HTTPError as error:
+                    status, payload = error.code, error.read()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_DELETE = _forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def open_transactions(app: Flask) -> int:
+    """Other connections to the test database sitting inside a transaction."""
+    with app.extensions["crowdfund.engine"].connect() as conn:
+        return int(conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'").scalar_one())
+
+
+@pytest.mark.parametrize("gate_on", [("GET", "/v1/setup_intents/"), ("POST", "/confirm")],
+                         ids=["reading-the-card", "charging"])
+def test_pay_waiting_on_stripe_holds_no_database_lock(db: CheckSession, app: Flask, film,  # type: ignore[no-untyped-def]
+                                                      gate_on: tuple[str, str]) -> None:
+    payer, other_fan = make_user(db), make_user(db)
+    order = hold(db, payer, film, 2)
+    paying = client_for(app)
+    paying.login(payer.email, PASSWORD)
+    secret = paying.get(f"/orders/{order.reference}/checkout").get_data(as_text=True)
+    secret = secret.split('data-client-secret="')[1].split('"')[0]
+    setup = confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret,
+                               GOOD_CARD)
+    proxy = GatedProxy(app.config["STRIPE_API_BASE"], gate_on)
+    slow = other_app(app, STRIPE_API_BASE=proxy.url, STRIPE_MAX_NETWORK_RETRIES=0, STRIPE_TIMEOUT_SECONDS=90)
+    try:
+        pay_client = client_for(slow)
+        pay_client.login(payer.email, PASSWORD)
+        token = pay_client.csrf_token()
+        db.close()  # the test's own session holds nothing either
+        paid: dict[str, int] = {}
+        pay_thread = threading.Thread(target=lambda: paid.setdefault("status", pay_client.post(
+            f"/orders/{order.reference}/pay", data={"setup_intent": setup["id"], "csrf_token": token}).status_code))
+        pay_thread.start()
+        assert proxy.held.wait(timeout=30), "pay never reached Stripe"
+        # The pay request is inside Stripe now. Another fan holds stakes meanwhile.
+        if app.extensions["crowdfund.engine"].dialect.name == "postgresql":
+            assert open_transactions(app) == 0
+        other = client_for(app)
+        other.login(other_fan.email, PASSWORD)
+        held: dict[str, int] = {}
+        done = threading.Event()
+
+        def take_a_hold() -> None:
+            page = other.get(f"/films/{film.slug}").get_data(as_text=True)
+            key = page.split('name="key" value="')[1].split('"')[0]
+            held["status"] = other.post_form(f"/films/{film.slug}/hold", {"units": "1", "key": key}).status_code
+            done.set()
+
+        hold_thread = threading.Thread(target=take_a_hold)
+        hold_thread.start()
+        # A safety net, not a measurement: the hold must finish while pay is still held in Stripe.
+        finished_first = done.wait(timeout=20)
+        still_paying = pay_thread.is_alive()
+        proxy.release()
+        pay_thread.join(timeout=60)
+        hold_thread.join(timeout=60)
+        assert finished_first and still_paying, "the hold waited for the pay request's Stripe call"
+        assert held["status"] == 303 and paid["status"] == 303
+        db.reread()
+        assert db.get(Order, order.id).status == OrderStatus.PAID
+    finally:
+        proxy.close()
+        slow.extensions["crowdfund.engine"].dispose()
+        slow.extensions["crowdfund.gateway"].close()
+
+
+# --- one bad order never stops a batch job (issue 12, item 1: per-order isolation) -----------------
+
+
+def test_reconcile_goes_on_past_an_order_that_fails_and_exits_non_zero(db: CheckSession, app: Flask, film) -> None:  # type: ignore[no-untyped-def]
+    from crowdfund.funding.services import cancel_order
+
+    fans = [make_user(db) for _ in range(2)]
+    broken, fine = (buy(db, app, fan, film, 1) for fan in fans)
+    for order, fan in ((broken, fans[0]), (fine, fans[1])):
+        cancel_order(db, db.get(Order, order.id), fan, now=datetime.now(UTC))
+    # The first one's PaymentIntent is one localstripe never heard of.
+    db.get(Order, broken.id).stripe_payment_intent_id = "pi_unknown_to_stripe"
+    db.commit()
+    result = app.test_cli_runner().invoke(args=["payments", "reconcile"])
+    assert result.exit_code != 0
+    assert broken.reference in result.output and fine.reference not in result.output
+    db.reread()
+    assert db.get(Order, fine.id).refund_state == "done"
+    assert db.get(Order, broken.id).refund_state == "requested"  # retried by the next run
+    gateway = app.extensions["crowdfund.gateway"]
+    assert len(gateway.find_refunds(db.get(Order, fine.id).stripe_payment_intent_id)) == 1
