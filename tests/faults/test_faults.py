@@ -374,7 +374,8 @@ def open_transactions(app: Flask) -> int:
     with app.extensions["crowdfund.engine"].connect() as conn:
         return int(conn.exec_driver_sql(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'").scalar_one())
+            "AND pid <> pg_backend_pid() AND state IN ('idle in transaction', 'idle in transaction (aborted)')"
+        ).scalar_one())
 
 
 @pytest.mark.parametrize("gate_on", [("GET", "/v1/setup_intents/"), ("POST", "/confirm")],
@@ -394,6 +395,8 @@ def test_pay_waiting_on_stripe_holds_no_database_lock(db: CheckSession, app: Fla
     try:
         pay_client = client_for(slow)
         pay_client.login(payer.email, PASSWORD)
+        other = client_for(app)
+        other.login(other_fan.email, PASSWORD)
         token = pay_client.csrf_token()
         db.close()  # the test's own session holds nothing either
         paid: dict[str, int] = {}
@@ -404,8 +407,6 @@ def test_pay_waiting_on_stripe_holds_no_database_lock(db: CheckSession, app: Fla
         # The pay request is inside Stripe now. Another fan holds stakes meanwhile.
         if app.extensions["crowdfund.engine"].dialect.name == "postgresql":
             assert open_transactions(app) == 0
-        other = client_for(app)
-        other.login(other_fan.email, PASSWORD)
         held: dict[str, int] = {}
         done = threading.Event()
 
