@@ -312,7 +312,8 @@ def pay_order(
             session.refresh(order)
         if not claimed:
             # Another request for the same order got there first; ours never charges.
-            gateway.cancel_payment_intent(intent_id)
+            if order.stripe_payment_intent_id != intent_id:
+                gateway.cancel_payment_intent(intent_id)
             return pay_order(session, order, None, gateway, now=now)
         outcome = gateway.confirm_payment_intent(intent_id, setup.payment_method_id,
                                                  idempotency_key=f"order-{order.id}")
@@ -370,7 +371,12 @@ def match_intent(session: Session, intent: PaymentOutcome) -> tuple[Order | None
     problem = _amount_problem(order, intent)
     if problem is not None:
         return order, problem
-    # Made for this order but not yet recorded (the server died in between): record it.
+    if intent.status != "succeeded":
+        # Not charged: the pay step may be about to record it itself (it
+        # confirms only after recording), so neither record nor settle it here.
+        return None, None
+    # Made for this order and charged, but not recorded (the server died in
+    # between, or a pay step outside ours): record it.
     session.execute(
         update(Order)
         .where(Order.id == order.id, Order.stripe_payment_intent_id.is_(None))

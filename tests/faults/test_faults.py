@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -455,3 +456,104 @@ def test_reconcile_goes_on_past_an_order_that_fails_and_exits_non_zero(db: Check
     assert db.get(Order, broken.id).refund_state == "requested"  # retried by the next run
     gateway = app.extensions["crowdfund.gateway"]
     assert len(gateway.find_refunds(db.get(Order, fine.id).stripe_payment_intent_id)) == 1
+
+
+class LockProbeProxy:
+    """Forwards to localstripe; before passing on each request, looks whether
+    the app holds a database transaction open while it waits for Stripe:
+    PostgreSQL shows it in pg_stat_activity, SQLite's write lock refuses a
+    BEGIN IMMEDIATE. `violations` lists the Stripe calls made with one open."""
+
+    def __init__(self, target: str, app: Flask) -> None:
+        self.calls: list[str] = []
+        self.violations: list[str] = []
+        proxy = self
+        url = app.config["DATABASE_URL"]
+
+        def transaction_open() -> bool:
+            if url.startswith("sqlite"):
+                probe = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+                try:
+                    probe.execute("BEGIN IMMEDIATE")
+                    probe.execute("ROLLBACK")
+                    return False
+                except sqlite3.OperationalError:
+                    return True
+                finally:
+                    probe.close()
+            return open_transactions(app) > 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                call = f"{self.command} {self.path.split('?')[0]}"
+                proxy.calls.append(call)
+                if transaction_open():
+                    proxy.violations.append(call)
+                request = urllib.request.Request(target + self.path, data=body or None, method=self.command)
+                for name in ("Authorization", "Content-Type", "Idempotency-Key", "Stripe-Version"):
+                    if self.headers.get(name):
+                        request.add_header(name, self.headers[name])
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        status, payload = answer.status, answer.read()
+                except urllib.error.HTTPError as error:
+                    status, payload = error.code, error.read()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_DELETE = _forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_no_transaction_is_open_while_stripe_is_asked(db: CheckSession, app: Flask, film) -> None:  # type: ignore[no-untyped-def]
+    """Checkout, pay, cancel and its refund, a webhook, reconcile: every call to
+    Stripe is made with no database transaction of the app open."""
+    from tests.http.test_webhooks import charged_but_unrecorded, event, post
+
+    proxy = LockProbeProxy(app.config["STRIPE_API_BASE"], app)
+    probed = other_app(app, STRIPE_API_BASE=proxy.url)
+    try:
+        fan = make_user(db)
+        order = hold(db, fan, film, 2)
+        unrecorded = charged_but_unrecorded(db, app)  # settled by the webhook, below
+        for_reconcile = charged_but_unrecorded(db, app)  # settled by reconcile
+        db.close()
+        client = client_for(probed)
+        client.login(fan.email, PASSWORD)
+        checkout = f"/orders/{order.reference}/checkout"
+        client.get(checkout)
+        secret = client.get(checkout).get_data(as_text=True).split('data-client-secret="')[1].split('"')[0]
+        setup = confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret,
+                                   GOOD_CARD)
+        assert client.post_form(f"/orders/{order.reference}/pay", {"setup_intent": setup["id"]}).status_code == 303
+        cancelled = client.post_form(f"/orders/{order.reference}/cancel", follow_redirects=True)
+        assert "Your refund has been sent" in cancelled.get_data(as_text=True)
+        payload = event("evt_probe", "payment_intent.succeeded", unrecorded.stripe_payment_intent_id, "succeeded")
+        assert post(client, payload).status_code == 200
+        assert probed.test_cli_runner().invoke(args=["payments", "reconcile"]).exit_code == 0
+        assert proxy.violations == []
+        assert {"POST /v1/setup_intents", "GET /v1/setup_intents/" + setup["id"], "POST /v1/payment_intents",
+                "POST /v1/refunds", "GET /v1/payment_intents/" + unrecorded.stripe_payment_intent_id,
+                "GET /v1/payment_intents/" + for_reconcile.stripe_payment_intent_id} <= set(proxy.calls)
+        db.reread()
+        assert db.get(Order, order.id).refund_state == "done"
+        assert db.get(Order, unrecorded.id).status == OrderStatus.PAID
+        assert db.get(Order, for_reconcile.id).status == OrderStatus.PAID
+    finally:
+        proxy.close()
+        probed.extensions["crowdfund.engine"].dispose()
+        probed.extensions["crowdfund.gateway"].close()
