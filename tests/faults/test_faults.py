@@ -28,7 +28,7 @@ from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import FilmInventory, Order, OrderStatus
 from crowdfund.payments.localstripe_server import confirm_card_setup
-from crowdfund.payments.services import REFUND_CLAIM_TIMEOUT, checkout_setup_intent, reconcile
+from crowdfund.payments.services import REFUND_CLAIM_TIMEOUT, StripeEvent, checkout_setup_intent, reconcile
 from tests.conftest import CheckSession, Client
 from tests.factories import GOOD_CARD, PASSWORD, buy, hold, make_film, make_studio_user, make_user
 
@@ -321,31 +321,29 @@ def test_close_rounds_killed_midway_refunds_each_order_once(db: CheckSession, ap
 # --- no database transaction open while Stripe is asked (issue 12, item 6) -------------------------
 
 
-class GatedProxy:
-    """Forwards to localstripe, but holds the first request that `gate_on`
-    matches until the test calls release(); `held` is set once it waits."""
+class StripeProxy:
+    """Forwards every request to localstripe; `before(method, path)` runs
+    first and may answer instead (a status code) or hold the request."""
 
-    def __init__(self, target: str, gate_on: tuple[str, str]) -> None:
-        self.held = threading.Event()
-        self.released = threading.Event()
+    def __init__(self, target: str) -> None:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
-                method, path_part = gate_on
-                if self.command == method and path_part in self.path and not proxy.held.is_set():
-                    proxy.held.set()
-                    proxy.released.wait(timeout=60)
-                request = urllib.request.Request(target + self.path, data=body or None, method=self.command)
-                for name in ("Authorization", "Content-Type", "Idempotency-Key", "Stripe-Version"):
-                    if self.headers.get(name):
-                        request.add_header(name, self.headers[name])
-                try:
-                    with urllib.request.urlopen(request, timeout=30) as answer:
-                        status, payload = answer.status, answer.read()
-                except urllib.error.HTTPError as error:
-                    status, payload = error.code, error.read()
+                refusal = proxy.before(self.command, self.path.split("?")[0])
+                if refusal is not None:
+                    status, payload = refusal, b'{"error": {"type": "api_error", "message": "refused by the test"}}'
+                else:
+                    request = urllib.request.Request(target + self.path, data=body or None, method=self.command)
+                    for name in ("Authorization", "Content-Type", "Idempotency-Key", "Stripe-Version"):
+                        if self.headers.get(name):
+                            request.add_header(name, self.headers[name])
+                    try:
+                        with urllib.request.urlopen(request, timeout=30) as answer:
+                            status, payload = answer.status, answer.read()
+                    except urllib.error.HTTPError as error:
+                        status, payload = error.code, error.read()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -361,13 +359,36 @@ class GatedProxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def before(self, method: str, path: str) -> int | None:
+        return None
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class GatedProxy(StripeProxy):
+    """Holds the first request that `gate_on` (method, part of the path)
+    matches until the test calls release(); `held` is set once it waits."""
+
+    def __init__(self, target: str, gate_on: tuple[str, str]) -> None:
+        self.gate_on = gate_on
+        self.held = threading.Event()
+        self.released = threading.Event()
+        super().__init__(target)
+
+    def before(self, method: str, path: str) -> int | None:
+        if method == self.gate_on[0] and self.gate_on[1] in path and not self.held.is_set():
+            self.held.set()
+            self.released.wait(timeout=60)
+        return None
+
     def release(self) -> None:
         self.released.set()
 
     def close(self) -> None:
         self.release()
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()
 
 
 def open_transactions(app: Flask) -> int:
@@ -447,76 +468,67 @@ def test_reconcile_goes_on_past_an_order_that_fails_and_exits_non_zero(db: Check
         cancel_order(db, db.get(Order, order.id), fan, now=datetime.now(UTC))
     # The first one's PaymentIntent is one localstripe never heard of.
     db.get(Order, broken.id).stripe_payment_intent_id = "pi_unknown_to_stripe"
+    # And the same for settling: a pending order Stripe knows nothing about, before one it does.
+    lost = hold(db, make_user(db), film, 1)
+    lost.stripe_payment_intent_id = "pi_unknown_pending"
     db.commit()
+    from tests.http.test_webhooks import charged_but_unrecorded
+
+    unrecorded = charged_but_unrecorded(db, app)
     result = app.test_cli_runner().invoke(args=["payments", "reconcile"])
     assert result.exit_code != 0
-    assert broken.reference in result.output and fine.reference not in result.output
+    assert broken.reference in result.output and lost.reference in result.output
+    assert fine.reference not in result.output and unrecorded.reference not in result.output
     db.reread()
+    assert db.get(Order, unrecorded.id).status == OrderStatus.PAID
     assert db.get(Order, fine.id).refund_state == "done"
     assert db.get(Order, broken.id).refund_state == "requested"  # retried by the next run
     gateway = app.extensions["crowdfund.gateway"]
     assert len(gateway.find_refunds(db.get(Order, fine.id).stripe_payment_intent_id)) == 1
 
 
-class LockProbeProxy:
-    """Forwards to localstripe; before passing on each request, looks whether
-    the app holds a database transaction open while it waits for Stripe:
-    PostgreSQL shows it in pg_stat_activity, SQLite's write lock refuses a
-    BEGIN IMMEDIATE. `violations` lists the Stripe calls made with one open."""
+class LockProbeProxy(StripeProxy):
+    """Before passing on each request, looks whether the app holds a database
+    transaction open while it waits for Stripe: PostgreSQL shows it in
+    pg_stat_activity, SQLite's write lock refuses a BEGIN IMMEDIATE.
+    `violations` lists the Stripe calls made with one open."""
 
     def __init__(self, target: str, app: Flask) -> None:
+        self.app = app
         self.calls: list[str] = []
         self.violations: list[str] = []
-        proxy = self
-        url = app.config["DATABASE_URL"]
+        super().__init__(target)
 
-        def transaction_open() -> bool:
-            if url.startswith("sqlite"):
-                probe = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
-                try:
-                    probe.execute("BEGIN IMMEDIATE")
-                    probe.execute("ROLLBACK")
-                    return False
-                except sqlite3.OperationalError:
-                    return True
-                finally:
-                    probe.close()
-            return open_transactions(app) > 0
+    def before(self, method: str, path: str) -> int | None:
+        self.calls.append(f"{method} {path}")
+        if self._transaction_open():
+            self.violations.append(f"{method} {path}")
+        return None
 
-        class Handler(BaseHTTPRequestHandler):
-            def _forward(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
-                call = f"{self.command} {self.path.split('?')[0]}"
-                proxy.calls.append(call)
-                if transaction_open():
-                    proxy.violations.append(call)
-                request = urllib.request.Request(target + self.path, data=body or None, method=self.command)
-                for name in ("Authorization", "Content-Type", "Idempotency-Key", "Stripe-Version"):
-                    if self.headers.get(name):
-                        request.add_header(name, self.headers[name])
-                try:
-                    with urllib.request.urlopen(request, timeout=30) as answer:
-                        status, payload = answer.status, answer.read()
-                except urllib.error.HTTPError as error:
-                    status, payload = error.code, error.read()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+    def _transaction_open(self) -> bool:
+        url = self.app.config["DATABASE_URL"]
+        if not url.startswith("sqlite"):
+            return open_transactions(self.app) > 0
+        probe = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            probe.close()
 
-            do_GET = do_POST = do_DELETE = _forward
 
-            def log_message(self, *args: object) -> None:
-                pass
+class RefusingProxy(StripeProxy):
+    """Answers 500 to every request whose path starts with `prefix` (POST only)."""
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def __init__(self, target: str, prefix: str) -> None:
+        self.prefix = prefix
+        super().__init__(target)
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def before(self, method: str, path: str) -> int | None:
+        return 500 if method == "POST" and path.startswith(self.prefix) else None
 
 
 def test_no_transaction_is_open_while_stripe_is_asked(db: CheckSession, app: Flask, film) -> None:  # type: ignore[no-untyped-def]
@@ -557,3 +569,54 @@ def test_no_transaction_is_open_while_stripe_is_asked(db: CheckSession, app: Fla
         proxy.close()
         probed.extensions["crowdfund.engine"].dispose()
         probed.extensions["crowdfund.gateway"].close()
+
+
+def test_the_webhook_answers_503_while_stripe_cannot_be_asked(db: CheckSession, app: Flask) -> None:
+    """The event is not taken at its word, so when Stripe cannot be asked the
+    event is refused for now (Stripe sends it again) and nothing changes."""
+    from tests.http.test_webhooks import charged_but_unrecorded, event, post
+
+    down = other_app(app, STRIPE_API_BASE="http://127.0.0.1:1", STRIPE_TIMEOUT_SECONDS=2,
+                     STRIPE_MAX_NETWORK_RETRIES=0)
+    try:
+        order = charged_but_unrecorded(db, app)
+        payload = event("evt_while_down", "payment_intent.succeeded", order.stripe_payment_intent_id, "succeeded")
+        assert post(client_for(down), payload).status_code == 503
+        db.reread()
+        assert db.get(Order, order.id).status == OrderStatus.PENDING
+        assert db.scalar(select(func.count()).select_from(StripeEvent)) == 0
+        # Redelivered once Stripe answers: settled.
+        assert post(client_for(app), payload).status_code == 200
+        db.reread()
+        assert db.get(Order, order.id).status == OrderStatus.PAID
+    finally:
+        down.extensions["crowdfund.engine"].dispose()
+        down.extensions["crowdfund.gateway"].close()
+
+
+def test_an_anomaly_refund_stripe_refused_is_made_by_reconcile(db: CheckSession, app: Flask) -> None:
+    from crowdfund.payments.services import PaymentAnomaly
+    from tests.http.test_webhooks import event, held_order, paid_intent, post
+
+    refusing = RefusingProxy(app.config["STRIPE_API_BASE"], "/v1/refunds")
+    flaky = other_app(app, STRIPE_API_BASE=refusing.url, STRIPE_MAX_NETWORK_RETRIES=0)
+    try:
+        order = held_order(db)
+        intent_id = paid_intent(app, 700, {"order_id": str(order.id), "order_reference": order.reference})
+        payload = event("evt_refund_refused", "payment_intent.succeeded", intent_id, "succeeded")
+        assert post(client_for(flaky), payload).status_code == 200  # recorded; the refund waits
+        db.reread()
+        anomaly = db.scalars(select(PaymentAnomaly)).one()
+        assert anomaly.state == "refund_owed" and ledger.balance(db, ledger.UNMATCHED_PAYMENTS) == -700
+        gateway = app.extensions["crowdfund.gateway"]
+        assert gateway.find_refunds(intent_id) == []
+        assert reconcile(db, gateway, now=datetime.now(UTC))["anomaly_refunds"] == 1
+        db.reread()
+        assert db.get(PaymentAnomaly, anomaly.id).state == "refunded"
+        assert [r.amount_cents for r in gateway.find_refunds(intent_id)] == [700]
+        assert ledger.balance(db, ledger.UNMATCHED_PAYMENTS) == 0 and ledger.balance(db, ledger.BACKER_CASH) == 0
+        assert db.get(Order, order.id).status == OrderStatus.PENDING
+    finally:
+        refusing.close()
+        flaky.extensions["crowdfund.engine"].dispose()
+        flaky.extensions["crowdfund.gateway"].close()
