@@ -228,6 +228,7 @@ def test_construct_event_accepts_a_correctly_signed_payload(gateway: StripeGatew
     [
         pytest.param(lambda p: sign(p, secret="whsec_wrong"), id="forged"),
         pytest.param(lambda p: sign(p, at=int(time.time()) - 301), id="stale"),
+        pytest.param(lambda p: sign(p, at=int(time.time()) + 600), id="from-the-future"),
         pytest.param(lambda p: sign(p + b" "), id="payload-changed"),
         pytest.param(lambda p: "", id="missing"),
         pytest.param(lambda p: "garbage", id="malformed"),
