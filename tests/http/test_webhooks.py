@@ -138,7 +138,8 @@ def test_real_delivery_from_localstripe(db: CheckSession, app: Flask, live_serve
             time.sleep(0.1)
         received = db.scalars(select(StripeEvent.type)).all()
         assert state(db, order) == (OrderStatus.PAID, 2, 10_000), f"events received: {received}"
-        assert db.scalar(select(StripeEvent.type)) == "payment_intent.succeeded"
+        # Stray events of earlier tests' payments may arrive too (localstripe posts them a second later).
+        assert "payment_intent.succeeded" in db.scalars(select(StripeEvent.type)).all()
     finally:
         # localstripe cannot forget a webhook: point it at a closed port.
         register_webhook(app.config["STRIPE_API_BASE"], "app", "http://127.0.0.1:9/closed", WEBHOOK_SECRET)
