@@ -48,11 +48,12 @@ def post(client: Client, payload: bytes, signature: str | None = None):  # type:
                        headers={"Stripe-Signature": signature if signature is not None else sign(payload)})
 
 
-def charged_but_unrecorded(db: CheckSession, app: Flask, card: str = GOOD_CARD) -> Order:
+def charged_but_unrecorded(db: CheckSession, app: Flask, card: str = GOOD_CARD, order: Order | None = None) -> Order:
     """Stripe charged the card; the server died before recording the outcome."""
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
-                     funding_goal_cents=50_000)
-    order = hold(db, make_user(db), film, 2)
+    if order is None:
+        film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
+                         funding_goal_cents=50_000)
+        order = hold(db, make_user(db), film, 2)
     gateway = app.extensions["crowdfund.gateway"]
     setup = gateway.create_setup_intent({})
     confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret, card)
@@ -129,9 +130,13 @@ def test_not_json_or_not_an_event_is_refused(client: Client) -> None:
 
 def test_real_delivery_from_localstripe(db: CheckSession, app: Flask, live_server: str) -> None:
     """localstripe itself signs and posts payment_intent.succeeded to the app."""
+    # Held before the app hears from localstripe: events of earlier tests' payments
+    # may still arrive, and a write of theirs would collide with the hold's
+    # read-then-write (this test session's SQLite transactions begin DEFERRED).
+    held = held_order(db)
     register_webhook(app.config["STRIPE_API_BASE"], "app", f"{live_server}/stripe/webhook", WEBHOOK_SECRET)
     try:
-        order = charged_but_unrecorded(db, app)
+        order = charged_but_unrecorded(db, app, order=held)
         # localstripe posts about a second later; allow for a loaded CI machine.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and state(db, order)[0] != OrderStatus.PAID:
