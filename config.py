@@ -124,6 +124,8 @@ class Config:
     RATELIMIT_VERIFY_EMAIL = os.environ.get("RATELIMIT_VERIFY_EMAIL", "5 per hour")
     #: Stake holds per logged-in fan.
     RATELIMIT_HOLD = os.environ.get("RATELIMIT_HOLD", "20 per minute")
+    #: Loads of the checkout page per logged-in fan (each may ask Stripe for the order's SetupIntent).
+    RATELIMIT_CHECKOUT = os.environ.get("RATELIMIT_CHECKOUT", "30 per minute")
     #: Ticket check-ins per door-staff account (a busy door scans one every few seconds).
     RATELIMIT_CHECK_IN = os.environ.get("RATELIMIT_CHECK_IN", "120 per minute")
     #: Stripe webhook deliveries per sending address.
@@ -178,7 +180,7 @@ class TestingConfig(Config):
     RATELIMIT_KEY_PREFIX = "crowdfund-test"
     RATELIMIT_LOGIN_ACCOUNT = RATELIMIT_LOGIN_ADDRESS = RATELIMIT_SIGNUP = "100000 per hour"
     RATELIMIT_RESET_ADDRESS = RATELIMIT_RESET_ACCOUNT = RATELIMIT_HOLD = "100000 per hour"
-    RATELIMIT_CHECK_IN = RATELIMIT_WEBHOOK = RATELIMIT_VERIFY_EMAIL = "100000 per hour"
+    RATELIMIT_CHECK_IN = RATELIMIT_WEBHOOK = RATELIMIT_VERIFY_EMAIL = RATELIMIT_CHECKOUT = "100000 per hour"
 
 
 def instance_folder(database_url: str) -> Path:

@@ -112,8 +112,13 @@ def register_cli(app: Flask) -> None:
         from crowdfund.payments.services import reconcile
 
         with _session() as session:
-            counts = reconcile(session, current_app.extensions["crowdfund.gateway"], now=_now())
-        click.echo(", ".join(f"{key}: {value}" for key, value in counts.items()))
+            report = reconcile(session, current_app.extensions["crowdfund.gateway"], now=_now())
+        click.echo(", ".join(f"{key}: {value}" for key, value in report.counts.items()))
+        for failure in report.failures:
+            click.echo(f"failed: {failure.reference}: {failure.error}", err=True)
+        if report.failures:
+            click.echo(f"{len(report.failures)} failed; the others were handled. Run again to retry.", err=True)
+            raise SystemExit(1)
 
     app.cli.add_command(payments)
 

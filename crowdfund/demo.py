@@ -118,13 +118,13 @@ def _buy(session: Session, film: Film, fan: User, units: int, gateway: Any, stri
          publishable_key: str) -> None:
     from crowdfund.funding.services import HoldRequest, hold_stakes
     from crowdfund.payments.localstripe_server import confirm_card_setup
-    from crowdfund.payments.services import pay_order
+    from crowdfund.payments.services import checkout_setup_intent, pay_order
 
     when = min(utcnow(), film.deadline - timedelta(days=3))
     order = hold_stakes(session, fan, HoldRequest(film.id, units, f"demo-{film.id}-{fan.id}-{units}-{secrets.token_hex(8)}"),
                         now=when, hold_window=timedelta(minutes=15))
     session.commit()
-    setup = gateway.create_setup_intent({"order_id": str(order.id)})
+    setup = checkout_setup_intent(session, order, gateway)
     confirm_card_setup(stripe_base, publishable_key, setup.client_secret, "4242424242424242")
     pay_order(session, order, setup.id, gateway, now=when + timedelta(minutes=1))
     session.commit()

@@ -11,6 +11,9 @@ Signs: a positive amount is a debit, a negative one a credit. Accounts:
 - `studio:<studio>`: what the platform owes a studio after its film is funded.
 - `platform_fees`: the platform's fee income.
 - `payouts_payable:<film>`, `paid_out`: backers' box-office payouts.
+- `unmatched_payments`: money that arrived at Stripe for no order (a payment
+  anomaly: debit `backer_cash`, credit this), owed back to the payer until
+  Stripe has refunded it (debit this, credit `backer_cash`).
 
 Each entry has a unique `key` naming the movement (for example
 `payment:<order>`), so the same movement can never be booked twice.
@@ -75,6 +78,7 @@ def studio(studio_id: int) -> str:
 
 BACKER_CASH = "backer_cash"
 PLATFORM_FEES = "platform_fees"
+UNMATCHED_PAYMENTS = "unmatched_payments"
 
 
 def post(

@@ -8,7 +8,7 @@ from crowdfund.films.models import Film, FilmEvent
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order
 from crowdfund.ledger import JournalEntry, JournalLine
 from crowdfund.mail import SentEmail
-from crowdfund.payments.services import StripeEvent
+from crowdfund.payments.services import PaymentAnomaly, StripeEvent
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, PayoutStatement
 from crowdfund.rewards.models import CheckInAttempt, RewardTier, Screening, Ticket
 from crowdfund.uploads import StoredFile
@@ -16,7 +16,7 @@ from crowdfund.uploads import StoredFile
 metadata = Base.metadata
 
 __all__ = [
-    "BackerPosition", "BoxOfficeReport", "PayoutRun", "PayoutStatement", "Film", "JournalEntry", "JournalLine", "SentEmail", "StripeEvent", "FilmEvent", "FilmInventory", "Order", "StoredFile", "Studio",
+    "BackerPosition", "BoxOfficeReport", "PayoutRun", "PayoutStatement", "Film", "JournalEntry", "JournalLine", "SentEmail", "StripeEvent", "PaymentAnomaly", "FilmEvent", "FilmInventory", "Order", "StoredFile", "Studio",
     "StudioMember", "User", "UserRole", "metadata", "AuditEvent",
     "CheckInAttempt", "RewardTier", "Screening", "Ticket",
     "RememberToken",

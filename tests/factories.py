@@ -109,10 +109,16 @@ def hold(db: Session, user: User, film: Film, units: int, *, now: datetime | Non
 def pay(db: Session, app, order, card: str = GOOD_CARD, *, now: datetime | None = None):  # type: ignore[no-untyped-def]
     """Collect `card` as the browser would, then let the server charge it."""
     from crowdfund.payments.localstripe_server import confirm_card_setup
-    from crowdfund.payments.services import pay_order
+    from crowdfund.payments.services import checkout_setup_intent, pay_order
 
     gateway = app.extensions["crowdfund.gateway"]
-    setup = gateway.create_setup_intent({"order_id": str(order.id)})
+    from crowdfund.errors import Conflict
+
+    try:
+        setup = checkout_setup_intent(db, order, gateway)  # what the checkout page does
+    except Conflict:
+        # The hold is gone (the page would not offer to pay); pay_order says so.
+        setup = gateway.create_setup_intent({})
     confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret, card)
     result = pay_order(db, order, setup.id, gateway, now=now or datetime.now(UTC))
     db.commit()

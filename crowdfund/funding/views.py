@@ -18,7 +18,7 @@ from crowdfund.funding.queries import funding_stats, portfolio
 from crowdfund.funding.rules import STATUS_LABELS, can_cancel, cancellation_deadline
 from crowdfund.funding.rules import CancellationNote, cancellation_note as _cancellation_note
 from crowdfund.payments.gateway import GatewayError
-from crowdfund.payments.services import PaymentResult, pay_order, process_refund
+from crowdfund.payments.services import PaymentResult, checkout_setup_intent, pay_order, process_refund
 from crowdfund.rewards.services import paid_stakes
 from crowdfund.web import db, gateway, now, role_required, user
 
@@ -75,6 +75,7 @@ def hold(slug: str) -> Any:
 
 
 @funding_bp.route("/orders/<reference>/checkout")
+@rate_limit("RATELIMIT_CHECKOUT", key="user", methods=("GET",))
 @role_required(Role.FAN)
 def checkout(reference: str) -> Any:
     order = services.own_order(db(), user(), reference)
@@ -85,7 +86,8 @@ def checkout(reference: str) -> Any:
         return redirect(url_for("catalogue.film_page", slug=order.film.slug), 303)
     reach = _tier_reach(order)
     try:
-        setup = gateway().create_setup_intent({"order_reference": order.reference, "order_id": str(order.id)})
+        # The order's one SetupIntent, reused on reload (ends the read transaction before Stripe is asked).
+        setup = checkout_setup_intent(db(), order, gateway())
     except GatewayError as exc:
         return render_template("funding/checkout.html", order=order, setup=None, error=str(exc), reach=reach,
                                cancel_until=cancellation_deadline(order.film.deadline)), 503

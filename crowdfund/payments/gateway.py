@@ -15,6 +15,7 @@ request must be rejected.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +47,17 @@ class SetupIntentInfo:
 
 
 @dataclass(frozen=True)
+class SetupIntentState:
+    """A SetupIntent as Stripe reports it."""
+
+    id: str
+    client_secret: str
+    status: str  # Stripe's own: requires_payment_method, requires_action, succeeded, canceled, ...
+    payment_method_id: str | None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PaymentOutcome:
     status: PaymentStatus
     payment_intent_id: str | None
@@ -71,10 +83,20 @@ class WebhookEvent:
     data_object: Mapping[str, Any]  # the object the event is about, as sent
 
     def payment_outcome(self) -> PaymentOutcome | None:
-        """The PaymentIntent snapshot carried by a payment_intent.* event."""
+        """The PaymentIntent snapshot carried by a payment_intent.* event.
+        Never settle from it: anyone holding the signing secret can write it,
+        and events arrive late and out of order. Ask Stripe instead."""
         if self.data_object.get("object") != "payment_intent":
             return None
         return _outcome(self.data_object)
+
+    def payment_intent_id(self) -> str | None:
+        """The id of the PaymentIntent a payment_intent.* event is about: the
+        one thing taken from the event body."""
+        if not self.type.startswith("payment_intent.") or self.data_object.get("object") != "payment_intent":
+            return None
+        intent_id = self.data_object.get("id")
+        return intent_id if isinstance(intent_id, str) and intent_id else None
 
 
 class GatewayError(Exception):
@@ -130,6 +152,9 @@ def _id_of(value: Any) -> str | None:
 def _outcome(intent: Mapping[str, Any]) -> PaymentOutcome:
     raw_status = str(intent.get("status"))
     status = _STATUS.get(raw_status, "pending")
+    if raw_status == "requires_payment_method" and not intent.get("last_payment_error"):
+        # No payment was attempted yet (no card, or none tried): nothing failed.
+        status = "pending"
     message = None
     if status == "failed":
         error = intent.get("last_payment_error") or {}
@@ -212,6 +237,27 @@ class StripeGateway:
             return None
         return _id_of(intent.payment_method)
 
+    def setup_intent(self, setup_intent_id: str) -> SetupIntentState:
+        """The SetupIntent as Stripe has it: status, card and metadata."""
+        with _stripe_errors():
+            intent = _plain(self._client.v1.setup_intents.retrieve(setup_intent_id))
+        return SetupIntentState(
+            id=str(intent["id"]),
+            client_secret=str(intent.get("client_secret") or ""),
+            status=str(intent.get("status")),
+            payment_method_id=_id_of(intent.get("payment_method")),
+            metadata=dict(intent.get("metadata") or {}),
+        )
+
+    def cancel_setup_intent(self, setup_intent_id: str) -> None:
+        """Make a SetupIntent unusable; one that cannot be canceled any more is left as it is."""
+        try:
+            self._client.v1.setup_intents.cancel(setup_intent_id)
+        except stripe.InvalidRequestError:
+            pass
+        except stripe.StripeError as error:
+            raise _translate(error) from error
+
     # --- Charging ----------------------------------------------------------
 
     def create_payment_intent(
@@ -223,9 +269,9 @@ class StripeGateway:
         idempotency_key: str | None = None,
     ) -> str:
         """An unconfirmed PaymentIntent; returns its id so the caller can
-        record it before any money can move. With the payment method attached
-        it waits in `requires_confirmation` (reported as "pending"), not in
-        `requires_payment_method` (which reads as "failed")."""
+        record it before any money can move. It waits in
+        `requires_confirmation` (with the payment method) or
+        `requires_payment_method` (without): both are reported as "pending"."""
         params: dict[str, Any] = {
             "amount": amount_cents,
             "currency": currency,
@@ -352,12 +398,15 @@ class StripeGateway:
     # --- Webhooks ----------------------------------------------------------
 
     def construct_event(self, payload: bytes, sig_header: str | None) -> WebhookEvent:
-        """Verify a webhook's Stripe-Signature (default 300 s tolerance) and
-        parse it. Raises InvalidWebhook."""
+        """Verify a webhook's Stripe-Signature (default 300 s tolerance either
+        way) and parse it. Raises InvalidWebhook."""
+        tolerance = stripe.Webhook.DEFAULT_TOLERANCE
         try:
-            stripe.WebhookSignature.verify_header(
-                payload, sig_header, self._webhook_secret, stripe.Webhook.DEFAULT_TOLERANCE
-            )
+            stripe.WebhookSignature.verify_header(payload, sig_header, self._webhook_secret, tolerance)
+            # The SDK refuses only timestamps too far in the past; one far in the
+            # future would let a captured signature be replayed for that long.
+            if _signed_at(sig_header or "") > time.time() + tolerance:
+                raise InvalidWebhook("the signature's timestamp is in the future")
             event = json.loads(payload)
             data_object = event["data"]["object"]
             if not isinstance(data_object, dict):
@@ -372,6 +421,15 @@ class StripeGateway:
             raise InvalidWebhook(str(error)) from error
         except (ValueError, KeyError, TypeError) as error:  # UnicodeDecodeError is a ValueError
             raise InvalidWebhook(f"not a Stripe event: {error!r}") from error
+
+
+def _signed_at(sig_header: str) -> int:
+    # The timestamp verify_header checked: the first `t=` item, as the SDK reads it.
+    for item in sig_header.split(","):
+        key, _, value = item.partition("=")
+        if key == "t":
+            return int(value)
+    raise ValueError("no timestamp in the signature header")
 
 
 def _refund_info(refund: Any) -> RefundInfo:

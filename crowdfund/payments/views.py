@@ -6,7 +6,7 @@ from typing import Any
 from flask import Blueprint, request
 
 from crowdfund.extensions import csrf, rate_limit
-from crowdfund.payments.gateway import InvalidWebhook
+from crowdfund.payments.gateway import GatewayError, InvalidWebhook
 from crowdfund.payments.services import handle_webhook
 from crowdfund.web import db, gateway, now
 
@@ -23,12 +23,32 @@ MAX_WEBHOOK_BYTES = 256 * 1024
 def webhook() -> Any:
     if (request.content_length or 0) > MAX_WEBHOOK_BYTES:
         return {"error": "too large"}, 413
-    payload = request.get_data(cache=False)
+    # A chunked body has no Content-Length: read one byte past the cap, never more.
+    payload = _read_at_most(request.stream, MAX_WEBHOOK_BYTES + 1)
+    if len(payload) > MAX_WEBHOOK_BYTES:
+        return {"error": "too large"}, 413
     try:
         event = gateway().construct_event(payload, request.headers.get("Stripe-Signature"))
     except InvalidWebhook as exc:
         log.warning("refused webhook: %s", exc)
         return {"error": "invalid signature"}, 400
-    result = handle_webhook(db(), event, now=now())
-    db().commit()
+    try:
+        result = handle_webhook(db(), event, gateway(), now=now())
+    except GatewayError as exc:
+        # Stripe could not be asked about the payment: it sends the event again.
+        db().rollback()
+        log.warning("webhook %s deferred: %s", event.id, exc.detail or exc)
+        return {"error": "try again later"}, 503
     return {"received": True, "result": result}, 200
+
+
+def _read_at_most(stream: Any, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = stream.read(min(64 * 1024, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

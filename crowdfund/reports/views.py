@@ -8,7 +8,9 @@ from sqlalchemy import select
 from crowdfund.accounts.models import Role
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
+from crowdfund.funding.models import Order
 from crowdfund.funding.queries import funding_stats
+from crowdfund.payments.services import PaymentAnomaly
 from crowdfund import ledger
 from crowdfund.reports.queries import film_money, reconciliation
 from crowdfund.web import db, role_required
@@ -26,7 +28,15 @@ def dashboard() -> Any:
             .order_by(Film.deadline.desc())
         )
     )
-    return render_template("finance/dashboard.html", films=films, stats=funding_stats(db(), [f.id for f in films]))
+    # Money that reached Stripe for no order: newest first, refunded or not.
+    anomalies = db().execute(
+        select(PaymentAnomaly, Order.reference)
+        .outerjoin(Order, Order.id == PaymentAnomaly.order_id)
+        .order_by(PaymentAnomaly.detected_at.desc(), PaymentAnomaly.id.desc())
+        .limit(200)
+    ).all()
+    return render_template("finance/dashboard.html", films=films, stats=funding_stats(db(), [f.id for f in films]),
+                           anomalies=anomalies)
 
 
 @finance_bp.route("/films/<int:film_id>")

@@ -180,3 +180,97 @@ def test_a_film_cancelled_during_the_sale_takes_no_more_holds(client: Client, db
     db.reread()
     assert db.scalar(select(func.count()).select_from(Order)) == 1
     assert db.get(FilmInventory, film.id).held == 1
+
+
+# --- one SetupIntent per order and user (issue 12, item 3) ---------------------------------------
+
+
+def localstripe_objects(app: Flask, kind: str) -> list[dict]:
+    """Every object of `kind` ("payment_intents", "setup_intents") localstripe holds."""
+    from crowdfund.payments.localstripe_server import _call
+
+    found: list[dict] = []
+    query = "limit=100"
+    while True:
+        page = _call("GET", f"{app.config['STRIPE_API_BASE']}/v1/{kind}?{query}",
+                     secret_key=app.config["STRIPE_SECRET_KEY"])
+        found.extend(page["data"])
+        if not page.get("has_more") or not page["data"]:
+            return found
+        query = f"limit=100&starting_after={page['data'][-1]['id']}"
+
+
+def test_a_fan_cannot_pay_with_another_fans_card(client: Client, other_client: Client, db: CheckSession,
+                                                 app: Flask, film, fan) -> None:  # type: ignore[no-untyped-def]
+    # Fan A sets up a card for their own order.
+    response, _ = hold_via_form(client, film, 1)
+    secret = checkout_secret(client, response.headers["Location"])
+    base, pk = app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"]
+    setup_of_a = confirm_card_setup(base, pk, secret, GOOD_CARD)
+    # Fan B opens their own checkout, then posts A's SetupIntent to pay.
+    fan_b = make_user(db, "other-buyer@example.com")
+    other_client.login(fan_b.email, PASSWORD)
+    held_b, _ = hold_via_form(other_client, film, 2)
+    checkout_secret(other_client, held_b.headers["Location"])
+    intents_before = len(localstripe_objects(app, "payment_intents"))
+    refused = other_client.post_form(held_b.headers["Location"].replace("/checkout", "/pay"),
+                                     {"setup_intent": setup_of_a["id"]}, follow_redirects=True)
+    assert refused.status_code == 200
+    assert "This card was not set up for this order" in refused.get_data(as_text=True)
+    # Nothing charged: no PaymentIntent was even created, with A's card or any other.
+    assert len(localstripe_objects(app, "payment_intents")) == intents_before
+    db.reread()
+    order_b = db.scalar(select(Order).where(Order.user_id == fan_b.id))
+    assert order_b.status == OrderStatus.PENDING and order_b.stripe_payment_intent_id is None
+    assert ledger_cash(db) == 0
+    # A's own payment still works with A's card.
+    paid = client.post_form(response.headers["Location"].replace("/checkout", "/pay"),
+                            {"setup_intent": setup_of_a["id"]})
+    assert paid.status_code == 303
+    db.reread()
+    assert db.scalar(select(Order.status).where(Order.user_id == fan.id)) == OrderStatus.PAID
+
+
+def test_pay_refuses_a_setup_intent_stripe_says_belongs_to_another_order(
+        client: Client, db: CheckSession, app: Flask, film, fan) -> None:  # type: ignore[no-untyped-def]
+    response, _ = hold_via_form(client, film, 1)
+    gateway = app.extensions["crowdfund.gateway"]
+    # Recorded on this order, but made for another order and user (as a tampered database might hold).
+    foreign = gateway.create_setup_intent({"order_id": "999999", "user_id": "999999"})
+    confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], foreign.client_secret,
+                       GOOD_CARD)
+    db.reread()
+    order = db.scalar(select(Order))
+    order.stripe_setup_intent_id = foreign.id
+    db.commit()
+    refused = client.post_form(response.headers["Location"].replace("/checkout", "/pay"),
+                               {"setup_intent": foreign.id}, follow_redirects=True)
+    assert "This card was not set up for this order" in refused.get_data(as_text=True)
+    db.reread()
+    assert db.get(Order, order.id).stripe_payment_intent_id is None
+
+
+def test_reloading_the_checkout_reuses_the_orders_setup_intent(client: Client, db: CheckSession, app: Flask,
+                                                               film, fan) -> None:  # type: ignore[no-untyped-def]
+    response, _ = hold_via_form(client, film, 1)
+    secrets = {checkout_secret(client, response.headers["Location"]) for _ in range(3)}
+    db.reread()
+    order = db.scalar(select(Order))
+    made = [s for s in localstripe_objects(app, "setup_intents")
+            if s["metadata"].get("order_reference") == order.reference]
+    assert len(made) == 1 and len(secrets) == 1
+    assert order.stripe_setup_intent_id == made[0]["id"]
+    assert made[0]["metadata"] == {"order_id": str(order.id), "order_reference": order.reference,
+                                   "user_id": str(fan.id)}
+    # A SetupIntent that can no longer collect a card (here: canceled) is replaced, once.
+    app.extensions["crowdfund.gateway"].cancel_setup_intent(order.stripe_setup_intent_id)
+    replaced = {checkout_secret(client, response.headers["Location"]) for _ in range(2)}
+    assert len(replaced) == 1 and replaced != secrets
+    db.reread()
+    assert db.get(Order, order.id).stripe_setup_intent_id != made[0]["id"]
+
+
+def ledger_cash(db: CheckSession) -> int:
+    from crowdfund import ledger
+
+    return ledger.balance(db, ledger.BACKER_CASH)

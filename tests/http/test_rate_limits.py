@@ -25,7 +25,7 @@ SHARED_KEYS = ("DATABASE_URL", "STRIPE_API_BASE", "STRIPE_SECRET_KEY", "STRIPE_P
 HIGH = "1000 per minute"
 ALL_LIMITS = ("RATELIMIT_LOGIN_ACCOUNT", "RATELIMIT_LOGIN_ADDRESS", "RATELIMIT_SIGNUP", "RATELIMIT_RESET_ADDRESS",
               "RATELIMIT_RESET_ACCOUNT", "RATELIMIT_HOLD", "RATELIMIT_CHECK_IN", "RATELIMIT_WEBHOOK",
-              "RATELIMIT_VERIFY_EMAIL")
+              "RATELIMIT_VERIFY_EMAIL", "RATELIMIT_CHECKOUT")
 
 
 @pytest.fixture
@@ -254,3 +254,20 @@ def test_limits_live_in_redis_and_are_shared_by_every_worker(limited, db: CheckS
         for key in store.keys(f"*{prefix}*"):
             store.delete(key)
         store.close()
+
+
+def test_the_checkout_page_is_limited_per_fan(limited, db: CheckSession) -> None:  # type: ignore[no-untyped-def]
+    from tests.factories import hold
+
+    film = make_film(db, make_studio_user(db), FilmState.FUNDING)
+    eager, calm = make_user(db, "reloader@example.com"), make_user(db, "patient@example.com")
+    eager_order, calm_order = hold(db, eager, film, 1), hold(db, calm, film, 1)
+    client = limited(RATELIMIT_CHECKOUT="2 per minute")
+    client.login(eager.email, PASSWORD)
+    for _ in range(2):
+        assert client.get(f"/orders/{eager_order.reference}/checkout").status_code == 200
+    assert_limited(client.get(f"/orders/{eager_order.reference}/checkout"))
+    # Another fan, from the same address, can still pay.
+    client.post_form("/logout")
+    client.login(calm.email, PASSWORD)
+    assert client.get(f"/orders/{calm_order.reference}/checkout").status_code == 200

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import time
 from datetime import UTC, datetime
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from crowdfund import ledger
+from crowdfund.accounts.models import Role
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import FilmInventory, Order, OrderStatus
-from crowdfund.payments.localstripe_server import confirm_card_setup, register_webhook
+from crowdfund.payments.localstripe_server import _call as localstripe_call
+from crowdfund.payments.localstripe_server import (
+    confirm_card_setup,
+    create_card_payment_method,
+    register_webhook,
+)
 from crowdfund.payments.services import StripeEvent
 from tests.conftest import CheckSession, Client
-from tests.factories import DECLINED_CARD, GOOD_CARD, hold, make_film, make_studio_user, make_user
+from tests.factories import DECLINED_CARD, GOOD_CARD, PASSWORD, hold, make_film, make_studio_user, make_user
 from tests.localstripe_fixture import WEBHOOK_SECRET
 
 
@@ -41,11 +48,12 @@ def post(client: Client, payload: bytes, signature: str | None = None):  # type:
                        headers={"Stripe-Signature": signature if signature is not None else sign(payload)})
 
 
-def charged_but_unrecorded(db: CheckSession, app: Flask, card: str = GOOD_CARD) -> Order:
+def charged_but_unrecorded(db: CheckSession, app: Flask, card: str = GOOD_CARD, order: Order | None = None) -> Order:
     """Stripe charged the card; the server died before recording the outcome."""
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
-                     funding_goal_cents=50_000)
-    order = hold(db, make_user(db), film, 2)
+    if order is None:
+        film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
+                         funding_goal_cents=50_000)
+        order = hold(db, make_user(db), film, 2)
     gateway = app.extensions["crowdfund.gateway"]
     setup = gateway.create_setup_intent({})
     confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret, card)
@@ -122,16 +130,21 @@ def test_not_json_or_not_an_event_is_refused(client: Client) -> None:
 
 def test_real_delivery_from_localstripe(db: CheckSession, app: Flask, live_server: str) -> None:
     """localstripe itself signs and posts payment_intent.succeeded to the app."""
+    # Held before the app hears from localstripe: events of earlier tests' payments
+    # may still arrive, and a write of theirs would collide with the hold's
+    # read-then-write (this test session's SQLite transactions begin DEFERRED).
+    held = held_order(db)
     register_webhook(app.config["STRIPE_API_BASE"], "app", f"{live_server}/stripe/webhook", WEBHOOK_SECRET)
     try:
-        order = charged_but_unrecorded(db, app)
+        order = charged_but_unrecorded(db, app, order=held)
         # localstripe posts about a second later; allow for a loaded CI machine.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and state(db, order)[0] != OrderStatus.PAID:
             time.sleep(0.1)
         received = db.scalars(select(StripeEvent.type)).all()
         assert state(db, order) == (OrderStatus.PAID, 2, 10_000), f"events received: {received}"
-        assert db.scalar(select(StripeEvent.type)) == "payment_intent.succeeded"
+        # Stray events of earlier tests' payments may arrive too (localstripe posts them a second later).
+        assert "payment_intent.succeeded" in db.scalars(select(StripeEvent.type)).all()
     finally:
         # localstripe cannot forget a webhook: point it at a closed port.
         register_webhook(app.config["STRIPE_API_BASE"], "app", "http://127.0.0.1:9/closed", WEBHOOK_SECRET)
@@ -148,3 +161,167 @@ def test_reconcile_settles_a_charge_the_server_never_recorded(db: CheckSession, 
     again = reconcile(db, gateway, now=datetime.now(UTC))
     assert again["paid"] == 0
     assert state(db, order) == (OrderStatus.PAID, 2, 10_000)
+
+
+# --- settle only from the PaymentIntent as Stripe reports it (issue 12, item 2) -----------------
+
+
+def signed_post(client: Client, event_id: str, event_type: str, intent: dict) -> int:
+    payload = json.dumps({"id": event_id, "object": "event", "type": event_type, "created": int(time.time()),
+                          "data": {"object": {"object": "payment_intent", **intent}}}).encode()
+    return post(client, payload).status_code
+
+
+def held_order(db: CheckSession, units: int = 2) -> Order:
+    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
+                     funding_goal_cents=50_000)
+    return hold(db, make_user(db), film, units)
+
+
+def paid_intent(app: Flask, amount_cents: int, metadata: dict) -> str:
+    """A PaymentIntent charged at localstripe, made outside the app's pay step."""
+    gateway = app.extensions["crowdfund.gateway"]
+    method = create_card_payment_method(app.config["STRIPE_API_BASE"], app.config["STRIPE_SECRET_KEY"], GOOD_CARD)
+    intent_id = gateway.create_payment_intent(amount_cents, "usd", metadata, payment_method_id=method)
+    assert gateway.confirm_payment_intent(intent_id, method).status == "succeeded"
+    return intent_id
+
+
+def anomalies(db: CheckSession) -> list[dict]:
+    db.reread()
+    rows = db.execute(text("SELECT payment_intent_id, order_id, kind, expected_amount_cents, actual_amount_cents, "
+                           "state, stripe_refund_id FROM payment_anomalies ORDER BY id")).mappings().all()
+    return [dict(row) for row in rows]
+
+
+def test_a_signed_success_event_for_an_unpaid_intent_leaves_the_order_pending(
+        client: Client, db: CheckSession, app: Flask) -> None:
+    order = held_order(db)
+    gateway = app.extensions["crowdfund.gateway"]
+    # Recorded on the order but never paid: localstripe has it in requires_payment_method.
+    intent_id = gateway.create_payment_intent(order.amount_cents, "usd", {"order_id": str(order.id)})
+    order.stripe_payment_intent_id = intent_id
+    db.commit()
+    forged = {"id": intent_id, "status": "succeeded", "amount": order.amount_cents, "currency": "usd",
+              "metadata": {"order_id": str(order.id), "order_reference": order.reference}}
+    assert signed_post(client, "evt_forged_success", "payment_intent.succeeded", forged) == 200
+    assert state(db, order) == (OrderStatus.PENDING, 0, 0)
+    assert db.get(FilmInventory, order.film_id).held == 2
+    assert ledger.trial_balance(db) == 0
+
+
+def test_the_outcome_and_amount_come_from_stripe_not_from_the_event_body(
+        client: Client, db: CheckSession, app: Flask) -> None:
+    order = charged_but_unrecorded(db, app)
+    # The body claims a failure of one cent; Stripe has the order's full amount, succeeded.
+    body = {"id": order.stripe_payment_intent_id, "status": "requires_payment_method", "amount": 1,
+            "currency": "usd", "last_payment_error": {"message": "Your card was declined."}}
+    assert signed_post(client, "evt_lying_failure", "payment_intent.payment_failed", body) == 200
+    assert state(db, order) == (OrderStatus.PAID, 2, 10_000)
+    assert anomalies(db) == []
+
+
+@pytest.mark.parametrize("case", ["smaller-amount", "order-has-another-intent"])
+def test_an_intent_that_does_not_match_its_order_is_an_anomaly_and_refunded(
+        client: Client, db: CheckSession, app: Flask, mail, case: str) -> None:
+    order = held_order(db)
+    gateway = app.extensions["crowdfund.gateway"]
+    metadata = {"order_id": str(order.id), "order_reference": order.reference}
+    if case == "smaller-amount":
+        intent_id = paid_intent(app, order.amount_cents // 2, metadata)
+    else:
+        order.stripe_payment_intent_id = gateway.create_payment_intent(order.amount_cents, "usd", metadata)
+        db.commit()
+        intent_id = paid_intent(app, order.amount_cents, metadata)
+    # The body says what the order would want; Stripe says otherwise.
+    claimed = {"id": intent_id, "status": "succeeded", "amount": order.amount_cents, "currency": "usd",
+               "metadata": metadata}
+    assert signed_post(client, "evt_mismatch_1", "payment_intent.succeeded", claimed) == 200
+    assert signed_post(client, "evt_mismatch_2", "payment_intent.succeeded", claimed) == 200  # news again
+    assert state(db, order)[:2] == (OrderStatus.PENDING, 0)
+    [anomaly] = anomalies(db)
+    actual = order.amount_cents // 2 if case == "smaller-amount" else order.amount_cents
+    assert anomaly["payment_intent_id"] == intent_id and anomaly["order_id"] == order.id
+    assert anomaly["kind"] == ("amount_mismatch" if case == "smaller-amount" else "order_has_another_intent")
+    assert (anomaly["expected_amount_cents"], anomaly["actual_amount_cents"]) == (order.amount_cents, actual)
+    assert anomaly["state"] == "refunded"
+    # Refunded once, in full, at Stripe; the ledger saw the money come and go.
+    [refund] = gateway.find_refunds(intent_id)
+    assert (refund.id, refund.amount_cents) == (anomaly["stripe_refund_id"], actual)
+    assert ledger.balance(db, ledger.BACKER_CASH) == 0 and ledger.balance(db, ledger.UNMATCHED_PAYMENTS) == 0
+    assert ledger.trial_balance(db) == 0
+    assert not [m for m in mail.messages if order.reference in str(m["Subject"])]  # no receipt: nothing was bought
+
+
+def test_the_finance_page_shows_payment_anomalies(client: Client, db: CheckSession, app: Flask) -> None:
+    order = held_order(db)
+    intent_id = paid_intent(app, 1234, {"order_id": str(order.id), "order_reference": order.reference})
+    body = {"id": intent_id, "status": "succeeded", "amount": order.amount_cents, "currency": "usd"}
+    assert signed_post(client, "evt_mismatch_page", "payment_intent.succeeded", body) == 200
+    finance = make_user(db, roles=(Role.FINANCE,))
+    client.login(finance.email, PASSWORD)
+    page = client.get("/finance/").get_data(as_text=True)
+    assert "Payment anomalies" in page and intent_id in page and order.reference in page
+    assert "$12.34" in page and "$100.00" in page and "Refunded" in page
+
+
+def test_reconcile_refunds_a_recorded_intent_whose_amount_changed_at_stripe(db: CheckSession, app: Flask) -> None:
+    from crowdfund.payments.services import reconcile
+
+    order = held_order(db)
+    gateway = app.extensions["crowdfund.gateway"]
+    base, secret = app.config["STRIPE_API_BASE"], app.config["STRIPE_SECRET_KEY"]
+    method = create_card_payment_method(base, secret, GOOD_CARD)
+    intent_id = gateway.create_payment_intent(order.amount_cents, "usd", {"order_id": str(order.id)},
+                                              payment_method_id=method)
+    order.stripe_payment_intent_id = intent_id
+    db.commit()
+    # Someone with the API key lowered the amount before the charge.
+    localstripe_call("POST", f"{base}/v1/payment_intents/{intent_id}", {"amount": 100}, secret)
+    assert gateway.confirm_payment_intent(intent_id, method).status == "succeeded"
+    reconcile(db, gateway, now=datetime.now(UTC))
+    assert state(db, order)[:2] == (OrderStatus.PENDING, 0)
+    [anomaly] = anomalies(db)
+    assert (anomaly["kind"], anomaly["actual_amount_cents"], anomaly["state"]) == ("amount_mismatch", 100, "refunded")
+    assert [r.amount_cents for r in gateway.find_refunds(intent_id)] == [100]
+    reconcile(db, gateway, now=datetime.now(UTC))
+    assert len(gateway.find_refunds(intent_id)) == 1
+    assert ledger.trial_balance(db) == 0 and ledger.balance(db, ledger.BACKER_CASH) == 0
+
+
+# --- signature timestamps and the body-size cap ------------------------------------------------
+
+
+def test_a_signature_from_the_future_is_refused(client: Client, db: CheckSession, app: Flask) -> None:
+    order = charged_but_unrecorded(db, app)
+    payload = event("evt_future", "payment_intent.succeeded", order.stripe_payment_intent_id, "succeeded")
+    assert post(client, payload, sign(payload, at=int(time.time()) + 600)).status_code == 400
+    assert state(db, order)[0] == OrderStatus.PENDING
+    assert db.scalar(select(func.count()).select_from(StripeEvent)) == 0
+
+
+def test_the_size_cap_holds_for_a_chunked_body(db: CheckSession, live_server: str) -> None:
+    from crowdfund.payments.views import MAX_WEBHOOK_BYTES
+
+    # Correctly signed and a Stripe event in form: only its size is wrong.
+    payload = json.dumps({"id": "evt_huge", "object": "event", "type": "customer.updated",
+                          "created": int(time.time()),
+                          "data": {"object": {"object": "customer", "padding": "x" * MAX_WEBHOOK_BYTES}}}).encode()
+    host, port = live_server.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.putrequest("POST", "/stripe/webhook")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Stripe-Signature", sign(payload))
+        connection.putheader("Transfer-Encoding", "chunked")
+        connection.endheaders()
+        for start in range(0, len(payload), 64 * 1024):
+            chunk = payload[start:start + 64 * 1024]
+            connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        connection.send(b"0\r\n\r\n")
+        response = connection.getresponse()
+        assert response.status == 413
+    finally:
+        connection.close()
+    db.reread()
+    assert db.scalar(select(func.count()).select_from(StripeEvent)) == 0
