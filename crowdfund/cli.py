@@ -114,11 +114,7 @@ def register_cli(app: Flask) -> None:
         with _session() as session:
             report = reconcile(session, current_app.extensions["crowdfund.gateway"], now=_now())
         click.echo(", ".join(f"{key}: {value}" for key, value in report.counts.items()))
-        for failure in report.failures:
-            click.echo(f"failed: {failure.reference}: {failure.error}", err=True)
-        if report.failures:
-            click.echo(f"{len(report.failures)} failed; the others were handled. Run again to retry.", err=True)
-            raise SystemExit(1)
+        _exit_on_failures(report.failures)
 
     app.cli.add_command(payments)
 

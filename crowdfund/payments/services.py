@@ -38,6 +38,7 @@ from crowdfund.films.models import Film
 from crowdfund.funding import services as funding
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.funding.rules import cancellation_deadline
+from crowdfund.jobs import UnitFailure, describe
 from crowdfund.mail import queue_email
 from crowdfund.payments.gateway import (
     GatewayError,
@@ -108,20 +109,12 @@ class PaymentResult:
     client_secret: str | None = None
 
 
-@dataclass(frozen=True)
-class BatchFailure:
-    """One order (or anomaly) a batch job could not handle; the job went on."""
-
-    reference: str
-    error: str
-
-
 @dataclass
 class JobReport:
     """What `reconcile` did: counts by outcome, and what failed."""
 
     counts: dict[str, int]
-    failures: list[BatchFailure] = field(default_factory=list)
+    failures: list[UnitFailure] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> int:
         return self.counts[key]
@@ -616,7 +609,7 @@ def process_refund(session: Session, order: Order, gateway: StripeGateway, *, no
 
 
 def process_refunds(session: Session, gateway: StripeGateway, *, now: datetime, batch_size: int = 200,
-                    failures: list[BatchFailure] | None = None) -> int:
+                    failures: list[UnitFailure] | None = None) -> int:
     """Every refund owed, in batches; returns how many were carried out. Each
     order in transactions of its own: one that fails is rolled back, logged
     and added to `failures`, and the others go on."""
@@ -641,7 +634,7 @@ def process_refunds(session: Session, gateway: StripeGateway, *, now: datetime, 
                 session.rollback()
                 log.exception("refund of order %s failed; the next run retries it", reference)
                 if failures is not None:
-                    failures.append(BatchFailure(reference, str(exc) or type(exc).__name__))
+                    failures.append(UnitFailure(f"order {reference}", describe(exc)))
         session.expunge_all()
 
 
@@ -703,7 +696,7 @@ def reconcile(session: Session, gateway: StripeGateway, *, now: datetime, batch_
             except Exception as exc:
                 session.rollback()
                 log.exception("reconcile: order %s failed; the next run retries it", reference)
-                report.failures.append(BatchFailure(reference, str(exc) or type(exc).__name__))
+                report.failures.append(UnitFailure(f"order {reference}", describe(exc)))
         session.expunge_all()
     with _reading(session):
         owed = session.execute(
@@ -718,7 +711,7 @@ def reconcile(session: Session, gateway: StripeGateway, *, now: datetime, batch_
         except Exception as exc:
             session.rollback()
             log.exception("refund of payment anomaly %s failed; the next run retries it", intent_id)
-            report.failures.append(BatchFailure(f"payment anomaly {intent_id}", str(exc) or type(exc).__name__))
+            report.failures.append(UnitFailure(f"payment anomaly {intent_id}", describe(exc)))
     report.counts["refunds"] = process_refunds(session, gateway, now=now, batch_size=batch_size,
                                                failures=report.failures)
     return report

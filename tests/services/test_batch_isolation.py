@@ -188,3 +188,22 @@ def test_payouts_process_goes_on_past_a_run_that_fails(app: Flask, db: CheckSess
     assert db.get(PayoutRun, good.id).status == RunStatus.COMPUTED
     again = runner.invoke(args=["payouts", "process"])
     assert again.exit_code == 0 and f"run {bad.id}: complete" in again.output
+
+
+def test_close_rounds_goes_on_past_a_refund_stripe_refuses(app: Flask, db: CheckSession, clock) -> None:  # type: ignore[no-untyped-def]
+    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
+                     funding_goal_cents=40_000)
+    orders = [buy(db, app, make_user(db), film, 1) for _ in range(2)]
+    bad = db.get(Order, orders[0].id)
+    bad.stripe_payment_intent_id = "pi_unknown_to_stripe"  # Stripe answers 404 for its refund
+    db.commit()
+    clock.set(film.deadline + HOLD + timedelta(seconds=1))
+
+    result = app.test_cli_runner().invoke(args=["funding", "close-rounds"])
+    assert result.exit_code == 1, result.output
+    assert f"order {bad.reference}" in result.output
+    db.reread()
+    refund_states = dict(db.execute(select(Order.id, Order.refund_state).where(Order.film_id == film.id)).all())
+    assert refund_states[orders[1].id] == "done"
+    assert refund_states[bad.id] in ("requested", "processing")
+    assert ledger.trial_balance(db) == 0
