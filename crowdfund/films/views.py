@@ -27,6 +27,7 @@ from crowdfund.funding.queries import funding_stats
 from crowdfund.funding.views import buy_panel_context
 from crowdfund.charts import line_chart
 from crowdfund.money import format_cents, format_cents_plain, parse_amount
+from crowdfund.params import int_arg
 from crowdfund.payouts.calculator import backer_return, curve
 from crowdfund.payouts.services import paid_stakes, principal_cents, terms_of
 from crowdfund.reports.csvutil import stream_csv
@@ -47,10 +48,7 @@ SECTIONS = {
 
 
 def _page_number() -> int:
-    raw = request.args.get("page", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
-        abort(404)
-    return int(raw)
+    return int_arg("page", 1, 1, 100_000)
 
 
 def _terms(film: Any) -> list[str]:
@@ -120,8 +118,7 @@ def _calculator(film: Any) -> dict[str, Any]:
         receipts, error = principal * 2, "Enter receipts in dollars, like 250000."
     else:
         error = None
-    stakes_raw = request.args.get("stakes", "1")
-    stakes = int(stakes_raw) if stakes_raw.isdigit() and 0 < int(stakes_raw) <= total_stakes else 1
+    stakes = int_arg("stakes", 1, 1, total_stakes)
     terms = terms_of(film)
     scenario = backer_return(terms, principal_cents=principal, total_stakes=total_stakes, receipts_cents=receipts,
                              stakes=stakes)

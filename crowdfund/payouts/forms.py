@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import DateField, StringField, TextAreaField
+from wtforms import StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 from crowdfund.money import parse_signed_amount
+from crowdfund.params import IsoDateField
 
 
 def _signed_money(form: FlaskForm, field: StringField) -> None:
@@ -16,8 +17,8 @@ def _signed_money(form: FlaskForm, field: StringField) -> None:
 
 
 class ReportForm(FlaskForm):
-    period_start = DateField("Period start", validators=[InputRequired("Enter the first day of the period.")])
-    period_end = DateField("Period end", validators=[InputRequired("Enter the last day of the period.")])
+    period_start = IsoDateField("Period start", validators=[InputRequired("Enter the first day of the period.")])
+    period_end = IsoDateField("Period end", validators=[InputRequired("Enter the last day of the period.")])
     net_receipts = StringField("Net box-office receipts ($)", validators=[
         DataRequired("Enter the net receipts."), Length(max=20), _signed_money],
         description="Negative for a correction of earlier reports.")
@@ -39,5 +40,5 @@ class LedgerExportForm(FlaskForm):
     class Meta:
         csrf = False  # a GET form: it reads, never writes
 
-    start = DateField("From", validators=[InputRequired("Enter a start date.")])
-    end = DateField("To", validators=[InputRequired("Enter an end date.")])
+    start = IsoDateField("From", validators=[InputRequired("Enter a start date.")])
+    end = IsoDateField("To", validators=[InputRequired("Enter an end date.")])

@@ -207,6 +207,9 @@ def preview(session: Session, report: BoxOfficeReport) -> Waterfall:
 def start_run(session: Session, report: BoxOfficeReport, finance: User, *, now: datetime) -> PayoutRun:
     """Freeze the waterfall for an approved report and book the pool. Starting
     the same report twice returns the existing run."""
+    # Starts of the same report queue on its row (PostgreSQL; SQLite writers
+    # are serialised anyway): the second sees the first's run, never a duplicate.
+    session.execute(select(BoxOfficeReport.id).where(BoxOfficeReport.id == report.id).with_for_update())
     existing = session.scalar(select(PayoutRun).where(PayoutRun.report_id == report.id))
     if existing is not None:
         return existing
@@ -280,13 +283,22 @@ def write_statements(
     view pass session.commit). `announce` e-mails each backer afterwards."""
     if run.status != RunStatus.COMPUTING:
         return True
+    run_id = run.id
     user_ids, stakes = _backer_weights(session, run.film_id, batch_size)
     if sum(stakes) != run.total_stakes:
         raise Conflict("Paid stakes changed since the run started; the run cannot be completed.")
     parts = split_pro_rata(run.pool_cents, stakes) if len(stakes) else []
     batches = 0
-    position = run.statements_written
-    while position < len(user_ids):
+    while True:
+        # Each batch holds the run's row, so two writers of the same run (two
+        # "start" clicks, a click and the worker) take turns from the resume point.
+        run = session.scalar(select(PayoutRun).where(PayoutRun.id == run_id).with_for_update(of=PayoutRun)
+                             .execution_options(populate_existing=True))  # type: ignore[assignment]
+        if run.status != RunStatus.COMPUTING:
+            return True
+        position = run.statements_written
+        if position >= len(user_ids):
+            break
         chunk = range(position, min(position + batch_size, len(user_ids)))
         chunk_users = [user_ids[i] for i in chunk]
         before = dict(session.execute(
@@ -309,7 +321,6 @@ def write_statements(
         if commit:
             commit()
         session.expunge_all()
-        run = session.get(PayoutRun, run.id)  # type: ignore[assignment]
         batches += 1
         if max_batches is not None and batches >= max_batches and position < len(user_ids):
             return False

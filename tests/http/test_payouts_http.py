@@ -165,5 +165,6 @@ def test_return_calculator_on_the_film_page(client: Client, released) -> None:  
     # K = $300 over 6 stakes; R = $400 -> pool $200; 2 stakes -> $66.67.
     assert re.search(r"earns <strong>\$400.00</strong>.*?gets <strong>\$66.67</strong>", page, re.S)
     assert "<svg" in page
-    bad = client.get(f"/films/{film.slug}?receipts=abc&stakes=-4")
+    bad = client.get(f"/films/{film.slug}?receipts=abc&stakes=2")
     assert bad.status_code == 200 and "Enter receipts in dollars" in bad.get_data(as_text=True)
+    assert client.get(f"/films/{film.slug}?stakes=-4").status_code == 400
