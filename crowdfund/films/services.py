@@ -159,6 +159,9 @@ def approve(session: Session, film: Film, admin: User, *, now: datetime) -> None
     """Open the film for funding; from here its terms never change."""
     if film.state != FilmState.IN_REVIEW:
         raise Conflict("Only films in review can be approved.")
+    if admin.studio_id is not None and admin.studio_id == film.studio_id:
+        # Separation of duty: nobody opens their own studio's film for funding.
+        raise Forbidden("You are a member of this film's studio, so you cannot approve it: another admin must.")
     _check_ready(film, now)
     change_film_state(session, film, FilmState.FUNDING, now=now, actor=admin)
 

@@ -340,6 +340,8 @@ def approve(film_id: int) -> Any:
     except DomainError as exc:
         db().rollback()
         flash(exc.message, "error")
+        if exc.status_code == 403:  # not this admin's to approve: say so on the page, with the status
+            return _review_page(services.film_by_id(db(), film_id), status=403)
         return redirect(url_for("review.review", film_id=film.id), 303)
     flash(f"{film.title} is open for funding.", "success")
     return redirect(url_for("review.queue"), 303)

@@ -79,7 +79,8 @@ def test_money_and_check_in_actions_are_recorded(db: CheckSession, app: Flask) -
     payouts.approve_report(db, report, finance, now=datetime.now(UTC))
     db.commit()
     run = payouts.run_payout(db, report, finance, now=datetime.now(UTC))
-    payouts.mark_paid(db, run, finance, "REF-1", now=datetime.now(UTC))
+    checker = make_user(db, roles=(Role.FINANCE,))  # not the person who started the run
+    payouts.mark_paid(db, run, checker, "REF-1", now=datetime.now(UTC))
     db.commit()
     assert events(db, "box_office.approve")[-1].actor_id == finance.id
     assert events(db, "payout.run")[-1].after_data["pool_cents"] == run.pool_cents
