@@ -18,7 +18,7 @@ from crowdfund.films.models import Film, FilmEvent
 from crowdfund.films.rules import FilmInput, deadline_problem, film_input_problems
 from crowdfund.funding.models import FilmInventory
 from crowdfund.films.states import PUBLIC_STATES, FilmState, check_film_transition
-from crowdfund.uploads import check_image, store_file
+from crowdfund.uploads import clean_image, store_file
 
 
 class FilmInputError(DomainError):
@@ -101,8 +101,8 @@ def _validate(data: FilmInput) -> None:
 def _attach_poster(session: Session, film: Film, poster: bytes | None, max_bytes: int) -> None:
     if poster is None:
         return
-    content_type = check_image(poster, max_bytes)
-    film.poster_id = store_file(session, poster, content_type).id
+    cleaned, content_type = clean_image(poster, max_bytes)  # re-encoded: no EXIF/GPS, nothing appended
+    film.poster_id = store_file(session, cleaned, content_type).id
 
 
 def create_film(

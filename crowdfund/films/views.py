@@ -178,6 +178,30 @@ def _apply_problems(form: FilmForm, exc: DomainError) -> None:
             flash(message, "error")
 
 
+@studio_bp.errorhandler(413)
+def _upload_too_large(exc: Exception) -> Any:
+    """A body over MAX_CONTENT_LENGTH is refused before it is read, so its fields
+    are lost: the film form comes back (a draft's saved values when editing)
+    with the poster's limit, instead of a bare error page."""
+    limit_mb = current_app.config["POSTER_MAX_BYTES"] // (1024 * 1024)
+    message = f"The poster is too large: at most {limit_mb} MB. Nothing was saved; choose a smaller image."
+    if (request.endpoint in ("studio.new_film", "studio.edit_film") and current_user.is_authenticated
+            and current_user.has_role(Role.STUDIO)):
+        film = None
+        form = FilmForm(formdata=None)
+        if request.endpoint == "studio.edit_film":
+            try:
+                film = services.studio_film(db(), user(), int((request.view_args or {}).get("film_id", 0)))
+            except DomainError as not_theirs:
+                return render_template("errors/error.html", status=not_theirs.status_code, title="Not found",
+                                       message=not_theirs.message), not_theirs.status_code
+            form.fill_from(film)
+        form.poster.errors = [message]
+        return render_template("studio/film_form.html", form=form, film=film), 413
+    return render_template("errors/error.html", status=413, title="Request Entity Too Large",
+                           message="The upload is too large."), 413
+
+
 @studio_bp.route("/films/new", methods=["GET", "POST"])
 @role_required(Role.STUDIO)
 def new_film() -> Any:
