@@ -328,7 +328,8 @@ def review(film_id: int) -> Any:
 
 def _review_page(film: Any, send_back_form: SendBackForm | None = None, status: int = 200) -> Any:
     return render_template(
-        "admin/review.html", film=film, terms=_terms(film), approve_form=EmptyForm(prefix="approve"),
+        "admin/review.html", film=film, terms=_terms(film), tiers=film_tiers(db(), film.id),
+        approve_form=EmptyForm(prefix="approve"),
         send_back_form=send_back_form or SendBackForm(prefix="back"), cancel_form=SendBackForm(prefix="cancel"),
     ), status
 
