@@ -71,6 +71,8 @@ def test_admin_member_of_a_studio_cannot_approve_its_films(client: Client, db: C
     insider = studio_member_with(db, "admin", "Own Studio")
     before = audit_count(db)
     client.login(insider.email, PASSWORD)
+    review = client.get(f"/admin/reviews/{film.id}").get_data(as_text=True)
+    assert "another admin must approve this film" in review and "Approve and open for funding" not in review
     response = client.post_form(f"/admin/reviews/{film.id}/approve", {"approve-csrf_token": client.csrf_token()})
     assert response.status_code == 403
     assert "member of this film&#39;s studio" in response.get_data(as_text=True)
