@@ -311,4 +311,24 @@ def _register_security_headers(app: Flask) -> None:
         # One pass over the headers, not one per header: every response runs this.
         present = {name.lower() for name in headers.keys()}
         headers.extend([(name, value) for name, value in security_headers if name.lower() not in present])
+        if request.endpoint != "static":
+            if _for_a_logged_in_user():
+                # Pages and files of a logged-in person (tickets, statements, exports,
+                # draft posters) are never kept by a browser or a proxy.
+                headers["Cache-Control"] = "no-store"
+                headers.pop("Expires", None)
+            else:
+                # Public pages may be cached, but never served to someone who has a session.
+                headers.add("Vary", "Cookie")
         return response
+
+
+def _for_a_logged_in_user() -> bool:
+    """Whether this response goes to an authenticated user, without loading one
+    the request did not (a session that names a user counts, loaded or not)."""
+    from flask import session
+
+    loaded = g.get("_login_user")
+    if loaded is not None and getattr(loaded, "is_authenticated", False):
+        return True
+    return "_user_id" in session

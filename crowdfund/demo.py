@@ -140,11 +140,15 @@ def seed(session: Session, gateway: Any = None, stripe_base: str = "", publishab
                                  **verified)
     finance = accounts.create_user(session, "finance@example.com", DEMO_PASSWORD, "Fin Ance", roles=(Role.FINANCE,),
                                    **verified)
+    # The one who starts a payout run cannot also mark it paid: a second finance login confirms transfers.
+    checker = accounts.create_user(session, "finance2@example.com", DEMO_PASSWORD, "Fiona Check",
+                                   roles=(Role.FINANCE,), **verified)
     studio_user = accounts.create_user(session, "studio@example.com", DEMO_PASSWORD, "Sam Studio", roles=(),
                                        **verified)
     studio = accounts.create_studio(session, "Northlight Pictures")
     accounts.set_studio(session, studio_user, studio)
-    logins += [("admin", admin.email), ("finance", finance.email), ("studio", studio_user.email)]
+    logins += [("admin", admin.email), ("finance", finance.email), ("finance", checker.email),
+               ("studio", studio_user.email)]
     fans = []
     for n, name in enumerate(["Fay Fan", "Femi Fan", "Fumiko Fan", "Felix Fan"], start=1):
         fan = accounts.create_user(session, f"fan{n}@example.com", DEMO_PASSWORD, name, roles=(Role.FAN,),

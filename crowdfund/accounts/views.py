@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, session, url_for
@@ -18,6 +17,7 @@ from crowdfund.accounts.models import Role, Studio, User
 from crowdfund.errors import DomainError
 from crowdfund.extensions import rate_limit
 from crowdfund.web import db, login_required, now, role_required, safe_next, user
+from crowdfund.params import date_arg, int_arg
 
 bp = Blueprint("accounts", __name__)
 admin_bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -364,20 +364,13 @@ def audit_log() -> Any:
     from crowdfund import audit
 
     args = request.args
-    page_raw = args.get("page", "1")
-    page = int(page_raw) if page_raw.isdigit() and 0 < int(page_raw) <= 100_000 else 1
-
-    def day(name: str) -> date | None:
-        try:
-            return date.fromisoformat(args.get(name, "")) if args.get(name) else None
-        except ValueError:
-            flash(f"Ignored the date {args.get(name, '')[:20]!r}: use YYYY-MM-DD.", "error")
-            return None
+    page = int_arg("page", 1, 1, 100_000)
+    since, until = date_arg("since"), date_arg("until")
 
     filters = audit.AuditFilter(
         action=args.get("action", "")[:64], actor_email=args.get("actor", "")[:254],
         object_type=args.get("object_type", "")[:32], object_id=args.get("object_id", "")[:64],
-        since=day("since"), until=day("until"),
+        since=since, until=until,
     )
     events, has_next = audit.search(db(), filters, page)
     return render_template("admin/audit.html", events=events, filters=filters, page=page, has_next=has_next,

@@ -19,7 +19,7 @@ from crowdfund.films.rules import FilmInput, clean_film_text, deadline_problem, 
 from crowdfund.funding.models import FilmInventory, Order
 from crowdfund.films.states import PUBLIC_STATES, FilmState, check_film_transition
 from crowdfund.text import TextProblem, multi_line
-from crowdfund.uploads import check_image, store_file
+from crowdfund.uploads import clean_image, store_file
 
 
 class FilmInputError(DomainError):
@@ -100,8 +100,8 @@ def _validate(data: FilmInput) -> None:
 def _attach_poster(session: Session, film: Film, poster: bytes | None, max_bytes: int) -> None:
     if poster is None:
         return
-    content_type = check_image(poster, max_bytes)
-    film.poster_id = store_file(session, poster, content_type).id
+    cleaned, content_type = clean_image(poster, max_bytes)  # re-encoded: no EXIF/GPS, nothing appended
+    film.poster_id = store_file(session, cleaned, content_type).id
 
 
 def create_film(
@@ -158,6 +158,9 @@ def approve(session: Session, film: Film, admin: User, *, now: datetime) -> None
     """Open the film for funding; from here its terms never change."""
     if film.state != FilmState.IN_REVIEW:
         raise Conflict("Only films in review can be approved.")
+    if admin.studio_id is not None and admin.studio_id == film.studio_id:
+        # Separation of duty: nobody opens their own studio's film for funding.
+        raise Forbidden("You are a member of this film's studio, so you cannot approve it: another admin must.")
     _check_ready(film, now)
     change_film_state(session, film, FilmState.FUNDING, now=now, actor=admin)
 

@@ -27,6 +27,7 @@ from crowdfund.funding.queries import funding_stats, refund_progress
 from crowdfund.funding.views import buy_panel_context
 from crowdfund.charts import line_chart
 from crowdfund.money import format_cents, format_cents_plain, parse_amount
+from crowdfund.params import int_arg
 from crowdfund.payouts.calculator import backer_return, curve
 from crowdfund.payouts.services import paid_stakes, principal_cents, terms_of
 from crowdfund.reports.csvutil import stream_csv
@@ -47,10 +48,7 @@ SECTIONS = {
 
 
 def _page_number() -> int:
-    raw = request.args.get("page", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
-        abort(404)
-    return int(raw)
+    return int_arg("page", 1, 1, 100_000)
 
 
 def _terms(film: Any) -> list[str]:
@@ -134,8 +132,7 @@ def _calculator(film: Any) -> dict[str, Any]:
         receipts, error = principal * 2, "Enter receipts in dollars, like 250000."
     else:
         error = None
-    stakes_raw = request.args.get("stakes", "1")
-    stakes = int(stakes_raw) if stakes_raw.isdigit() and 0 < int(stakes_raw) <= total_stakes else 1
+    stakes = int_arg("stakes", 1, 1, total_stakes)
     terms = terms_of(film)
     scenario = backer_return(terms, principal_cents=principal, total_stakes=total_stakes, receipts_cents=receipts,
                              stakes=stakes)
@@ -193,6 +190,30 @@ def _apply_problems(form: FilmForm, exc: DomainError) -> None:
             field.errors = list(field.errors) + [message]
         else:
             flash(message, "error")
+
+
+@studio_bp.errorhandler(413)
+def _upload_too_large(exc: Exception) -> Any:
+    """A body over MAX_CONTENT_LENGTH is refused before it is read, so its fields
+    are lost: the film form comes back (a draft's saved values when editing)
+    with the poster's limit, instead of a bare error page."""
+    limit_mb = current_app.config["POSTER_MAX_BYTES"] // (1024 * 1024)
+    message = f"The poster is too large: at most {limit_mb} MB. Nothing was saved; choose a smaller image."
+    if (request.endpoint in ("studio.new_film", "studio.edit_film") and current_user.is_authenticated
+            and current_user.has_role(Role.STUDIO)):
+        film = None
+        form = FilmForm(formdata=None)
+        if request.endpoint == "studio.edit_film":
+            try:
+                film = services.studio_film(db(), user(), int((request.view_args or {}).get("film_id", 0)))
+            except DomainError as not_theirs:
+                return render_template("errors/error.html", status=not_theirs.status_code, title="Not found",
+                                       message=not_theirs.message), not_theirs.status_code
+            form.fill_from(film)
+        form.poster.errors = [message]
+        return render_template("studio/film_form.html", form=form, film=film), 413
+    return render_template("errors/error.html", status=413, title="Request Entity Too Large",
+                           message="The upload is too large."), 413
 
 
 @studio_bp.route("/films/new", methods=["GET", "POST"])
@@ -321,7 +342,8 @@ def review(film_id: int) -> Any:
 
 def _review_page(film: Any, send_back_form: SendBackForm | None = None, status: int = 200) -> Any:
     return render_template(
-        "admin/review.html", film=film, terms=_terms(film), approve_form=EmptyForm(prefix="approve"),
+        "admin/review.html", film=film, terms=_terms(film), tiers=film_tiers(db(), film.id),
+        approve_form=EmptyForm(prefix="approve"),
         send_back_form=send_back_form or SendBackForm(prefix="back"), cancel_form=SendBackForm(prefix="cancel"),
     ), status
 
@@ -357,6 +379,8 @@ def approve(film_id: int) -> Any:
     except DomainError as exc:
         db().rollback()
         flash(exc.message, "error")
+        if exc.status_code == 403:  # not this admin's to approve: say so on the page, with the status
+            return _review_page(services.film_by_id(db(), film_id), status=403)
         return redirect(url_for("review.review", film_id=film.id), 303)
     flash(f"{film.title} is open for funding.", "success")
     return redirect(url_for("review.queue"), 303)

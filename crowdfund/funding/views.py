@@ -17,6 +17,7 @@ from crowdfund.funding.models import OrderStatus
 from crowdfund.funding.queries import funding_stats, portfolio
 from crowdfund.funding.rules import STATUS_LABELS, can_cancel, cancellation_deadline
 from crowdfund.funding.rules import CancellationNote, cancellation_note as _cancellation_note
+from crowdfund.params import parse_int
 from crowdfund.payments.gateway import GatewayError
 from crowdfund.payments.services import PaymentResult, checkout_setup_intent, pay_order, process_refund
 from crowdfund.rewards.services import paid_stakes
@@ -54,10 +55,12 @@ def hold(slug: str) -> Any:
     film = services.hold_terms(session, slug[:140], fan)
     units_raw = request.form.get("units", "")
     key = request.form.get("key", "")
-    if not units_raw.isdigit() or len(units_raw) > 7:
+    try:
+        units = parse_int(units_raw, minimum=0, maximum=9_999_999)
+    except ValueError:
         flash("Choose how many stakes to buy.", "error")
         return redirect(url_for("catalogue.film_page", slug=film.slug), 303)
-    hold_request = services.HoldRequest(film_id=film.id, units=int(units_raw), idempotency_key=key)
+    hold_request = services.HoldRequest(film_id=film.id, units=units, idempotency_key=key)
     try:
         order = services.hold_stakes(session, fan, hold_request, now=now(), terms=film,
                                      hold_window=timedelta(minutes=current_app.config["HOLD_MINUTES"]))

@@ -35,7 +35,10 @@ class RunStatus(StrEnum):
 
 class BoxOfficeReport(Base):
     """A studio's net box-office receipts for one period. Approved reports never
-    change: a correction is a new (possibly negative) adjusting report."""
+    change: a correction is a new (possibly negative) adjusting report that
+    names the approved report it corrects. Periods of a film's submitted and
+    approved reports never overlap, except a correction with the report it
+    corrects and that report's other corrections (see services.file_report)."""
 
     __tablename__ = "box_office_reports"
     __table_args__ = (
@@ -58,6 +61,8 @@ class BoxOfficeReport(Base):
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     rejection_reason: Mapped[str | None] = mapped_column(Text)
+    #: The approved original report this one corrects (never itself a correction).
+    corrects_report_id: Mapped[int | None] = mapped_column(ForeignKey("box_office_reports.id"))
 
     film: Mapped[Film] = relationship(lazy="joined", innerjoin=True)
     filed_by: Mapped[User] = relationship(foreign_keys=[filed_by_id])
@@ -107,6 +112,14 @@ class PayoutRun(Base):
 
     report: Mapped[BoxOfficeReport] = relationship(lazy="joined", innerjoin=True)
     film: Mapped[Film] = relationship(lazy="joined", innerjoin=True)
+
+    @property
+    def payment_status(self) -> str:
+        """What every statement of the run says of its money (page, PDF, e-mail, list, exports):
+        computed is not paid; only finance marking the run paid makes it "paid on <date>"."""
+        if self.status == RunStatus.PAID and self.paid_at is not None:
+            return f"paid on {self.paid_at.date().isoformat()}"
+        return "computed (not yet paid)"
 
 
 class PayoutStatement(Base):

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from crowdfund import audit, ledger
@@ -60,6 +60,8 @@ class ReportInput:
     period_end: date
     net_receipts_cents: int
     note: str
+    #: Set for a correction: the id of the approved report it corrects.
+    corrects_report_id: int | None = None
 
 
 def check_supporting_file(data: bytes, max_bytes: int) -> str:
@@ -97,16 +99,69 @@ def file_report(session: Session, film: Film, user: User, data: ReportInput, *, 
         raise DomainError("The period has not started yet.", field="period_start")
     if abs(data.net_receipts_cents) > MAX_RECEIPTS_CENTS:
         raise DomainError("That amount is not plausible.", field="net_receipts")
+    _lock_film_reports(session, film.id)
+    if data.corrects_report_id is not None:
+        _check_correction(session, film.id, data)
+    _refuse_overlap(session, film.id, data.period_start, data.period_end, corrects=data.corrects_report_id,
+                    statuses=(ReportStatus.SUBMITTED, ReportStatus.APPROVED))
     report = BoxOfficeReport(
         film_id=film.id, period_start=data.period_start, period_end=data.period_end,
         net_receipts_cents=data.net_receipts_cents, note=data.note.strip()[:5000],
         status=ReportStatus.SUBMITTED.value, filed_by_id=user.id, filed_at=now,
+        corrects_report_id=data.corrects_report_id,
     )
     if attachment:
         report.file_id = store_file(session, attachment, check_supporting_file(attachment, max_bytes)).id
     session.add(report)
     session.flush()
     return report
+
+
+def _lock_film_reports(session: Session, film_id: int) -> None:
+    """Filings and approvals of one film's reports take turns on the film's row
+    (PostgreSQL; SQLite serialises writers), so two overlapping reports cannot
+    both pass the overlap check."""
+    session.execute(select(Film.id).where(Film.id == film_id).with_for_update())
+
+
+def _check_correction(session: Session, film_id: int, data: ReportInput) -> None:
+    """A correction names an approved original report of the same film and lies inside its period."""
+    original = session.get(BoxOfficeReport, data.corrects_report_id)
+    if original is None or original.film_id != film_id:
+        raise DomainError(f"Report #{data.corrects_report_id} is not a report of this film.", field="corrects_report")
+    if original.corrects_report_id is not None:
+        raise DomainError(f"Report #{original.id} is itself a correction: name the report it corrects, "
+                          f"report #{original.corrects_report_id}.", field="corrects_report")
+    if original.status != ReportStatus.APPROVED:
+        raise DomainError(f"Report #{original.id} is not approved: only an approved report is corrected "
+                          "(a report still waiting can be rejected and filed again).", field="corrects_report")
+    if data.period_start < original.period_start or data.period_end > original.period_end:
+        raise DomainError(f"A correction lies inside the period of the report it corrects: "
+                          f"{original.period_start} to {original.period_end}.", field="period_start")
+
+
+def _refuse_overlap(session: Session, film_id: int, start: date, end: date, *, corrects: int | None,
+                    statuses: tuple[ReportStatus, ...], exclude_id: int | None = None) -> None:
+    """Receipts are counted once: no two reports of a film share a day, except a
+    correction with the report it corrects and that report's other corrections."""
+    statement = select(BoxOfficeReport).where(
+        BoxOfficeReport.film_id == film_id,
+        BoxOfficeReport.status.in_([s.value for s in statuses]),
+        BoxOfficeReport.period_start <= end,
+        BoxOfficeReport.period_end >= start,
+    )
+    if exclude_id is not None:
+        statement = statement.where(BoxOfficeReport.id != exclude_id)
+    if corrects is not None:
+        statement = statement.where(BoxOfficeReport.id != corrects, or_(
+            BoxOfficeReport.corrects_report_id.is_(None), BoxOfficeReport.corrects_report_id != corrects))
+    other = session.scalar(statement.order_by(BoxOfficeReport.period_start, BoxOfficeReport.id).limit(1))
+    if other is not None:
+        state = "approved" if other.status == ReportStatus.APPROVED else "waiting for finance"
+        raise Conflict(
+            f"This period overlaps report #{other.id} ({other.period_start} to {other.period_end}, {state}): "
+            "its receipts would be counted twice. Choose a period that does not overlap, or file a correction "
+            "of that report (fill in “Corrects report #”).", field="period_start")
 
 
 def _move_report(session: Session, report: BoxOfficeReport, target: ReportStatus, **values: object) -> None:
@@ -129,9 +184,21 @@ def _move_report(session: Session, report: BoxOfficeReport, target: ReportStatus
     session.expire(report)
 
 
+def _refuse_own_studio(report: BoxOfficeReport, finance: User) -> None:
+    """Separation of duty: nobody decides on the receipts of their own studio."""
+    if finance.studio_id is not None and finance.studio_id == report.film.studio_id:
+        raise Forbidden("You are a member of this film's studio, so you cannot decide on its box-office reports: "
+                        "another finance user must.")
+
+
 def approve_report(session: Session, report: BoxOfficeReport, finance: User, *, now: datetime) -> None:
     if report.filed_by_id == finance.id:
         raise Forbidden("The person who filed a report cannot approve it.")
+    _refuse_own_studio(report, finance)
+    # Checked again here: reports filed before this rule, or in a race, may overlap.
+    _lock_film_reports(session, report.film_id)
+    _refuse_overlap(session, report.film_id, report.period_start, report.period_end,
+                    corrects=report.corrects_report_id, statuses=(ReportStatus.APPROVED,), exclude_id=report.id)
     _move_report(session, report, ReportStatus.APPROVED, decided_by_id=finance.id, decided_at=now)
 
 
@@ -141,6 +208,7 @@ def reject_report(session: Session, report: BoxOfficeReport, finance: User, reas
         raise DomainError("Say why the report is rejected.", field="reason")
     if report.filed_by_id == finance.id:
         raise Forbidden("The person who filed a report cannot decide on it.")
+    _refuse_own_studio(report, finance)
     _move_report(session, report, ReportStatus.REJECTED, decided_by_id=finance.id, decided_at=now,
                  rejection_reason=reason[:5000])
 
@@ -207,6 +275,9 @@ def preview(session: Session, report: BoxOfficeReport) -> Waterfall:
 def start_run(session: Session, report: BoxOfficeReport, finance: User, *, now: datetime) -> PayoutRun:
     """Freeze the waterfall for an approved report and book the pool. Starting
     the same report twice returns the existing run."""
+    # Starts of the same report queue on its row (PostgreSQL; SQLite writers
+    # are serialised anyway): the second sees the first's run, never a duplicate.
+    session.execute(select(BoxOfficeReport.id).where(BoxOfficeReport.id == report.id).with_for_update())
     existing = session.scalar(select(PayoutRun).where(PayoutRun.report_id == report.id))
     if existing is not None:
         return existing
@@ -280,13 +351,22 @@ def write_statements(
     view pass session.commit). `announce` e-mails each backer afterwards."""
     if run.status != RunStatus.COMPUTING:
         return True
+    run_id = run.id
     user_ids, stakes = _backer_weights(session, run.film_id, batch_size)
     if sum(stakes) != run.total_stakes:
         raise Conflict("Paid stakes changed since the run started; the run cannot be completed.")
     parts = split_pro_rata(run.pool_cents, stakes) if len(stakes) else []
     batches = 0
-    position = run.statements_written
-    while position < len(user_ids):
+    while True:
+        # Each batch holds the run's row, so two writers of the same run (two
+        # "start" clicks, a click and the worker) take turns from the resume point.
+        run = session.scalar(select(PayoutRun).where(PayoutRun.id == run_id).with_for_update(of=PayoutRun)
+                             .execution_options(populate_existing=True))  # type: ignore[assignment]
+        if run.status != RunStatus.COMPUTING:
+            return True
+        position = run.statements_written
+        if position >= len(user_ids):
+            break
         chunk = range(position, min(position + batch_size, len(user_ids)))
         chunk_users = [user_ids[i] for i in chunk]
         before = dict(session.execute(
@@ -309,7 +389,6 @@ def write_statements(
         if commit:
             commit()
         session.expunge_all()
-        run = session.get(PayoutRun, run.id)  # type: ignore[assignment]
         batches += 1
         if max_batches is not None and batches >= max_batches and position < len(user_ids):
             return False
@@ -357,7 +436,7 @@ def announce_statements(session: Session, run_id: int, *, batch_size: int = 1000
         for statement_id, number, amount, email, name, title, position in rows:
             sent += queue_email(session, key=f"statement:{statement_id}", to=email, template="statement_ready",
                                 number=number, amount_cents=amount, name=name, film_title=title,
-                                statement_id=statement_id)
+                                statement_id=statement_id, payment_status="computed (not yet paid)")
             after = position
         if commit:
             commit()
@@ -381,6 +460,9 @@ def mark_paid(session: Session, run: PayoutRun, finance: User, bank_reference: s
     reference = (bank_reference or "").strip()
     if not reference:
         raise DomainError("Enter the bank transfer's reference.", field="bank_reference")
+    if run.started_by_id == finance.id:
+        # Separation of duty: one person computes what is owed, another confirms it left the bank.
+        raise Forbidden("You started this payout run, so another finance user must mark it paid.")
     if run.status == RunStatus.PAID:
         return
     if run.status != RunStatus.COMPUTED:
@@ -417,6 +499,23 @@ def own_statement(session: Session, user: User, statement_id: int) -> PayoutStat
 def user_statements(session: Session, user_id: int) -> list[PayoutStatement]:
     return list(session.scalars(select(PayoutStatement).where(PayoutStatement.user_id == user_id)
                                 .order_by(PayoutStatement.created_at.desc(), PayoutStatement.id.desc())))
+
+
+def paid_to_user(session: Session, user_id: int, film_ids: list[int]) -> dict[int, int]:
+    """Per film, what the user's statements of runs marked paid add up to:
+    computed runs are owed, not paid, and count for nothing here."""
+    if not film_ids:
+        return {}
+    rows = session.execute(
+        select(PayoutRun.film_id, func.sum(PayoutStatement.amount_cents))
+        .join(PayoutRun, PayoutRun.id == PayoutStatement.run_id)
+        .where(PayoutStatement.user_id == user_id, PayoutRun.status == RunStatus.PAID,
+               PayoutRun.film_id.in_(film_ids))
+        .group_by(PayoutRun.film_id)
+    ).all()
+    paid = {film_id: 0 for film_id in film_ids}
+    paid.update({film_id: int(total) for film_id, total in rows})
+    return paid
 
 
 def export_rows(session: Session, run_id: int, batch_size: int = 5000) -> Iterator[tuple[str, int, str, str, int, int]]:

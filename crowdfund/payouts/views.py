@@ -45,7 +45,8 @@ def studio_reports(film_id: int) -> Any:
         if upload is not None and getattr(upload, "filename", ""):
             attachment = upload.read(max_bytes + 1)
         data = services.ReportInput(form.period_start.data, form.period_end.data, form.net_receipts.cents,
-                                    form.note.data or "")
+                                    form.note.data or "",
+                                    corrects_report_id=getattr(form.corrects_report, "report_id", None))
         try:
             services.file_report(db(), film, user(), data, now=now(), attachment=attachment, max_bytes=max_bytes)
             db().commit()
@@ -97,7 +98,10 @@ def finance_reports() -> Any:
 @payouts_bp.route("/finance/reports/<int:report_id>")
 @role_required(Role.FINANCE)
 def finance_report(report_id: int) -> Any:
-    report = _report_or_404(report_id)
+    return _finance_report_page(_report_or_404(report_id))
+
+
+def _finance_report_page(report: BoxOfficeReport, status: int = 200) -> Any:
     run = db().scalar(select(PayoutRun).where(PayoutRun.report_id == report.id))
     next_up = services.next_report_to_run(db(), report.film_id)
     figures = services.preview(db(), report) if run is None and report.status == "approved" else None
@@ -105,7 +109,7 @@ def finance_report(report_id: int) -> Any:
         "payouts/finance_report.html", report=report, run=run, figures=figures,
         can_run=next_up is not None and next_up.id == report.id, approve_form=EmptyForm(prefix="approve"),
         reject_form=RejectForm(prefix="reject"), run_form=EmptyForm(prefix="run"),
-    )
+    ), status
 
 
 def _decide(report_id: int, action: str) -> Any:
@@ -128,6 +132,8 @@ def _decide(report_id: int, action: str) -> Any:
     except DomainError as exc:
         db().rollback()
         flash(exc.message, "error")
+        # Refused (not allowed, or an overlapping period): the page again, with the reason and the status.
+        return _finance_report_page(_report_or_404(report_id), exc.status_code)
     return redirect(url_for("payouts.finance_report", report_id=report.id), 303)
 
 
@@ -165,8 +171,11 @@ def start_run(report_id: int) -> Any:
 @payouts_bp.route("/finance/runs/<int:run_id>")
 @role_required(Role.FINANCE)
 def finance_run(run_id: int) -> Any:
-    run = _run_or_404(run_id)
-    return render_template("payouts/finance_run.html", run=run, paid_form=PaidForm())
+    return _finance_run_page(_run_or_404(run_id))
+
+
+def _finance_run_page(run: PayoutRun, status: int = 200) -> Any:
+    return render_template("payouts/finance_run.html", run=run, paid_form=PaidForm()), status
 
 
 @payouts_bp.route("/finance/runs/<int:run_id>/paid", methods=["POST"])
@@ -184,6 +193,7 @@ def mark_paid(run_id: int) -> Any:
     except DomainError as exc:
         db().rollback()
         flash(exc.message, "error")
+        return _finance_run_page(_run_or_404(run_id), exc.status_code)
     return redirect(url_for("payouts.finance_run", run_id=run.id), 303)
 
 
@@ -198,7 +208,8 @@ def export_csv(run_id: int) -> Any:
     if run.status == "computing":
         abort(409)
     pool, name = run.pool_cents, _export_name(run, "csv")
-    response = Response(run_csv(stream_query(services.export_rows, run.id), pool), mimetype="text/csv")
+    response = Response(run_csv(stream_query(services.export_rows, run.id), pool, run.payment_status),
+                        mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
@@ -209,8 +220,8 @@ def export_xlsx(run_id: int) -> Any:
     run = _run_or_404(run_id)
     if run.status == "computing":
         abort(409)
-    pool, name, title = run.pool_cents, _export_name(run, "xlsx"), f"Run {run.sequence}"
-    path = run_xlsx(stream_query(services.export_rows, run.id), pool, title)
+    pool, name, title, status = run.pool_cents, _export_name(run, "xlsx"), f"Run {run.sequence}", run.payment_status
+    path = run_xlsx(stream_query(services.export_rows, run.id), pool, title, status)
     response = Response(stream_file(path),
                         mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
@@ -238,13 +249,16 @@ def ledger_export() -> Any:
 @payouts_bp.route("/statements")
 @role_required(Role.FAN)
 def statements() -> Any:
-    return render_template("payouts/statements.html", statements=services.user_statements(db(), user().id))
+    listed = services.user_statements(db(), user().id)
+    paid = services.paid_to_user(db(), user().id, sorted({s.run.film_id for s in listed}))
+    return render_template("payouts/statements.html", statements=listed, paid=paid)
 
 
 def _statement_context(statement_id: int) -> dict[str, Any]:
     statement = services.own_statement(db(), user(), statement_id)
+    paid = services.paid_to_user(db(), user().id, [statement.run.film_id])[statement.run.film_id]
     return {"statement": statement, "run": statement.run, "film": statement.run.film,
-            "report": statement.run.report}
+            "report": statement.run.report, "paid_to_you": paid}
 
 
 @payouts_bp.route("/statements/<int:statement_id>")

@@ -17,26 +17,30 @@ from crowdfund.ledger import JournalEntry, JournalLine
 from crowdfund.money import format_cents, format_cents_plain
 from crowdfund.reports.csvutil import safe_cell, stream_csv
 
-RUN_HEADER = ["statement_number", "backer_id", "name", "email", "stakes", "amount_cents", "amount"]
+#: payment_status: "computed (not yet paid)" or "paid on <date>" (PayoutRun.payment_status).
+RUN_HEADER = ["statement_number", "backer_id", "name", "email", "stakes", "amount_cents", "amount", "payment_status"]
 
 
-def run_rows(rows: Iterable[tuple[str, int, str, str, int, int]], pool_cents: int) -> Iterator[list[object]]:
+def run_rows(rows: Iterable[tuple[str, int, str, str, int, int]], pool_cents: int,
+             payment_status: str = "computed (not yet paid)") -> Iterator[list[object]]:
     """Statement rows, then a totals row that must equal the pool."""
     total_cents, total_stakes = 0, 0
     for number, backer_id, name, email, stakes, amount in rows:
         total_cents += amount
         total_stakes += stakes
-        yield [number, backer_id, name, email, stakes, amount, format_cents(amount)]
+        yield [number, backer_id, name, email, stakes, amount, format_cents(amount), payment_status]
     if total_cents != pool_cents:
         raise RuntimeError(f"export total {total_cents} differs from the pool {pool_cents}")
-    yield ["TOTAL", "", "", "", total_stakes, total_cents, format_cents(total_cents)]
+    yield ["TOTAL", "", "", "", total_stakes, total_cents, format_cents(total_cents), payment_status]
 
 
-def run_csv(rows: Iterable[tuple[str, int, str, str, int, int]], pool_cents: int) -> Iterator[str]:
-    return stream_csv(RUN_HEADER, run_rows(rows, pool_cents))
+def run_csv(rows: Iterable[tuple[str, int, str, str, int, int]], pool_cents: int,
+            payment_status: str = "computed (not yet paid)") -> Iterator[str]:
+    return stream_csv(RUN_HEADER, run_rows(rows, pool_cents, payment_status))
 
 
-def run_xlsx(rows: Iterable[tuple[str, int, str, str, int, int]], pool_cents: int, title: str) -> Path:
+def run_xlsx(rows: Iterable[tuple[str, int, str, str, int, int]], pool_cents: int, title: str,
+             payment_status: str = "computed (not yet paid)") -> Path:
     """Write the workbook to a temporary file in constant memory; the caller
     streams and deletes it."""
     handle = tempfile.NamedTemporaryFile(suffix=".xlsx", delete=False)
@@ -48,7 +52,7 @@ def run_xlsx(rows: Iterable[tuple[str, int, str, str, int, int]], pool_cents: in
     for col, name in enumerate(RUN_HEADER):
         sheet.write_string(0, col, name, bold)
     row_number = 1
-    for row in run_rows(rows, pool_cents):
+    for row in run_rows(rows, pool_cents, payment_status):
         for col, value in enumerate(row):
             if isinstance(value, int):
                 sheet.write_number(row_number, col, value)

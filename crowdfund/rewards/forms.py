@@ -9,6 +9,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from crowdfund.formtext import SingleLine
+from crowdfund.params import coerce_id
 from crowdfund.rewards.rules import MAX_EXTRAS, MAX_TICKETS_PER_TIER
 from crowdfund.rewards.services import MAX_SEATS, ScreeningInput
 
@@ -40,7 +41,7 @@ class ScreeningForm(FlaskForm):
 
 
 class BookForm(FlaskForm):
-    screening_id = SelectField("Screening", coerce=int, choices=[],
+    screening_id = SelectField("Screening", coerce=coerce_id, choices=[],
                                validate_choice=False)
 
 

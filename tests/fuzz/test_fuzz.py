@@ -43,6 +43,12 @@ hostile_text = st.one_of(
                      "<script>alert(1)</script>", "' OR 1=1 --", "\x00", "‮evil", "2026-02-30", "2026-13-01T25:61",
                      "=HYPERLINK(\"x\")", "../../etc/passwd", "x" * 20_000]),
     st.integers(min_value=-(10**30), max_value=10**30).map(str),
+    # Digits that are not ASCII ("²".isdigit() is True, int("²") raises), control and
+    # line/paragraph separators, and dates at and past the ends of the calendar.
+    st.sampled_from(["²", "١٢", "１", "߁", "1²", "𝟙", "٣-٠١-٢٠٢٦", "２０２６-01-01", "\r\n", "\x0b", "\x0c", "\x85",
+                     "\u2028", "\u2029", "1\u20282", "\t7", "9999-12-31", "0001-01-01", "10000-01-01",
+                     "9999-12-31T23:59", "0001-01-01T00:00", "2026-00-10", "-2026-01-01"]),
+    st.text(alphabet=st.characters(categories=["Nd", "No", "Cc", "Zl", "Zp", "Zs"]), min_size=1, max_size=8),
 )
 form_data = st.dictionaries(st.sampled_from(FIELDS), hostile_text, max_size=12)
 
@@ -174,7 +180,7 @@ def test_hostile_query_strings(client: Client, db: CheckSession, world) -> None:
     def hit(value: str) -> None:
         for path in ("/", "/films", f"/films/{world['ids']['slug']}", "/admin/users", "/admin/audit",
                      "/finance/ledger"):
-            for name in ("page", "section", "receipts", "stakes", "q", "action", "since", "start", "end"):
+            for name in ("page", "section", "receipts", "stakes", "q", "action", "since", "until", "start", "end"):
                 response = client.get(path, query_string={name: value})
                 assert response.status_code < 500, (path, name, value[:40], response.status_code)
                 response.close()
@@ -227,3 +233,36 @@ def test_nul_characters_are_refused_not_stored(client: Client, db: CheckSession)
     from crowdfund.accounts.models import User
 
     assert db.scalar(select(func.count()).select_from(User)) == 0
+
+
+#: Values that broke pages before: non-ASCII digits, control and separator
+#: characters, dates at the ends of the calendar.
+TRICKY_VALUES = ["²", "١٢", "１", "1²", "𝟙", "２０２６-01-01", "\r\n", "\x0b", "\x85", "\u2028", "\u2029",
+                 "9999-12-31", "0001-01-01", "9999-12-31T23:59", "0001-01-01T00:00"]
+
+
+def test_tricky_values_in_every_query_and_form_field(app: Flask, db: CheckSession, world) -> None:  # type: ignore[no-untyped-def]
+    """Every value above in every query name of the pages that read numbers
+    or dates, and in every field of every form: never a 500."""
+    clients: dict[str | None, Client] = {}
+    for kind, account in world["users"].items():
+        app.test_client_class = Client
+        clients[kind] = app.test_client()  # type: ignore[assignment]
+        if account is not None:
+            clients[kind].login(account.email, PASSWORD)
+    tokens = {kind: c.csrf_token() for kind, c in clients.items()}
+    pages = [("/", None), ("/films", None), (f"/films/{world['ids']['slug']}", None), ("/admin/audit", "admin"),
+             ("/admin/users", "admin"), ("/finance/ledger", "finance"), ("/statements", "fan")]
+    for value in TRICKY_VALUES:
+        for path, kind in pages:
+            for name in ("page", "stakes", "receipts", "since", "until", "start", "end", "section", "q"):
+                response = clients[kind].get(path, query_string={name: value, "start": "2026-01-01"})
+                assert response.status_code < 500, (path, name, value, response.status_code)
+                response.close()
+        for endpoint, _, kind in post_rules(app):
+            body = {name: value for name in FIELDS}
+            body.update({name: tokens[kind] for name in CSRF_FIELDS})
+            response = clients[kind].post(url_of(app, endpoint, world["ids"]), data=body)
+            assert response.status_code < 500, (endpoint, value, response.status_code)
+            response.close()
+    check_invariants(db)

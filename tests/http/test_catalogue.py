@@ -28,7 +28,7 @@ def test_pagination(client: Client, db: Session) -> None:
     assert second.count("<article class=\"card\">") == 2
     assert "Page 2 of 2" in second
     assert client.get("/films?section=funding&page=3").status_code == 404
-    assert client.get("/films?page=abc").status_code == 404
+    assert client.get("/films?page=abc").status_code == 400
     assert client.get("/films?section=nope").status_code == 404
 
 

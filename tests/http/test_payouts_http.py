@@ -79,8 +79,9 @@ def test_file_approve_run_export_and_read_statements(client: Client, other_clien
     body = other_client.get(f"{run_url}/statements.csv").get_data()
     assert body.startswith(b"\xef\xbb\xbf")
     rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
-    assert rows[0] == ["statement_number", "backer_id", "name", "email", "stakes", "amount_cents", "amount"]
-    for number, backer_id, name, email, stakes, cents, text in rows[1:-1]:
+    assert rows[0] == ["statement_number", "backer_id", "name", "email", "stakes", "amount_cents", "amount",
+                       "payment_status"]
+    for number, backer_id, name, email, stakes, cents, text, _status in rows[1:-1]:
         statement = statements[number]
         assert (int(backer_id), int(stakes), int(cents)) == (statement.user_id, statement.stakes, statement.amount_cents)
         assert text == f"${statement.amount_cents // 100:,}.{statement.amount_cents % 100:02d}"
@@ -109,7 +110,9 @@ def test_file_approve_run_export_and_read_statements(client: Client, other_clien
     assert mine.number in client.get("/statements").get_data(as_text=True)
     assert any(mine.number in m["Subject"] for m in mail.to(released["backers"][0].email))
 
-    # Finance marks the run paid; the ledger records it once.
+    # Another finance user (not the one who started the run) marks it paid; the ledger records it once.
+    other_client.post_form("/logout")
+    other_client.login(make_user(db, roles=(Role.FINANCE,)).email, PASSWORD)
     assert other_client.post_form(f"{run_url}/paid", {"bank_reference": "BANK-42"}).status_code == 303
     other_client.post_form(f"{run_url}/paid", {"bank_reference": "BANK-42"})
     db.reread()
@@ -165,5 +168,6 @@ def test_return_calculator_on_the_film_page(client: Client, released) -> None:  
     # K = $300 over 6 stakes; R = $400 -> pool $200; 2 stakes -> $66.67.
     assert re.search(r"earns <strong>\$400.00</strong>.*?gets <strong>\$66.67</strong>", page, re.S)
     assert "<svg" in page
-    bad = client.get(f"/films/{film.slug}?receipts=abc&stakes=-4")
+    bad = client.get(f"/films/{film.slug}?receipts=abc&stakes=2")
     assert bad.status_code == 200 and "Enter receipts in dollars" in bad.get_data(as_text=True)
+    assert client.get(f"/films/{film.slug}?stakes=-4").status_code == 400
