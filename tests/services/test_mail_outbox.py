@@ -132,7 +132,7 @@ def test_a_mail_that_cannot_be_built_is_recorded_failed_and_the_caller_carries_o
     with app.extensions["crowdfund.sessionmaker"]() as session:
         assert queue_email(session, key="t:bad", to="fan@example.com", template="statement_ready",
                            number="S-1", amount_cents=100, name="Fan", film_title=f"Night{separator}Ferry",
-                           statement_id=1) is True
+                           statement_id=1, payment_status="computed (not yet paid)") is True
         session.commit()  # the caller's transaction still commits
     make_user(db, "after@example.com")
     (row,) = rows(db)
