@@ -821,6 +821,23 @@ def own_order(session: Session, user: User, reference: str) -> Order:
     return order
 
 
+def current_hold(session: Session, film_id: int, user_id: int) -> Order | None:
+    """The backer's pending order of the film (at most one), lapsed or not."""
+    return session.scalar(
+        select(Order).where(Order.film_id == film_id, Order.user_id == user_id, Order.status == OrderStatus.PENDING)
+        .order_by(Order.id.desc()).limit(1)
+    )
+
+
+def hold_state(order: Order, now: datetime) -> str | None:
+    """"held", "paying" or "lapsed" for a pending order, None otherwise."""
+    if order.status != OrderStatus.PENDING:
+        return None
+    if order.stripe_payment_intent_id:
+        return "paying"
+    return "lapsed" if order.expires_at <= now else "held"
+
+
 def held_or_owned(session: Session, film_id: int, user_id: int) -> int:
     return session.scalar(
         select(BackerPosition.units).where(and_(BackerPosition.film_id == film_id, BackerPosition.user_id == user_id))
