@@ -176,14 +176,16 @@ def release_expired_holds(session: Session, film_id: int, now: datetime) -> int:
     return total
 
 
-def _expire_releasable(session: Session, film_id: int, now: datetime, *, buyer_id: int | None) -> dict[int, int]:
+def _expire_releasable(session: Session, film_id: int, now: datetime, *,
+                       buyer_id: int | None) -> dict[int, int]:
     """Move the film's lapsed holds, and with `buyer_id` that buyer's pending
     orders whose payment has not started (a new hold replaces them), to
     expired in one conditional UPDATE. Units released, by user id."""
     check_order_transition(OrderStatus.PENDING, OrderStatus.EXPIRED)
     releasable = Order.expires_at <= now
     if buyer_id is not None:
-        releasable = or_(releasable, and_(Order.user_id == buyer_id, Order.stripe_payment_intent_id.is_(None)))
+        own_unpaid = and_(Order.user_id == buyer_id, Order.stripe_payment_intent_id.is_(None))
+        releasable = or_(releasable, own_unpaid)
     expired = session.execute(
         update(Order)
         .where(Order.film_id == film_id, Order.status == OrderStatus.PENDING, releasable)
@@ -205,7 +207,8 @@ def release_hold(session: Session, order: Order, user: User, *, now: datetime) -
     check_order_transition(OrderStatus.PENDING, OrderStatus.EXPIRED)
     released = session.execute(
         update(Order)
-        .where(Order.id == order.id, Order.status == OrderStatus.PENDING, Order.stripe_payment_intent_id.is_(None))
+        .where(Order.id == order.id, Order.status == OrderStatus.PENDING,
+               Order.stripe_payment_intent_id.is_(None))
         .values(status=OrderStatus.EXPIRED.value, closed_at=now)
         .returning(Order.units)
         .execution_options(synchronize_session=False)
@@ -270,7 +273,8 @@ WITH prior AS (
         (SELECT sold + held + :units <= cap FROM film_inventory WHERE film_id = :film_id)
         AND coalesce((SELECT units FROM backer_positions WHERE film_id = :film_id AND user_id = :user_id), 0)
             + :units <= :per_backer_limit
-        AND NOT EXISTS (SELECT FROM orders WHERE user_id = :user_id AND film_id = :film_id AND status = 'pending')
+        AND NOT EXISTS (SELECT FROM orders
+                        WHERE user_id = :user_id AND film_id = :film_id AND status = 'pending')
     ) AS ok
 ), go AS (
     SELECT FROM clear, film_open WHERE clear.ok AND film_open.ok AND NOT EXISTS (SELECT FROM prior)
@@ -538,7 +542,8 @@ def _free_form_key(session: Session, prior: Order, key: str) -> None:
     if prior.stripe_payment_intent_id is None and prior.status in (OrderStatus.PENDING, OrderStatus.EXPIRED):
         freed = session.execute(
             update(Order)
-            .where(Order.id == prior.id, Order.idempotency_key == key, Order.stripe_payment_intent_id.is_(None),
+            .where(Order.id == prior.id, Order.idempotency_key == key,
+                   Order.stripe_payment_intent_id.is_(None),
                    Order.status.in_((OrderStatus.PENDING, OrderStatus.EXPIRED)))
             .values(idempotency_key=f"replaced:{prior.id}")
             .execution_options(synchronize_session=False)
@@ -552,11 +557,13 @@ def _free_form_key(session: Session, prior: Order, key: str) -> None:
     stakes = f"{prior.units} stake{'s' if prior.units != 1 else ''}"
     if prior.status == OrderStatus.PAID:
         what = f"bought {stakes} (order {prior.reference}), which stays as it is"
-    elif prior.stripe_payment_intent_id is not None and prior.status in (OrderStatus.PENDING, OrderStatus.EXPIRED):
+    elif prior.stripe_payment_intent_id is not None and prior.status in (OrderStatus.PENDING,
+                                                                         OrderStatus.EXPIRED):
         what = f"is paying for {stakes} (order {prior.reference}); that payment is not changed"
     else:
         what = f"was used for order {prior.reference} ({stakes})"
-    raise FormAlreadyUsed(f"This form already {what}. Nothing else was ordered: choose again on the film page.")
+    raise FormAlreadyUsed(f"This form already {what}. Nothing else was ordered: choose again on the film "
+                          "page.")
 
 
 class PaymentUnderWay(Conflict):
@@ -582,8 +589,8 @@ def _refuse_while_paying(session: Session, film_id: int, user_id: int) -> None:
 
 class HoldInProgress(Conflict):
     def __init__(self) -> None:
-        super().__init__("You are already holding stakes in this film from another window. Reload the page to "
-                         "see your hold.")
+        super().__init__("You are already holding stakes in this film from another window. Reload the "
+                         "page to see your hold.")
 
 
 def _hold_postgresql(session: Session, film: Film | HoldTerms, order: Order, now: datetime) -> Order:
@@ -824,7 +831,8 @@ def own_order(session: Session, user: User, reference: str) -> Order:
 def current_hold(session: Session, film_id: int, user_id: int) -> Order | None:
     """The backer's pending order of the film (at most one), lapsed or not."""
     return session.scalar(
-        select(Order).where(Order.film_id == film_id, Order.user_id == user_id, Order.status == OrderStatus.PENDING)
+        select(Order)
+        .where(Order.film_id == film_id, Order.user_id == user_id, Order.status == OrderStatus.PENDING)
         .order_by(Order.id.desc()).limit(1)
     )
 
