@@ -517,7 +517,7 @@ def pgbench_script(bucket_table: bool) -> str:
                           "AND bucket = :bucket AND")
         assert "bench_buckets" in sql
     header = ("\\set user_id random(1, :fans)\n\\set units 1\n\\set unit_price_cents 5000\n"
-              "\\set amount_cents 5000\n\\set bucket random(1, :buckets)\n\\set released 0\n")
+              "\\set amount_cents 5000\n\\set bucket random(1, :buckets)\n")
     return header + sql.strip() + ";\n"
 
 
@@ -562,7 +562,7 @@ def run_psycopg(url: str, script: str, clients: int, seconds: int, variables: di
         with psycopg.connect(dsn) as conn:
             while time.monotonic() < deadline:
                 params = {**variables, "user_id": random.randint(1, variables["fans"]), "units": 1,
-                          "unit_price_cents": 5000, "amount_cents": 5000, "released": 0,
+                          "unit_price_cents": 5000, "amount_cents": 5000,
                           "bucket": random.randint(1, variables["buckets"])}
                 start = time.perf_counter()
                 conn.execute(sql, params)

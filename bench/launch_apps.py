@@ -67,7 +67,7 @@ def bare_app():  # type: ignore[no-untyped-def]
                 "film_id": film_id, "user_id": int(request.form["user_id"]), "units": 1,
                 "per_backer_limit": limit, "reference": "RS-" + secrets.token_hex(6).upper(),
                 "unit_price_cents": 5000, "amount_cents": 5000, "idempotency_key": request.form["key"],
-                "created_at": now, "expires_at": now + timedelta(minutes=15), "released": False,
+                "created_at": now, "expires_at": now + timedelta(minutes=15),
             }).one()
         if order_id is None:
             return "refused", 409

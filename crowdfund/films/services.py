@@ -8,8 +8,9 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from math import ceil
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, lazyload, load_only
+from sqlalchemy.orm.attributes import set_committed_value
 
 from crowdfund import audit
 from crowdfund.accounts.models import User
@@ -17,7 +18,7 @@ from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film, FilmEvent
 from crowdfund.films.rules import FilmInput, clean_film_text, deadline_problem, film_input_problems
 from crowdfund.funding.models import FilmInventory, Order
-from crowdfund.films.states import PUBLIC_STATES, FilmState, check_film_transition
+from crowdfund.films.states import PUBLIC_STATES, STATE_LABELS, FilmState, check_film_transition
 from crowdfund.text import TextProblem, multi_line
 from crowdfund.uploads import clean_image, store_file
 
@@ -30,6 +31,15 @@ class FilmInputError(DomainError):
         self.problems = problems
 
 
+class FilmChanged(Conflict):
+    """Another transaction moved the film since it was read."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(f"This film changed meanwhile: it is now {STATE_LABELS[FilmState(state)].lower()}; "
+                         "reload the page.")
+        self.state = state
+
+
 def change_film_state(
     session: Session,
     film: Film,
@@ -39,34 +49,49 @@ def change_film_state(
     actor: User | None = None,
     reason: str | None = None,
 ) -> None:
-    """The only way a film changes state: checks the transition, records it."""
-    check_film_transition(film.state, target)
+    """The only way a film changes state: checks the transition, records it.
+
+    The UPDATE is conditional on the state `film` was read in, so that of two
+    movers (an admin's cancel and the round close, say) exactly one wins; the
+    other gets FilmChanged and writes nothing."""
+    current = film.state
+    check_film_transition(current, target)
+    values: dict[str, object] = {"state": target.value}
+    if target == FilmState.IN_REVIEW:
+        values.update(submitted_at=now, review_note=None)
+    elif target == FilmState.DRAFT:
+        values["review_note"] = reason
+    elif target == FilmState.FUNDING:
+        values["opened_at"] = now
+    elif target in (FilmState.FUNDED, FilmState.FAILED):
+        values["decided_at"] = now
+    elif target == FilmState.RELEASED:
+        values["released_at"] = now
+    session.flush()  # pending edits of the film go first, under the state they were made in
+    moved = session.execute(
+        update(Film).where(Film.id == film.id, Film.state == current).values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if moved != 1:
+        session.refresh(film)
+        raise FilmChanged(film.state)
+    for name, value in values.items():
+        set_committed_value(film, name, value)
     audit.record(session, action="film.state", object_type="film", object_id=film.id, now=now, actor=actor,
-                 before={"state": film.state}, after={"state": target.value}, detail=reason or "")
+                 before={"state": current}, after={"state": target.value}, detail=reason or "")
     session.add(
         FilmEvent(
             film_id=film.id,
-            from_state=film.state,
+            from_state=current,
             to_state=target.value,
             actor_id=actor.id if actor else None,
             reason=reason,
             at=now,
         )
     )
-    film.state = target.value
-    if target == FilmState.IN_REVIEW:
-        film.submitted_at = now
-        film.review_note = None
-    elif target == FilmState.DRAFT:
-        film.review_note = reason
-    elif target == FilmState.FUNDING:
-        film.opened_at = now
+    if target == FilmState.FUNDING:
         # The stake counters come into being when stakes go on sale.
         session.add(FilmInventory(film_id=film.id, cap=film.stake_cap))
-    elif target in (FilmState.FUNDED, FilmState.FAILED):
-        film.decided_at = now
-    elif target == FilmState.RELEASED:
-        film.released_at = now
     session.flush()
 
 

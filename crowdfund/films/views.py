@@ -298,6 +298,10 @@ def _studio_action(film_id: int, action: Any, success: str) -> Any:
     try:
         action(db(), film, user(), now=now())
         db().commit()
+    except services.FilmChanged:
+        # Moved by someone else since this request read it: a 409 page says so.
+        db().rollback()
+        raise
     except DomainError as exc:
         db().rollback()
         flash(exc.message, "error")
@@ -357,6 +361,10 @@ def cancel(film_id: int) -> Any:
         try:
             services.cancel_film(db(), film, user(), form.reason.data, now=now())
             db().commit()
+        except services.FilmChanged:
+            # Moved by someone else since this request read it: a 409 page says so.
+            db().rollback()
+            raise
         except DomainError as exc:
             db().rollback()
             flash(exc.message, "error")
@@ -376,6 +384,10 @@ def approve(film_id: int) -> Any:
     try:
         services.approve(db(), film, user(), now=now())
         db().commit()
+    except services.FilmChanged:
+        # Moved by someone else since this request read it: a 409 page says so.
+        db().rollback()
+        raise
     except DomainError as exc:
         db().rollback()
         flash(exc.message, "error")
@@ -395,6 +407,10 @@ def send_back(film_id: int) -> Any:
         try:
             services.send_back(db(), film, user(), form.reason.data, now=now())
             db().commit()
+        except services.FilmChanged:
+            # Moved by someone else since this request read it: a 409 page says so.
+            db().rollback()
+            raise
         except DomainError as exc:
             db().rollback()
             flash(exc.message, "error")

@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -73,6 +74,11 @@ class Order(Base):
         Index("ix_orders_film_status_expires_at", "film_id", "status", "expires_at"),
         Index("ix_orders_refund_state", "refund_state"),
         Index("ix_orders_status_expires_at", "status", "expires_at"),
+        # One pending order per backer and film: a new hold replaces the old
+        # one (funding.services.hold_stakes); this refuses a second one made
+        # at the same moment from another window.
+        Index("uq_orders_one_pending_per_film", "user_id", "film_id", unique=True,
+              sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

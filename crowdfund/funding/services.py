@@ -6,8 +6,31 @@ by reading a count in Python and writing it back:
 - the backer's position: `units = units + n WHERE units + n <= limit`
 - the film's counters:   `held = held + n WHERE sold + held + n <= cap`
 
+A backer has at most one pending order per film (a partial unique index):
+a new hold replaces the backer's unpaid pending order of the film.
+
 Lock order, the same everywhere so that transactions never deadlock:
-orders -> backer_positions -> film_inventory.
+orders -> backer_positions (in user id order when several) -> film_inventory.
+"Orders" includes inserting one: a new pending order waits on the
+one-pending-order index for any transaction that is moving the same
+backer's pending order of the film, so it is written before any position.
+Each path, in the order it takes its locks:
+
+- hold, fast path (PostgreSQL: the one HOLD_STATEMENT_PG; SQLite: separate
+  statements, one writer at a time): the new order, the buyer's position,
+  the counter.
+- hold that releases first (_hold_releasing): the lapsed orders of the film
+  and the buyer's unpaid pending order (one UPDATE), the new order, then the
+  released owners' positions and the buyer's in user id order, the counter.
+  The same form sent again with another quantity first takes its key back
+  from its old order (an UPDATE of that order).
+- release_expired_holds (round close): the lapsed orders, their owners'
+  positions in user id order, the counter.
+- release_hold (the backer gives a hold back), settle_failure, cancel_order,
+  refund_paid_order: the order, the position, the counter.
+- settle_success: the order (SELECT ... FOR UPDATE, before anything else, so
+  that the webhook, the fan's return and the reconciler settling one order
+  at once queue on it), then for a late charge the position and the counter.
 """
 
 from __future__ import annotations
@@ -18,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, select, text, update
+from sqlalchemy import and_, bindparam, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -141,11 +164,31 @@ def _adjust(session: Session, film_id: int, user_id: int | None, *, held: int = 
 def release_expired_holds(session: Session, film_id: int, now: datetime) -> int:
     """Expire every lapsed hold of a film and give its units back. Safe to run
     from any number of transactions at once: each order is released by the one
-    conditional UPDATE that moves it out of pending. Returns units released."""
+    conditional UPDATE that moves it out of pending. Returns units released.
+    Locks: the released orders, their owners' positions in user id order, the
+    counter."""
+    released = _expire_releasable(session, film_id, now, buyer_id=None)
+    for user_id in sorted(released):
+        _adjust(session, film_id, user_id, position=-released[user_id])
+    total = sum(released.values())
+    if total:
+        _adjust(session, film_id, None, held=-total)
+    return total
+
+
+def _expire_releasable(session: Session, film_id: int, now: datetime, *,
+                       buyer_id: int | None) -> dict[int, int]:
+    """Move the film's lapsed holds, and with `buyer_id` that buyer's pending
+    orders whose payment has not started (a new hold replaces them), to
+    expired in one conditional UPDATE. Units released, by user id."""
     check_order_transition(OrderStatus.PENDING, OrderStatus.EXPIRED)
+    releasable = Order.expires_at <= now
+    if buyer_id is not None:
+        own_unpaid = and_(Order.user_id == buyer_id, Order.stripe_payment_intent_id.is_(None))
+        releasable = or_(releasable, own_unpaid)
     expired = session.execute(
         update(Order)
-        .where(Order.film_id == film_id, Order.status == OrderStatus.PENDING, Order.expires_at <= now)
+        .where(Order.film_id == film_id, Order.status == OrderStatus.PENDING, releasable)
         .values(status=OrderStatus.EXPIRED.value, closed_at=now)
         .returning(Order.user_id, Order.units)
         .execution_options(synchronize_session=False)
@@ -153,18 +196,40 @@ def release_expired_holds(session: Session, film_id: int, now: datetime) -> int:
     per_user: dict[int, int] = {}
     for user_id, units in expired:
         per_user[user_id] = per_user.get(user_id, 0) + units
-    for user_id in sorted(per_user):
-        _adjust(session, film_id, user_id, position=-per_user[user_id])
-    total = sum(per_user.values())
-    if total:
-        _adjust(session, film_id, None, held=-total)
-    return total
+    return per_user
 
 
-def next_hold_release(session: Session, film_id: int) -> datetime | None:
+def release_hold(session: Session, order: Order, user: User, *, now: datetime) -> bool:
+    """The backer gives a hold back before paying: its units are free at once.
+    False if it was no longer held (released, lapsed and released, failed)."""
+    if order.user_id != user.id:
+        raise NotFound("No such order.")
+    check_order_transition(OrderStatus.PENDING, OrderStatus.EXPIRED)
+    released = session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.status == OrderStatus.PENDING,
+               Order.stripe_payment_intent_id.is_(None))
+        .values(status=OrderStatus.EXPIRED.value, closed_at=now)
+        .returning(Order.units)
+        .execution_options(synchronize_session=False)
+    ).scalar()
+    session.refresh(order)
+    if released is None:
+        if order.status == OrderStatus.PENDING:
+            raise Conflict("Your payment for this order is being processed, so the hold can no longer be "
+                           "released.")
+        if order.status == OrderStatus.PAID:
+            raise Conflict("This order is paid. To get your money back, cancel the order instead.")
+        return False
+    _adjust(session, order.film_id, order.user_id, position=-released, held=-released)
+    return True
+
+
+def next_hold_release(session: Session, film_id: int, *, excluding: int | None = None) -> datetime | None:
+    """When the film's next pending hold lapses; `excluding`: a hold being refused."""
     return session.scalar(
         select(Order.expires_at)
-        .where(Order.film_id == film_id, Order.status == OrderStatus.PENDING)
+        .where(Order.film_id == film_id, Order.status == OrderStatus.PENDING, Order.id != (excluding or 0))
         .order_by(Order.expires_at)
         .limit(1)
     )
@@ -184,14 +249,17 @@ class HoldRequest:
 #: A hold in one round trip on PostgreSQL. In order: the order this form's key
 #: made before (`prior`: then nothing is written); whether the film is open
 #: for funding on the terms the caller priced the order with (`film_open`: the
-#: caller's terms may come from HoldTermsCache); whether lapsed holds could
-#: stand in the way (`clear`: a read that only decides whether to clean up:
-#: when false nothing is written, the caller releases lapsed holds and runs
-#: the statement again with `released`); then the same conditional statements
-#: as _reserve_position, _reserve_units and the order INSERT, in the usual lock
-#: order, each only if the one before succeeded. The caller learns from the
-#: flags which step refused; a refusal after the position moved is undone by
-#: the caller's rollback, exactly as with separate statements.
+#: caller's terms may come from HoldTermsCache); whether lapsed holds or the
+#: buyer's own pending order of the film could stand in the way (`clear`: a
+#: read that only decides whether to clean up: when false nothing is written
+#: and the caller takes the releasing path, _hold_releasing; a pending order
+#: of the buyer that appears meanwhile is refused by the one-pending-order
+#: index); then the order INSERT and the same conditional statements as
+#: _reserve_position and _reserve_units, in the lock order (orders, position,
+#: counter), each only if the one before succeeded. The caller learns from the
+#: flags which step refused; a refusal after the order or the position was
+#: written is undone by the caller's rollback, exactly as with separate
+#: statements.
 HOLD_STATEMENT_PG = """
 WITH prior AS (
     SELECT id FROM orders WHERE user_id = :user_id AND idempotency_key = :idempotency_key
@@ -201,16 +269,26 @@ WITH prior AS (
             AND per_backer_limit = :per_backer_limit AND stake_price_cents = :unit_price_cents
     ) AS ok
 ), clear AS (
-    SELECT CAST(:released AS boolean) OR (
+    SELECT (
         (SELECT sold + held + :units <= cap FROM film_inventory WHERE film_id = :film_id)
         AND coalesce((SELECT units FROM backer_positions WHERE film_id = :film_id AND user_id = :user_id), 0)
             + :units <= :per_backer_limit
+        AND NOT EXISTS (SELECT FROM orders
+                        WHERE user_id = :user_id AND film_id = :film_id AND status = 'pending')
     ) AS ok
 ), go AS (
     SELECT FROM clear, film_open WHERE clear.ok AND film_open.ok AND NOT EXISTS (SELECT FROM prior)
+), ins AS (
+    INSERT INTO orders (reference, film_id, user_id, units, unit_price_cents, amount_cents, status,
+                        idempotency_key, created_at, expires_at)
+    SELECT :reference, :film_id, :user_id, :units, :unit_price_cents, :amount_cents, 'pending',
+           :idempotency_key, :created_at, :expires_at
+    WHERE EXISTS (SELECT FROM go)
+    ON CONFLICT (user_id, idempotency_key) DO NOTHING
+    RETURNING id
 ), pos AS (
     INSERT INTO backer_positions AS bp (film_id, user_id, units)
-    SELECT :film_id, :user_id, :units WHERE EXISTS (SELECT FROM go)
+    SELECT :film_id, :user_id, :units WHERE EXISTS (SELECT FROM ins)
     ON CONFLICT (film_id, user_id) DO UPDATE SET units = bp.units + excluded.units
     WHERE bp.units + excluded.units <= :per_backer_limit
     RETURNING bp.units
@@ -218,14 +296,6 @@ WITH prior AS (
     UPDATE film_inventory SET held = held + :units
     WHERE film_id = :film_id AND sold + held + :units <= cap AND EXISTS (SELECT FROM pos)
     RETURNING held
-), ins AS (
-    INSERT INTO orders (reference, film_id, user_id, units, unit_price_cents, amount_cents, status,
-                        idempotency_key, created_at, expires_at)
-    SELECT :reference, :film_id, :user_id, :units, :unit_price_cents, :amount_cents, 'pending',
-           :idempotency_key, :created_at, :expires_at
-    WHERE EXISTS (SELECT FROM inv)
-    ON CONFLICT (user_id, idempotency_key) DO NOTHING
-    RETURNING id
 )
 SELECT (SELECT id FROM prior) AS prior_id, (SELECT ok FROM film_open) AS film_open,
        coalesce((SELECT ok FROM clear), false) AS clear,
@@ -319,7 +389,14 @@ def _hold_refusal(film: Film | HoldTerms | None, request: HoldRequest, now: date
 def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: datetime,
                 hold_window: timedelta, terms: HoldTerms | None = None) -> Order:
     """Hold `units` stakes for `user` in a new pending order, or return the order
-    this same request created before (double click, retry, back button).
+    this same request created before (double click, retry).
+
+    A backer has at most one pending order per film: a new hold replaces the
+    backer's pending order of the film whose payment has not started (its
+    units are given back in the same transaction), and is refused while a
+    payment of one is under way. The same form sent again with another
+    quantity (back button) never returns the order for the old quantity: it
+    holds the new one instead, or says why it cannot.
 
     `terms` (from hold_terms) spares reading the film on PostgreSQL, where the
     hold statement checks them; SQLite always reads the film."""
@@ -337,9 +414,9 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
         film = session.get(Film, request.film_id)
         refusal = _hold_refusal(film, request, now)
     if refusal is not None:
-        # The order this key made before wins over any refusal.
+        # The order this key made before, for this quantity, wins over any refusal.
         existing = find_by_idempotency_key(session, user.id, key)
-        if existing is not None:
+        if existing is not None and _same_request(existing, request):
             return existing
         raise refusal
     assert film is not None
@@ -379,9 +456,9 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
             raise Conflict("This film is not open for funding.") from None
     assert isinstance(film, Film)
 
-    # One read for the order this key made before and the counters that decide
-    # whether lapsed holds need releasing first.
-    existing_id, sold_held, cap, position = session.execute(
+    # One read for the order this key made before and the figures that decide
+    # whether lapsed holds or the buyer's pending order need releasing first.
+    existing_id, sold_held, cap, position, pending_id = session.execute(
         select(
             select(Order.id).where(Order.user_id == user.id, Order.idempotency_key == key).scalar_subquery(),
             select(FilmInventory.sold + FilmInventory.held)
@@ -390,31 +467,130 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
             select(BackerPosition.units)
             .where(BackerPosition.film_id == film.id, BackerPosition.user_id == user.id)
             .scalar_subquery(),
+            select(Order.id)
+            .where(Order.user_id == user.id, Order.film_id == film.id, Order.status == OrderStatus.PENDING)
+            .limit(1).scalar_subquery(),
         )
     ).one()
     if existing_id is not None:
         existing = session.get(Order, existing_id)
         if existing is not None:
-            return existing
-    # Lapsed holds count as free: release them before reserving when they could
-    # be what stands in the way. These reads only decide whether to clean up;
-    # the conditional statements below decide who gets the stakes.
-    if cap is None or (sold_held or 0) + request.units > cap or (
+            if _same_request(existing, request):
+                return existing
+            _free_form_key(session, existing, key)
+    # Lapsed holds count as free, and the buyer's pending order is replaced:
+    # release them before reserving when they could stand in the way. These
+    # reads only decide whether to clean up; the conditional statements below
+    # decide who gets the stakes.
+    if pending_id is not None or cap is None or (sold_held or 0) + request.units > cap or (
         (position or 0) + request.units > film.per_backer_limit
     ):
-        release_expired_holds(session, film.id, now)
+        return _hold_releasing(session, film, order, now)
     if not _reserve_position(session, film, user.id, request.units):
         _raise_limit_reached(session, film, user.id)
     if not _reserve_units(session, film.id, request.units):
         raise SoldOut(next_hold_release(session, film.id))
+    _insert_order(session, order)
+    return order
+
+
+def _insert_order(session: Session, order: Order) -> None:
     session.add(order)
     try:
         with session.begin_nested():
             session.flush()
     except IntegrityError as exc:
+        if "one_pending" in str(exc.orig) or "orders.film_id" in str(exc.orig):
+            raise HoldInProgress() from exc
         # The same form submitted twice at once: the other request made the order.
         raise DuplicateRequest() from exc
+
+
+def _hold_releasing(session: Session, film: Film | HoldTerms, order: Order, now: datetime) -> Order:
+    """A hold that first releases lapsed holds of the film and the buyer's own
+    pending order (replaced by this one). Lock order as everywhere: the
+    released orders and the new order; then positions in user id order (the
+    released owners' decreased, the buyer's reserved); then the counter."""
+    released = _expire_releasable(session, film.id, now, buyer_id=order.user_id)
+    _refuse_while_paying(session, film.id, order.user_id)
+    _insert_order(session, order)
+    for user_id in sorted(set(released) | {order.user_id}):
+        if released.get(user_id):
+            _adjust(session, film.id, user_id, position=-released[user_id])
+        if user_id == order.user_id and not _reserve_position(session, film, user_id, order.units):
+            _raise_limit_reached(session, film, user_id)
+    total = sum(released.values())
+    if total:
+        _adjust(session, film.id, None, held=-total)
+    if not _reserve_units(session, film.id, order.units):
+        raise SoldOut(next_hold_release(session, film.id, excluding=order.id))
     return order
+
+
+def _same_request(order: Order, request: HoldRequest) -> bool:
+    return order.film_id == request.film_id and order.units == request.units
+
+
+class FormAlreadyUsed(Conflict):
+    """The form's key made an order for another quantity that cannot be replaced."""
+
+
+def _free_form_key(session: Session, prior: Order, key: str) -> None:
+    """The form that made `prior` came back with another quantity (the back
+    button): unless `prior` is paid or being paid, it gives its key up to the
+    new hold (and, still pending, is released with the buyer's pending orders)."""
+    if prior.stripe_payment_intent_id is None and prior.status in (OrderStatus.PENDING, OrderStatus.EXPIRED):
+        freed = session.execute(
+            update(Order)
+            .where(Order.id == prior.id, Order.idempotency_key == key,
+                   Order.stripe_payment_intent_id.is_(None),
+                   Order.status.in_((OrderStatus.PENDING, OrderStatus.EXPIRED)))
+            .values(idempotency_key=f"replaced:{prior.id}")
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if freed == 1:
+            session.expire(prior)
+            return
+    session.refresh(prior)
+    if prior.idempotency_key != key:
+        raise DuplicateRequest()
+    stakes = f"{prior.units} stake{'s' if prior.units != 1 else ''}"
+    if prior.status == OrderStatus.PAID:
+        what = f"bought {stakes} (order {prior.reference}), which stays as it is"
+    elif prior.stripe_payment_intent_id is not None and prior.status in (OrderStatus.PENDING,
+                                                                         OrderStatus.EXPIRED):
+        what = f"is paying for {stakes} (order {prior.reference}); that payment is not changed"
+    else:
+        what = f"was used for order {prior.reference} ({stakes})"
+    raise FormAlreadyUsed(f"This form already {what}. Nothing else was ordered: choose again on the film "
+                          "page.")
+
+
+class PaymentUnderWay(Conflict):
+    pass
+
+
+def _refuse_while_paying(session: Session, film_id: int, user_id: int) -> None:
+    """After the buyer's replaceable holds were released, a pending order left
+    is one whose payment is under way (no second hold beside it), or one that
+    another window of the buyer made at this moment."""
+    row = session.execute(
+        select(Order.reference, Order.stripe_payment_intent_id)
+        .where(Order.user_id == user_id, Order.film_id == film_id, Order.status == OrderStatus.PENDING)
+        .limit(1)
+    ).first()
+    if row is None:
+        return
+    if row.stripe_payment_intent_id is None:
+        raise HoldInProgress()
+    raise PaymentUnderWay(f"Your payment for order {row.reference} is still being processed. Wait until it "
+                          "completes (its order page shows the result) before holding more stakes.")
+
+
+class HoldInProgress(Conflict):
+    def __init__(self) -> None:
+        super().__init__("You are already holding stakes in this film from another window. Reload the "
+                         "page to see your hold.")
 
 
 def _hold_postgresql(session: Session, film: Film | HoldTerms, order: Order, now: datetime) -> Order:
@@ -423,28 +599,39 @@ def _hold_postgresql(session: Session, film: Film | HoldTerms, order: Order, now
         "per_backer_limit": film.per_backer_limit, "reference": order.reference,
         "unit_price_cents": order.unit_price_cents, "amount_cents": order.amount_cents,
         "idempotency_key": order.idempotency_key, "created_at": order.created_at,
-        "expires_at": order.expires_at, "released": False,
+        "expires_at": order.expires_at,
     }
-    prior_id, film_open, clear, position_ok, units_ok, order_id = session.execute(_HOLD_STATEMENT_PG, params).one()
-    if prior_id is None and film_open and not clear:
-        # Nothing was written: release lapsed holds, then reserve regardless.
-        release_expired_holds(session, film.id, now)
-        params["released"] = True
+    try:
         prior_id, film_open, clear, position_ok, units_ok, order_id = session.execute(
             _HOLD_STATEMENT_PG, params).one()
+    except IntegrityError as exc:
+        # Another hold of this backer for this film committed since our
+        # statement's snapshot: the one-pending-order index refused ours.
+        raise HoldInProgress() from exc
     if prior_id is not None:
+        # Nothing was written.
         existing = session.get(Order, prior_id)
-        if existing is not None:
+        if existing is not None and existing.film_id == order.film_id and existing.units == order.units:
             return existing
+        if existing is None:
+            raise DuplicateRequest()
+        _free_form_key(session, existing, order.idempotency_key)
+        if not film_open:
+            raise _TermsChanged()
+        return _hold_releasing(session, film, order, now)
     if not film_open:
         raise _TermsChanged()
-    if not position_ok:
-        _raise_limit_reached(session, film, order.user_id)
-    if not units_ok:
-        raise SoldOut(next_hold_release(session, film.id))
+    if not clear:
+        # Nothing was written: lapsed holds or the buyer's own pending order
+        # stand in the way.
+        return _hold_releasing(session, film, order, now)
     if order_id is None:
         # The same form submitted twice at once: the other request made the order.
         raise DuplicateRequest()
+    if not position_ok:
+        _raise_limit_reached(session, film, order.user_id)
+    if not units_ok:
+        raise SoldOut(next_hold_release(session, film.id, excluding=order_id))
     # Written by the statement above: enter it into the session as loaded, with
     # every column as written, so nothing is read back.
     order.id = order_id
@@ -463,7 +650,7 @@ def _raise_limit_reached(session: Session, film: Film | HoldTerms, user_id: int)
     left = max(0, film.per_backer_limit - current)
     raise LimitReached(
         f"Each backer may hold at most {film.per_backer_limit} stakes in this film; you have {current} "
-        f"paid or on hold, so you can add {left} more.",
+        f"paid or being paid, so you can add {left} more (a new hold replaces your unpaid one).",
         field="units",
     )
 
@@ -504,10 +691,14 @@ class Settlement:
 
 def settle_success(session: Session, order: Order, *, now: datetime) -> Settlement:
     """Record a charge Stripe reports as succeeded. Idempotent: the server's
-    own confirmation, the webhook and the reconciler may all call it."""
+    own confirmation, the webhook and the reconciler may all call it, at once.
+
+    Locks the order row first (then position, then counter, as everywhere):
+    two settlers of one order queue on it, and the second finds it settled."""
+    session.execute(select(Order.id).where(Order.id == order.id).with_for_update())
+    session.refresh(order)
     film = session.get(Film, order.film_id)
     assert film is not None
-    session.refresh(order)
     if order.status == OrderStatus.PAID:
         return Settlement("already", order)
     if order.status == OrderStatus.PENDING:
@@ -635,6 +826,24 @@ def own_order(session: Session, user: User, reference: str) -> Order:
     if order is None or order.user_id != user.id:
         raise NotFound("No such order.")
     return order
+
+
+def current_hold(session: Session, film_id: int, user_id: int) -> Order | None:
+    """The backer's pending order of the film (at most one), lapsed or not."""
+    return session.scalar(
+        select(Order)
+        .where(Order.film_id == film_id, Order.user_id == user_id, Order.status == OrderStatus.PENDING)
+        .order_by(Order.id.desc()).limit(1)
+    )
+
+
+def hold_state(order: Order, now: datetime) -> str | None:
+    """"held", "paying" or "lapsed" for a pending order, None otherwise."""
+    if order.status != OrderStatus.PENDING:
+        return None
+    if order.stripe_payment_intent_id:
+        return "paying"
+    return "lapsed" if order.expires_at <= now else "held"
 
 
 def held_or_owned(session: Session, film_id: int, user_id: int) -> int:

@@ -68,13 +68,44 @@ def hold(slug: str) -> Any:
     except services.DuplicateRequest:
         session.rollback()
         order = services.find_by_idempotency_key(session, fan.id, key)
-        if order is None:
-            abort(409)
+        if order is None or order.units != hold_request.units:
+            # Never the order for another quantity: the other request is still at work.
+            flash("This request is already being processed. Reload the page to see your hold.", "error")
+            return redirect(url_for("catalogue.film_page", slug=film.slug) + "#buy", 303)
     except DomainError as exc:
         session.rollback()
         flash(exc.message, "error")
         return redirect(url_for("catalogue.film_page", slug=film.slug) + "#buy", 303)
     return redirect(url_for("funding.checkout", reference=order.reference), 303)
+
+
+@funding_bp.app_template_global()
+def hold_state(order: Any) -> str | None:
+    """A pending order as the backer sees it: "held" (payment can start),
+    "paying" (a payment is under way), "lapsed" (the hold expired: it never
+    offers "Continue to payment"); None for other orders."""
+    return services.hold_state(order, now())
+
+
+@funding_bp.route("/orders/<reference>/release", methods=["POST"])
+@role_required(Role.FAN)
+def release(reference: str) -> Any:
+    """The backer gives a hold back: its stakes are free for others at once."""
+    order = services.own_order(db(), user(), reference)
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        released = services.release_hold(db(), order, user(), now=now())
+        db().commit()
+    except DomainError as exc:
+        db().rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("funding.order_page", reference=order.reference), 303)
+    if released:
+        flash(f"Your hold of {order.units} stake{'s' if order.units != 1 else ''} is released.", "success")
+    else:
+        flash("This hold was already released.", "info")
+    return redirect(url_for("catalogue.film_page", slug=order.film.slug) + "#buy", 303)
 
 
 @funding_bp.route("/orders/<reference>/checkout")
@@ -180,13 +211,17 @@ def buy_panel_context(film: Film, viewer: Any) -> dict[str, Any]:
     stats = funding_stats(db(), [film.id])[film.id]
     remaining = max(0, film.stake_cap - stats.units_sold - stats.units_held)
     mine = services.held_or_owned(db(), film.id, viewer.id) if viewer is not None else 0
+    current = services.current_hold(db(), film.id, viewer.id) if viewer is not None else None
+    # A new hold replaces the backer's unpaid one: its units count as theirs to choose again.
+    replaceable = current.units if current is not None and not current.stripe_payment_intent_id else 0
     return {
         "remaining": remaining,
         "sold_out": stats.units_sold >= film.stake_cap,
-        "all_held": remaining == 0 and stats.units_sold < film.stake_cap,
+        "all_held": remaining == 0 and stats.units_sold < film.stake_cap and not replaceable,
         "next_release": services.next_hold_release(db(), film.id) if remaining == 0 else None,
-        "can_buy": max(0, min(film.per_backer_limit - mine, remaining)),
-        "mine": mine,
+        "can_buy": max(0, min(film.per_backer_limit - mine + replaceable, remaining + replaceable)),
+        "mine": mine - replaceable,
+        "current_hold": current,
         "form_token": new_form_token(),
         "paid": paid_stakes(db(), film.id, viewer.id) if viewer is not None else 0,
     }

@@ -135,6 +135,7 @@ def test_cancel_after_purchase(page, db: Session, fan, film) -> None:  # type: i
     expect(page.get_by_role("heading", name=RECEIPT)).to_be_visible()
     assert inventory(db, film.id).sold == 2
 
+    page.once("dialog", lambda dialog: dialog.accept())  # "Cancel order ...?" (static/js/confirm.js)
     page.get_by_role("button", name="Cancel order and refund $100.00").click()
 
     expect(page.get_by_text("Order cancelled")).to_be_visible()

@@ -58,12 +58,17 @@ def test_same_form_twice_is_one_order(db: CheckSession, film) -> None:  # type: 
 def test_per_backer_limit_counts_held_and_paid(db: CheckSession, app: Flask, film) -> None:  # type: ignore[no-untyped-def]
     fan = make_user(db)
     buy(db, app, fan, film, 2)
-    hold(db, fan, film, 1)
-    with pytest.raises(services.LimitReached, match="you can add 1 more"):
-        hold(db, fan, film, 2)
+    first = hold(db, fan, film, 1)
+    # A new hold replaces the unpaid one: 2 paid + 3 is over the limit of 4.
+    with pytest.raises(services.LimitReached, match="you have 2 paid or being paid, so you can add 2 more"):
+        hold(db, fan, film, 3)
     db.rollback()
-    hold(db, fan, film, 1)
-    assert position(db, film.id, fan.id) == 4
+    assert position(db, film.id, fan.id) == 3  # refused: the old hold stands
+    second = hold(db, fan, film, 2)
+    db.reread()
+    assert db.get(Order, first.id).status == OrderStatus.EXPIRED
+    assert db.get(Order, second.id).status == OrderStatus.PENDING
+    assert position(db, film.id, fan.id) == 4 and inventory(db, film.id) == (2, 2)
 
 
 def test_bad_quantities_refused(db: CheckSession, film) -> None:  # type: ignore[no-untyped-def]

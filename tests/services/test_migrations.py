@@ -28,3 +28,45 @@ def test_migrated_schema_matches_models(app: Flask) -> None:
 def test_every_model_table_exists(app: Flask) -> None:
     names = set(inspect(app.extensions["crowdfund.engine"]).get_table_names())
     assert {t.name for t in metadata.sorted_tables} <= names
+
+
+def test_one_pending_order_migration_resolves_existing_duplicates(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Before the one-pending-order index, a backer could have several pending
+    orders of a film: the migration keeps the newest, expires the others and
+    gives their units back, so the index can be built."""
+    from sqlalchemy import create_engine, text
+
+    from crowdfund.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'before.db'}"
+    before = ScriptDirectory.from_config(alembic_config()).get_revision("holds0001").down_revision
+    upgrade(url, before)
+    engine = create_engine(url)
+    stamp = "2026-11-30 12:00:00.000000"
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO studios (id, name, created_at) VALUES (1, 'S', '{stamp}')"))
+        conn.execute(text("INSERT INTO users (id, email, display_name, password_hash, session_version, is_active, "
+                          f"created_at) VALUES (1, 'a@example.com', 'A', 'x', 1, 1, '{stamp}')"))
+        conn.execute(text(
+            "INSERT INTO films (id, studio_id, slug, title, logline, synopsis, risks, funding_goal_cents, "
+            "stake_price_cents, stake_cap, per_backer_limit, deadline, timezone, expected_release_date, "
+            "recoup_share_bps, recoup_multiple_bps, profit_share_bps, state, created_at, updated_at) VALUES "
+            f"(1, 1, 'f', 'F', 'l', 's', '', 10000, 5000, 10, 10, '{stamp}', 'UTC', '2027-06-01', 5000, 12000, "
+            f"1000, 'funding', '{stamp}', '{stamp}')"))
+        conn.execute(text("INSERT INTO film_inventory (film_id, cap, sold, held) VALUES (1, 10, 0, 6)"))
+        conn.execute(text("INSERT INTO backer_positions (film_id, user_id, units) VALUES (1, 1, 6)"))
+        for order_id, units in ((1, 1), (2, 2), (3, 3)):
+            conn.execute(text(
+                "INSERT INTO orders (id, reference, film_id, user_id, units, unit_price_cents, amount_cents, status, "
+                f"idempotency_key, created_at, expires_at) VALUES ({order_id}, 'RS-{order_id}', 1, 1, {units}, 5000, "
+                f"{units * 5000}, 'pending', 'key-{order_id}', '{stamp}', '{stamp}')"))
+    upgrade(url)
+    with engine.connect() as conn:
+        statuses = conn.execute(text("SELECT status FROM orders ORDER BY id")).scalars().all()
+        held = conn.execute(text("SELECT held FROM film_inventory")).scalar_one()
+        position = conn.execute(text("SELECT units FROM backer_positions")).scalar_one()
+        indexes = {ix["name"] for ix in inspect(conn).get_indexes("orders")}
+    engine.dispose()
+    assert statuses == ["expired", "expired", "pending"]
+    assert (held, position) == (3, 3)
+    assert "uq_orders_one_pending_per_film" in indexes
