@@ -128,7 +128,7 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
 def load_user(session: Session, user_token: str) -> User | None:
     """Resolve the id flask-login keeps in the session ("<id>.<version>")."""
     user_id, _, version = (user_token or "").partition(".")
-    if not user_id.isdigit() or not version.isdigit():
+    if not (user_token or "").isascii() or not user_id.isdigit() or not version.isdigit():
         return None
     # Every request does this: one row with the role names and studio, not
     # three queries (or a joined load, which costs twice the CPU to turn into objects).

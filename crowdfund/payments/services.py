@@ -354,7 +354,9 @@ def match_intent(session: Session, intent: PaymentOutcome) -> tuple[Order | None
     named = intent.metadata.get("order_id")
     if named is None and intent.metadata.get("order_reference") is None:
         return None, None  # made by something else using this Stripe account
-    order = session.get(Order, int(named)) if named and named.isdigit() and len(named) < 19 else None
+    # ASCII digits only: "²" is a digit to isdigit() but not to int().
+    order = (session.get(Order, int(named))
+             if named and named.isascii() and named.isdigit() and len(named) < 19 else None)
     if order is None:
         return None, "unknown_order"
     if intent.metadata.get("order_reference") != order.reference:

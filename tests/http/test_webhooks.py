@@ -325,3 +325,14 @@ def test_the_size_cap_holds_for_a_chunked_body(db: CheckSession, live_server: st
         connection.close()
     db.reread()
     assert db.scalar(select(func.count()).select_from(StripeEvent)) == 0
+
+
+def test_a_non_ascii_digit_in_the_intents_order_id_is_an_anomaly_not_a_500(
+        client: Client, db: CheckSession, app: Flask) -> None:
+    order = held_order(db)
+    # "²" passes str.isdigit() but int() refuses it.
+    intent_id = paid_intent(app, order.amount_cents, {"order_id": "\u00b2", "order_reference": order.reference})
+    body = {"id": intent_id, "status": "succeeded", "amount": order.amount_cents, "currency": "usd"}
+    assert signed_post(client, "evt_superscript_id", "payment_intent.succeeded", body) == 200
+    assert state(db, order)[:2] == (OrderStatus.PENDING, 0)
+    assert [a["payment_intent_id"] for a in anomalies(db)] == [intent_id]

@@ -140,3 +140,10 @@ def test_one_remember_token_used_by_parallel_requests_is_replaced_once(db: Sessi
     assert all(r.user_token == user.get_id() for r in results)  # type: ignore[union-attr]
     assert len([r for r in results if r.new_token]) == 1  # type: ignore[union-attr]
     assert db.scalar(select(func.count()).select_from(RememberToken)) == 2  # the old one (replaced) and its successor
+
+
+def test_a_session_token_with_non_ascii_digits_is_nobody(db) -> None:  # type: ignore[no-untyped-def]
+    from crowdfund.accounts.services import load_user
+
+    user = make_user(db)
+    assert load_user(db, f"{user.id}.\u00b2") is None and load_user(db, f"\u0661.{user.session_version}") is None
