@@ -127,7 +127,7 @@ def test_production_refuses_to_start_without_secret_key(monkeypatch) -> None:  #
     with pytest.raises(RuntimeError, match="SECRET_KEY"):
         create_app("production", {"DATABASE_URL": "sqlite://", "RATELIMIT_STORAGE_URI": "memory://"})
     app = create_app("production", {"DATABASE_URL": "sqlite://", "SECRET_KEY": "x" * 32,
-                                       "RATELIMIT_STORAGE_URI": "memory://"})
+                                       "RATELIMIT_STORAGE_URI": "memory://", "MAIL_DELIVERY_THREAD": False})
     assert app.config["SESSION_COOKIE_SECURE"] and app.config["SESSION_COOKIE_HTTPONLY"]
     assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
 

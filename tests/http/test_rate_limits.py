@@ -138,7 +138,8 @@ def test_sign_up_limit_counts_accounts_not_forms_with_errors(limited, db: CheckS
 
 
 def _production(**overrides: object) -> Flask:
-    settings: dict[str, object] = {"DATABASE_URL": "sqlite://", "SECRET_KEY": "x" * 32}
+    # No tables in sqlite://: no mail delivery thread to look for them.
+    settings: dict[str, object] = {"DATABASE_URL": "sqlite://", "SECRET_KEY": "x" * 32, "MAIL_DELIVERY_THREAD": False}
     settings.update(overrides)
     return create_app("production", settings)
 

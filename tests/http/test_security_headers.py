@@ -69,7 +69,7 @@ def test_policy_allows_only_our_scripts_and_stripe(client: Client, app: Flask) -
 
 def test_production_sends_hsts_and_secure_cookies(localstripe) -> None:  # type: ignore[no-untyped-def]
     app = create_app("production", {"DATABASE_URL": "sqlite://", "SECRET_KEY": "x" * 32,
-                                       "RATELIMIT_STORAGE_URI": "memory://"})
+                                       "RATELIMIT_STORAGE_URI": "memory://", "MAIL_DELIVERY_THREAD": False})
     response = app.test_client().get("/static/css/app.css")
     response.close()
     assert response.headers["Strict-Transport-Security"].startswith("max-age=63072000")
