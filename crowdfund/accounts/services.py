@@ -239,15 +239,20 @@ INVALID_RESET_LINK = "This password-reset link is invalid or has already been us
 EXPIRED_RESET_LINK = "This password-reset link has expired. Ask for a new one."
 
 
-def _reset_serializer(secret_key: str, now: datetime) -> URLSafeTimedSerializer:
+def _clocked_serializer(secret_key: str, salt: str, now: datetime) -> URLSafeTimedSerializer:
+    """Signed, timestamped tokens on the app's clock, not time.time(), so
+    expiry is testable without sleeping. One salt per kind of link."""
     timestamp = int(now.timestamp())
 
     class _ClockSigner(TimestampSigner):
-        # The app's clock, not time.time(), so expiry is testable without sleeping.
         def get_timestamp(self) -> int:
             return timestamp
 
-    return URLSafeTimedSerializer(secret_key, salt=RESET_SALT, signer=_ClockSigner)
+    return URLSafeTimedSerializer(secret_key, salt=salt, signer=_ClockSigner)
+
+
+def _reset_serializer(secret_key: str, now: datetime) -> URLSafeTimedSerializer:
+    return _clocked_serializer(secret_key, RESET_SALT, now)
 
 
 def _password_fingerprint(user: User) -> str:
@@ -336,13 +341,7 @@ EXPIRED_VERIFY_LINK = "This confirmation link has expired. Log in and ask for a 
 
 
 def _verify_serializer(secret_key: str, now: datetime) -> URLSafeTimedSerializer:
-    timestamp = int(now.timestamp())
-
-    class _ClockSigner(TimestampSigner):
-        def get_timestamp(self) -> int:
-            return timestamp
-
-    return URLSafeTimedSerializer(secret_key, salt=VERIFY_SALT, signer=_ClockSigner)
+    return _clocked_serializer(secret_key, VERIFY_SALT, now)
 
 
 def make_verification_token(user: User, *, secret_key: str, now: datetime) -> str:
