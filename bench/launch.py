@@ -39,6 +39,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import itertools
 import threading
 import time
 import uuid
@@ -409,13 +410,14 @@ async def log_in(base: str, fans: list[Fan], slug: str) -> None:
 
 
 def hold_request(base: str, slug: str, fans: list[Fan], concurrency: int) -> Request:
-    counters = [0] * concurrency
+    # Each fan holds once (the launch-day shape): a fan's second hold of a film
+    # would replace the first (one pending order per fan and film), the rare
+    # path. Rounds are bounded to len(fans) requests and holds are reset between
+    # them (reset_holds), so no two buyers share a session at once.
+    taken = itertools.count()
 
     async def send(http: aiohttp.ClientSession, index: int) -> str:
-        # Buyer i uses fans i, i+M, i+2M, ... in turn, so no two buyers share a session.
-        mine = fans[index::concurrency] or fans
-        fan = mine[counters[index] % len(mine)]
-        counters[index] += 1
+        fan = fans[next(taken) % len(fans)]
         # A fresh key per hold: each POST is a new form submission.
         form = {"csrf_token": fan.csrf, "key": uuid.uuid4().hex, "units": "1"}
         async with http.post(f"{base}/films/{slug}/hold", data=form, headers=fan.header(),
@@ -428,8 +430,10 @@ def hold_request(base: str, slug: str, fans: list[Fan], concurrency: int) -> Req
 
 
 def bare_hold_request(base: str, fans: list[Fan]) -> Request:
+    taken = itertools.count()  # each fan once, as hold_request
+
     async def send(http: aiohttp.ClientSession, index: int) -> str:
-        fan = fans[(index + int(time.perf_counter() * 1e6)) % len(fans)]
+        fan = fans[next(taken) % len(fans)]
         async with http.post(f"{base}/hold", data={"user_id": str(fan.user_id), "key": uuid.uuid4().hex},
                              allow_redirects=False) as r:
             await r.read()
@@ -595,6 +599,24 @@ def raw_orders(url: str, film_ids: list[int]) -> int:
     return int(count)
 
 
+def reset_holds(url: str, film_ids: list[int]) -> None:
+    """Bench set-up between hold phases: every pending order of these films
+    expires and gives its units back, so each fan starts the next phase
+    holding nothing (the app would release them the same way once lapsed)."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        pending = "SELECT film_id, user_id, sum(units) AS units FROM orders " \
+                  "WHERE status = 'pending' AND film_id = ANY(:ids) GROUP BY film_id, user_id"
+        conn.execute(text(f"UPDATE backer_positions bp SET units = bp.units - p.units FROM ({pending}) p "
+                          "WHERE bp.film_id = p.film_id AND bp.user_id = p.user_id"), {"ids": film_ids})
+        conn.execute(text(f"UPDATE film_inventory fi SET held = fi.held - p.units FROM "
+                          f"(SELECT film_id, sum(units) AS units FROM ({pending}) q GROUP BY film_id) p "
+                          "WHERE fi.film_id = p.film_id"), {"ids": film_ids})
+        conn.execute(text("UPDATE orders SET status = 'expired', closed_at = now() AT TIME ZONE 'UTC' "
+                          "WHERE status = 'pending' AND film_id = ANY(:ids)"), {"ids": film_ids})
+    engine.dispose()
+
+
 def prepare_buckets(url: str, films: Films) -> None:
     """Bench-local counters: the Raw Limit film as one bucket row, Raw Sixteen as 16."""
     engine = create_engine(url)
@@ -663,7 +685,7 @@ def ratio(a: float, b: float) -> str:
 
 
 async def hold_rounds(server: Server, bare: Server, fans: list[Fan], args: argparse.Namespace,
-                      profile: Path | None) -> tuple[Result, Result, list[float]]:
+                      profile: Path | None, reset: Callable[[], None]) -> tuple[Result, Result, list[float]]:
     """The app's holds and the bare endpoint's, alternating for --rounds rounds,
     so that a machine whose speed drifts during the run (shared cores) moves
     both the same way; the ratio is taken over all rounds together."""
@@ -681,18 +703,30 @@ async def hold_rounds(server: Server, bare: Server, fans: list[Fan], args: argpa
     bare_rounds: list[Result] = []
     app_cpu: list[CpuSplit] = []
     bare_cpu: list[CpuSplit] = []
+    # Each fan once per phase: warm-ups and rounds stop at len(fans) requests,
+    # and every phase starts with no hold pending.
+    bounded = argparse.Namespace(**{**vars(args), "warmup": 0, "max_requests": min(args.max_requests, len(fans))})
+
+    async def warm(request: Request) -> None:
+        await load("warm-up", request, args.buyers, args.warmup, bounded.max_requests)
+        reset()
+
     for number in range(1, args.rounds + 1):
+        await warm(hold_request(server.url, "launch-day", fans, args.buyers))
         result, split = await measured_with_cpu(f"round {number} app holds", server,
-                                                hold_request(server.url, "launch-day", fans, args.buyers), args,
+                                                hold_request(server.url, "launch-day", fans, args.buyers), bounded,
                                                 "holds/s")
+        reset()
         app_rounds.append(result)
         app_cpu.append(split)
         if spy is not None:
             spy.wait()
             spy = None
             print(f"  py-spy profile of the workers: {profile}")
+        await warm(bare_hold_request(bare.url, fans))
         result, split = await measured_with_cpu(f"round {number} bare holds", bare, bare_hold_request(bare.url, fans),
-                                                args, "holds/s")
+                                                bounded, "holds/s")
+        reset()
         bare_rounds.append(result)
         bare_cpu.append(split)
     ratios = [a.rate / b.rate for a, b in zip(app_rounds, bare_rounds) if b.rate]
@@ -727,8 +761,10 @@ async def page_phases(server: Server, bare: Server, fans: list[Fan], args: argpa
                                   seconds=args.page_seconds)
     print(f"sell-out: {args.buyers} buyers until 'Sellout' (cap {args.sellout_cap}, "
           f"{args.sellout_limit} per backer) is gone", flush=True)
-    await log_in(base, fans, "sellout")
-    result, delay = await sellout(base, "sellout", fans, args)
+    # Each buyer holds one stake once: enough fans to sell the cap out, no more logged in again.
+    sellers = fans[:max(4 * args.sellout_cap, args.buyers)]
+    await log_in(base, sellers, "sellout")
+    result, delay = await sellout(base, "sellout", sellers, args)
     print("  " + result.line("holds/s"))
     print(f"  page says 'Sold out' {'%.0f ms' % (delay * 1000) if delay is not None else 'NEVER'} "
           f"after the last hold (reach: within 1 s)")
@@ -746,7 +782,8 @@ def start_py_spy(server: Server, path: Path, seconds: float) -> subprocess.Popen
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--buyers", type=int, default=64, help="concurrent buyers (M)")
-    parser.add_argument("--fans", type=int, default=256, help="fans with sessions (N)")
+    parser.add_argument("--fans", type=int, default=4096, help="fans with sessions (N); each holds once per "
+                        "round, so a round ends after N holds or --seconds")
     parser.add_argument("--cap", type=int, default=1_000_000, help="the launch film's cap of stakes (C)")
     parser.add_argument("--limit", type=int, default=100, help="the launch film's per-backer limit "
                         "(fans x limit must exceed what the buyers hold in all rounds)")
@@ -803,7 +840,8 @@ def main() -> int:
         servers.append(server)
         bare_server = start_gunicorn("bare", env, args, logdir)
         servers.append(bare_server)
-        holds, bare_holds, round_ratios = asyncio.run(hold_rounds(server, bare_server, fans, args, args.profile))
+        holds, bare_holds, round_ratios = asyncio.run(hold_rounds(
+            server, bare_server, fans, args, args.profile, lambda: reset_holds(url, [films.launch, films.bare])))
         app = asyncio.run(page_phases(server, bare_server, fans, args))
         server.stop()
         bare_server.stop()
