@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crowdfund import ledger
+from crowdfund.ledger import Account, EntryKind
 from crowdfund.films.models import Film
 from crowdfund.films.services import cancellation, change_film_state
 from crowdfund.films.states import FilmState
@@ -75,14 +76,14 @@ def decide_film(session: Session, film_id: int, *, now: datetime, hold_window: t
     raised = paid_total(session, film.id)
     if goal_met(raised, film.funding_goal_cents):
         change_film_state(session, film, FilmState.FUNDED, now=now, reason="goal met")
-        in_escrow = -ledger.balance(session, ledger.escrow(film.id))
+        in_escrow = -ledger.balance(session, Account.escrow(film.id))
         to_studio, fee = fee_split(in_escrow, fee_bps)
         ledger.post(
             session,
-            key=f"escrow-release:{film.id}",
-            kind="escrow_release",
-            lines=[(ledger.escrow(film.id), in_escrow), (ledger.studio(film.studio_id), -to_studio),
-                   (ledger.PLATFORM_FEES, -fee)],
+            key=EntryKind.ESCROW_RELEASE.key(film.id),
+            kind=EntryKind.ESCROW_RELEASE,
+            lines=[(Account.escrow(film.id), in_escrow), (Account.studio(film.studio_id), -to_studio),
+                   (Account.PLATFORM_FEES, -fee)],
             now=now,
             film_id=film.id,
             memo=f"{film.title} funded: escrow released less {fee_bps} bps fee",

@@ -25,6 +25,7 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from crowdfund import audit, ledger
+from crowdfund.ledger import Account, EntryKind
 from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film
@@ -38,13 +39,6 @@ from crowdfund.uploads import StoredFile, store_file
 
 MAX_RECEIPTS_CENTS = 10**14  # a trillion dollars: anything above is a typing error
 SUPPORTING_FILE_TYPES = {"application/pdf", "text/csv"}
-
-
-def payouts_payable(film_id: int) -> str:
-    return f"payouts_payable:{film_id}"
-
-
-PAID_OUT = "paid_out"
 
 
 def terms_of(film: Film) -> Terms:
@@ -309,8 +303,9 @@ def start_run(session: Session, report: BoxOfficeReport, finance: User, *, now: 
                         "backers": backers})
     if run.pool_cents:
         ledger.post(
-            session, key=f"payout-pool:{run.id}", kind="payout_pool",
-            lines=[(ledger.studio(report.film.studio_id), run.pool_cents), (payouts_payable(run.film_id), -run.pool_cents)],
+            session, key=EntryKind.PAYOUT_POOL.key(run.id), kind=EntryKind.PAYOUT_POOL,
+            lines=[(Account.studio(report.film.studio_id), run.pool_cents),
+                   (Account.payouts_payable(run.film_id), -run.pool_cents)],
             now=now, film_id=run.film_id, memo=f"Backers' pool for report {report.id}",
         )
     return run
@@ -480,8 +475,9 @@ def mark_paid(session: Session, run: PayoutRun, finance: User, bank_reference: s
                  after={"status": RunStatus.PAID.value, "bank_reference": reference[:120]})
     if run.pool_cents:
         ledger.post(
-            session, key=f"payout-paid:{run.id}", kind="payout_paid",
-            lines=[(payouts_payable(run.film_id), run.pool_cents), (PAID_OUT, -run.pool_cents)],
+            session, key=EntryKind.PAYOUT_PAID.key(run.id), kind=EntryKind.PAYOUT_PAID,
+            lines=[(Account.payouts_payable(run.film_id), run.pool_cents),
+                   (Account.PAID_OUT, -run.pool_cents)],
             now=now, film_id=run.film_id, memo=f"Run {run.id} paid, bank reference {reference[:80]}",
         )
 
