@@ -18,18 +18,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crowdfund import ledger
-from crowdfund.ledger import Account, EntryKind
 from crowdfund.films.models import Film
 from crowdfund.films.services import cancellation, change_film_state
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.funding.queries import paid_orders_of, paid_total
 from crowdfund.funding.rules import fee_split, goal_met, round_closes_at
 from crowdfund.funding.services import refund_paid_order, release_expired_holds
 from crowdfund.jobs import UnitFailure, in_own_transaction, in_savepoint
+from crowdfund.ledger import Account, EntryKind
 from crowdfund.mail import queue_email
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.payments.services import process_refunds
@@ -53,17 +54,6 @@ def films_due(session: Session, now: datetime, hold_window: timedelta) -> list[i
             .where(Film.state == FilmState.FUNDING, Film.deadline <= now - hold_window)
             .order_by(Film.deadline, Film.id)
         )
-    )
-
-
-def paid_total(session: Session, film_id: int) -> int:
-    return int(
-        session.scalar(
-            select(func.coalesce(func.sum(Order.amount_cents), 0)).where(
-                Order.film_id == film_id, Order.status == OrderStatus.PAID
-            )
-        )
-        or 0
     )
 
 
@@ -107,7 +97,7 @@ def decide_refunds(session: Session, film_id: int, *, now: datetime, batch_size:
     while True:
         batch = session.scalars(
             select(Order)
-            .where(Order.film_id == film_id, Order.status == OrderStatus.PAID, Order.id > after_id)
+            .where(paid_orders_of(film_id), Order.id > after_id)
             .order_by(Order.id)
             .limit(batch_size)
         ).all()

@@ -48,7 +48,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from crowdfund import audit, ledger
-from crowdfund.ledger import Account, EntryKind
 from crowdfund.accounts.models import User
 from crowdfund.db import UTCDateTime
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
@@ -57,6 +56,7 @@ from crowdfund.films.services import visible_film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
 from crowdfund.funding.rules import cancellation_deadline, check_order_transition
+from crowdfund.ledger import Account, EntryKind
 from crowdfund.rewards.services import void_unbooked_tickets
 
 REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"

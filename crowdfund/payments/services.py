@@ -32,7 +32,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from crowdfund import audit, ledger
-from crowdfund.ledger import Account, EntryKind
 from crowdfund.db import Base, UTCDateTime, sqlite_begin
 from crowdfund.errors import Conflict
 from crowdfund.films.models import Film
@@ -40,6 +39,7 @@ from crowdfund.funding import services as funding
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.funding.rules import cancellation_deadline
 from crowdfund.jobs import UnitFailure, describe
+from crowdfund.ledger import Account, EntryKind
 from crowdfund.mail import queue_email
 from crowdfund.payments.gateway import (
     GatewayError,

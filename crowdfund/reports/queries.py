@@ -13,6 +13,7 @@ from crowdfund import ledger
 from crowdfund.accounts.models import User
 from crowdfund.films.models import Film
 from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.funding.queries import paid_orders_of, paid_total
 from crowdfund.ledger import Account, EntryKind, JournalEntry
 
 
@@ -66,7 +67,7 @@ def film_money(session: Session, film: Film) -> FilmMoney:
         in_escrow=-ledger.balance(session, Account.escrow(film.id)),
     )
     ever_paid = _orders_sum(session, film.id, (OrderStatus.PAID, OrderStatus.CANCELLED, OrderStatus.REFUNDED))
-    still_paid = _orders_sum(session, film.id, (OrderStatus.PAID,))
+    still_paid = paid_total(session, film.id)
     if money.captured != ever_paid:
         money.problems.append(
             f"Captured in the ledger ({money.captured} cents) differs from paid, cancelled and refunded orders "
@@ -95,7 +96,7 @@ def raised_by_day(session: Session, film_id: int) -> list[tuple[date, int]]:
     day = func.date(Order.paid_at)
     rows = session.execute(
         select(day, func.sum(Order.amount_cents))
-        .where(Order.film_id == film_id, Order.status == OrderStatus.PAID)
+        .where(paid_orders_of(film_id))
         .group_by(day)
         .order_by(day)
     ).all()
@@ -111,7 +112,7 @@ def backer_rows(session: Session, film_id: int, batch_size: int = 1000) -> Itera
     statement = (
         select(User.display_name, User.email, func.sum(Order.units), func.sum(Order.amount_cents))
         .join(User, User.id == Order.user_id)
-        .where(Order.film_id == film_id, Order.status == OrderStatus.PAID)
+        .where(paid_orders_of(film_id))
         .group_by(User.id, User.display_name, User.email)
         .order_by(User.id)
         .execution_options(yield_per=batch_size)
