@@ -95,6 +95,7 @@ def charge_all(api_base: str, count: int, threads: int) -> list[str]:
 def fill(url: str, intents: list[str], backers: int) -> int:
     """A failed round in waiting: a film past its deadline, goal not met, with
     one paid order per PaymentIntent, counters and ledger to match."""
+    from crowdfund.ledger import Account, EntryKind
     from crowdfund.migrate import upgrade
 
     upgrade(url)
@@ -131,14 +132,17 @@ def fill(url: str, intents: list[str], backers: int) -> int:
                              SELECT film_id, user_id, sum(units) FROM orders WHERE film_id = :film
                              GROUP BY film_id, user_id"""), {"film": film_id})
         conn.execute(text("""INSERT INTO journal_entries (key, kind, film_id, order_id, memo, created_at)
-                             SELECT 'payment:' || id, 'payment', film_id, id, 'Order ' || reference, :past
-                             FROM orders WHERE film_id = :film"""), {"film": film_id, "past": past})
+                             SELECT :key_prefix || id, :kind, film_id, id, 'Order ' || reference, :past
+                             FROM orders WHERE film_id = :film"""),
+                     {"film": film_id, "past": past, "key_prefix": EntryKind.PAYMENT.key_prefix,
+                      "kind": EntryKind.PAYMENT.value})
         conn.execute(text("""INSERT INTO journal_lines (entry_id, account, amount_cents, line_no)
-                             SELECT e.id, 'backer_cash', o.amount_cents, 0
+                             SELECT e.id, :cash, o.amount_cents, 0
                              FROM journal_entries e JOIN orders o ON o.id = e.order_id
                              UNION ALL
-                             SELECT e.id, 'escrow:' || o.film_id, -o.amount_cents, 1
-                             FROM journal_entries e JOIN orders o ON o.id = e.order_id"""))
+                             SELECT e.id, :escrow, -o.amount_cents, 1
+                             FROM journal_entries e JOIN orders o ON o.id = e.order_id"""),
+                     {"cash": Account.BACKER_CASH.value, "escrow": Account.escrow(film_id)})
     with engine.connect() as conn:
         conn.execute(text("ANALYZE"))
     engine.dispose()

@@ -23,13 +23,13 @@ from crowdfund.films import services
 from crowdfund.films.forms import FilmForm, SendBackForm
 from crowdfund.films.states import FilmState
 from crowdfund.films.terms import PLATFORM_RISKS, describe_terms
-from crowdfund.funding.queries import funding_stats, refund_progress
+from crowdfund.funding.queries import funding_stats, paid_total, paid_units_and_backers, refund_progress
 from crowdfund.funding.views import buy_panel_context
 from crowdfund.charts import line_chart
 from crowdfund.money import format_cents, format_cents_plain, parse_amount
 from crowdfund.params import int_arg
 from crowdfund.payouts.calculator import backer_return, curve
-from crowdfund.payouts.services import paid_stakes, principal_cents, terms_of
+from crowdfund.payouts.services import terms_of
 from crowdfund.reports.csvutil import stream_csv
 from crowdfund.rewards.services import film_tiers, tier_reached
 from crowdfund.reports.queries import backer_rows, raised_by_day
@@ -122,8 +122,8 @@ def _calculator(film: Any) -> dict[str, Any]:
         total_stakes = max(1, -(-film.funding_goal_cents // film.stake_price_cents))
         principal = total_stakes * film.stake_price_cents
     else:
-        total_stakes, _ = paid_stakes(db(), film.id)
-        principal = principal_cents(db(), film.id)
+        total_stakes, _ = paid_units_and_backers(db(), film.id)
+        principal = paid_total(db(), film.id)
     if total_stakes == 0:
         return {"available": False}
     try:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crowdfund import ledger
@@ -26,9 +26,11 @@ from crowdfund.films.models import Film
 from crowdfund.films.services import cancellation, change_film_state
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.funding.queries import paid_orders_of, paid_total
 from crowdfund.funding.rules import fee_split, goal_met, round_closes_at
 from crowdfund.funding.services import refund_paid_order, release_expired_holds
 from crowdfund.jobs import UnitFailure, in_own_transaction, in_savepoint
+from crowdfund.ledger import Account, EntryKind
 from crowdfund.mail import queue_email
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.payments.services import process_refunds
@@ -55,17 +57,6 @@ def films_due(session: Session, now: datetime, hold_window: timedelta) -> list[i
     )
 
 
-def paid_total(session: Session, film_id: int) -> int:
-    return int(
-        session.scalar(
-            select(func.coalesce(func.sum(Order.amount_cents), 0)).where(
-                Order.film_id == film_id, Order.status == OrderStatus.PAID
-            )
-        )
-        or 0
-    )
-
-
 def decide_film(session: Session, film_id: int, *, now: datetime, hold_window: timedelta, fee_bps: int) -> str:
     """Decide one film in the caller's transaction: "funded", "failed" or "skipped"."""
     film = session.scalar(select(Film).where(Film.id == film_id).with_for_update(of=Film))
@@ -75,14 +66,14 @@ def decide_film(session: Session, film_id: int, *, now: datetime, hold_window: t
     raised = paid_total(session, film.id)
     if goal_met(raised, film.funding_goal_cents):
         change_film_state(session, film, FilmState.FUNDED, now=now, reason="goal met")
-        in_escrow = -ledger.balance(session, ledger.escrow(film.id))
+        in_escrow = -ledger.balance(session, Account.escrow(film.id))
         to_studio, fee = fee_split(in_escrow, fee_bps)
         ledger.post(
             session,
-            key=f"escrow-release:{film.id}",
-            kind="escrow_release",
-            lines=[(ledger.escrow(film.id), in_escrow), (ledger.studio(film.studio_id), -to_studio),
-                   (ledger.PLATFORM_FEES, -fee)],
+            key=EntryKind.ESCROW_RELEASE.key(film.id),
+            kind=EntryKind.ESCROW_RELEASE,
+            lines=[(Account.escrow(film.id), in_escrow), (Account.studio(film.studio_id), -to_studio),
+                   (Account.PLATFORM_FEES, -fee)],
             now=now,
             film_id=film.id,
             memo=f"{film.title} funded: escrow released less {fee_bps} bps fee",
@@ -106,7 +97,7 @@ def decide_refunds(session: Session, film_id: int, *, now: datetime, batch_size:
     while True:
         batch = session.scalars(
             select(Order)
-            .where(Order.film_id == film_id, Order.status == OrderStatus.PAID, Order.id > after_id)
+            .where(paid_orders_of(film_id), Order.id > after_id)
             .order_by(Order.id)
             .limit(batch_size)
         ).all()

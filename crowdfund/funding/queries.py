@@ -1,14 +1,56 @@
-"""Read-only funding figures for pages: raised, backers, units."""
+"""Read-only funding figures: raised, backers, units.
+
+The one definition of a film's paid orders (`paid_orders_of`: paid and still
+paid, so cancelled and refunded orders never count) and the aggregates every
+domain reads from it: the film's paid total, its paid units and backers, each
+backer's paid units."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from crowdfund.funding.models import FilmInventory, Order, OrderStatus
+
+
+def paid_orders_of(film_id: int) -> ColumnElement[bool]:
+    """The condition on `Order` that selects a film's paid orders."""
+    return and_(Order.film_id == film_id, Order.status == OrderStatus.PAID)
+
+
+def paid_total(session: Session, film_id: int) -> int:
+    """What a film's paid orders paid, in cents (the waterfall's principal K)."""
+    return int(session.scalar(select(func.coalesce(func.sum(Order.amount_cents), 0))
+                              .where(paid_orders_of(film_id))) or 0)
+
+
+def paid_units_and_backers(session: Session, film_id: int) -> tuple[int, int]:
+    """(units of the film's paid orders, number of backers who hold them)."""
+    units, backers = session.execute(
+        select(func.coalesce(func.sum(Order.units), 0), func.count(func.distinct(Order.user_id)))
+        .where(paid_orders_of(film_id))
+    ).one()
+    return int(units), int(backers)
+
+
+def paid_units_of_backer(session: Session, film_id: int, user_id: int) -> int:
+    """The units of one backer's paid orders of a film (their paid stakes)."""
+    return int(session.scalar(select(func.coalesce(func.sum(Order.units), 0))
+                              .where(paid_orders_of(film_id), Order.user_id == user_id)) or 0)
+
+
+def paid_units_by_backer(session: Session, film_id: int, user_id: int | None = None) -> dict[int, int]:
+    """{backer: units of their paid orders of a film}, for every backer or one;
+    a user with no paid order is absent."""
+    query = (select(Order.user_id, func.sum(Order.units))
+             .where(paid_orders_of(film_id))
+             .group_by(Order.user_id))
+    if user_id is not None:
+        query = query.where(Order.user_id == user_id)
+    return {uid: int(units) for uid, units in session.execute(query).all()}
 
 
 @dataclass(frozen=True)

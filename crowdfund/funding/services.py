@@ -56,6 +56,7 @@ from crowdfund.films.services import visible_film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
 from crowdfund.funding.rules import cancellation_deadline, check_order_transition
+from crowdfund.ledger import Account, EntryKind
 from crowdfund.rewards.services import void_unbooked_tickets
 
 REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -670,9 +671,9 @@ def find_by_idempotency_key(session: Session, user_id: int, key: str) -> Order |
 def _book_payment(session: Session, order: Order, film: Film, now: datetime) -> None:
     ledger.post(
         session,
-        key=f"payment:{order.id}",
-        kind="payment",
-        lines=[(ledger.BACKER_CASH, order.amount_cents), (ledger.escrow(film.id), -order.amount_cents)],
+        key=EntryKind.PAYMENT.key(order.id),
+        kind=EntryKind.PAYMENT,
+        lines=[(Account.BACKER_CASH, order.amount_cents), (Account.escrow(film.id), -order.amount_cents)],
         now=now,
         film_id=film.id,
         order_id=order.id,
@@ -709,7 +710,7 @@ def settle_success(session: Session, order: Order, *, now: datetime) -> Settleme
         return settle_success(session, order, now=now)
     if order.status in (OrderStatus.EXPIRED, OrderStatus.FAILED):
         # Paid after the hold lapsed: take the units again if they are still free.
-        if ledger.has_entry(session, f"payment:{order.id}"):
+        if ledger.has_entry(session, EntryKind.PAYMENT.key(order.id)):
             return Settlement("already", order)
         if film.state == FilmState.FUNDING:
             if _reserve_position(session, film, order.user_id, order.units):
@@ -752,9 +753,10 @@ def _book_refund_decision(session: Session, order: Order, film: Film, now: datet
                  actor=actor, after={"status": order.status, "amount_cents": order.amount_cents}, detail=why)
     ledger.post(
         session,
-        key=f"refund-decided:{order.id}",
-        kind="refund_decided",
-        lines=[(ledger.escrow(film.id), order.amount_cents), (ledger.refunds_payable(film.id), -order.amount_cents)],
+        key=EntryKind.REFUND_DECIDED.key(order.id),
+        kind=EntryKind.REFUND_DECIDED,
+        lines=[(Account.escrow(film.id), order.amount_cents),
+               (Account.refunds_payable(film.id), -order.amount_cents)],
         now=now,
         film_id=film.id,
         order_id=order.id,
@@ -772,9 +774,10 @@ def book_refund_done(session: Session, order: Order, refund_id: str, *, now: dat
                  before={"refund_state": "requested"}, after={"refund_state": "done", "stripe_refund_id": refund_id})
     ledger.post(
         session,
-        key=f"refund:{order.id}",
-        kind="refund",
-        lines=[(ledger.refunds_payable(order.film_id), order.amount_cents), (ledger.BACKER_CASH, -order.amount_cents)],
+        key=EntryKind.REFUND.key(order.id),
+        kind=EntryKind.REFUND,
+        lines=[(Account.refunds_payable(order.film_id), order.amount_cents),
+               (Account.BACKER_CASH, -order.amount_cents)],
         now=now,
         film_id=order.film_id,
         order_id=order.id,

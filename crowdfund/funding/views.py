@@ -14,13 +14,12 @@ from crowdfund.extensions import rate_limit
 from crowdfund.films.models import Film
 from crowdfund.funding import services
 from crowdfund.funding.models import OrderStatus
-from crowdfund.funding.queries import funding_stats, portfolio
+from crowdfund.funding.queries import funding_stats, paid_units_of_backer, portfolio
 from crowdfund.funding.rules import STATUS_LABELS, can_cancel, cancellation_deadline
 from crowdfund.funding.rules import CancellationNote, cancellation_note as _cancellation_note
 from crowdfund.params import parse_int
 from crowdfund.payments.gateway import GatewayError
 from crowdfund.payments.services import PaymentResult, checkout_setup_intent, pay_order, process_refund
-from crowdfund.rewards.services import paid_stakes
 from crowdfund.web import db, gateway, now, role_required, user
 
 funding_bp = Blueprint("funding", __name__)
@@ -131,12 +130,12 @@ def checkout(reference: str) -> Any:
 
 def _tier_reach(order: Any) -> Any:
     """The reward tier this order brings the backer to: their paid stakes plus this order."""
-    from crowdfund.rewards.services import film_tiers, paid_stakes, tier_reached
+    from crowdfund.rewards.services import film_tiers, tier_reached
 
     tiers = film_tiers(db(), order.film_id)
     if not tiers:
         return None
-    return tier_reached(tiers, paid_stakes(db(), order.film_id, order.user_id) + order.units)
+    return tier_reached(tiers, paid_units_of_backer(db(), order.film_id, order.user_id) + order.units)
 
 
 @funding_bp.route("/orders/<reference>/pay", methods=["POST"])
@@ -223,5 +222,5 @@ def buy_panel_context(film: Film, viewer: Any) -> dict[str, Any]:
         "mine": mine - replaceable,
         "current_hold": current,
         "form_token": new_form_token(),
-        "paid": paid_stakes(db(), film.id, viewer.id) if viewer is not None else 0,
+        "paid": paid_units_of_backer(db(), film.id, viewer.id) if viewer is not None else 0,
     }

@@ -39,6 +39,7 @@ from crowdfund.funding import services as funding
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.funding.rules import cancellation_deadline
 from crowdfund.jobs import UnitFailure, describe
+from crowdfund.ledger import Account, EntryKind
 from crowdfund.mail import queue_email
 from crowdfund.payments.gateway import (
     GatewayError,
@@ -435,9 +436,9 @@ def record_anomaly(session: Session, intent: PaymentOutcome, order: Order | None
     if anomaly.actual_currency == CURRENCY and anomaly.actual_amount_cents:
         # The money is at Stripe (backer_cash) but belongs to no order: owed back to the payer.
         ledger.post(
-            session, key=f"unmatched-payment:{anomaly.id}", kind="unmatched_payment",
-            lines=[(ledger.BACKER_CASH, anomaly.actual_amount_cents),
-                   (ledger.UNMATCHED_PAYMENTS, -anomaly.actual_amount_cents)],
+            session, key=EntryKind.UNMATCHED_PAYMENT.key(anomaly.id), kind=EntryKind.UNMATCHED_PAYMENT,
+            lines=[(Account.BACKER_CASH, anomaly.actual_amount_cents),
+                   (Account.UNMATCHED_PAYMENTS, -anomaly.actual_amount_cents)],
             now=now, order_id=anomaly.order_id, memo=f"Unmatched payment {anomaly.payment_intent_id} ({kind})",
         )
     audit.record(session, action="payment.anomaly", object_type="payment_intent",
@@ -491,11 +492,11 @@ def refund_anomaly(session: Session, anomaly_id: int, gateway: StripeGateway, *,
         anomaly.state = AnomalyState.REFUNDED
         anomaly.stripe_refund_id = refund.id
         anomaly.refunded_at = now
-        if ledger.has_entry(session, f"unmatched-payment:{anomaly_id}"):
+        if ledger.has_entry(session, EntryKind.UNMATCHED_PAYMENT.key(anomaly_id)):
             ledger.post(
-                session, key=f"unmatched-refund:{anomaly_id}", kind="unmatched_refund",
-                lines=[(ledger.UNMATCHED_PAYMENTS, anomaly.actual_amount_cents),
-                       (ledger.BACKER_CASH, -anomaly.actual_amount_cents)],
+                session, key=EntryKind.UNMATCHED_REFUND.key(anomaly_id), kind=EntryKind.UNMATCHED_REFUND,
+                lines=[(Account.UNMATCHED_PAYMENTS, anomaly.actual_amount_cents),
+                       (Account.BACKER_CASH, -anomaly.actual_amount_cents)],
                 now=now, order_id=anomaly.order_id, memo=f"Refund {refund.id} of unmatched {intent_id}",
             )
         audit.record(session, action="payment.anomaly_refunded", object_type="payment_intent", object_id=intent_id,
@@ -647,7 +648,8 @@ def _reconcile_order(session: Session, order_id: int, gateway: StripeGateway, *,
     """Ask Stripe about one order's PaymentIntent and settle from its answer."""
     with _reading(session):
         order = session.get(Order, order_id, populate_existing=True)
-        if order is None or (order.status != OrderStatus.PENDING and ledger.has_entry(session, f"payment:{order.id}")):
+        if order is None or (order.status != OrderStatus.PENDING
+                             and ledger.has_entry(session, EntryKind.PAYMENT.key(order.id))):
             return "unchanged"
         intent_id, status, expires_at = order.stripe_payment_intent_id, order.status, order.expires_at
     assert intent_id is not None

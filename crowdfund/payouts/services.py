@@ -29,7 +29,9 @@ from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.funding.models import Order
+from crowdfund.funding.queries import paid_orders_of, paid_total, paid_units_and_backers
+from crowdfund.ledger import Account, EntryKind
 from crowdfund.mail import queue_email
 from crowdfund.money import split_pro_rata
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, PayoutStatement, ReportStatus, RunStatus
@@ -38,13 +40,6 @@ from crowdfund.uploads import StoredFile, store_file
 
 MAX_RECEIPTS_CENTS = 10**14  # a trillion dollars: anything above is a typing error
 SUPPORTING_FILE_TYPES = {"application/pdf", "text/csv"}
-
-
-def payouts_payable(film_id: int) -> str:
-    return f"payouts_payable:{film_id}"
-
-
-PAID_OUT = "paid_out"
 
 
 def terms_of(film: Film) -> Terms:
@@ -230,21 +225,6 @@ def supporting_file(session: Session, report: BoxOfficeReport) -> StoredFile | N
 # --- the run's figures ----------------------------------------------------------------------
 
 
-def principal_cents(session: Session, film_id: int) -> int:
-    """K: paid for stakes that stayed paid."""
-    return int(session.scalar(select(func.coalesce(func.sum(Order.amount_cents), 0))
-                              .where(Order.film_id == film_id, Order.status == OrderStatus.PAID)) or 0)
-
-
-def paid_stakes(session: Session, film_id: int) -> tuple[int, int]:
-    """(total paid stakes, number of backers)."""
-    total, backers = session.execute(
-        select(func.coalesce(func.sum(Order.units), 0), func.count(func.distinct(Order.user_id)))
-        .where(Order.film_id == film_id, Order.status == OrderStatus.PAID)
-    ).one()
-    return int(total), int(backers)
-
-
 def previous_runs(session: Session, film_id: int) -> list[PayoutRun]:
     return list(session.scalars(select(PayoutRun).where(PayoutRun.film_id == film_id).order_by(PayoutRun.sequence)))
 
@@ -266,7 +246,7 @@ def preview(session: Session, report: BoxOfficeReport) -> Waterfall:
     return waterfall(
         terms_of(report.film),
         reported_cents=report.net_receipts_cents,
-        principal_cents=principal_cents(session, report.film_id),
+        principal_cents=paid_total(session, report.film_id),
         already_paid_cents=sum(r.pool_cents for r in runs),
         carried_in_cents=runs[-1].carry_out_cents if runs else 0,
     )
@@ -287,7 +267,7 @@ def start_run(session: Session, report: BoxOfficeReport, finance: User, *, now: 
     if first is None or first.id != report.id:
         raise Conflict("Run the earlier approved reports of this film first, in the order they were approved.")
     figures = preview(session, report)
-    total_stakes, backers = paid_stakes(session, report.film_id)
+    total_stakes, backers = paid_units_and_backers(session, report.film_id)
     sequence = len(previous_runs(session, report.film_id)) + 1
     run = PayoutRun(
         report_id=report.id, film_id=report.film_id, sequence=sequence, status=RunStatus.COMPUTING.value,
@@ -309,8 +289,9 @@ def start_run(session: Session, report: BoxOfficeReport, finance: User, *, now: 
                         "backers": backers})
     if run.pool_cents:
         ledger.post(
-            session, key=f"payout-pool:{run.id}", kind="payout_pool",
-            lines=[(ledger.studio(report.film.studio_id), run.pool_cents), (payouts_payable(run.film_id), -run.pool_cents)],
+            session, key=EntryKind.PAYOUT_POOL.key(run.id), kind=EntryKind.PAYOUT_POOL,
+            lines=[(Account.studio(report.film.studio_id), run.pool_cents),
+                   (Account.payouts_payable(run.film_id), -run.pool_cents)],
             now=now, film_id=run.film_id, memo=f"Backers' pool for report {report.id}",
         )
     return run
@@ -321,7 +302,7 @@ def _backer_weights(session: Session, film_id: int, batch_size: int) -> tuple[ar
     user_ids, stakes = array("q"), array("q")
     statement = (
         select(Order.user_id, func.sum(Order.units))
-        .where(Order.film_id == film_id, Order.status == OrderStatus.PAID)
+        .where(paid_orders_of(film_id))
         .group_by(Order.user_id)
         .order_by(Order.user_id)
         .execution_options(yield_per=batch_size)
@@ -480,8 +461,9 @@ def mark_paid(session: Session, run: PayoutRun, finance: User, bank_reference: s
                  after={"status": RunStatus.PAID.value, "bank_reference": reference[:120]})
     if run.pool_cents:
         ledger.post(
-            session, key=f"payout-paid:{run.id}", kind="payout_paid",
-            lines=[(payouts_payable(run.film_id), run.pool_cents), (PAID_OUT, -run.pool_cents)],
+            session, key=EntryKind.PAYOUT_PAID.key(run.id), kind=EntryKind.PAYOUT_PAID,
+            lines=[(Account.payouts_payable(run.film_id), run.pool_cents),
+                   (Account.PAID_OUT, -run.pool_cents)],
             now=now, film_id=run.film_id, memo=f"Run {run.id} paid, bank reference {reference[:80]}",
         )
 

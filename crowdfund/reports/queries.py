@@ -13,7 +13,8 @@ from crowdfund import ledger
 from crowdfund.accounts.models import User
 from crowdfund.films.models import Film
 from crowdfund.funding.models import Order, OrderStatus
-from crowdfund.ledger import JournalEntry
+from crowdfund.funding.queries import paid_orders_of, paid_total
+from crowdfund.ledger import Account, EntryKind, JournalEntry
 
 
 @dataclass
@@ -41,12 +42,12 @@ def _orders_sum(session: Session, film_id: int, statuses: tuple[OrderStatus, ...
     ) or 0)
 
 
-def _orders_missing_entry(session: Session, film_id: int, statuses: tuple[OrderStatus, ...], key_prefix: str,
+def _orders_missing_entry(session: Session, film_id: int, statuses: tuple[OrderStatus, ...], kind: EntryKind,
                           refund_done: bool = False) -> list[str]:
     entry = aliased(JournalEntry)
     statement = (
         select(Order.reference)
-        .outerjoin(entry, entry.key == literal(key_prefix, String) + cast(Order.id, String))
+        .outerjoin(entry, entry.key == literal(kind.key_prefix, String) + cast(Order.id, String))
         .where(Order.film_id == film_id, Order.status.in_([s.value for s in statuses]), entry.id.is_(None))
         .order_by(Order.id)
         .limit(50)
@@ -58,15 +59,15 @@ def _orders_missing_entry(session: Session, film_id: int, statuses: tuple[OrderS
 
 def film_money(session: Session, film: Film) -> FilmMoney:
     money = FilmMoney(
-        captured=ledger.total_by_kind(session, film.id, "payment", ledger.BACKER_CASH),
-        refunded=-ledger.total_by_kind(session, film.id, "refund", ledger.BACKER_CASH),
-        refunds_pending=-ledger.balance(session, ledger.refunds_payable(film.id)),
-        released=ledger.total_by_kind(session, film.id, "escrow_release", ledger.escrow(film.id)),
-        fees=-ledger.total_by_kind(session, film.id, "escrow_release", ledger.PLATFORM_FEES),
-        in_escrow=-ledger.balance(session, ledger.escrow(film.id)),
+        captured=ledger.total_by_kind(session, film.id, EntryKind.PAYMENT, Account.BACKER_CASH),
+        refunded=-ledger.total_by_kind(session, film.id, EntryKind.REFUND, Account.BACKER_CASH),
+        refunds_pending=-ledger.balance(session, Account.refunds_payable(film.id)),
+        released=ledger.total_by_kind(session, film.id, EntryKind.ESCROW_RELEASE, Account.escrow(film.id)),
+        fees=-ledger.total_by_kind(session, film.id, EntryKind.ESCROW_RELEASE, Account.PLATFORM_FEES),
+        in_escrow=-ledger.balance(session, Account.escrow(film.id)),
     )
     ever_paid = _orders_sum(session, film.id, (OrderStatus.PAID, OrderStatus.CANCELLED, OrderStatus.REFUNDED))
-    still_paid = _orders_sum(session, film.id, (OrderStatus.PAID,))
+    still_paid = paid_total(session, film.id)
     if money.captured != ever_paid:
         money.problems.append(
             f"Captured in the ledger ({money.captured} cents) differs from paid, cancelled and refunded orders "
@@ -82,10 +83,10 @@ def film_money(session: Session, film: Film) -> FilmMoney:
             f"In escrow ({money.in_escrow} cents) differs from paid orders ({expected_escrow} cents)."
         )
     _check_payouts(session, film, money)
-    for reference in _orders_missing_entry(session, film.id, (OrderStatus.PAID,), "payment:"):
+    for reference in _orders_missing_entry(session, film.id, (OrderStatus.PAID,), EntryKind.PAYMENT):
         money.problems.append(f"Order {reference} is paid but has no payment entry.")
     for reference in _orders_missing_entry(session, film.id, (OrderStatus.CANCELLED, OrderStatus.REFUNDED),
-                                           "refund:", refund_done=True):
+                                           EntryKind.REFUND, refund_done=True):
         money.problems.append(f"Order {reference} is refunded but has no refund entry.")
     return money
 
@@ -95,7 +96,7 @@ def raised_by_day(session: Session, film_id: int) -> list[tuple[date, int]]:
     day = func.date(Order.paid_at)
     rows = session.execute(
         select(day, func.sum(Order.amount_cents))
-        .where(Order.film_id == film_id, Order.status == OrderStatus.PAID)
+        .where(paid_orders_of(film_id))
         .group_by(day)
         .order_by(day)
     ).all()
@@ -111,7 +112,7 @@ def backer_rows(session: Session, film_id: int, batch_size: int = 1000) -> Itera
     statement = (
         select(User.display_name, User.email, func.sum(Order.units), func.sum(Order.amount_cents))
         .join(User, User.id == Order.user_id)
-        .where(Order.film_id == film_id, Order.status == OrderStatus.PAID)
+        .where(paid_orders_of(film_id))
         .group_by(User.id, User.display_name, User.email)
         .order_by(User.id)
         .execution_options(yield_per=batch_size)
@@ -122,7 +123,6 @@ def backer_rows(session: Session, film_id: int, batch_size: int = 1000) -> Itera
 
 def _check_payouts(session: Session, film: Film, money: FilmMoney) -> None:
     from crowdfund.payouts.models import PayoutRun, PayoutStatement
-    from crowdfund.payouts.services import payouts_payable
 
     runs = session.execute(
         select(PayoutRun.id, PayoutRun.sequence, PayoutRun.status, PayoutRun.pool_cents,
@@ -134,11 +134,12 @@ def _check_payouts(session: Session, film: Film, money: FilmMoney) -> None:
     ).all()
     money.pools = sum(int(r.pool_cents) for r in runs)
     money.statements = sum(int(r[4]) for r in runs)
-    money.payouts_paid = ledger.total_by_kind(session, film.id, "payout_paid", payouts_payable(film.id))
+    payable = Account.payouts_payable(film.id)
+    money.payouts_paid = ledger.total_by_kind(session, film.id, EntryKind.PAYOUT_PAID, payable)
     for run_id, sequence, status, pool, written in runs:
         if status != "computing" and int(written) != int(pool):
             money.problems.append(f"Payout run {sequence}: statements sum to {int(written)} cents, the pool is {int(pool)}.")
-    booked_pools = -ledger.total_by_kind(session, film.id, "payout_pool", payouts_payable(film.id))
+    booked_pools = -ledger.total_by_kind(session, film.id, EntryKind.PAYOUT_POOL, payable)
     if booked_pools != money.pools:
         money.problems.append(f"Pools booked in the ledger ({booked_pools} cents) differ from the runs ({money.pools}).")
     paid_runs = sum(int(r.pool_cents) for r in runs if r.status == "paid")

@@ -23,7 +23,7 @@ from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict, DomainError, NotFound
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.funding.queries import paid_units_by_backer, paid_units_of_backer
 from crowdfund.mail import queue_email
 from crowdfund.text import TextProblem, single_line
 from crowdfund.rewards.models import (
@@ -93,13 +93,6 @@ def remove_tier(session: Session, film: Film, tier_id: int) -> None:
         raise NotFound("No such tier.")
     session.delete(tier)
     session.flush()
-
-
-def paid_stakes(session: Session, film_id: int, user_id: int) -> int:
-    return int(session.scalar(
-        select(func.coalesce(func.sum(Order.units), 0))
-        .where(Order.film_id == film_id, Order.user_id == user_id, Order.status == OrderStatus.PAID)
-    ) or 0)
 
 
 @dataclass(frozen=True)
@@ -222,15 +215,6 @@ def move_ticket(session: Session, ticket: Ticket, target: TicketStatus, **values
 # --- issuance -------------------------------------------------------------------------------
 
 
-def _paid_stakes_by_backer(session: Session, film_id: int, user_id: int | None = None) -> dict[int, int]:
-    query = (select(Order.user_id, func.sum(Order.units))
-             .where(Order.film_id == film_id, Order.status == OrderStatus.PAID)
-             .group_by(Order.user_id))
-    if user_id is not None:
-        query = query.where(Order.user_id == user_id)
-    return {uid: int(units) for uid, units in session.execute(query).all()}
-
-
 def _live_tickets_by_backer(session: Session, film_id: int, user_id: int | None = None) -> dict[int, int]:
     query = (select(Ticket.user_id, func.count())
              .where(Ticket.film_id == film_id, Ticket.status != TicketStatus.VOID)
@@ -251,7 +235,7 @@ def issue_tickets(session: Session, film_id: int, *, now: datetime) -> int:
     tiers = film_tiers(session, film_id)
     if not tiers:
         return 0
-    stakes = _paid_stakes_by_backer(session, film_id)
+    stakes = paid_units_by_backer(session, film_id)
     held = _live_tickets_by_backer(session, film_id)
     rows: list[dict[str, object]] = []
     issued = 0
@@ -289,7 +273,7 @@ def void_unbooked_tickets(session: Session, film_id: int, user_id: int, *, now: 
     live = _live_tickets_by_backer(session, film_id, user_id).get(user_id, 0)
     if not live:
         return 0
-    entitled = tickets_for(film_tiers(session, film_id), _paid_stakes_by_backer(session, film_id, user_id)
+    entitled = tickets_for(film_tiers(session, film_id), paid_units_by_backer(session, film_id, user_id)
                            .get(user_id, 0))
     excess = live - entitled
     if excess <= 0:
@@ -334,7 +318,7 @@ def _check_tier(session: Session, ticket: Ticket, screening: Screening) -> None:
         return
     tier = screening.min_tier
     assert tier is not None
-    if paid_stakes(session, ticket.film_id, ticket.user_id) < tier.min_stakes:
+    if paid_units_of_backer(session, ticket.film_id, ticket.user_id) < tier.min_stakes:
         raise Conflict(f"This screening is for backers with {tier.min_stakes} stakes or more.")
 
 

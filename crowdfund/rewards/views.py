@@ -14,6 +14,7 @@ from crowdfund.accounts.models import Role
 from crowdfund.errors import Conflict, DomainError
 from crowdfund.extensions import rate_limit
 from crowdfund.films.services import studio_film
+from crowdfund.funding.queries import paid_units_of_backer
 from crowdfund.rewards import services
 from crowdfund.rewards.forms import BookForm, CheckInForm, ScreeningForm, TierForm
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
@@ -56,7 +57,7 @@ def my_tickets() -> Any:
 
 def _render_ticket(ticket: Ticket, form: BookForm | None = None, status: int = 200) -> Any:
     screenings = services.bookable_screenings(db(), ticket, now=now())
-    stakes = services.paid_stakes(db(), ticket.film_id, ticket.user_id)
+    stakes = paid_units_of_backer(db(), ticket.film_id, ticket.user_id)
     form = form or BookForm()
     form.screening_id.choices = [
         SelectChoice(str(s.id), f"{s.cinema}, {s.city}, {s.starts_at.astimezone(_zone(ticket)).strftime('%d %b %Y %H:%M %Z')}"

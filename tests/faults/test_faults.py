@@ -27,6 +27,7 @@ from crowdfund import create_app, ledger
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import FilmInventory, Order, OrderStatus
+from crowdfund.ledger import Account
 from crowdfund.payments.localstripe_server import confirm_card_setup
 from crowdfund.payments.services import REFUND_CLAIM_TIMEOUT, StripeEvent, checkout_setup_intent, reconcile
 from tests.conftest import CheckSession, Client
@@ -171,7 +172,7 @@ def test_stripe_down_gives_a_clear_message_and_charges_nothing(db: CheckSession,
         db.reread()
         order = db.get(Order, order.id)
         assert order.status == OrderStatus.PENDING and order.stripe_payment_intent_id is None
-        assert ledger.balance(db, ledger.BACKER_CASH) == 0
+        assert ledger.balance(db, Account.BACKER_CASH) == 0
     finally:
         down.extensions["crowdfund.engine"].dispose()
         down.extensions["crowdfund.gateway"].close()
@@ -256,7 +257,7 @@ def test_stripe_slow_during_payment_then_reconciled(db: CheckSession, app: Flask
         assert reconcile(db, gateway, now=datetime.now(UTC))["paid"] == 1
         db.reread()
         assert db.get(Order, order.id).status == OrderStatus.PAID
-        assert ledger.balance(db, ledger.BACKER_CASH) == order.amount_cents
+        assert ledger.balance(db, Account.BACKER_CASH) == order.amount_cents
     finally:
         slow.extensions["crowdfund.engine"].dispose()
         slow.extensions["crowdfund.gateway"].close()
@@ -290,7 +291,7 @@ def test_killed_after_the_charge_before_the_commit(db: CheckSession, app: Flask,
     assert reconcile(db, gateway, now=datetime.now(UTC))["paid"] == 1
     db.reread()
     assert db.get(Order, order.id).status == OrderStatus.PAID
-    assert ledger.trial_balance(db) == 0 and ledger.balance(db, ledger.BACKER_CASH) == 10_000
+    assert ledger.trial_balance(db) == 0 and ledger.balance(db, Account.BACKER_CASH) == 10_000
 
 
 def test_close_rounds_killed_midway_refunds_each_order_once(db: CheckSession, app: Flask, film) -> None:  # type: ignore[no-untyped-def]
@@ -315,7 +316,7 @@ def test_close_rounds_killed_midway_refunds_each_order_once(db: CheckSession, ap
     for order in orders:
         assert len(gateway.find_refunds(order.stripe_payment_intent_id)) == 1, order.reference
     assert report.refunds_made == 2  # the one finished before the crash is not touched again
-    assert ledger.balance(db, ledger.BACKER_CASH) == 0 and ledger.trial_balance(db) == 0
+    assert ledger.balance(db, Account.BACKER_CASH) == 0 and ledger.trial_balance(db) == 0
 
 
 # --- no database transaction open while Stripe is asked (issue 12, item 6) -------------------------
@@ -607,14 +608,14 @@ def test_an_anomaly_refund_stripe_refused_is_made_by_reconcile(db: CheckSession,
         assert post(client_for(flaky), payload).status_code == 200  # recorded; the refund waits
         db.reread()
         anomaly = db.scalars(select(PaymentAnomaly)).one()
-        assert anomaly.state == "refund_owed" and ledger.balance(db, ledger.UNMATCHED_PAYMENTS) == -700
+        assert anomaly.state == "refund_owed" and ledger.balance(db, Account.UNMATCHED_PAYMENTS) == -700
         gateway = app.extensions["crowdfund.gateway"]
         assert gateway.find_refunds(intent_id) == []
         assert reconcile(db, gateway, now=datetime.now(UTC))["anomaly_refunds"] == 1
         db.reread()
         assert db.get(PaymentAnomaly, anomaly.id).state == "refunded"
         assert [r.amount_cents for r in gateway.find_refunds(intent_id)] == [700]
-        assert ledger.balance(db, ledger.UNMATCHED_PAYMENTS) == 0 and ledger.balance(db, ledger.BACKER_CASH) == 0
+        assert ledger.balance(db, Account.UNMATCHED_PAYMENTS) == 0 and ledger.balance(db, Account.BACKER_CASH) == 0
         assert db.get(Order, order.id).status == OrderStatus.PENDING
     finally:
         refusing.close()

@@ -12,6 +12,7 @@ from crowdfund.films.models import Film
 from crowdfund.films.services import cancel_film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import FilmInventory, Order, OrderStatus
+from crowdfund.ledger import Account
 from crowdfund.payments.localstripe_server import confirm_card_setup
 from tests.conftest import CheckSession, Client
 from tests.factories import DECLINED_CARD, GOOD_CARD, PASSWORD, THREE_DS_CARD, make_film, make_studio_user, make_user
@@ -273,4 +274,4 @@ def test_reloading_the_checkout_reuses_the_orders_setup_intent(client: Client, d
 def ledger_cash(db: CheckSession) -> int:
     from crowdfund import ledger
 
-    return ledger.balance(db, ledger.BACKER_CASH)
+    return ledger.balance(db, Account.BACKER_CASH)

@@ -14,6 +14,7 @@ from crowdfund.accounts.models import Role
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.ledger import Account
 from crowdfund.payments.localstripe_server import confirm_card_setup
 from tests.conftest import CheckSession, Client, MailCapture
 from tests.factories import GOOD_CARD, PASSWORD, buy, hold, make_film, make_studio_user, make_user
@@ -123,7 +124,7 @@ def test_batch_jobs_finish_and_refund_with_a_title_that_breaks_email_headers(db:
     orders = db.scalars(select(Order).where(Order.film_id.in_((bad.id, good.id)))).all()
     assert len(orders) == 3
     assert {(o.status, o.refund_state) for o in orders} == {(OrderStatus.REFUNDED, "done")}
-    assert ledger.balance(db, ledger.escrow(bad.id)) == 0 and ledger.balance(db, ledger.escrow(good.id)) == 0
+    assert ledger.balance(db, Account.escrow(bad.id)) == 0 and ledger.balance(db, Account.escrow(good.id)) == 0
     assert ledger.trial_balance(db) == 0
 
     rows = email_rows(db)

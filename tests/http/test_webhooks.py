@@ -17,6 +17,7 @@ from crowdfund import ledger
 from crowdfund.accounts.models import Role
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import FilmInventory, Order, OrderStatus
+from crowdfund.ledger import Account
 from crowdfund.payments.localstripe_server import _call as localstripe_call
 from crowdfund.payments.localstripe_server import (
     confirm_card_setup,
@@ -69,7 +70,7 @@ def charged_but_unrecorded(db: CheckSession, app: Flask, card: str = GOOD_CARD, 
 def state(db: CheckSession, order: Order) -> tuple[str, int, int]:
     db.reread()
     current = db.get(Order, order.id)
-    return current.status, db.get(FilmInventory, current.film_id).sold, ledger.balance(db, ledger.BACKER_CASH)
+    return current.status, db.get(FilmInventory, current.film_id).sold, ledger.balance(db, Account.BACKER_CASH)
 
 
 def test_signed_event_settles_once_however_often_it_comes(client: Client, db: CheckSession, app: Flask) -> None:
@@ -248,7 +249,7 @@ def test_an_intent_that_does_not_match_its_order_is_an_anomaly_and_refunded(
     # Refunded once, in full, at Stripe; the ledger saw the money come and go.
     [refund] = gateway.find_refunds(intent_id)
     assert (refund.id, refund.amount_cents) == (anomaly["stripe_refund_id"], actual)
-    assert ledger.balance(db, ledger.BACKER_CASH) == 0 and ledger.balance(db, ledger.UNMATCHED_PAYMENTS) == 0
+    assert ledger.balance(db, Account.BACKER_CASH) == 0 and ledger.balance(db, Account.UNMATCHED_PAYMENTS) == 0
     assert ledger.trial_balance(db) == 0
     assert not [m for m in mail.messages if order.reference in str(m["Subject"])]  # no receipt: nothing was bought
 
@@ -286,7 +287,7 @@ def test_reconcile_refunds_a_recorded_intent_whose_amount_changed_at_stripe(db: 
     assert [r.amount_cents for r in gateway.find_refunds(intent_id)] == [100]
     reconcile(db, gateway, now=datetime.now(UTC))
     assert len(gateway.find_refunds(intent_id)) == 1
-    assert ledger.trial_balance(db) == 0 and ledger.balance(db, ledger.BACKER_CASH) == 0
+    assert ledger.trial_balance(db) == 0 and ledger.balance(db, Account.BACKER_CASH) == 0
 
 
 # --- signature timestamps and the body-size cap ------------------------------------------------

@@ -20,6 +20,7 @@ from crowdfund.audit import AuditEvent
 from crowdfund.films.models import Film, FilmEvent
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.ledger import Account
 from tests.conftest import CheckSession
 from tests.factories import buy, hold, make_film, make_studio_user, make_user
 
@@ -69,7 +70,7 @@ def test_close_rounds_goes_on_past_a_film_that_fails_and_exits_non_zero(
     # Nothing of the bad film's half-done decision stayed: its hold is still pending.
     assert set(db.scalars(select(Order.status).where(Order.film_id == bad.id))) == {"paid", "pending"}
     assert set(db.scalars(select(Order.refund_state).where(Order.film_id == failed.id))) == {"done"}
-    assert ledger.balance(db, ledger.escrow(funded.id)) == 0
+    assert ledger.balance(db, Account.escrow(funded.id)) == 0
 
     again = runner.invoke(args=["funding", "close-rounds"])
     assert again.exit_code == 0, again.output
@@ -103,7 +104,7 @@ def test_a_refund_decision_that_fails_stops_only_its_order(app: Flask, db: Check
     assert again.exit_code == 0, again.output
     db.reread()
     assert set(db.scalars(select(Order.refund_state).where(Order.film_id == film.id))) == {"done"}
-    assert ledger.balance(db, ledger.escrow(film.id)) == 0 and ledger.trial_balance(db) == 0
+    assert ledger.balance(db, Account.escrow(film.id)) == 0 and ledger.trial_balance(db) == 0
 
 
 def test_release_holds_goes_on_past_a_film_that_fails(app: Flask, db: CheckSession, clock) -> None:  # type: ignore[no-untyped-def]

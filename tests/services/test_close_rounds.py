@@ -13,6 +13,7 @@ from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.close import close_rounds, decide_film
 from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.ledger import Account
 from tests.conftest import CheckSession
 from tests.factories import buy, hold, make_film, make_studio_user, make_user
 
@@ -52,17 +53,17 @@ def test_funded_and_failed_then_run_again(db: CheckSession, app: Flask, mail) ->
     assert db.get(Film, hit.id).state == FilmState.FUNDED
     assert db.get(Film, miss.id).state == FilmState.FAILED
     # Funded: $250 leaves escrow, 5% to the platform, the rest to the studio.
-    assert ledger.balance(db, ledger.escrow(hit.id)) == 0
-    assert ledger.balance(db, ledger.PLATFORM_FEES) == -1250
-    assert ledger.balance(db, ledger.studio(hit.studio_id)) == -23_750
+    assert ledger.balance(db, Account.escrow(hit.id)) == 0
+    assert ledger.balance(db, Account.PLATFORM_FEES) == -1250
+    assert ledger.balance(db, Account.studio(hit.studio_id)) == -23_750
     # Failed: every paid order refunded through Stripe, the hold expired.
     statuses = db.scalars(select(Order.status).where(Order.film_id == miss.id).order_by(Order.id)).all()
     assert statuses == ["refunded", "refunded", "refunded", "expired"]
     for order in db.scalars(select(Order).where(Order.film_id == miss.id, Order.status == "refunded")):
         assert order.refund_state == "done"
         assert len(gateway.find_refunds(order.stripe_payment_intent_id)) == 1
-    assert ledger.balance(db, ledger.escrow(miss.id)) == 0
-    assert ledger.balance(db, ledger.BACKER_CASH) == 25_000
+    assert ledger.balance(db, Account.escrow(miss.id)) == 0
+    assert ledger.balance(db, Account.BACKER_CASH) == 25_000
     assert ledger.trial_balance(db) == 0
     # One e-mail per backer of the failed film, not per order.
     assert len([m for m in mail.to(fans[1].email) if "did not reach its goal" in m["Subject"]]) == 1
@@ -71,7 +72,7 @@ def test_funded_and_failed_then_run_again(db: CheckSession, app: Flask, mail) ->
     assert (again.funded, again.failed, again.refunds_decided, again.refunds_made) == ([], [], 0, 0)
     for order in db.scalars(select(Order).where(Order.film_id == miss.id, Order.status == "refunded")):
         assert len(gateway.find_refunds(order.stripe_payment_intent_id)) == 1
-    assert ledger.balance(db, ledger.BACKER_CASH) == 25_000
+    assert ledger.balance(db, Account.BACKER_CASH) == 25_000
 
 
 def test_crash_midway_refunds_each_order_exactly_once(db: CheckSession, app: Flask) -> None:
@@ -99,7 +100,7 @@ def test_crash_midway_refunds_each_order_exactly_once(db: CheckSession, app: Fla
     for order in db.scalars(select(Order).where(Order.film_id == miss.id, Order.status == "refunded")):
         assert order.refund_state == "done"
         assert len(gateway.find_refunds(order.stripe_payment_intent_id)) == 1, order.id
-    assert ledger.trial_balance(db) == 0 and ledger.balance(db, ledger.escrow(miss.id)) == 0
+    assert ledger.trial_balance(db) == 0 and ledger.balance(db, Account.escrow(miss.id)) == 0
 
 
 def test_cli_close_rounds(app: Flask, db: CheckSession, clock) -> None:  # type: ignore[no-untyped-def]
@@ -127,4 +128,4 @@ def test_cancelled_film_refunds_everyone(db: CheckSession, app: Flask) -> None:
     assert (report.refunds_decided, report.refunds_made) == (2, 2)
     db.reread()
     assert set(db.scalars(select(Order.status).where(Order.film_id == film.id))) == {"refunded"}
-    assert ledger.balance(db, ledger.BACKER_CASH) == 0 and ledger.trial_balance(db) == 0
+    assert ledger.balance(db, Account.BACKER_CASH) == 0 and ledger.trial_balance(db) == 0

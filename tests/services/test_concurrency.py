@@ -16,6 +16,7 @@ from crowdfund.errors import Conflict
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
 from crowdfund.funding.services import HoldRequest, hold_stakes
+from crowdfund.ledger import Account
 from tests.conftest import CheckSession
 from tests.factories import buy, make_film, make_studio_user, make_user, pay
 
@@ -91,5 +92,5 @@ def test_fifty_buyers_race_for_the_last_twenty_stakes(db: CheckSession, app: Fla
     inventory = db.get(FilmInventory, film.id)
     assert inventory.held == 0 and inventory.sold == 10 + held_units <= 30
     paid = db.scalar(select(func.sum(Order.amount_cents)).where(Order.status == OrderStatus.PAID))
-    assert -ledger.balance(db, ledger.escrow(film.id)) == paid == inventory.sold * 5000
+    assert -ledger.balance(db, Account.escrow(film.id)) == paid == inventory.sold * 5000
     assert ledger.trial_balance(db) == 0

@@ -19,6 +19,7 @@ from crowdfund.films.services import FilmChanged, cancel_film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.close import close_rounds, decide_film
 from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.ledger import Account
 from tests.conftest import POSTGRES, CheckSession
 from tests.factories import PASSWORD, buy, make_film, make_studio_user, make_user
 
@@ -64,7 +65,7 @@ def test_cancel_from_a_stale_read_conflicts_with_close_rounds(db: CheckSession, 
     assert film_events(db, film.id)[-1] == decided.value
     if decided == FilmState.FUNDED:
         # Escrow went to the studio and stays there.
-        assert ledger.balance(db, ledger.escrow(film.id)) == 0
+        assert ledger.balance(db, Account.escrow(film.id)) == 0
         assert ledger.has_entry(db, f"escrow-release:{film.id}")
     # The paid order is refunded at most once, by the failed round only.
     report = close_rounds(db, app.extensions["crowdfund.gateway"], now=film.deadline + HOLD * 2, hold_window=HOLD,

@@ -13,6 +13,7 @@ from crowdfund.films.states import FilmState
 from crowdfund.funding import services
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
 from crowdfund.funding.queries import funding_stats
+from crowdfund.ledger import Account
 from crowdfund.payments.services import pay_order, process_refund
 from tests.conftest import CheckSession
 from tests.factories import DECLINED_CARD, buy, hold, make_film, make_studio_user, make_user, pay
@@ -113,13 +114,13 @@ def test_payment_settles_once_and_books_the_ledger(db: CheckSession, app: Flask,
     order = buy(db, app, fan, film, 3)
     assert order.status == OrderStatus.PAID and order.stripe_payment_intent_id
     assert inventory(db, film.id) == (3, 0)
-    assert -ledger.balance(db, ledger.escrow(film.id)) == 15_000
-    assert ledger.balance(db, ledger.BACKER_CASH) == 15_000
+    assert -ledger.balance(db, Account.escrow(film.id)) == 15_000
+    assert ledger.balance(db, Account.BACKER_CASH) == 15_000
     # The server's confirmation, then the same outcome again (webhook, reconcile): nothing new.
     again = pay_order(db, order, None, app.extensions["crowdfund.gateway"], now=datetime.now(UTC))
     db.commit()
     assert again.status == "paid"
-    assert ledger.balance(db, ledger.BACKER_CASH) == 15_000 and ledger.trial_balance(db) == 0
+    assert ledger.balance(db, Account.BACKER_CASH) == 15_000 and ledger.trial_balance(db) == 0
     stats = funding_stats(db, [film.id])[film.id]
     assert (stats.raised_cents, stats.backers, stats.units_sold) == (15_000, 1, 3)
     receipts = mail.to("payer@example.com")
@@ -135,7 +136,7 @@ def test_declined_card_fails_and_releases_the_hold(db: CheckSession, app: Flask,
     db.reread()
     assert db.get(Order, order.id).status == OrderStatus.FAILED
     assert inventory(db, film.id) == (0, 0) and position(db, film.id, fan.id) == 0
-    assert ledger.trial_balance(db) == 0 and ledger.balance(db, ledger.BACKER_CASH) == 0
+    assert ledger.trial_balance(db) == 0 and ledger.balance(db, Account.BACKER_CASH) == 0
 
 
 def test_late_payment_takes_free_units_or_is_refunded(db: CheckSession, app: Flask) -> None:
@@ -183,7 +184,7 @@ def test_cancellation_refunds_through_stripe_once(db: CheckSession, app: Flask, 
     refunds = gateway.find_refunds(order.stripe_payment_intent_id)
     assert [r.amount_cents for r in refunds] == [10_000]
     assert inventory(db, film.id) == (0, 0)
-    assert ledger.balance(db, ledger.BACKER_CASH) == 0 and ledger.balance(db, ledger.escrow(film.id)) == 0
+    assert ledger.balance(db, Account.BACKER_CASH) == 0 and ledger.balance(db, Account.escrow(film.id)) == 0
     assert ledger.trial_balance(db) == 0
 
 

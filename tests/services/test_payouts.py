@@ -14,6 +14,7 @@ from crowdfund.errors import Conflict, DomainError, Forbidden
 from crowdfund.films.models import Film
 from crowdfund.films.services import change_film_state
 from crowdfund.films.states import FilmState
+from crowdfund.ledger import Account
 from crowdfund.payouts import services
 from crowdfund.payouts.models import PayoutRun, PayoutStatement, RunStatus
 from tests.conftest import CheckSession
@@ -77,7 +78,7 @@ def test_two_periods_across_the_recoup_target_then_an_adjustment(db: CheckSessio
     assert (run4.carried_in_cents, run4.receipts_cents, run4.tier1_cents, run4.pool_cents) == (-10_000, 20_000, 0, 2_000)
     assert amounts(db, run4) == {"A": (1_000, 19_900), "B": (667, 13_267), "C": (333, 6_633)}
     # The ledger owes backers every pool.
-    assert -ledger.balance(db, services.payouts_payable(world["film"].id)) == 20_000 + 17_800 + 2_000
+    assert -ledger.balance(db, Account.payouts_payable(world["film"].id)) == 20_000 + 17_800 + 2_000
     assert ledger.trial_balance(db) == 0
 
 
@@ -88,7 +89,7 @@ def test_running_twice_creates_nothing_new(db: CheckSession, world, mail) -> Non
     assert again.id == run.id
     assert db.scalar(select(func.count()).select_from(PayoutStatement)) == 3
     assert db.scalar(select(func.count()).select_from(PayoutRun)) == 1
-    assert ledger.balance(db, services.payouts_payable(world["film"].id)) == -20_000
+    assert ledger.balance(db, Account.payouts_payable(world["film"].id)) == -20_000
     assert len([m for m in mail.messages if "payout statement" in m["Subject"]]) == 3
 
 
