@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, aliased
 from crowdfund import ledger
 from crowdfund.accounts.models import User
 from crowdfund.films.models import Film
-from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.funding.models import Order, OrderStatus, RefundState
 from crowdfund.ledger import JournalEntry
 
 
@@ -52,7 +52,7 @@ def _orders_missing_entry(session: Session, film_id: int, statuses: tuple[OrderS
         .limit(50)
     )
     if refund_done:
-        statement = statement.where(Order.refund_state == "done")
+        statement = statement.where(Order.refund_state == RefundState.DONE)
     return list(session.scalars(statement))
 
 
