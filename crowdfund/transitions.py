@@ -35,7 +35,7 @@ from crowdfund.errors import InvalidTransition
 #: A state as stored; None where a machine starts from "no state yet" (refunds).
 State = str | None
 #: Builds a machine's history row: (object id, from, to, actor id, reason, now).
-HistoryRow = Callable[[Any, State, State, "int | None", "str | None", datetime], Any]
+HistoryRow = Callable[[Any, State, State, int | None, str | None, datetime], Any]
 
 
 @dataclass(frozen=True)
