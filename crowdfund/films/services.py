@@ -8,17 +8,16 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from math import ceil
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, lazyload, load_only
-from sqlalchemy.orm.attributes import set_committed_value
 
-from crowdfund import audit
+from crowdfund import transitions
 from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film, FilmEvent
 from crowdfund.films.rules import FilmInput, clean_film_text, deadline_problem, film_input_problems
 from crowdfund.funding.models import FilmInventory, Order
-from crowdfund.films.states import PUBLIC_STATES, STATE_LABELS, FilmState, check_film_transition
+from crowdfund.films.states import FILM_TRANSITIONS, PUBLIC_STATES, STATE_LABELS, FilmState
 from crowdfund.text import TextProblem, multi_line
 from crowdfund.uploads import clean_image, store_file
 
@@ -40,6 +39,19 @@ class FilmChanged(Conflict):
         self.state = state
 
 
+def _film_event(film_id: int, from_state: str | None, to_state: str | None, actor_id: int | None,
+                reason: str | None, now: datetime) -> FilmEvent:
+    return FilmEvent(film_id=film_id, from_state=from_state, to_state=to_state, actor_id=actor_id, reason=reason,
+                     at=now)
+
+
+FILM = transitions.Machine(
+    name="film", model=Film, column="state", transitions=FILM_TRANSITIONS,
+    audit_actions={state: "film.state" for state in FilmState}, audit_object_type="film",
+    history=_film_event, keep_loaded=True,
+)
+
+
 def change_film_state(
     session: Session,
     film: Film,
@@ -54,9 +66,7 @@ def change_film_state(
     The UPDATE is conditional on the state `film` was read in, so that of two
     movers (an admin's cancel and the round close, say) exactly one wins; the
     other gets FilmChanged and writes nothing."""
-    current = film.state
-    check_film_transition(current, target)
-    values: dict[str, object] = {"state": target.value}
+    values: dict[str, object] = {}
     if target == FilmState.IN_REVIEW:
         values.update(submitted_at=now, review_note=None)
     elif target == FilmState.DRAFT:
@@ -68,27 +78,8 @@ def change_film_state(
     elif target == FilmState.RELEASED:
         values["released_at"] = now
     session.flush()  # pending edits of the film go first, under the state they were made in
-    moved = session.execute(
-        update(Film).where(Film.id == film.id, Film.state == current).values(**values)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if moved != 1:
-        session.refresh(film)
+    if not transitions.move(session, FILM, film, target, now=now, actor=actor, reason=reason, values=values):
         raise FilmChanged(film.state)
-    for name, value in values.items():
-        set_committed_value(film, name, value)
-    audit.record(session, action="film.state", object_type="film", object_id=film.id, now=now, actor=actor,
-                 before={"state": current}, after={"state": target.value}, detail=reason or "")
-    session.add(
-        FilmEvent(
-            film_id=film.id,
-            from_state=current,
-            to_state=target.value,
-            actor_id=actor.id if actor else None,
-            reason=reason,
-            at=now,
-        )
-    )
     if target == FilmState.FUNDING:
         # The stake counters come into being when stakes go on sale.
         session.add(FilmInventory(film_id=film.id, cap=film.stake_cap))
@@ -232,6 +223,15 @@ def mark_released(session: Session, film: Film, user: User, *, now: datetime) ->
     if film.state != FilmState.FUNDED:
         raise Conflict("Only funded films can be marked released.")
     change_film_state(session, film, FilmState.RELEASED, now=now, actor=user)
+
+
+def close_film(session: Session, film: Film, user: User, *, now: datetime) -> None:
+    """The studio closes a released film after its final box-office report: it
+    accepts no more reports (payouts.services.file_report). Reports already
+    filed are still decided and paid out."""
+    if film.state != FilmState.RELEASED:
+        raise Conflict("Only released films can be closed.")
+    change_film_state(session, film, FilmState.CLOSED, now=now, actor=user, reason="final report filed")
 
 
 # --- lookups -------------------------------------------------------------------

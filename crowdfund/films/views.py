@@ -328,6 +328,12 @@ def release_film(film_id: int) -> Any:
     return _studio_action(film_id, services.mark_released, "The film is marked released.")
 
 
+@studio_bp.route("/films/<int:film_id>/close", methods=["POST"])
+@role_required(Role.STUDIO)
+def close_film(film_id: int) -> Any:
+    return _studio_action(film_id, services.close_film, "The film is closed: it accepts no more box-office reports.")
+
+
 # --- admin review -------------------------------------------------------------------
 
 

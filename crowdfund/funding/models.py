@@ -30,6 +30,15 @@ class OrderStatus(StrEnum):
     REFUNDED = "refunded"
 
 
+class RefundState(StrEnum):
+    """Where an order's refund is; None: no refund owed."""
+
+    REQUESTED = "requested"
+    #: A refund worker claimed it (refund_claimed_at) and may be calling Stripe.
+    PROCESSING = "processing"
+    DONE = "done"
+
+
 class FilmInventory(Base):
     """A film's stake counters: the one hot row every hold updates conditionally."""
 
@@ -70,6 +79,10 @@ class Order(Base):
             "status IN ('pending', 'paid', 'expired', 'failed', 'cancelled', 'refunded')",
             name="status",
         ),
+        CheckConstraint(
+            "refund_state IS NULL OR refund_state IN ('requested', 'processing', 'done')",
+            name="refund_state",
+        ),
         UniqueConstraint("user_id", "idempotency_key", name="uq_orders_user_idempotency_key"),
         Index("ix_orders_film_status_expires_at", "film_id", "status", "expires_at"),
         Index("ix_orders_refund_state", "refund_state"),
@@ -100,7 +113,7 @@ class Order(Base):
     stripe_setup_intent_id: Mapped[str | None] = mapped_column(String(255))
     stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     stripe_refund_id: Mapped[str | None] = mapped_column(String(255))
-    #: Refund progress as the backer sees it: None, "requested" or "done".
+    #: Refund progress (RefundState), None while no refund is owed; the backer sees requested or done.
     refund_state: Mapped[str | None] = mapped_column(String(16))
     #: When a refund worker claimed this order; a stale claim is retried.
     refund_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from crowdfund.errors import InvalidTransition
-from crowdfund.funding.models import OrderStatus
+from crowdfund.funding.models import OrderStatus, RefundState
 
 #: A backer may cancel a paid order until this long before the deadline.
 CANCELLATION_CUTOFF = timedelta(hours=48)
@@ -20,6 +20,19 @@ ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.FAILED: frozenset({OrderStatus.PAID, OrderStatus.REFUNDED}),
     OrderStatus.CANCELLED: frozenset(),
     OrderStatus.REFUNDED: frozenset(),
+}
+
+#: An order's refund (Order.refund_state); None: no refund owed.
+REFUND_TRANSITIONS: dict[RefundState | None, frozenset[RefundState]] = {
+    # Decided with the order's move to cancelled or refunded.
+    None: frozenset({RefundState.REQUESTED}),
+    # A worker claims it; Stripe's refund is recorded even if its claim was
+    # given back meanwhile (requested -> done).
+    RefundState.REQUESTED: frozenset({RefundState.PROCESSING, RefundState.DONE}),
+    # processing -> processing: a stale claim taken over by another worker;
+    # processing -> requested: the claim given back after Stripe failed.
+    RefundState.PROCESSING: frozenset({RefundState.PROCESSING, RefundState.REQUESTED, RefundState.DONE}),
+    RefundState.DONE: frozenset(),
 }
 
 STATUS_LABELS = {

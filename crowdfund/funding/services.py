@@ -37,25 +37,30 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from crowdfund import audit, ledger
+from crowdfund import audit, ledger, transitions
 from crowdfund.accounts.models import User
 from crowdfund.db import UTCDateTime
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film
 from crowdfund.films.services import visible_film
 from crowdfund.films.states import FilmState
-from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
-from crowdfund.funding.rules import cancellation_deadline, check_order_transition
+from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus, RefundState
+from crowdfund.funding.rules import (
+    ORDER_TRANSITIONS,
+    REFUND_TRANSITIONS,
+    cancellation_deadline,
+    check_order_transition,
+)
 from crowdfund.ledger import Account, EntryKind
 from crowdfund.rewards.services import void_unbooked_tickets
 
@@ -89,30 +94,35 @@ def new_reference() -> str:
 # --- the one function that moves an order between states -----------------------------
 
 
-def move_order(session: Session, order: Order, target: OrderStatus, *, now: datetime, **values: object) -> bool:
+ORDER = transitions.Machine(name="order", model=Order, column="status", transitions=ORDER_TRANSITIONS)
+#: Refund moves are audited only when Stripe has the refund; the claims are not.
+REFUND = transitions.Machine(
+    name="refund", model=Order, column="refund_state", transitions=REFUND_TRANSITIONS,
+    audit_actions={RefundState.DONE: "refund.done"}, audit_object_type="order",
+    audit_object_id=lambda order: order.reference,
+    # The refund worker calls Stripe between its transactions: the order must
+    # not need a reload (a transaction) after its claim.
+    keep_loaded=True,
+)
+
+
+def move_order(session: Session, order: Order, target: OrderStatus, *, now: datetime,
+               where: Sequence[ColumnElement[bool]] = (), **values: object) -> bool:
     """Move `order` to `target` if it is still in the status we last saw.
 
     Checks the transition, then updates conditionally on the old status so
     that of two concurrent movers exactly one wins. Returns False (and
-    refreshes `order`) when another transaction moved it first.
+    refreshes `order`) when another transaction moved it first. A refund
+    decided with the move (`refund_state=`) is checked against the refund
+    machine's table. No history or audit per move: the hot path stays cheap.
     """
-    current = order.status
-    check_order_transition(current, target)
+    if "refund_state" in values:
+        transitions.check(REFUND, order.refund_state, values["refund_state"])  # type: ignore[arg-type]
     if target in (OrderStatus.CANCELLED, OrderStatus.REFUNDED, OrderStatus.EXPIRED, OrderStatus.FAILED):
         values.setdefault("closed_at", now)
     if target == OrderStatus.PAID:
         values.setdefault("paid_at", now)
-    result = session.execute(
-        update(Order)
-        .where(Order.id == order.id, Order.status == current)
-        .values(status=target.value, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        session.refresh(order)
-        return False
-    session.expire(order)
-    return True
+    return transitions.move(session, ORDER, order, target, now=now, values=values, where=where)
 
 
 # --- inventory statements --------------------------------------------------------------
@@ -205,25 +215,18 @@ def release_hold(session: Session, order: Order, user: User, *, now: datetime) -
     False if it was no longer held (released, lapsed and released, failed)."""
     if order.user_id != user.id:
         raise NotFound("No such order.")
-    check_order_transition(OrderStatus.PENDING, OrderStatus.EXPIRED)
-    released = session.execute(
-        update(Order)
-        .where(Order.id == order.id, Order.status == OrderStatus.PENDING,
-               Order.stripe_payment_intent_id.is_(None))
-        .values(status=OrderStatus.EXPIRED.value, closed_at=now)
-        .returning(Order.units)
-        .execution_options(synchronize_session=False)
-    ).scalar()
-    session.refresh(order)
-    if released is None:
-        if order.status == OrderStatus.PENDING:
-            raise Conflict("Your payment for this order is being processed, so the hold can no longer be "
-                           "released.")
-        if order.status == OrderStatus.PAID:
-            raise Conflict("This order is paid. To get your money back, cancel the order instead.")
-        return False
-    _adjust(session, order.film_id, order.user_id, position=-released, held=-released)
-    return True
+    units = order.units
+    if order.status != OrderStatus.PENDING:
+        session.refresh(order)
+    elif move_order(session, order, OrderStatus.EXPIRED, now=now, where=(Order.stripe_payment_intent_id.is_(None),)):
+        _adjust(session, order.film_id, order.user_id, position=-units, held=-units)
+        return True
+    if order.status == OrderStatus.PENDING:
+        raise Conflict("Your payment for this order is being processed, so the hold can no longer be "
+                       "released.")
+    if order.status == OrderStatus.PAID:
+        raise Conflict("This order is paid. To get your money back, cancel the order instead.")
+    return False
 
 
 def next_hold_release(session: Session, film_id: int, *, excluding: int | None = None) -> datetime | None:
@@ -725,7 +728,7 @@ def settle_success(session: Session, order: Order, *, now: datetime) -> Settleme
                 _adjust(session, film.id, order.user_id, position=-order.units)
         # No stakes for this money: book it and owe it back at once.
         _book_payment(session, order, film, now)
-        move_order(session, order, OrderStatus.REFUNDED, now=now, refund_state="requested")
+        move_order(session, order, OrderStatus.REFUNDED, now=now, refund_state=RefundState.REQUESTED.value)
         _book_refund_decision(session, order, film, now, why="paid after the hold lapsed and the stakes were gone")
         return Settlement("refund", order)
     # cancelled or refunded: the money was already recorded and handled.
@@ -764,23 +767,44 @@ def _book_refund_decision(session: Session, order: Order, film: Film, now: datet
     )
 
 
+def claim_refund(session: Session, order: Order, *, now: datetime, stale_before: datetime) -> bool:
+    """A refund worker claims the order's refund: a requested one, or one
+    claimed before `stale_before` by a worker that never finished. Of two
+    workers exactly one wins."""
+    if order.refund_state == RefundState.REQUESTED:
+        where: tuple[ColumnElement[bool], ...] = ()
+    elif order.refund_state == RefundState.PROCESSING:
+        where = (Order.refund_claimed_at <= stale_before,)
+    else:
+        return False
+    return transitions.move(session, REFUND, order, RefundState.PROCESSING, now=now,
+                            values={"refund_claimed_at": now}, where=where)
+
+
+def give_back_refund_claim(session: Session, order: Order, *, now: datetime) -> bool:
+    """Stripe failed: the claim goes back at once for the next run to retry.
+    refund_claimed_at stays set, so that run asks Stripe first (the failed
+    call may have been carried out after all)."""
+    return order.refund_state == RefundState.PROCESSING and transitions.move(
+        session, REFUND, order, RefundState.REQUESTED, now=now)
+
+
 def book_refund_done(session: Session, order: Order, refund_id: str, *, now: datetime) -> bool:
     """Stripe has the refund: record it once."""
-    if order.refund_state == "done":
+    if order.refund_state == RefundState.DONE:
         return False
-    order.stripe_refund_id = refund_id
-    order.refund_state = "done"
-    audit.record(session, action="refund.done", object_type="order", object_id=order.reference, now=now,
-                 before={"refund_state": "requested"}, after={"refund_state": "done", "stripe_refund_id": refund_id})
+    order_id, film_id, amount = order.id, order.film_id, order.amount_cents  # the move expires `order`
+    if not transitions.move(session, REFUND, order, RefundState.DONE, now=now,
+                            values={"stripe_refund_id": refund_id}, audit_after={"stripe_refund_id": refund_id}):
+        return False
     ledger.post(
         session,
-        key=EntryKind.REFUND.key(order.id),
+        key=EntryKind.REFUND.key(order_id),
         kind=EntryKind.REFUND,
-        lines=[(Account.refunds_payable(order.film_id), order.amount_cents),
-               (Account.BACKER_CASH, -order.amount_cents)],
+        lines=[(Account.refunds_payable(film_id), amount), (Account.BACKER_CASH, -amount)],
         now=now,
-        film_id=order.film_id,
-        order_id=order.id,
+        film_id=film_id,
+        order_id=order_id,
         memo=f"Refund {refund_id}",
     )
     session.flush()
@@ -799,7 +823,7 @@ def cancel_order(session: Session, order: Order, user: User, *, now: datetime) -
         raise Conflict("Only paid orders can be cancelled.")
     if film.state != FilmState.FUNDING or now >= cancellation_deadline(film.deadline):
         raise Conflict("Orders can be cancelled until 48 hours before the funding deadline; that time has passed.")
-    if not move_order(session, order, OrderStatus.CANCELLED, now=now, refund_state="requested"):
+    if not move_order(session, order, OrderStatus.CANCELLED, now=now, refund_state=RefundState.REQUESTED.value):
         if order.status == OrderStatus.CANCELLED:
             return
         raise Conflict("This order changed meanwhile; reload the page.")
@@ -812,7 +836,7 @@ def refund_paid_order(session: Session, order: Order, *, now: datetime) -> bool:
     """The round failed or the film was cancelled: a paid order is refunded."""
     film = session.get(Film, order.film_id)
     assert film is not None
-    if not move_order(session, order, OrderStatus.REFUNDED, now=now, refund_state="requested"):
+    if not move_order(session, order, OrderStatus.REFUNDED, now=now, refund_state=RefundState.REQUESTED.value):
         return False
     _adjust(session, film.id, order.user_id, position=-order.units, sold=-order.units)
     _book_refund_decision(session, order, film, now, why=f"film {film.state}")

@@ -36,7 +36,7 @@ from crowdfund.db import Base, UTCDateTime, sqlite_begin
 from crowdfund.errors import Conflict
 from crowdfund.films.models import Film
 from crowdfund.funding import services as funding
-from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.funding.models import Order, OrderStatus, RefundState
 from crowdfund.funding.rules import cancellation_deadline
 from crowdfund.jobs import UnitFailure, describe
 from crowdfund.ledger import Account, EntryKind
@@ -572,20 +572,7 @@ def process_refund(session: Session, order: Order, gateway: StripeGateway, *, no
         session.refresh(order)
         # Never claimed before: no refund call can have been made for this order.
         tried_before = order.refund_claimed_at is not None
-        claimed = session.execute(
-            update(Order)
-            .where(
-                Order.id == order.id,
-                or_(
-                    Order.refund_state == "requested",
-                    (Order.refund_state == "processing") & (Order.refund_claimed_at <= now - REFUND_CLAIM_TIMEOUT),
-                ),
-            )
-            .values(refund_state="processing", refund_claimed_at=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if claimed:
-            session.refresh(order)
+        claimed = funding.claim_refund(session, order, now=now, stale_before=now - REFUND_CLAIM_TIMEOUT)
     if not claimed:
         return False
     assert order.stripe_payment_intent_id is not None
@@ -602,11 +589,10 @@ def process_refund(session: Session, order: Order, gateway: StripeGateway, *, no
         # refund_claimed_at stays set, it asks Stripe first (the failed call may
         # have been carried out after all).
         with _writing(session):
-            session.execute(update(Order).where(Order.id == order.id).values(refund_state="requested"))
+            funding.give_back_refund_claim(session, order, now=now)
         raise
     with _writing(session):
         session.refresh(order)
-        order.refund_state = "processing"  # book_refund_done checks "done"
         funding.book_refund_done(session, order, refund.id, now=now)
     return True
 
@@ -621,7 +607,7 @@ def process_refunds(session: Session, gateway: StripeGateway, *, now: datetime, 
         with _reading(session):
             batch = [(order, order.reference) for order in session.scalars(
                 select(Order)
-                .where(Order.id > after_id, Order.refund_state.in_(("requested", "processing")))
+                .where(Order.id > after_id, Order.refund_state.in_((RefundState.REQUESTED, RefundState.PROCESSING)))
                 .order_by(Order.id)
                 .limit(batch_size)
             ).all()]

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from crowdfund import audit, ledger
+from crowdfund import audit, ledger, transitions
 from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film
@@ -35,6 +35,7 @@ from crowdfund.ledger import Account, EntryKind
 from crowdfund.mail import queue_email
 from crowdfund.money import split_pro_rata
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, PayoutStatement, ReportStatus, RunStatus
+from crowdfund.payouts.states import REPORT_TRANSITIONS, RUN_TRANSITIONS
 from crowdfund.payouts.waterfall import Terms, Waterfall, waterfall
 from crowdfund.uploads import StoredFile, store_file
 
@@ -84,7 +85,9 @@ def file_report(session: Session, film: Film, user: User, data: ReportInput, *, 
                 attachment: bytes | None = None, max_bytes: int = 5 * 1024 * 1024) -> BoxOfficeReport:
     if user.studio_id != film.studio_id:
         raise NotFound("No such film.")
-    if film.state not in (FilmState.RELEASED, FilmState.CLOSED):
+    if film.state == FilmState.CLOSED:
+        raise Conflict("This film is closed: it accepts no more box-office reports.")
+    if film.state != FilmState.RELEASED:
         raise Conflict("Box-office reports are filed once the film is marked released.")
     if data.period_end < data.period_start:
         raise DomainError("The period ends before it starts.", field="period_end")
@@ -159,24 +162,29 @@ def _refuse_overlap(session: Session, film_id: int, start: date, end: date, *, c
             "of that report (fill in “Corrects report #”).", field="period_start")
 
 
-def _move_report(session: Session, report: BoxOfficeReport, target: ReportStatus, **values: object) -> None:
+REPORT = transitions.Machine(
+    name="box-office report", model=BoxOfficeReport, column="status", transitions=REPORT_TRANSITIONS,
+    audit_actions={ReportStatus.APPROVED: "box_office.approve", ReportStatus.REJECTED: "box_office.reject"},
+    audit_object_type="box_office_report",
+)
+#: Finishing a run is not audited (the start was); marking it paid is.
+RUN = transitions.Machine(
+    name="payout run", model=PayoutRun, column="status", transitions=RUN_TRANSITIONS,
+    audit_actions={RunStatus.PAID: "payout.paid"}, audit_object_type="payout_run",
+)
+
+
+def _move_report(session: Session, report: BoxOfficeReport, target: ReportStatus, *, finance: User, now: datetime,
+                 reason: str | None = None) -> None:
     """The one way a report changes state: only a submitted report is decided, once."""
     if report.status != ReportStatus.SUBMITTED:
         raise Conflict("This report has already been decided; approved reports never change.")
-    moved = session.execute(
-        update(BoxOfficeReport)
-        .where(BoxOfficeReport.id == report.id, BoxOfficeReport.status == ReportStatus.SUBMITTED)
-        .values(status=target.value, **values)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if moved != 1:
+    values: dict[str, object] = {"decided_by_id": finance.id, "decided_at": now}
+    if reason is not None:
+        values["rejection_reason"] = reason
+    if not transitions.move(session, REPORT, report, target, now=now, actor=finance.id, reason=reason,
+                            values=values, audit_after={"net_receipts_cents": report.net_receipts_cents}):
         raise Conflict("This report has already been decided.")
-    audit.record(session, action=f"box_office.{'approve' if target == ReportStatus.APPROVED else 'reject'}",
-                 object_type="box_office_report", object_id=report.id, now=values["decided_at"],  # type: ignore[arg-type]
-                 actor=values["decided_by_id"], before={"status": ReportStatus.SUBMITTED.value},  # type: ignore[arg-type]
-                 after={"status": target.value, "net_receipts_cents": report.net_receipts_cents},
-                 detail=str(values.get("rejection_reason") or ""))
-    session.expire(report)
 
 
 def _refuse_own_studio(report: BoxOfficeReport, finance: User) -> None:
@@ -194,7 +202,7 @@ def approve_report(session: Session, report: BoxOfficeReport, finance: User, *, 
     _lock_film_reports(session, report.film_id)
     _refuse_overlap(session, report.film_id, report.period_start, report.period_end,
                     corrects=report.corrects_report_id, statuses=(ReportStatus.APPROVED,), exclude_id=report.id)
-    _move_report(session, report, ReportStatus.APPROVED, decided_by_id=finance.id, decided_at=now)
+    _move_report(session, report, ReportStatus.APPROVED, finance=finance, now=now)
 
 
 def reject_report(session: Session, report: BoxOfficeReport, finance: User, reason: str, *, now: datetime) -> None:
@@ -204,8 +212,7 @@ def reject_report(session: Session, report: BoxOfficeReport, finance: User, reas
     if report.filed_by_id == finance.id:
         raise Forbidden("The person who filed a report cannot decide on it.")
     _refuse_own_studio(report, finance)
-    _move_report(session, report, ReportStatus.REJECTED, decided_by_id=finance.id, decided_at=now,
-                 rejection_reason=reason[:5000])
+    _move_report(session, report, ReportStatus.REJECTED, finance=finance, now=now, reason=reason[:5000])
 
 
 def film_reports(session: Session, film_id: int) -> list[BoxOfficeReport]:
@@ -388,12 +395,9 @@ def _finish_run(session: Session, run: PayoutRun, *, now: datetime) -> None:
     ).one()
     if int(written[1]) != run.pool_cents or int(written[0]) != run.backers:
         raise Conflict(f"Run {run.id}: statements sum to {written[1]} cents, the pool is {run.pool_cents}.")
-    moved = session.execute(
-        update(PayoutRun).where(PayoutRun.id == run.id, PayoutRun.status == RunStatus.COMPUTING)
-        .values(status=RunStatus.COMPUTED.value, computed_at=now).execution_options(synchronize_session=False)
-    ).rowcount
-    if moved:
-        session.expire(run)
+    if run.status == RunStatus.COMPUTING:
+        # Of two finishers one moves it; the other finds it computed.
+        transitions.move(session, RUN, run, RunStatus.COMPUTED, now=now, values={"computed_at": now})
 
 
 def announce_statements(session: Session, run_id: int, *, batch_size: int = 1000,
@@ -448,17 +452,10 @@ def mark_paid(session: Session, run: PayoutRun, finance: User, bank_reference: s
         return
     if run.status != RunStatus.COMPUTED:
         raise Conflict("The run's statements are not all written yet.")
-    moved = session.execute(
-        update(PayoutRun).where(PayoutRun.id == run.id, PayoutRun.status == RunStatus.COMPUTED)
-        .values(status=RunStatus.PAID.value, paid_at=now, paid_by_id=finance.id, bank_reference=reference[:120])
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if not moved:
-        return
-    session.expire(run)
-    audit.record(session, action="payout.paid", object_type="payout_run", object_id=run.id, now=now, actor=finance,
-                 before={"status": RunStatus.COMPUTED.value},
-                 after={"status": RunStatus.PAID.value, "bank_reference": reference[:120]})
+    if not transitions.move(session, RUN, run, RunStatus.PAID, now=now, actor=finance,
+                            values={"paid_at": now, "paid_by_id": finance.id, "bank_reference": reference[:120]},
+                            audit_after={"bank_reference": reference[:120]}):
+        return  # another finance user marked it paid a moment ago
     if run.pool_cents:
         ledger.post(
             session, key=EntryKind.PAYOUT_PAID.key(run.id), kind=EntryKind.PAYOUT_PAID,

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, aliased
 from crowdfund import ledger
 from crowdfund.accounts.models import User
 from crowdfund.films.models import Film
-from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.funding.models import Order, OrderStatus, RefundState
 from crowdfund.funding.queries import paid_orders_of, paid_total
 from crowdfund.ledger import Account, EntryKind, JournalEntry
 
@@ -53,7 +53,7 @@ def _orders_missing_entry(session: Session, film_id: int, statuses: tuple[OrderS
         .limit(50)
     )
     if refund_done:
-        statement = statement.where(Order.refund_state == "done")
+        statement = statement.where(Order.refund_state == RefundState.DONE)
     return list(session.scalars(statement))
 
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from crowdfund import audit
+from crowdfund import audit, transitions
 
 from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict, DomainError, NotFound
@@ -35,6 +35,7 @@ from crowdfund.rewards.models import (
     TicketStatus,
 )
 from crowdfund.rewards.rules import (
+    TICKET_TRANSITIONS,
     TierInput,
     check_ticket_transition,
     format_code,
@@ -192,24 +193,16 @@ def _attendance(session: Session, screenings: list[Screening]) -> list[Attendanc
 # --- the one function that moves a ticket between states ----------------------------------
 
 
+TICKET = transitions.Machine(name="ticket", model=Ticket, column="status", transitions=TICKET_TRANSITIONS)
+
+
 def move_ticket(session: Session, ticket: Ticket, target: TicketStatus, **values: object) -> bool:
     """Move `ticket` to `target` if it is still as we last saw it (status and
     screening). Of two concurrent movers exactly one wins; the loser gets
     False and a refreshed ticket."""
-    check_ticket_transition(ticket.status, target)
-    result = session.execute(
-        update(Ticket)
-        .where(Ticket.id == ticket.id, Ticket.status == ticket.status,
-               Ticket.screening_id.is_(None) if ticket.screening_id is None
-               else Ticket.screening_id == ticket.screening_id)
-        .values(status=target.value, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        session.refresh(ticket)
-        return False
-    session.expire(ticket)
-    return True
+    read_screening = (Ticket.screening_id.is_(None) if ticket.screening_id is None
+                      else Ticket.screening_id == ticket.screening_id)
+    return transitions.move(session, TICKET, ticket, target, values=values, where=(read_screening,))
 
 
 # --- issuance -------------------------------------------------------------------------------

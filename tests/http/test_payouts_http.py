@@ -171,3 +171,37 @@ def test_return_calculator_on_the_film_page(client: Client, released) -> None:  
     bad = client.get(f"/films/{film.slug}?receipts=abc&stakes=2")
     assert bad.status_code == 200 and "Enter receipts in dollars" in bad.get_data(as_text=True)
     assert client.get(f"/films/{film.slug}?stakes=-4").status_code == 400
+
+
+def test_studio_closes_a_released_film_after_its_final_report(client: Client, other_client: Client,
+                                                              db: CheckSession, released) -> None:  # type: ignore[no-untyped-def]
+    """FilmState.CLOSED is reached by a real action (issue 13, point 2): the
+    studio closes the released film from its page (a POST with CSRF); the film
+    then accepts no more box-office reports. Only the film's studio may close
+    it, and only once it is released."""
+    film, today = released["film"], released["now"].date()
+    client.login(released["studio"].email, PASSWORD)
+    assert file_report(client, film, "400.00", today, today + timedelta(days=6)).status_code == 303
+    page = client.get(f"/studio/films/{film.id}").get_data(as_text=True)
+    assert f'action="/studio/films/{film.id}/close"' in page
+    assert client.post(f"/studio/films/{film.id}/close").status_code == 400  # no CSRF token
+    other_client.login(make_studio_user(db, "Other Studio").email, PASSWORD)
+    assert other_client.post_form(f"/studio/films/{film.id}/close").status_code == 404
+    db.reread()
+    assert db.get(Film, film.id).state == FilmState.RELEASED
+
+    closed = client.post_form(f"/studio/films/{film.id}/close", follow_redirects=True)
+    assert closed.status_code == 200
+    assert "The film is closed: it accepts no more box-office reports." in closed.get_data(as_text=True)
+    db.reread()
+    assert db.get(Film, film.id).state == FilmState.CLOSED
+    assert f'action="/studio/films/{film.id}/close"' not in client.get(f"/studio/films/{film.id}").get_data(
+        as_text=True)
+
+    refused = file_report(client, film, "100.00", today + timedelta(days=7), today + timedelta(days=13))
+    assert refused.status_code == 400
+    assert "This film is closed: it accepts no more box-office reports." in refused.get_data(as_text=True)
+    db.reread()
+    assert db.scalar(select(func.count()).select_from(BoxOfficeReport)) == 1
+    again = client.post_form(f"/studio/films/{film.id}/close", follow_redirects=True)
+    assert "Only released films can be closed." in again.get_data(as_text=True)

@@ -70,3 +70,50 @@ def test_one_pending_order_migration_resolves_existing_duplicates(tmp_path) -> N
     assert statuses == ["expired", "expired", "pending"]
     assert (held, position) == (3, 3)
     assert "uq_orders_one_pending_per_film" in indexes
+
+
+def test_refund_state_migration_keeps_refunds_and_refuses_other_states(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """refund_state gets its CHECK (issue 13, point 2) on a database that has
+    orders referenced by the ledger: existing refund states stay, and a state
+    the refund machine does not know is refused. (SQLite cannot rebuild a
+    referenced table with foreign keys on; the migration re-adds the column.)"""
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from crowdfund.db import make_engine
+    from crowdfund.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'before.db'}"
+    upgrade(url, "holds0001")
+    engine = make_engine(url)  # foreign keys on, as the app runs
+    stamp = "2026-11-30 12:00:00.000000"
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO studios (id, name, created_at) VALUES (1, 'S', '{stamp}')"))
+        conn.execute(text("INSERT INTO users (id, email, display_name, password_hash, session_version, is_active, "
+                          f"created_at) VALUES (1, 'a@example.com', 'A', 'x', 1, 1, '{stamp}')"))
+        conn.execute(text(
+            "INSERT INTO films (id, studio_id, slug, title, logline, synopsis, risks, funding_goal_cents, "
+            "stake_price_cents, stake_cap, per_backer_limit, deadline, timezone, expected_release_date, "
+            "recoup_share_bps, recoup_multiple_bps, profit_share_bps, state, created_at, updated_at) VALUES "
+            f"(1, 1, 'f', 'F', 'l', 's', '', 10000, 5000, 10, 10, '{stamp}', 'UTC', '2027-06-01', 5000, 12000, "
+            f"1000, 'failed', '{stamp}', '{stamp}')"))
+        for order_id, refund_state in ((1, "'done'"), (2, "'processing'"), (3, "NULL")):
+            conn.execute(text(
+                "INSERT INTO orders (id, reference, film_id, user_id, units, unit_price_cents, amount_cents, status, "
+                f"idempotency_key, created_at, expires_at, refund_state) VALUES ({order_id}, 'RS-{order_id}', 1, 1, "
+                f"1, 5000, 5000, 'refunded', 'key-{order_id}', '{stamp}', '{stamp}', {refund_state})"))
+            conn.execute(text("INSERT INTO journal_entries (key, kind, film_id, order_id, memo, created_at) VALUES "
+                              f"('payment:{order_id}', 'payment', 1, {order_id}, '', '{stamp}')"))
+    engine.dispose()
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        states = conn.execute(text("SELECT refund_state FROM orders ORDER BY id")).scalars().all()
+        indexes = {ix["name"] for ix in inspect(conn).get_indexes("orders")}
+        assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
+    assert states == ["done", "processing", None]
+    assert "ix_orders_refund_state" in indexes
+    with pytest.raises(IntegrityError, match="ck_orders_refund_state"), engine.begin() as conn:
+        conn.execute(text("UPDATE orders SET refund_state = 'failed' WHERE id = 3"))
+    engine.dispose()
