@@ -599,11 +599,12 @@ def raw_orders(url: str, film_ids: list[int]) -> int:
     return int(count)
 
 
-def reset_holds(url: str, film_ids: list[int]) -> None:
+def reset_holds(url: str, film_ids: list[int], engine: Any = None) -> None:
     """Bench set-up between hold phases: every pending order of these films
     expires and gives its units back, so each fan starts the next phase
     holding nothing (the app would release them the same way once lapsed)."""
-    engine = create_engine(url)
+    own_engine = engine is None
+    engine = engine or create_engine(url)
     with engine.begin() as conn:
         pending = "SELECT film_id, user_id, sum(units) AS units FROM orders " \
                   "WHERE status = 'pending' AND film_id = ANY(:ids) GROUP BY film_id, user_id"
@@ -614,7 +615,8 @@ def reset_holds(url: str, film_ids: list[int]) -> None:
                           "WHERE fi.film_id = p.film_id"), {"ids": film_ids})
         conn.execute(text("UPDATE orders SET status = 'expired', closed_at = now() AT TIME ZONE 'UTC' "
                           "WHERE status = 'pending' AND film_id = ANY(:ids)"), {"ids": film_ids})
-    engine.dispose()
+    if own_engine:
+        engine.dispose()
 
 
 def prepare_buckets(url: str, films: Films) -> None:

@@ -39,6 +39,7 @@ def real_app(settings: dict | None = None):  # type: ignore[no-untyped-def,type-
     return create_app("production", overrides={
         "SESSION_COOKIE_SECURE": False,
         "REMEMBER_COOKIE_SECURE": False,
+        "MAIL_DELIVERY_THREAD": False,  # holds send no mail; its database is dropped under it at the end
         **limits,
         **(settings or {}),
     })

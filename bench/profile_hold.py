@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import DEFAULT_URL, create_database, drop_database  # noqa: E402
-from bench.launch import CSRF_RE, PASSWORD, fill  # noqa: E402
+from bench.launch import CSRF_RE, PASSWORD, fill, reset_holds  # noqa: E402
 
 
 def wsgi_call(app: Any, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -99,17 +99,28 @@ def main() -> int:
         def bare_environ() -> dict[str, Any]:
             return post_environ("/hold", f"user_id=1&key={uuid.uuid4().hex}", "")
 
+        from sqlalchemy import create_engine
+
+        resetter = create_engine(url)
+
         def run(app: Any, make_environ: Any, n: int, expect: str) -> float:
+            # One fan holds again and again; a fan's second pending hold of a film
+            # would take the replace path, so each hold's order is expired (outside
+            # the measured CPU) before the next: every measured hold is a first one.
             environs = [make_environ() for _ in range(n)]
-            start = time.process_time()
+            spent = 0.0
             for environ in environs:
+                start = time.process_time()
                 status, headers, _ = wsgi_call(app, environ)
+                spent += time.process_time() - start
                 if not status.startswith("303") or expect not in dict(headers).get("Location", ""):
                     raise RuntimeError(f"hold answered {status} {dict(headers).get('Location')}")
-            return (time.process_time() - start) / n * 1e6
+                reset_holds(url, [films.launch, films.bare], resetter)
+            return spent / n * 1e6
 
         status, headers, _ = wsgi_call(real.wsgi_app, real_environ())
         print("a hold answers", status, "with headers", [name for name, _ in headers])
+        reset_holds(url, [films.launch, films.bare], resetter)
         # Warm both (imports, prepared statements, template caches), then measure.
         run(real.wsgi_app, real_environ, 200, "/checkout")
         run(bare.wsgi_app, bare_environ, 200, "/orders/")
@@ -122,16 +133,18 @@ def main() -> int:
         if not args.no_profile:
             profiler = cProfile.Profile(time.process_time)  # CPU, not time spent waiting on PostgreSQL
             environs = [real_environ() for _ in range(args.holds)]
-            profiler.enable()
             for environ in environs:
+                profiler.enable()
                 wsgi_call(real.wsgi_app, environ)
-            profiler.disable()
+                profiler.disable()
+                reset_holds(url, [films.launch, films.bare], resetter)
             for order in ("cumulative", "tottime"):
                 out = io.StringIO()
                 stats = pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order)
                 stats.print_stats(args.top)
                 print(re.sub(r"\n\s*\n", "\n", out.getvalue()))
         real.extensions["crowdfund.engine"].dispose()
+        resetter.dispose()
     finally:
         drop_database(url)
     return 0
