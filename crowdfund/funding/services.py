@@ -17,8 +17,10 @@ backer's pending order of the film, so it is written before any position.
 Each path, in the order it takes its locks:
 
 - hold, fast path (PostgreSQL: the one HOLD_STATEMENT_PG; SQLite: separate
-  statements, one writer at a time): the new order, the buyer's position,
-  the counter.
+  statements, one writer at a time; both decided by the one _hold_on): the
+  new order, the buyer's position, the counter. A hold on stale terms first
+  ran that statement and it wrote nothing (the film is not open on them);
+  it then reads the film and takes this path or the next.
 - hold that releases first (_hold_releasing): the lapsed orders of the film
   and the buyer's unpaid pending order (one UPDATE), the new order, then the
   released owners' positions and the buyer's in user id order, the counter.
@@ -53,7 +55,7 @@ from crowdfund.db import UTCDateTime
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film
 from crowdfund.films.services import visible_film
-from crowdfund.films.states import FilmState
+from crowdfund.films.states import PUBLIC_STATES, FilmState
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus, RefundState
 from crowdfund.funding.rules import (
     ORDER_TRANSITIONS,
@@ -250,8 +252,9 @@ class HoldRequest:
     idempotency_key: str
 
 
-#: A hold in one round trip on PostgreSQL. In order: the order this form's key
-#: made before (`prior`: then nothing is written); whether the film is open
+#: A hold in one round trip on PostgreSQL (_attempt_hold_sqlite does the same
+#: in separate statements; _hold_on maps the outcome for both). In order: the
+#: order this form's key made before (`prior`: then nothing is written); whether the film is open
 #: for funding on the terms the caller priced the order with (`film_open`: the
 #: caller's terms may come from HoldTermsCache); whether lapsed holds or the
 #: buyer's own pending order of the film could stand in the way (`clear`: a
@@ -336,9 +339,9 @@ class HoldTermsCache:
     """The terms of films open for funding, by slug, for `seconds` after they
     were read: on launch day every hold would otherwise read the same film row
     (a round trip and an ORM load: 12% of a hold's CPU, bench/README.md). Never
-    trusted for money: on PostgreSQL the hold statement itself checks that the
-    film is open on exactly these terms, and a mismatch drops the entry and
-    holds against the film read afresh (hold_stakes). One per app, in the
+    trusted for money: the hold's first statement (on either database) checks
+    that the film is open on exactly these terms, and a mismatch drops the
+    entry and holds against the film read afresh (hold_stakes). One per app, in the
     sessionmaker's info (`hold_terms_cache`)."""
 
     def __init__(self, seconds: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -390,6 +393,28 @@ def _hold_refusal(film: Film | HoldTerms | None, request: HoldRequest, now: date
     return None
 
 
+def _refusal_of_film(session: Session, film: Film | None, user: User, request: HoldRequest,
+                     now: datetime) -> DomainError | None:
+    """The refusal decided on the film as read: a film the user may not see
+    (no longer public, as after cached terms of it) is not found, as the film
+    page would say (visible_film: one more read, on refusals only)."""
+    refusal = _hold_refusal(film, request, now)
+    if refusal is not None and film is not None and film.state not in PUBLIC_STATES:
+        try:
+            visible_film(session, film.slug, user, for_hold=True)
+        except NotFound as not_found:
+            return not_found
+    return refusal
+
+
+def _refuse(session: Session, user: User, key: str, request: HoldRequest, refusal: DomainError) -> Order:
+    """The order this key made before, for this quantity, wins over any refusal."""
+    existing = find_by_idempotency_key(session, user.id, key)
+    if existing is not None and _same_request(existing, request):
+        return existing
+    raise refusal
+
+
 def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: datetime,
                 hold_window: timedelta, terms: HoldTerms | None = None) -> Order:
     """Hold `units` stakes for `user` in a new pending order, or return the order
@@ -402,27 +427,23 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
     quantity (back button) never returns the order for the old quantity: it
     holds the new one instead, or says why it cannot.
 
-    `terms` (from hold_terms) spares reading the film on PostgreSQL, where the
-    hold statement checks them; SQLite always reads the film."""
+    `terms` (from hold_terms) spare reading the film: the hold's first
+    statement checks them against the film. One path on both databases; only
+    the reserving statements differ (_attempt_hold_postgresql, _attempt_hold_sqlite)."""
     key = (request.idempotency_key or "").strip()[:64]
     if len(key) < 16:
         raise DomainError("The form was incomplete. Reload the page and try again.")
-    postgresql = session.get_bind().dialect.name == "postgresql"
     film: Film | HoldTerms | None = None
     refusal: DomainError | None = None
-    if postgresql and terms is not None and terms.id == request.film_id:
+    if terms is not None and terms.id == request.film_id:
         film = terms
         refusal = _hold_refusal(film, request, now)
     if film is None or refusal is not None:
         # Refusals are decided on the film as it is, never on cached terms.
-        film = session.get(Film, request.film_id)
-        refusal = _hold_refusal(film, request, now)
+        read = session.get(Film, request.film_id)
+        film, refusal = read, _refusal_of_film(session, read, user, request, now)
     if refusal is not None:
-        # The order this key made before, for this quantity, wins over any refusal.
-        existing = find_by_idempotency_key(session, user.id, key)
-        if existing is not None and _same_request(existing, request):
-            return existing
-        raise refusal
+        return _refuse(session, user, key, request, refusal)
     assert film is not None
     order = Order(
         reference=new_reference(),
@@ -436,65 +457,79 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
         created_at=now,
         expires_at=now + hold_window,
     )
-    if postgresql:
-        try:
-            return _hold_postgresql(session, film, order, now)
-        except _TermsChanged:
-            pass
-        # Cached terms gone stale (the film closed, or is not the film cached):
-        # forget them and hold against the film as it is now.
-        cache: HoldTermsCache | None = session.info.get("hold_terms_cache")
-        if cache is not None:
-            cache.forget(film.slug)
-        fresh = session.get(Film, request.film_id, populate_existing=True)
-        refusal = _hold_refusal(fresh, request, now)
-        if refusal is not None:
-            raise refusal
-        assert fresh is not None
-        order.unit_price_cents = fresh.stake_price_cents
-        order.amount_cents = request.units * fresh.stake_price_cents
-        try:
-            return _hold_postgresql(session, fresh, order, now)
-        except _TermsChanged:
-            # Closed between our read and the statement.
-            raise Conflict("This film is not open for funding.") from None
-    assert isinstance(film, Film)
+    try:
+        return _hold_on(session, film, order, now)
+    except _TermsChanged:
+        pass
+    # Cached terms gone stale (the film closed, or is not the film cached), or
+    # the film closed since it was read; nothing was written: forget them and
+    # hold against the film as it is now.
+    cache: HoldTermsCache | None = session.info.get("hold_terms_cache")
+    if cache is not None:
+        cache.forget(film.slug)
+    fresh = session.get(Film, request.film_id, populate_existing=True)
+    refusal = _refusal_of_film(session, fresh, user, request, now)
+    if refusal is not None:
+        return _refuse(session, user, key, request, refusal)
+    assert fresh is not None
+    order.unit_price_cents = fresh.stake_price_cents
+    order.amount_cents = request.units * fresh.stake_price_cents
+    try:
+        return _hold_on(session, fresh, order, now)
+    except _TermsChanged:
+        # Closed between our read and the statement.
+        raise Conflict("This film is not open for funding.") from None
 
-    # One read for the order this key made before and the figures that decide
-    # whether lapsed holds or the buyer's pending order need releasing first.
-    existing_id, sold_held, cap, position, pending_id = session.execute(
-        select(
-            select(Order.id).where(Order.user_id == user.id, Order.idempotency_key == key).scalar_subquery(),
-            select(FilmInventory.sold + FilmInventory.held)
-            .where(FilmInventory.film_id == film.id).scalar_subquery(),
-            select(FilmInventory.cap).where(FilmInventory.film_id == film.id).scalar_subquery(),
-            select(BackerPosition.units)
-            .where(BackerPosition.film_id == film.id, BackerPosition.user_id == user.id)
-            .scalar_subquery(),
-            select(Order.id)
-            .where(Order.user_id == user.id, Order.film_id == film.id, Order.status == OrderStatus.PENDING)
-            .limit(1).scalar_subquery(),
-        )
-    ).one()
-    if existing_id is not None:
-        existing = session.get(Order, existing_id)
-        if existing is not None:
-            if _same_request(existing, request):
-                return existing
-            _free_form_key(session, existing, key)
-    # Lapsed holds count as free, and the buyer's pending order is replaced:
-    # release them before reserving when they could stand in the way. These
-    # reads only decide whether to clean up; the conditional statements below
-    # decide who gets the stakes.
-    if pending_id is not None or cap is None or (sold_held or 0) + request.units > cap or (
-        (position or 0) + request.units > film.per_backer_limit
-    ):
+
+@dataclass(frozen=True)
+class _HoldAttempt:
+    """What the hold's first statement(s) found and did, as HOLD_STATEMENT_PG
+    reports it: the order this key made before (`prior_id`: nothing written);
+    whether the film is open on the order's terms (`film_open`: if not,
+    nothing written); whether nothing stands in the way (`clear`: if not,
+    nothing written, the releasing path decides); then, written in the lock
+    order, the order (`order_id`; None: the key's order was made meanwhile),
+    the position and the counter (each only if the one before succeeded)."""
+
+    prior_id: int | None
+    film_open: bool
+    clear: bool
+    position_ok: bool
+    units_ok: bool
+    order_id: int | None
+
+
+def _hold_on(session: Session, film: Film | HoldTerms, order: Order, now: datetime) -> Order:
+    """Hold `order` against `film` (terms or the film): the one decision path
+    of both databases. Raises _TermsChanged, having written nothing, when the
+    film is not open on these terms."""
+    if session.get_bind().dialect.name == "postgresql":
+        attempt = _attempt_hold_postgresql(session, film, order)
+    else:
+        attempt = _attempt_hold_sqlite(session, film, order)
+    if attempt.prior_id is not None:
+        prior = session.get(Order, attempt.prior_id)
+        if prior is None:
+            raise DuplicateRequest()
+        if prior.film_id == order.film_id and prior.units == order.units:
+            return prior
+        # The film's state decides before the form's old order, as when it is read.
+        if not attempt.film_open:
+            raise _TermsChanged()
+        _free_form_key(session, prior, order.idempotency_key)
         return _hold_releasing(session, film, order, now)
-    if not _reserve_position(session, film, user.id, request.units):
-        _raise_limit_reached(session, film, user.id)
-    if not _reserve_units(session, film.id, request.units):
-        raise SoldOut(next_hold_release(session, film.id))
-    _insert_order(session, order)
+    if not attempt.film_open:
+        raise _TermsChanged()
+    if not attempt.clear:
+        # Lapsed holds or the buyer's own pending order stand in the way.
+        return _hold_releasing(session, film, order, now)
+    if attempt.order_id is None:
+        # The same form submitted twice at once: the other request made the order.
+        raise DuplicateRequest()
+    if not attempt.position_ok:
+        _raise_limit_reached(session, film, order.user_id)
+    if not attempt.units_ok:
+        raise SoldOut(next_hold_release(session, film.id, excluding=attempt.order_id))
     return order
 
 
@@ -597,7 +632,8 @@ class HoldInProgress(Conflict):
                          "page to see your hold.")
 
 
-def _hold_postgresql(session: Session, film: Film | HoldTerms, order: Order, now: datetime) -> Order:
+def _attempt_hold_postgresql(session: Session, film: Film | HoldTerms, order: Order) -> _HoldAttempt:
+    """HOLD_STATEMENT_PG: the whole attempt in one round trip."""
     params = {
         "film_id": film.id, "user_id": order.user_id, "units": order.units,
         "per_backer_limit": film.per_backer_limit, "reference": order.reference,
@@ -606,45 +642,55 @@ def _hold_postgresql(session: Session, film: Film | HoldTerms, order: Order, now
         "expires_at": order.expires_at,
     }
     try:
-        prior_id, film_open, clear, position_ok, units_ok, order_id = session.execute(
-            _HOLD_STATEMENT_PG, params).one()
+        attempt = _HoldAttempt(*session.execute(_HOLD_STATEMENT_PG, params).one())
     except IntegrityError as exc:
         # Another hold of this backer for this film committed since our
         # statement's snapshot: the one-pending-order index refused ours.
         raise HoldInProgress() from exc
-    if prior_id is not None:
-        # Nothing was written.
-        existing = session.get(Order, prior_id)
-        if existing is not None and existing.film_id == order.film_id and existing.units == order.units:
-            return existing
-        if existing is None:
-            raise DuplicateRequest()
-        _free_form_key(session, existing, order.idempotency_key)
-        if not film_open:
-            raise _TermsChanged()
-        return _hold_releasing(session, film, order, now)
-    if not film_open:
-        raise _TermsChanged()
-    if not clear:
-        # Nothing was written: lapsed holds or the buyer's own pending order
-        # stand in the way.
-        return _hold_releasing(session, film, order, now)
-    if order_id is None:
-        # The same form submitted twice at once: the other request made the order.
-        raise DuplicateRequest()
-    if not position_ok:
-        _raise_limit_reached(session, film, order.user_id)
-    if not units_ok:
-        raise SoldOut(next_hold_release(session, film.id, excluding=order_id))
-    # Written by the statement above: enter it into the session as loaded, with
-    # every column as written, so nothing is read back.
-    order.id = order_id
-    for name in ("paid_at", "closed_at", "stripe_setup_intent_id", "stripe_payment_intent_id",
-                 "stripe_refund_id", "refund_state", "refund_claimed_at", "failure_message"):
-        setattr(order, name, None)
-    make_transient_to_detached(order)
-    session.add(order)
-    return order
+    if attempt.units_ok and attempt.order_id is not None:
+        # Written by the statement above: enter it into the session as loaded,
+        # with every column as written, so nothing is read back.
+        order.id = attempt.order_id
+        for name in ("paid_at", "closed_at", "stripe_setup_intent_id", "stripe_payment_intent_id",
+                     "stripe_refund_id", "refund_state", "refund_claimed_at", "failure_message"):
+            setattr(order, name, None)
+        make_transient_to_detached(order)
+        session.add(order)
+    return attempt
+
+
+def _attempt_hold_sqlite(session: Session, film: Film | HoldTerms, order: Order) -> _HoldAttempt:
+    """What HOLD_STATEMENT_PG does, in one read and then the same conditional
+    statements in the same order (SQLite has no writing CTEs; one writer at a
+    time)."""
+    user_id, units = order.user_id, order.units
+    prior_id, film_open, sold_held, cap, position, pending_id = session.execute(
+        select(
+            select(Order.id)
+            .where(Order.user_id == user_id, Order.idempotency_key == order.idempotency_key)
+            .scalar_subquery(),
+            select(Film.id)
+            .where(Film.id == film.id, Film.state == FilmState.FUNDING, Film.deadline > order.created_at,
+                   Film.per_backer_limit == film.per_backer_limit,
+                   Film.stake_price_cents == order.unit_price_cents).exists(),
+            select(FilmInventory.sold + FilmInventory.held)
+            .where(FilmInventory.film_id == film.id).scalar_subquery(),
+            select(FilmInventory.cap).where(FilmInventory.film_id == film.id).scalar_subquery(),
+            select(BackerPosition.units)
+            .where(BackerPosition.film_id == film.id, BackerPosition.user_id == user_id).scalar_subquery(),
+            select(Order.id)
+            .where(Order.user_id == user_id, Order.film_id == film.id, Order.status == OrderStatus.PENDING)
+            .limit(1).scalar_subquery(),
+        )
+    ).one()
+    clear = (cap is not None and (sold_held or 0) + units <= cap
+             and (position or 0) + units <= film.per_backer_limit and pending_id is None)
+    if prior_id is not None or not film_open or not clear:
+        return _HoldAttempt(prior_id, bool(film_open), clear, False, False, None)
+    _insert_order(session, order)
+    position_ok = _reserve_position(session, film, user_id, units)
+    units_ok = position_ok and _reserve_units(session, film.id, units)
+    return _HoldAttempt(None, True, True, position_ok, units_ok, order.id)
 
 
 def _raise_limit_reached(session: Session, film: Film | HoldTerms, user_id: int) -> None:
