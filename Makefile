@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 DEMO_DB := instance/demo.db
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test test-sqlite test-postgres install browser clean
+.PHONY: demo test lint test-sqlite test-postgres install browser clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ demo: install
 	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
 	CROWDFUND_ENV=development DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) -m crowdfund.devserver
 
-# The whole suite on SQLite, then on PostgreSQL when TEST_DATABASE_URL is set.
-test: install
+# Ruff and mypy over the project code (settings in pyproject.toml); zero findings.
+lint: install
+	$(VENV)/bin/ruff check crowdfund tests config.py wsgi.py
+	$(VENV)/bin/mypy
+
+# The linters, then the whole suite on SQLite, then on PostgreSQL when TEST_DATABASE_URL is set.
+test: install lint
 	env -u TEST_DATABASE_URL $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 	@if [ -n "$$TEST_DATABASE_URL" ]; then \
 		echo "== again on PostgreSQL: $$TEST_DATABASE_URL"; \
@@ -32,4 +37,4 @@ test: install
 	else echo "== TEST_DATABASE_URL not set: PostgreSQL run skipped"; fi
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

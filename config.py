@@ -234,4 +234,4 @@ def config_for(name: str | None = None) -> type[Config]:
     try:
         return CONFIGS[name]
     except KeyError:
-        raise RuntimeError(f"CROWDFUND_ENV must be one of {sorted(CONFIGS)}, not {name!r}")
+        raise RuntimeError(f"CROWDFUND_ENV must be one of {sorted(CONFIGS)}, not {name!r}") from None

@@ -3,6 +3,7 @@ so the same chart works in pages and PDFs without a script. Pure."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -17,8 +18,8 @@ class LineChart:
     summary: str  # the text alternative
 
 
-def line_chart(values: list[tuple[str, int]], title: str, fmt, width: int = 560, height: int = 220,  # type: ignore[no-untyped-def]
-               pad: int = 48) -> LineChart:
+def line_chart(values: list[tuple[str, int]], title: str, fmt: Callable[[int], str], width: int = 560,
+               height: int = 220, pad: int = 48) -> LineChart:
     """`values` are (x label, y) in order; y may be cents, formatted by `fmt`."""
     if not values:
         return LineChart(width, height, "", [], [], title, f"{title}: no data yet.")

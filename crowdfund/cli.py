@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from sqlalchemy.orm import Session
 
 from crowdfund.accounts import services as accounts
 from crowdfund.accounts.models import Role
@@ -15,12 +16,14 @@ from crowdfund.errors import DomainError
 from crowdfund.jobs import UnitFailure, in_own_transaction
 
 
-def _session():  # type: ignore[no-untyped-def]
-    return current_app.extensions["crowdfund.sessionmaker"]()
+def _session() -> Session:
+    session: Session = current_app.extensions["crowdfund.sessionmaker"]()
+    return session
 
 
-def _now():  # type: ignore[no-untyped-def]
-    return current_app.extensions["crowdfund.clock"]()
+def _now() -> datetime:
+    now: datetime = current_app.extensions["crowdfund.clock"]()
+    return now
 
 
 def _exit_on_failures(failures: list[UnitFailure]) -> None:
@@ -95,10 +98,10 @@ def register_cli(app: Flask) -> None:
         released, failures = 0, list[UnitFailure]()
         with _session() as session:
             for film_id in session.scalars(select(Film.id).where(Film.state == "funding")).all():
-                released += in_own_transaction(
-                    session, f"film {film_id}", failures,
-                    lambda film_id=film_id: release_expired_holds(session, film_id, _now()),
-                ) or 0
+                def release(film_id: int = film_id) -> int:
+                    return release_expired_holds(session, film_id, _now())
+
+                released += in_own_transaction(session, f"film {film_id}", failures, release) or 0
         click.echo(f"released {released} held stake(s)")
         _exit_on_failures(failures)
 
@@ -130,12 +133,12 @@ def register_cli(app: Flask) -> None:
         failures: list[UnitFailure] = []
         with _session() as session:
             for run_id in runs_to_finish(session):
+                def finish(run_id: int = run_id) -> bool:
+                    return write_statements(session, session.get_one(PayoutRun, run_id), now=_now(),
+                                            batch_size=batch_size, commit=session.commit)
+
                 # Each batch of statements commits; a failure rolls back only the batch in progress.
-                complete = in_own_transaction(
-                    session, f"payout run {run_id}", failures,
-                    lambda run_id=run_id: write_statements(session, session.get(PayoutRun, run_id), now=_now(),
-                                                           batch_size=batch_size, commit=session.commit),
-                )
+                complete = in_own_transaction(session, f"payout run {run_id}", failures, finish)
                 if complete:
                     click.echo(f"run {run_id}: complete")
         _exit_on_failures(failures)

@@ -181,14 +181,14 @@ def seed(session: Session, gateway: Any = None, stripe_base: str = "", publishab
     close_rounds(session, gateway, now=utcnow(), hold_window=timedelta(minutes=15), fee_bps=fee_bps)
     for film, target in created:
         if target == FilmState.RELEASED:
-            films.mark_released(session, session.get(Film, film.id), session.get(User, studio_user.id),
+            films.mark_released(session, session.get_one(Film, film.id), session.get_one(User, studio_user.id),
                                 now=utcnow() - timedelta(days=30))
     _schedule_screenings(session, created)
     session.commit()
     released = [film.id for film, target in created if target == FilmState.RELEASED]
     for film_id in released:
-        _box_office(session, session.get(Film, film_id), session.get(User, studio_user.id),
-                    session.get(User, finance.id))
+        _box_office(session, session.get_one(Film, film_id), session.get_one(User, studio_user.id),
+                    session.get_one(User, finance.id))
     return logins
 
 
@@ -215,8 +215,8 @@ def _schedule_screenings(session: Session, created: list[tuple[Film, FilmState]]
     """Screenings of the funded and released demo films; tickets were issued by
     the round close when the film became funded."""
     now = utcnow().replace(minute=0, second=0, microsecond=0)
-    for film, _target in created:
-        film = session.get(Film, film.id)
+    for created_film, _target in created:
+        film = session.get(Film, created_film.id)
         if film is None or film.title not in REWARD_FILMS or film.state not in rewards.SCREENING_STATES:
             continue
         top_tier = rewards.film_tiers(session, film.id)[-1]

@@ -133,7 +133,7 @@ def init_limiter(app: Flask) -> Limiter:
     if not limiter.enabled:
         return limiter  # switched off: no wrapper runs on any request
     for endpoint, view in list(app.view_functions.items()):
-        wrapped = view
+        wrapped: Callable[..., Any] = view
         for spec in getattr(view, "rate_limits", ()):
             wrapped = limiter.limit(
                 _limit_value(spec.setting),

@@ -36,21 +36,22 @@ from email.utils import format_datetime, make_msgid
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
-from sqlalchemy import CheckConstraint, Index, String, Text, func, insert, select, update
+from sqlalchemy import CheckConstraint, Index, Insert, String, Table, Text, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from config import BASE_DIR
-from crowdfund.db import Base, UTCDateTime, after_commit, utcnow
+from crowdfund.db import Base, UTCDateTime, after_commit, rowcount, utcnow
 from crowdfund.money import format_cents
 
 log = logging.getLogger(__name__)
 
+_email_loader = FileSystemLoader(str(BASE_DIR / "templates" / "emails"))
 _templates = Environment(
-    loader=FileSystemLoader(str(BASE_DIR / "templates" / "emails")),
+    loader=_email_loader,
     undefined=StrictUndefined,
     autoescape=False,
     keep_trailing_newline=True,
@@ -180,7 +181,7 @@ def _compiled(template: str) -> tuple[Template, Template]:
     Subject and body are rendered separately, so a line break inside a value
     stays in the Subject (and is refused there) instead of silently moving the
     rest of the subject into the body."""
-    source, _, _ = _templates.loader.get_source(_templates, f"{template}.txt")
+    source, _, _ = _email_loader.get_source(_templates, f"{template}.txt")
     first, _, body = source.partition("\n")
     return _templates.from_string(first.removeprefix("Subject:")), _templates.from_string(body)
 
@@ -232,8 +233,9 @@ def _error_text(exc: BaseException) -> str:
 def _insert_once(session: Session, values: dict[str, Any]) -> bool:
     """INSERT the row unless its key exists (ON CONFLICT DO NOTHING: no
     SAVEPOINT, and the caller's transaction stays usable either way)."""
-    table = OutgoingEmail.__table__
+    table = cast(Table, OutgoingEmail.__table__)  # declared as FromClause; a mapped class's is a Table
     dialect = session.get_bind().dialect.name
+    statement: Insert
     if dialect == "postgresql":
         statement = postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=["key"])
     elif dialect == "sqlite":
@@ -279,7 +281,7 @@ def retry_failed_email(session: Session, email_id: int) -> bool:
                OutgoingEmail.message.is_not(None))
         .values(status=EmailStatus.PENDING, attempts=0, next_attempt_at=utcnow())
     )
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         return False
     wake: Callable[[], None] | None = session.info.get("mail_wake")
     if wake is not None:
@@ -344,7 +346,7 @@ class MailDelivery:
                 return report
             messages: list[EmailMessage | None] = []
             for _id, _attempts, text in claimed:
-                messages.append(message_from_string(text, policy=email_policy.default) if text else None)  # type: ignore[arg-type]
+                messages.append(message_from_string(text, policy=email_policy.default) if text else None)
             sendable = [m for m in messages if m is not None]
             results = iter(self.mailer.send_batch(sendable))  # no transaction open meanwhile
             outcomes = [next(results) if m is not None else "no message to send" for m in messages]
@@ -367,19 +369,19 @@ class MailDelivery:
                     .values(status=EmailStatus.SENDING, attempts=OutgoingEmail.attempts + 1,
                             next_attempt_at=now + SENDING_LEASE)
                 )
-                if result.rowcount == 1:  # another deliverer may have claimed it since
+                if rowcount(result) == 1:  # another deliverer may have claimed it since
                     won.append(email_id)
             claimed = [tuple(row) for row in session.execute(
                 select(OutgoingEmail.id, OutgoingEmail.attempts, OutgoingEmail.message)
                 .where(OutgoingEmail.id.in_(won)).order_by(OutgoingEmail.id)
             )] if won else []
             session.commit()
-        return claimed  # type: ignore[return-value]
+        return claimed
 
     def _record(self, claimed: list[tuple[int, int, str | None]], outcomes: list[str | None], now: datetime,
                 report: DeliveryReport) -> None:
         with self._sessions(bind=self._writer) as session:
-            for (email_id, attempts, _text), error in zip(claimed, outcomes):
+            for (email_id, attempts, _text), error in zip(claimed, outcomes, strict=True):
                 mine = (OutgoingEmail.id == email_id, OutgoingEmail.status == EmailStatus.SENDING)
                 if error is None:
                     values: dict[str, Any] = {"status": EmailStatus.SENT, "sent_at": now, "next_attempt_at": None,

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crowdfund import audit
+from crowdfund.db import rowcount
 from crowdfund.errors import InvalidTransition
 
 #: A state as stored; None where a machine starts from "no state yet" (refunds).
@@ -45,7 +46,9 @@ class Machine:
     #: The mapped class whose rows move, and the column that holds the state.
     model: type[Any]
     column: str
-    transitions: Mapping[State, frozenset[Any]]
+    #: State -> the states it may move to, keyed by the machine's own enum (a
+    #: str) and None; Any because a Mapping's key type is invariant.
+    transitions: Mapping[Any, frozenset[Any]]
     #: Target state -> audit action; a move to a target not listed is not audited.
     audit_actions: Mapping[State, str] = field(default_factory=dict)
     audit_object_type: str = ""
@@ -100,10 +103,10 @@ def move(
     action = machine.audit_actions.get(target)
     audited_id = machine.audit_object_id(obj) if action else None
     read = state_column.is_(None) if current is None else state_column == current
-    moved = session.execute(
+    moved = rowcount(session.execute(
         update(model).where(model.id == object_id, read, *where).values(**assignments)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    ))
     if moved != 1:
         session.refresh(obj)
         return False
@@ -113,8 +116,9 @@ def move(
     else:
         session.expire(obj)
     actor_id = getattr(actor, "id", actor)
-    if action or machine.history is not None:
-        assert now is not None, f"a {machine.name} move is recorded: pass now="
+    if not action and machine.history is None:
+        return True
+    assert now is not None, f"a {machine.name} move is recorded: pass now="
     if action:
         audit.record(session, action=action, object_type=machine.audit_object_type, object_id=audited_id,
                      now=now, actor=actor_id, before={machine.column: current},

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, lazyload
 from crowdfund import audit
 from crowdfund.accounts import passwords
 from crowdfund.accounts.models import STORED_ROLES, RememberToken, Role, Studio, StudioMember, User, UserRole
-from crowdfund.db import utcnow
+from crowdfund.db import rowcount, utcnow
 from crowdfund.errors import Conflict, DomainError, NotFound
 from crowdfund.mail import queue_email
 from crowdfund.text import TextProblem, single_line
@@ -321,7 +321,7 @@ def reset_password(session: Session, token: str, new_password: str, *, secret_ke
         .values(password_hash=new_hash, session_version=User.session_version + 1)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         raise DomainError(INVALID_RESET_LINK, field="token")
     # Every "keep me logged in" cookie goes too: whoever had the old password may hold one.
     session.execute(delete(RememberToken).where(RememberToken.user_id == user.id))
@@ -441,7 +441,7 @@ def use_remember_token(session: Session, raw: str, *, now: datetime) -> Remember
         update(RememberToken).where(RememberToken.id == token.id, RememberToken.rotated_at.is_(None))
         .values(rotated_at=now).execution_options(synchronize_session=False)
     )
-    if rotated.rowcount != 1:
+    if rowcount(rotated) != 1:
         return RememberedLogin(user_token, token.expires_at, None)
     # Replaced tokens are kept until they expire, so that one coming back is recognised as a copy.
     session.execute(delete(RememberToken).where(RememberToken.user_id == token.user_id,

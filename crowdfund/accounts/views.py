@@ -5,6 +5,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import func, or_, select
+from werkzeug.wrappers import Response as WerkzeugResponse
 from wtforms.fields.choices import SelectChoice
 
 from crowdfund.accounts import services
@@ -90,6 +91,7 @@ EMAIL_CONFIRMED = "Your e-mail address is confirmed. You can back films now."
 @bp.route("/verify-email/<token>")
 def verify_email(token: str) -> Any:
     config = current_app.config
+    response: WerkzeugResponse  # make_response gives Flask's Response, redirect Werkzeug's
     try:
         account = services.verify_email(db(), token, secret_key=config["SECRET_KEY"], now=now(),
                                         max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"])

@@ -10,6 +10,7 @@ from flask_wtf.file import FileField
 from wtforms import DateField, DateTimeLocalField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
+from crowdfund.films.models import Film
 from crowdfund.films.rules import MIN_STAKE_PRICE_CENTS, RULE_READS, FilmInput, film_input_problems
 from crowdfund.formtext import MultiLine, SingleLine
 from crowdfund.money import format_cents_plain, parse_amount
@@ -92,7 +93,7 @@ class FilmForm(FlaskForm):
     profit_share = StringField("Backers' share of receipts after that (%)", default="10",
                                validators=[DataRequired("Enter a percentage."), _percent])
 
-    def validate(self, extra_validators=None) -> bool:  # type: ignore[no-untyped-def]
+    def validate(self, extra_validators: Any = None) -> bool:
         """The field checks and the film rules in one round: every wrong field
         gets its message at once, not the rules' only after the fields pass."""
         valid = super().validate(extra_validators)
@@ -150,7 +151,7 @@ class FilmForm(FlaskForm):
             profit_share_bps=self.profit_share.bps,
         )
 
-    def fill_from(self, film) -> None:  # type: ignore[no-untyped-def]
+    def fill_from(self, film: Film) -> None:
         zone = ZoneInfo(film.timezone)
         self.title.data = film.title
         self.logline.data = film.logline

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from crowdfund.text import TextProblem, multi_line, single_line
 
@@ -60,7 +61,9 @@ def clean_film_text(data: FilmInput) -> FilmInput:
     cleaned, problems = _cleaned_text(data)
     if problems:
         raise ValueError(problems)
-    return replace(data, **cleaned)
+    # Any: the names come from the text-field tables, which mypy cannot match to FilmInput's fields.
+    text_fields: dict[str, Any] = cleaned
+    return replace(data, **text_fields)
 
 
 #: Rules of film_input_problems that read other fields besides their own.

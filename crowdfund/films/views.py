@@ -126,6 +126,7 @@ def _calculator(film: Any) -> dict[str, Any]:
         principal = paid_total(db(), film.id)
     if total_stakes == 0:
         return {"available": False}
+    error: str | None
     try:
         receipts = parse_amount(request.args.get("receipts", "") or format_cents_plain(principal * 2))
     except ValueError:

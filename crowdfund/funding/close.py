@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -106,7 +107,7 @@ def decide_refunds(session: Session, film_id: int, *, now: datetime, batch_size:
         for order in batch:
             after_id = order.id
 
-            def decide(order: Order = order) -> bool:
+            def decide(order: Order = order, film: Film | None = film) -> bool:
                 if not refund_paid_order(session, order, now=now):
                     return False
                 queue_email(
@@ -120,6 +121,7 @@ def decide_refunds(session: Session, film_id: int, *, now: datetime, batch_size:
                 )
                 return True
 
+            refunded: bool | None
             if failures is None:
                 refunded = decide()
             else:
@@ -163,7 +165,7 @@ def close_rounds(
     for film_id in films_due(session, now, hold_window):
         outcome = in_own_transaction(
             session, f"film {film_id}", report.failures,
-            lambda film_id=film_id: decide_film(session, film_id, now=now, hold_window=hold_window, fee_bps=fee_bps),
+            partial(decide_film, session, film_id, now=now, hold_window=hold_window, fee_bps=fee_bps),
         )
         if outcome == "funded":
             report.funded.append(film_id)
@@ -173,8 +175,8 @@ def close_rounds(
     for film_id in films_owing_refunds(session):
         decided = in_own_transaction(
             session, f"film {film_id} refunds", report.failures,
-            lambda film_id=film_id: decide_refunds(session, film_id, now=now, batch_size=batch_size,
-                                                   commit=session.commit, failures=report.failures),
+            partial(decide_refunds, session, film_id, now=now, batch_size=batch_size,
+                    commit=session.commit, failures=report.failures),
         )
         report.refunds_decided += decided or 0
     # Isolates each order itself: one that fails is reported, the others go on.

@@ -51,7 +51,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 
 from crowdfund import audit, ledger, transitions
 from crowdfund.accounts.models import User
-from crowdfund.db import UTCDateTime
+from crowdfund.db import UTCDateTime, rowcount
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film
 from crowdfund.films.services import visible_film
@@ -130,16 +130,16 @@ def move_order(session: Session, order: Order, target: OrderStatus, *, now: date
 # --- inventory statements --------------------------------------------------------------
 
 
-def _reserve_position(session: Session, film: Film, user_id: int, units: int) -> bool:
+def _reserve_position(session: Session, film: Film | HoldTerms, user_id: int, units: int) -> bool:
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     statement = insert(BackerPosition).values(film_id=film.id, user_id=user_id, units=units)
-    statement = statement.on_conflict_do_update(
+    upsert = statement.on_conflict_do_update(
         index_elements=[BackerPosition.film_id, BackerPosition.user_id],
         set_={"units": BackerPosition.units + statement.excluded.units},
         where=BackerPosition.units + statement.excluded.units <= film.per_backer_limit,
     ).returning(BackerPosition.units)
-    return session.execute(statement).first() is not None
+    return session.execute(upsert).first() is not None
 
 
 def _reserve_units(session: Session, film_id: int, units: int) -> bool:
@@ -152,7 +152,7 @@ def _reserve_units(session: Session, film_id: int, units: int) -> bool:
         .values(held=FilmInventory.held + units)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def _adjust(session: Session, film_id: int, user_id: int | None, *, held: int = 0, sold: int = 0,
@@ -579,14 +579,14 @@ def _free_form_key(session: Session, prior: Order, key: str) -> None:
     button): unless `prior` is paid or being paid, it gives its key up to the
     new hold (and, still pending, is released with the buyer's pending orders)."""
     if prior.stripe_payment_intent_id is None and prior.status in (OrderStatus.PENDING, OrderStatus.EXPIRED):
-        freed = session.execute(
+        freed = rowcount(session.execute(
             update(Order)
             .where(Order.id == prior.id, Order.idempotency_key == key,
                    Order.stripe_payment_intent_id.is_(None),
                    Order.status.in_((OrderStatus.PENDING, OrderStatus.EXPIRED)))
             .values(idempotency_key=f"replaced:{prior.id}")
             .execution_options(synchronize_session=False)
-        ).rowcount
+        ))
         if freed == 1:
             session.expire(prior)
             return

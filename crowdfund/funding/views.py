@@ -13,7 +13,7 @@ from crowdfund.errors import DomainError
 from crowdfund.extensions import rate_limit
 from crowdfund.films.models import Film
 from crowdfund.funding import services
-from crowdfund.funding.models import OrderStatus
+from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.funding.queries import funding_stats, paid_units_of_backer, portfolio
 from crowdfund.funding.rules import STATUS_LABELS, can_cancel, cancellation_deadline
 from crowdfund.funding.rules import CancellationNote, cancellation_note as _cancellation_note
@@ -60,6 +60,7 @@ def hold(slug: str) -> Any:
         flash("Choose how many stakes to buy.", "error")
         return redirect(url_for("catalogue.film_page", slug=film.slug), 303)
     hold_request = services.HoldRequest(film_id=film.id, units=units, idempotency_key=key)
+    order: Order | None
     try:
         order = services.hold_stakes(session, fan, hold_request, now=now(), terms=film,
                                      hold_window=timedelta(minutes=current_app.config["HOLD_MINUTES"]))

@@ -19,10 +19,14 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import requests
 import stripe
+
+if TYPE_CHECKING:
+    from stripe import RequestOptions
+    from stripe.params import PaymentIntentCreateParams, RefundCreateParams, SetupIntentCreateParams
 
 PaymentStatus = Literal["succeeded", "requires_action", "pending", "failed"]
 
@@ -180,7 +184,7 @@ def _declined(error: stripe.CardError, payment_intent_id: str | None) -> Payment
     return PaymentOutcome(status="failed", payment_intent_id=payment_intent_id, failure_message=message)
 
 
-def _options(idempotency_key: str | None) -> dict[str, Any]:
+def _options(idempotency_key: str | None) -> RequestOptions:
     return {"idempotency_key": idempotency_key} if idempotency_key else {}
 
 
@@ -222,10 +226,14 @@ class StripeGateway:
     def create_setup_intent(self, metadata: Mapping[str, str]) -> SetupIntentInfo:
         """A SetupIntent for the browser's stripe.confirmCardSetup()."""
         # on_session: the customer is present when we charge, right after setup.
+        params: SetupIntentCreateParams = {
+            "usage": "on_session",
+            # localstripe knows only this name; stripe 16's types call it allowed_payment_method_types.
+            "payment_method_types": ["card"],  # type: ignore[typeddict-unknown-key]
+            "metadata": dict(metadata),
+        }
         with _stripe_errors():
-            intent = self._client.v1.setup_intents.create(
-                {"usage": "on_session", "payment_method_types": ["card"], "metadata": dict(metadata)}
-            )
+            intent = self._client.v1.setup_intents.create(params)
         return SetupIntentInfo(id=intent.id, client_secret=str(intent.client_secret))
 
     def retrieve_setup_intent(self, setup_intent_id: str) -> str | None:
@@ -272,11 +280,12 @@ class StripeGateway:
         record it before any money can move. It waits in
         `requires_confirmation` (with the payment method) or
         `requires_payment_method` (without): both are reported as "pending"."""
-        params: dict[str, Any] = {
+        params: PaymentIntentCreateParams = {
             "amount": amount_cents,
             "currency": currency,
             # Cards only: no redirect-based methods, so no return_url needed.
-            "payment_method_types": ["card"],
+            # localstripe knows only this name; stripe 16's types call it allowed_payment_method_types.
+            "payment_method_types": ["card"],  # type: ignore[typeddict-unknown-key]
             "metadata": dict(metadata),
         }
         if payment_method_id:
@@ -324,11 +333,12 @@ class StripeGateway:
         idempotency_key: str | None = None,
     ) -> PaymentOutcome:
         """Create and confirm a PaymentIntent in one call."""
-        params = {
+        params: PaymentIntentCreateParams = {
             "amount": amount_cents,
             "currency": currency,
             "payment_method": payment_method_id,
-            "payment_method_types": ["card"],
+            # localstripe knows only this name; stripe 16's types call it allowed_payment_method_types.
+            "payment_method_types": ["card"],  # type: ignore[typeddict-unknown-key]
             "confirm": True,
             "metadata": dict(metadata),
         }
@@ -377,7 +387,7 @@ class StripeGateway:
     ) -> RefundInfo:
         """Refund `amount_cents` (all of it when None). localstripe does not
         check the amount against what is left: the caller must."""
-        params: dict[str, Any] = {"payment_intent": payment_intent_id}
+        params: RefundCreateParams = {"payment_intent": payment_intent_id}
         if amount_cents is not None:
             params["amount"] = amount_cents
         with _stripe_errors():

@@ -46,8 +46,8 @@ def _disable_persistence() -> None:
     # after every POST/DELETE; one shared file would leak state between runs.
     from localstripe.resources import Store
 
-    Store.dump_to_disk = lambda self: None  # type: ignore[method-assign]
-    Store.try_load_from_disk = lambda self: None  # type: ignore[method-assign]
+    Store.dump_to_disk = lambda self: None
+    Store.try_load_from_disk = lambda self: None
 
 
 _KINDS: dict[str, dict[str, Any]] = {}
@@ -73,7 +73,7 @@ def _index_store_by_kind() -> None:
         dict.clear(self)
         _KINDS.clear()
 
-    def list_all(cls: Any, url: str, limit: Any = None, starting_after: Any = None, **kwargs: Any) -> Any:
+    def list_all(cls: Any, /, url: str, limit: Any = None, starting_after: Any = None, **kwargs: Any) -> Any:
         if kwargs:
             raise resources.UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
         listing = resources.List(url, limit=limit, starting_after=starting_after)
@@ -85,10 +85,10 @@ def _index_store_by_kind() -> None:
     for key, value in store.items():
         if ":" in key:
             _KINDS.setdefault(key.split(":", 1)[0], {})[key] = value
-    resources.Store.__setitem__ = set_item  # type: ignore[method-assign]
-    resources.Store.__delitem__ = del_item  # type: ignore[method-assign]
-    resources.Store.clear = clear  # type: ignore[method-assign]
-    resources.StripeObject._api_list_all = classmethod(list_all)  # type: ignore[method-assign,assignment]
+    resources.Store.__setitem__ = set_item
+    resources.Store.__delitem__ = del_item
+    resources.Store.clear = clear
+    resources.StripeObject._api_list_all = classmethod(list_all)
 
 
 def _app() -> web.Application:

@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from crowdfund import audit, ledger
-from crowdfund.db import Base, UTCDateTime, sqlite_begin
+from crowdfund.db import Base, UTCDateTime, rowcount, sqlite_begin
 from crowdfund.errors import Conflict
 from crowdfund.films.models import Film
 from crowdfund.funding import services as funding
@@ -228,7 +228,7 @@ def checkout_setup_intent(session: Session, order: Order, gateway: StripeGateway
             return SetupIntentInfo(id=current.id, client_secret=current.client_secret)
     created = gateway.create_setup_intent(_setup_metadata(order))
     with _writing(session):
-        claimed = session.execute(
+        claimed = rowcount(session.execute(
             update(Order)
             .where(
                 Order.id == order.id,
@@ -238,7 +238,7 @@ def checkout_setup_intent(session: Session, order: Order, gateway: StripeGateway
             )
             .values(stripe_setup_intent_id=created.id)
             .execution_options(synchronize_session=False)
-        ).rowcount
+        ))
         session.refresh(order)
     if claimed:
         return created
@@ -296,13 +296,13 @@ def pay_order(
         # On record before any money moves: a crash from here on is settled by
         # the webhook or `flask payments reconcile`.
         with _writing(session):
-            claimed = session.execute(
+            claimed = rowcount(session.execute(
                 update(Order)
                 .where(Order.id == order.id, Order.stripe_payment_intent_id.is_(None),
                        Order.status == OrderStatus.PENDING, Order.stripe_setup_intent_id == setup_intent_id)
                 .values(stripe_payment_intent_id=intent_id)
                 .execution_options(synchronize_session=False)
-            ).rowcount
+            ))
             session.refresh(order)
         if not claimed:
             # Another request for the same order got there first; ours never charges.
@@ -461,7 +461,7 @@ def refund_anomaly(session: Session, anomaly_id: int, gateway: StripeGateway, *,
         anomaly = session.get(PaymentAnomaly, anomaly_id, populate_existing=True)
         assert anomaly is not None
         tried_before = anomaly.refund_claimed_at is not None
-        claimed = session.execute(
+        claimed = rowcount(session.execute(
             update(PaymentAnomaly)
             .where(
                 PaymentAnomaly.id == anomaly_id,
@@ -473,7 +473,7 @@ def refund_anomaly(session: Session, anomaly_id: int, gateway: StripeGateway, *,
             )
             .values(state=AnomalyState.REFUNDING, refund_claimed_at=now)
             .execution_options(synchronize_session=False)
-        ).rowcount
+        ))
         intent_id = anomaly.payment_intent_id
     if not claimed:
         return False

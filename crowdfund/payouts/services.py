@@ -304,7 +304,7 @@ def start_run(session: Session, report: BoxOfficeReport, finance: User, *, now: 
     return run
 
 
-def _backer_weights(session: Session, film_id: int, batch_size: int) -> tuple[array, array]:
+def _backer_weights(session: Session, film_id: int, batch_size: int) -> tuple[array[int], array[int]]:
     """(user ids, paid stakes) in user-id order, as compact integer arrays."""
     user_ids, stakes = array("q"), array("q")
     statement = (
@@ -363,7 +363,7 @@ def write_statements(
             .where(PayoutRun.film_id == run.film_id, PayoutRun.sequence < run.sequence,
                    PayoutStatement.user_id.in_(chunk_users))
             .group_by(PayoutStatement.user_id)
-        ).all())
+        ).tuples().all())
         # Core insert: a batch of plain rows, no ORM objects to track.
         session.execute(insert(PayoutStatement), [
             {"number": statement_number(run.film_id, run.sequence, i), "run_id": run.id, "user_id": user_ids[i],

@@ -42,9 +42,11 @@ def studio_reports(film_id: int) -> Any:
         upload = form.file.data
         attachment = None
         max_bytes = current_app.config["REPORT_FILE_MAX_BYTES"]
-        if upload is not None and getattr(upload, "filename", ""):
+        if upload is not None and getattr(upload, "filename", None):
             attachment = upload.read(max_bytes + 1)
-        data = services.ReportInput(form.period_start.data, form.period_end.data, form.net_receipts.cents,
+        start, end = form.period_start.data, form.period_end.data
+        assert start is not None and end is not None  # InputRequired; a date that does not parse fails validation
+        data = services.ReportInput(start, end, form.net_receipts.cents,
                                     form.note.data or "",
                                     corrects_report_id=getattr(form.corrects_report, "report_id", None))
         try:
@@ -233,10 +235,11 @@ def export_xlsx(run_id: int) -> Any:
 def ledger_export() -> Any:
     form = LedgerExportForm(request.args)
     if request.args and form.validate():
-        if form.end.data < form.start.data:
+        start, end = form.start.data, form.end.data
+        assert start is not None and end is not None  # InputRequired; a date that does not parse fails validation
+        if end < start:
             form.end.errors.append("The end comes before the start.")
         else:
-            start, end = form.start.data, form.end.data
             response = Response(stream_query(ledger_csv, start, end), mimetype="text/csv")
             response.headers["Content-Disposition"] = f'attachment; filename="ledger-{start}-{end}.csv"'
             return response

@@ -136,7 +136,7 @@ def _check_payouts(session: Session, film: Film, money: FilmMoney) -> None:
     money.statements = sum(int(r[4]) for r in runs)
     payable = Account.payouts_payable(film.id)
     money.payouts_paid = ledger.total_by_kind(session, film.id, EntryKind.PAYOUT_PAID, payable)
-    for run_id, sequence, status, pool, written in runs:
+    for _run_id, sequence, status, pool, written in runs:
         if status != "computing" and int(written) != int(pool):
             money.problems.append(f"Payout run {sequence}: statements sum to {int(written)} cents, the pool is {int(pool)}.")
     booked_pools = -ledger.total_by_kind(session, film.id, EntryKind.PAYOUT_POOL, payable)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from crowdfund import audit, transitions
 
 from crowdfund.accounts.models import User
+from crowdfund.db import rowcount
 from crowdfund.errors import Conflict, DomainError, NotFound
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
@@ -182,11 +183,11 @@ def _attendance(session: Session, screenings: list[Screening]) -> list[Attendanc
     admitted = dict(session.execute(
         select(Ticket.screening_id, func.count()).where(Ticket.screening_id.in_(ids),
                                                         Ticket.status == TicketStatus.REDEEMED)
-        .group_by(Ticket.screening_id)).all())
+        .group_by(Ticket.screening_id)).tuples().all())
     refused = dict(session.execute(
         select(CheckInAttempt.screening_id, func.count()).where(CheckInAttempt.screening_id.in_(ids),
                                                                 CheckInAttempt.result != CheckInResult.ADMITTED)
-        .group_by(CheckInAttempt.screening_id)).all())
+        .group_by(CheckInAttempt.screening_id)).tuples().all())
     return [Attendance(s, s.booked, admitted.get(s.id, 0), refused.get(s.id, 0)) for s in screenings]
 
 
@@ -280,7 +281,7 @@ def void_unbooked_tickets(session: Session, film_id: int, user_id: int, *, now: 
         .values(status=TicketStatus.VOID.value, voided_at=now)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)
+    return rowcount(result)
 
 
 # --- the backer's tickets -------------------------------------------------------------------
@@ -371,7 +372,7 @@ def _take_seat(session: Session, screening_id: int, now: datetime) -> bool:
         .values(booked=Screening.booked + 1)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def _give_back_seat(session: Session, screening_id: int, now: datetime) -> bool:
@@ -382,7 +383,7 @@ def _give_back_seat(session: Session, screening_id: int, now: datetime) -> bool:
         .values(booked=Screening.booked - 1)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 # --- check-in -------------------------------------------------------------------------------

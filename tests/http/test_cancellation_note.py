@@ -1,7 +1,7 @@
 """What the checkout says about cancelling: never a cancellation deadline in the past."""
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from flask import Flask

@@ -81,7 +81,7 @@ def test_file_approve_run_export_and_read_statements(client: Client, other_clien
     rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
     assert rows[0] == ["statement_number", "backer_id", "name", "email", "stakes", "amount_cents", "amount",
                        "payment_status"]
-    for number, backer_id, name, email, stakes, cents, text, _status in rows[1:-1]:
+    for number, backer_id, name, _email, stakes, cents, text, _status in rows[1:-1]:
         statement = statements[number]
         assert (int(backer_id), int(stakes), int(cents)) == (statement.user_id, statement.stakes, statement.amount_cents)
         assert text == f"${statement.amount_cents // 100:,}.{statement.amount_cents % 100:02d}"
