@@ -44,15 +44,7 @@ def test_one_pending_order_migration_resolves_existing_duplicates(tmp_path) -> N
     engine = create_engine(url)
     stamp = "2026-11-30 12:00:00.000000"
     with engine.begin() as conn:
-        conn.execute(text(f"INSERT INTO studios (id, name, created_at) VALUES (1, 'S', '{stamp}')"))
-        conn.execute(text("INSERT INTO users (id, email, display_name, password_hash, session_version, is_active, "
-                          f"created_at) VALUES (1, 'a@example.com', 'A', 'x', 1, 1, '{stamp}')"))
-        conn.execute(text(
-            "INSERT INTO films (id, studio_id, slug, title, logline, synopsis, risks, funding_goal_cents, "
-            "stake_price_cents, stake_cap, per_backer_limit, deadline, timezone, expected_release_date, "
-            "recoup_share_bps, recoup_multiple_bps, profit_share_bps, state, created_at, updated_at) VALUES "
-            f"(1, 1, 'f', 'F', 'l', 's', '', 10000, 5000, 10, 10, '{stamp}', 'UTC', '2027-06-01', 5000, 12000, "
-            f"1000, 'funding', '{stamp}', '{stamp}')"))
+        _studio_user_and_film(conn, stamp, 'funding')
         conn.execute(text("INSERT INTO film_inventory (film_id, cap, sold, held) VALUES (1, 10, 0, 6)"))
         conn.execute(text("INSERT INTO backer_positions (film_id, user_id, units) VALUES (1, 1, 6)"))
         for order_id, units in ((1, 1), (2, 2), (3, 3)):
@@ -89,15 +81,7 @@ def test_refund_state_migration_keeps_refunds_and_refuses_other_states(tmp_path)
     engine = make_engine(url)  # foreign keys on, as the app runs
     stamp = "2026-11-30 12:00:00.000000"
     with engine.begin() as conn:
-        conn.execute(text(f"INSERT INTO studios (id, name, created_at) VALUES (1, 'S', '{stamp}')"))
-        conn.execute(text("INSERT INTO users (id, email, display_name, password_hash, session_version, is_active, "
-                          f"created_at) VALUES (1, 'a@example.com', 'A', 'x', 1, 1, '{stamp}')"))
-        conn.execute(text(
-            "INSERT INTO films (id, studio_id, slug, title, logline, synopsis, risks, funding_goal_cents, "
-            "stake_price_cents, stake_cap, per_backer_limit, deadline, timezone, expected_release_date, "
-            "recoup_share_bps, recoup_multiple_bps, profit_share_bps, state, created_at, updated_at) VALUES "
-            f"(1, 1, 'f', 'F', 'l', 's', '', 10000, 5000, 10, 10, '{stamp}', 'UTC', '2027-06-01', 5000, 12000, "
-            f"1000, 'failed', '{stamp}', '{stamp}')"))
+        _studio_user_and_film(conn, stamp, 'failed')
         for order_id, refund_state in ((1, "'done'"), (2, "'processing'"), (3, "NULL")):
             conn.execute(text(
                 "INSERT INTO orders (id, reference, film_id, user_id, units, unit_price_cents, amount_cents, status, "
@@ -117,3 +101,18 @@ def test_refund_state_migration_keeps_refunds_and_refuses_other_states(tmp_path)
     with pytest.raises(IntegrityError, match="ck_orders_refund_state"), engine.begin() as conn:
         conn.execute(text("UPDATE orders SET refund_state = 'failed' WHERE id = 3"))
     engine.dispose()
+
+
+def _studio_user_and_film(conn, stamp: str, state: str) -> None:  # type: ignore[no-untyped-def]
+    """Rows of an older schema, written as SQL: studio 1, user 1 and film 1 in `state`."""
+    from sqlalchemy import text
+
+    conn.execute(text(f"INSERT INTO studios (id, name, created_at) VALUES (1, 'S', '{stamp}')"))
+    conn.execute(text("INSERT INTO users (id, email, display_name, password_hash, session_version, is_active, "
+                      f"created_at) VALUES (1, 'a@example.com', 'A', 'x', 1, 1, '{stamp}')"))
+    conn.execute(text(
+        "INSERT INTO films (id, studio_id, slug, title, logline, synopsis, risks, funding_goal_cents, "
+        "stake_price_cents, stake_cap, per_backer_limit, deadline, timezone, expected_release_date, "
+        "recoup_share_bps, recoup_multiple_bps, profit_share_bps, state, created_at, updated_at) VALUES "
+        f"(1, 1, 'f', 'F', 'l', 's', '', 10000, 5000, 10, 10, '{stamp}', 'UTC', '2027-06-01', 5000, 12000, "
+        f"1000, '{state}', '{stamp}', '{stamp}')"))
