@@ -149,6 +149,21 @@ def test_real_delivery_from_localstripe(db: CheckSession, app: Flask, live_serve
     finally:
         # localstripe cannot forget a webhook: point it at a closed port.
         register_webhook(app.config["STRIPE_API_BASE"], "app", "http://127.0.0.1:9/closed", WEBHOOK_SECRET)
+        # Deliveries already scheduled (about a second after each event) still
+        # reach the app: let them land now, not in a later test, where the order
+        # ids they name (ids restart after each test's truncation) are other orders.
+        _wait_until_no_more_events(db)
+
+
+def _wait_until_no_more_events(db: CheckSession, quiet_seconds: float = 2.0, at_most: float = 15.0) -> None:
+    deadline, last_change = time.monotonic() + at_most, time.monotonic()
+    seen = -1
+    while time.monotonic() < deadline and time.monotonic() - last_change < quiet_seconds:
+        db.reread()
+        count = db.scalar(select(func.count()).select_from(StripeEvent)) or 0
+        if count != seen:
+            seen, last_change = count, time.monotonic()
+        time.sleep(0.1)
 
 
 def test_reconcile_settles_a_charge_the_server_never_recorded(db: CheckSession, app: Flask) -> None:
