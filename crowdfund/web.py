@@ -105,10 +105,5 @@ def safe_next(target: str | None) -> str | None:
     return quote(cleaned, safe="/?#[]@!$&'()*+,;=:%-._~")
 
 
-def is_safe_next(target: str | None) -> bool:
-    """Whether `target` is a same-site path (see safe_next)."""
-    return safe_next(target) is not None
-
-
 def wants_json() -> bool:
     return request.accept_mimetypes.best == "application/json"

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import bindparam, delete, func, select, update
@@ -251,6 +252,21 @@ def _clocked_serializer(secret_key: str, salt: str, now: datetime) -> URLSafeTim
     return URLSafeTimedSerializer(secret_key, salt=salt, signer=_ClockSigner)
 
 
+def _load_link_token(serializer: URLSafeTimedSerializer, token: str, max_age_seconds: int, *,
+                     expired: str, invalid: str) -> dict[str, Any]:
+    """The payload of an e-mailed link's token, naming a user id ("u"); the
+    link's own message (expired or invalid) as a DomainError otherwise."""
+    try:
+        payload = serializer.loads((token or "")[:500], max_age=max_age_seconds)
+    except SignatureExpired as exc:
+        raise DomainError(expired, field="token") from exc
+    except BadSignature as exc:
+        raise DomainError(invalid, field="token") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("u"), int):
+        raise DomainError(invalid, field="token")
+    return payload
+
+
 def _reset_serializer(secret_key: str, now: datetime) -> URLSafeTimedSerializer:
     return _clocked_serializer(secret_key, RESET_SALT, now)
 
@@ -267,15 +283,8 @@ def make_password_reset_token(user: User, *, secret_key: str, now: datetime) -> 
 def user_for_reset_token(session: Session, token: str, *, secret_key: str, now: datetime,
                          max_age_seconds: int) -> User:
     """The user a valid, unused, unexpired token belongs to; DomainError otherwise."""
-    serializer = _reset_serializer(secret_key, now)
-    try:
-        payload = serializer.loads((token or "")[:500], max_age=max_age_seconds)
-    except SignatureExpired as exc:
-        raise DomainError(EXPIRED_RESET_LINK, field="token") from exc
-    except BadSignature as exc:
-        raise DomainError(INVALID_RESET_LINK, field="token") from exc
-    if not isinstance(payload, dict) or not isinstance(payload.get("u"), int):
-        raise DomainError(INVALID_RESET_LINK, field="token")
+    payload = _load_link_token(_reset_serializer(secret_key, now), token, max_age_seconds,
+                               expired=EXPIRED_RESET_LINK, invalid=INVALID_RESET_LINK)
     user = session.get(User, payload["u"])
     if (user is None or not user.is_active or payload.get("v") != user.session_version
             or payload.get("p") != _password_fingerprint(user)):
@@ -361,14 +370,8 @@ def send_verification_email(session: Session, user: User, *, secret_key: str, no
 
 def verify_email(session: Session, token: str, *, secret_key: str, now: datetime, max_age_seconds: int) -> User:
     """Mark the address a valid token names verified; DomainError otherwise."""
-    try:
-        payload = _verify_serializer(secret_key, now).loads((token or "")[:500], max_age=max_age_seconds)
-    except SignatureExpired as exc:
-        raise DomainError(EXPIRED_VERIFY_LINK, field="token") from exc
-    except BadSignature as exc:
-        raise DomainError(INVALID_VERIFY_LINK, field="token") from exc
-    if not isinstance(payload, dict) or not isinstance(payload.get("u"), int):
-        raise DomainError(INVALID_VERIFY_LINK, field="token")
+    payload = _load_link_token(_verify_serializer(secret_key, now), token, max_age_seconds,
+                               expired=EXPIRED_VERIFY_LINK, invalid=INVALID_VERIFY_LINK)
     user = session.get(User, payload["u"])
     if user is None or not user.is_active or payload.get("e") != user.email:
         raise DomainError(INVALID_VERIFY_LINK, field="token")
