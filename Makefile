@@ -21,7 +21,7 @@ install: $(VENV)/.installed
 demo: install
 	mkdir -p instance
 	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
-	CROWDFUND_ENV=development DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) -m crowdfund.devserver
+	CROWDFUND_ENV=development DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) -m crowdfund.dev.server
 
 # Ruff and mypy over the project code (settings in pyproject.toml); zero findings.
 lint: install

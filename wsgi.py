@@ -1,5 +1,5 @@
 """WSGI entry point: `gunicorn wsgi:app`."""
 
-from crowdfund import create_app
+from crowdfund.app import create_app
 
 app = create_app()

@@ -51,7 +51,7 @@ def start_localstripe() -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "crowdfund.payments.localstripe_server", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "crowdfund.dev.localstripe_server", str(port)],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
     url = f"http://127.0.0.1:{port}"
@@ -74,7 +74,7 @@ def gateway(api_base: str):  # type: ignore[no-untyped-def]
 
 def charge_all(api_base: str, count: int, threads: int) -> list[str]:
     """`count` succeeded PaymentIntents of $50.00 each; returns their ids."""
-    from crowdfund.payments.localstripe_server import create_card_payment_method
+    from crowdfund.dev.localstripe_server import create_card_payment_method
 
     local = __import__("threading").local()
 

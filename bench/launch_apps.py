@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 
 
 def real_app(settings: dict | None = None):  # type: ignore[no-untyped-def,type-arg]
-    from crowdfund import create_app
+    from crowdfund.app import create_app
 
     limits: dict[str, object] = {"RATELIMIT_ENABLED": False}
     if os.environ.get("BENCH_REDIS_URL"):

@@ -154,7 +154,3 @@ def register_cli(app: Flask) -> None:
         click.echo(f"sent: {report.sent}, to retry: {report.retried}, failed: {report.failed}")
 
     app.cli.add_command(mail)
-
-    from crowdfund.demo import demo_command
-
-    app.cli.add_command(demo_command)

@@ -24,8 +24,8 @@ from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
 
-from crowdfund import create_app
-from crowdfund.payments.localstripe_server import LocalStripe
+from crowdfund.app import create_app
+from crowdfund.dev.localstripe_server import LocalStripe
 from tests.localstripe_fixture import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, localstripe  # noqa: F401
 from crowdfund.db import sqlite_begin_mode
 from crowdfund.migrate import create_database, drop_database, upgrade

@@ -108,7 +108,7 @@ def hold(db: Session, user: User, film: Film, units: int, *, now: datetime | Non
 
 def pay(db: Session, app, order, card: str = GOOD_CARD, *, now: datetime | None = None):  # type: ignore[no-untyped-def]
     """Collect `card` as the browser would, then let the server charge it."""
-    from crowdfund.payments.localstripe_server import confirm_card_setup
+    from crowdfund.dev.localstripe_server import confirm_card_setup
     from crowdfund.payments.services import checkout_setup_intent, pay_order
 
     gateway = app.extensions["crowdfund.gateway"]

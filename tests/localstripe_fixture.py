@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from crowdfund.payments.localstripe_server import LocalStripe, register_webhook, start_in_thread
+from crowdfund.dev.localstripe_server import LocalStripe, register_webhook, start_in_thread
 
 SECRET_KEY = "sk_test_crowdfund"  # localstripe accepts any key starting "sk_"
 PUBLISHABLE_KEY = "pk_test_crowdfund"

@@ -1,2 +1,2 @@
-"""Payments: the Stripe gateway (the only code that talks to Stripe) and a
-loopback localstripe launcher for development and tests."""
+"""Payments: the Stripe gateway, the only code that talks to Stripe (an adapter
+that only funding's workflows call)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from crowdfund import create_app
+from crowdfund.app import create_app
 
 
 def die_on(engine: Any, needle: str, nth: int = 1) -> None:

@@ -23,12 +23,13 @@ from flask import Flask
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
-from crowdfund import create_app, ledger
+from crowdfund.app import create_app
+from crowdfund import ledger
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import FilmInventory, Order, OrderStatus
 from crowdfund.ledger import Account
-from crowdfund.payments.localstripe_server import confirm_card_setup
+from crowdfund.dev.localstripe_server import confirm_card_setup
 from crowdfund.payments.services import REFUND_CLAIM_TIMEOUT, StripeEvent, checkout_setup_intent, reconcile
 from tests.conftest import CheckSession, Client
 from tests.factories import GOOD_CARD, PASSWORD, buy, hold, make_film, make_studio_user, make_user

@@ -121,7 +121,7 @@ def test_production_refuses_to_start_without_secret_key(monkeypatch) -> None:  #
     import pytest
 
     import config
-    from crowdfund import create_app
+    from crowdfund.app import create_app
 
     monkeypatch.setattr(config.ProductionConfig, "SECRET_KEY", None)
     with pytest.raises(RuntimeError, match="SECRET_KEY"):

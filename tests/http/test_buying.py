@@ -13,7 +13,7 @@ from crowdfund.films.services import cancel_film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import FilmInventory, Order, OrderStatus
 from crowdfund.ledger import Account
-from crowdfund.payments.localstripe_server import confirm_card_setup
+from crowdfund.dev.localstripe_server import confirm_card_setup
 from tests.conftest import CheckSession, Client
 from tests.factories import DECLINED_CARD, GOOD_CARD, PASSWORD, THREE_DS_CARD, make_film, make_studio_user, make_user
 
@@ -97,7 +97,7 @@ def test_declined_card_message_and_hold_released(client: Client, db: CheckSessio
 
 
 def test_three_d_secure_asks_the_browser_then_settles(client: Client, db: CheckSession, app: Flask, film, fan) -> None:  # type: ignore[no-untyped-def]
-    from crowdfund.payments.localstripe_server import confirm_card_payment
+    from crowdfund.dev.localstripe_server import confirm_card_payment
 
     response, _ = hold_via_form(client, film, 1)
     secret = checkout_secret(client, response.headers["Location"])
@@ -188,7 +188,7 @@ def test_a_film_cancelled_during_the_sale_takes_no_more_holds(client: Client, db
 
 def localstripe_objects(app: Flask, kind: str) -> list[dict]:
     """Every object of `kind` ("payment_intents", "setup_intents") localstripe holds."""
-    from crowdfund.payments.localstripe_server import _call
+    from crowdfund.dev.localstripe_server import _call
 
     found: list[dict] = []
     query = "limit=100"

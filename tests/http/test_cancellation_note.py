@@ -8,7 +8,7 @@ from flask import Flask
 
 from crowdfund.films.states import FilmState
 from tests.conftest import CheckSession, Client
-from crowdfund.payments.localstripe_server import confirm_card_setup
+from crowdfund.dev.localstripe_server import confirm_card_setup
 from tests.factories import GOOD_CARD, PASSWORD, make_film, make_studio_user, make_user
 
 DATE_FORMAT = "%d %b %Y, %H:%M"

@@ -14,9 +14,10 @@ from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
 import config
-from crowdfund import create_app, devserver
+from crowdfund.app import create_app
+from crowdfund.dev import server as devserver
 from crowdfund.migrate import upgrade
-from crowdfund.payments.localstripe_server import LocalStripe, confirm_card_setup, register_webhook
+from crowdfund.dev.localstripe_server import LocalStripe, confirm_card_setup, register_webhook
 from tests.localstripe_fixture import PUBLISHABLE_KEY
 
 
@@ -58,10 +59,10 @@ def test_each_fresh_instance_gets_its_own_secrets(tmp_path: Path, no_secret_env:
 
 def test_the_repository_holds_no_development_secret() -> None:
     root = Path(config.__file__).parent
-    for path in (root / "config.py", root / "crowdfund" / "devserver.py", root / "crowdfund" / "demo.py"):
+    for path in (root / "config.py", root / "crowdfund" / "dev" / "server.py", root / "crowdfund" / "dev" / "demo.py"):
         source = path.read_text()
         assert "dev-only-not-secret" not in source and "whsec_demo" not in source, path
-    assert "whsec_" not in (root / "crowdfund" / "devserver.py").read_text()
+    assert "whsec_" not in (root / "crowdfund" / "dev" / "server.py").read_text()
 
 
 def test_the_dev_server_verifies_localstripe_webhooks_with_its_own_secret(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from crowdfund import create_app
+from crowdfund.app import create_app
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, make_studio_user
 
@@ -19,7 +19,7 @@ def test_an_unexpected_error_for_a_logged_in_user_is_the_500_page(app: Flask, db
     @broken_app.route("/broken")
     def broken() -> str:
         # A view that rolled back (which expires everything the session loaded, the user too), then failed.
-        from crowdfund.web import db
+        from crowdfund.site.web import db
 
         db().rollback()
         raise RuntimeError("a bug")

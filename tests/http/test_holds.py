@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
-from crowdfund.payments.localstripe_server import confirm_card_setup
+from crowdfund.dev.localstripe_server import confirm_card_setup
 from tests.conftest import CheckSession, Client
 from tests.factories import GOOD_CARD, PASSWORD, THREE_DS_CARD, make_film, make_studio_user, make_user
 

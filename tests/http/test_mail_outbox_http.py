@@ -15,7 +15,7 @@ from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.ledger import Account
-from crowdfund.payments.localstripe_server import confirm_card_setup
+from crowdfund.dev.localstripe_server import confirm_card_setup
 from tests.conftest import CheckSession, Client, MailCapture
 from tests.factories import GOOD_CARD, PASSWORD, buy, hold, make_film, make_studio_user, make_user
 from tests.http.test_buying import checkout_secret, hold_via_form

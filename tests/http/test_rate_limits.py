@@ -13,7 +13,7 @@ import redis
 from flask import Flask
 from sqlalchemy import func, select
 
-from crowdfund import create_app
+from crowdfund.app import create_app
 from crowdfund.accounts.models import User
 from crowdfund.films.states import FilmState
 from tests.conftest import CheckSession, Client
@@ -151,13 +151,13 @@ def test_production_refuses_to_count_limits_per_worker(caplog) -> None:  # type:
     with pytest.raises(RuntimeError, match="REDIS_URL"):
         _production(REDIS_URL="")
     # Explicitly chosen memory storage starts, and says loudly what it means.
-    with caplog.at_level(logging.WARNING, logger="crowdfund.extensions"):
+    with caplog.at_level(logging.WARNING, logger="crowdfund.site.extensions"):
         app = _production(REDIS_URL="", RATELIMIT_STORAGE_URI="memory://")
     assert app.extensions["crowdfund.limiter"]._storage_uri == "memory://"
     loud = [r for r in caplog.records if r.levelno >= logging.CRITICAL and "memory" in r.getMessage()]
     assert loud, [r.getMessage() for r in caplog.records]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="crowdfund.extensions"):
+    with caplog.at_level(logging.WARNING, logger="crowdfund.site.extensions"):
         app = _production(REDIS_URL=REDIS_URL)
     assert app.extensions["crowdfund.limiter"]._storage_uri == REDIS_URL
     assert not [r for r in caplog.records if "memory" in r.getMessage()]

@@ -12,7 +12,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from config import BASE_DIR
-from crowdfund import create_app
+from crowdfund.app import create_app
 from crowdfund.films.states import FilmState
 from crowdfund.payouts.models import BoxOfficeReport
 from crowdfund.uploads import store_file

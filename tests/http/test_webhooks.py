@@ -18,8 +18,8 @@ from crowdfund.accounts.models import Role
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import FilmInventory, Order, OrderStatus
 from crowdfund.ledger import Account
-from crowdfund.payments.localstripe_server import _call as localstripe_call
-from crowdfund.payments.localstripe_server import (
+from crowdfund.dev.localstripe_server import _call as localstripe_call
+from crowdfund.dev.localstripe_server import (
     confirm_card_setup,
     create_card_payment_method,
     register_webhook,
@@ -317,7 +317,7 @@ def test_a_signature_from_the_future_is_refused(client: Client, db: CheckSession
 
 
 def test_the_size_cap_holds_for_a_chunked_body(db: CheckSession, live_server: str) -> None:
-    from crowdfund.payments.views import MAX_WEBHOOK_BYTES
+    from crowdfund.site.webhooks import MAX_WEBHOOK_BYTES
 
     # Correctly signed and a Stripe event in form: only its size is wrong.
     payload = json.dumps({"id": "evt_huge", "object": "event", "type": "customer.updated",

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from crowdfund.payments.gateway import GatewayError, InvalidWebhook, StripeGateway
-from crowdfund.payments.localstripe_server import (
+from crowdfund.dev.localstripe_server import (
     LocalStripe,
     LocalStripeError,
     confirm_card_payment,

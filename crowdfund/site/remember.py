@@ -22,7 +22,7 @@ from flask_login.utils import encode_cookie
 from crowdfund import db as dbmod
 from crowdfund.accounts import services
 from crowdfund.accounts.models import User
-from crowdfund.web import db, now
+from crowdfund.site.web import db, now
 
 REMEMBER_PREFIX = "remember:"
 

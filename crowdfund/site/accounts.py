@@ -9,15 +9,15 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from wtforms.fields.choices import SelectChoice
 
 from crowdfund.accounts import services
-from crowdfund.accounts.remember import remember_browser
-from crowdfund.accounts.forms import (
+from crowdfund.site.remember import remember_browser
+from crowdfund.site.forms.accounts import (
     EmptyForm, ForgotPasswordForm, LogInForm, ResetPasswordForm, RoleForm, SignUpForm, StudioForm,
     StudioMembershipForm,
 )
 from crowdfund.accounts.models import Role, Studio, User
 from crowdfund.errors import DomainError
-from crowdfund.extensions import rate_limit
-from crowdfund.web import db, login_required, now, role_required, safe_next, user
+from crowdfund.site.extensions import rate_limit
+from crowdfund.site.web import db, login_required, now, role_required, safe_next, user
 from crowdfund.params import date_arg, int_arg
 
 bp = Blueprint("accounts", __name__)

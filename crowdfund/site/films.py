@@ -16,15 +16,15 @@ from flask import (
 )
 from flask_login import current_user
 
-from crowdfund.accounts.forms import EmptyForm
+from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError
 from crowdfund.films import services
-from crowdfund.films.forms import FilmForm, SendBackForm
+from crowdfund.site.forms.films import FilmForm, SendBackForm
 from crowdfund.films.states import FilmState
 from crowdfund.films.terms import PLATFORM_RISKS, describe_terms
 from crowdfund.funding.queries import funding_stats, paid_total, paid_units_and_backers, refund_progress
-from crowdfund.funding.views import buy_panel_context
+from crowdfund.site.funding import buy_panel_context
 from crowdfund.charts import line_chart
 from crowdfund.money import format_cents, format_cents_plain, parse_amount
 from crowdfund.params import int_arg
@@ -34,7 +34,7 @@ from crowdfund.reports.csvutil import stream_csv
 from crowdfund.rewards.services import film_tiers, tier_reached
 from crowdfund.reports.queries import backer_rows, raised_by_day
 from crowdfund.uploads import IMAGE_TYPES, StoredFile
-from crowdfund.web import db, now, role_required, stream_query, user
+from crowdfund.site.web import db, now, role_required, stream_query, user
 
 catalogue_bp = Blueprint("catalogue", __name__)
 studio_bp = Blueprint("studio", __name__, url_prefix="/studio")
@@ -245,7 +245,7 @@ def film_detail(film_id: int) -> Any:
 
 def render_studio_film(film: Any, status: int = 200, tier_form: Any = None, screening_form: Any = None) -> Any:
     """The studio's film page; rewards forms come back here with their errors."""
-    from crowdfund.rewards.views import studio_rewards_context
+    from crowdfund.site.rewards import studio_rewards_context
 
     stats = funding_stats(db(), [film.id])[film.id]
     points = [(day.strftime("%d %b"), cents) for day, cents in raised_by_day(db(), film.id)]

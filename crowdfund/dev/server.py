@@ -11,10 +11,10 @@ from typing import Any
 
 from flask import Flask
 
-from crowdfund import create_app
-from crowdfund.demo import DEMO_PASSWORD, seed
+from crowdfund.app import create_app
+from crowdfund.dev.demo import DEMO_PASSWORD, demo_command, seed
 from crowdfund.migrate import upgrade
-from crowdfund.payments.localstripe_server import LocalStripe, register_webhook, start_in_thread
+from crowdfund.dev.localstripe_server import LocalStripe, register_webhook, start_in_thread
 
 HOST = "127.0.0.1"
 PORT = int(os.environ.get("PORT", "5000"))
@@ -27,13 +27,21 @@ PUBLISHABLE_KEY = "pk_test_demo"
 def make_app(stripe: LocalStripe, overrides: dict[str, Any] | None = None) -> Flask:
     """The development app against localstripe. Its session and webhook secrets
     come from its instance folder (config.development_secrets), made on first run."""
-    return create_app("development", {
+    app = create_app("development", {
         "STRIPE_API_BASE": stripe.url,
         "STRIPE_SECRET_KEY": STRIPE_SECRET_KEY,
         "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
         "STRIPE_JS_URL": stripe.js_url,
         **(overrides or {}),
     })
+    return app
+
+
+def cli_app() -> Flask:
+    """`flask --app crowdfund.dev.server:cli_app demo seed`: the demo data without a server."""
+    app = create_app("development")
+    app.cli.add_command(demo_command)
+    return app
 
 
 def register_demo_webhook(app: Flask, stripe_url: str, target_url: str) -> None:

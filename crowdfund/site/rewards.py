@@ -9,17 +9,17 @@ from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_t
 from wtforms.fields.choices import SelectChoice
 
 from config import BASE_DIR
-from crowdfund.accounts.forms import EmptyForm
+from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.accounts.models import Role
 from crowdfund.errors import Conflict, DomainError
-from crowdfund.extensions import rate_limit
+from crowdfund.site.extensions import rate_limit
 from crowdfund.films.services import studio_film
 from crowdfund.funding.queries import paid_units_of_backer
 from crowdfund.rewards import services
-from crowdfund.rewards.forms import BookForm, CheckInForm, ScreeningForm, TierForm
+from crowdfund.site.forms.rewards import BookForm, CheckInForm, ScreeningForm, TierForm
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
 from crowdfund.rewards.rules import STATUS_LABELS, TierInput, format_code
-from crowdfund.web import db, now, role_required, user
+from crowdfund.site.web import db, now, role_required, user
 
 rewards_bp = Blueprint("rewards", __name__)
 
@@ -161,7 +161,7 @@ def _back_to_film(film_id: int) -> Any:
 
 
 def _render_film(film: Any, **forms: Any) -> Any:
-    from crowdfund.films.views import render_studio_film
+    from crowdfund.site.films import render_studio_film
 
     return render_studio_film(film, status=400, **forms)
 

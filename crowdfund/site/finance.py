@@ -13,7 +13,7 @@ from crowdfund.funding.queries import funding_stats
 from crowdfund.payments.services import PaymentAnomaly
 from crowdfund import ledger
 from crowdfund.reports.queries import film_money, reconciliation
-from crowdfund.web import db, role_required
+from crowdfund.site.web import db, role_required
 
 finance_bp = Blueprint("finance", __name__, url_prefix="/finance")
 

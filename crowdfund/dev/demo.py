@@ -1,4 +1,4 @@
-"""`flask demo seed`: demo data for `make demo`. Never run against production."""
+"""Demo data for `make demo` (or `flask --app crowdfund.dev.server:cli_app demo seed`). Never run against production."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ PURCHASES = [(0, 1, 4), (0, 2, 10), (0, 3, 2), (1, 1, 30), (1, 2, 40), (1, 4, 12
 def _buy(session: Session, film: Film, fan: User, units: int, gateway: Any, stripe_base: str,
          publishable_key: str) -> None:
     from crowdfund.funding.services import HoldRequest, hold_stakes
-    from crowdfund.payments.localstripe_server import confirm_card_setup
+    from crowdfund.dev.localstripe_server import confirm_card_setup
     from crowdfund.payments.services import checkout_setup_intent, pay_order
 
     when = min(utcnow(), film.deadline - timedelta(days=3))

@@ -7,10 +7,10 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy.exc import OperationalError
 
-from crowdfund.accounts.forms import EmptyForm
+from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError
-from crowdfund.extensions import rate_limit
+from crowdfund.site.extensions import rate_limit
 from crowdfund.films.models import Film
 from crowdfund.funding import services
 from crowdfund.funding.models import Order, OrderStatus
@@ -20,7 +20,7 @@ from crowdfund.funding.rules import CancellationNote, cancellation_note as _canc
 from crowdfund.params import parse_int
 from crowdfund.payments.gateway import GatewayError
 from crowdfund.payments.services import PaymentResult, checkout_setup_intent, pay_order, process_refund
-from crowdfund.web import db, gateway, now, role_required, user
+from crowdfund.site.web import db, gateway, now, role_required, user
 
 funding_bp = Blueprint("funding", __name__)
 

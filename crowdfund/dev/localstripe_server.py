@@ -5,7 +5,7 @@ pickles its whole store to /tmp on each write. Here persistence is patched out,
 its store is indexed by kind of object (its lists scanned the whole store, which
 made N payments cost O(N^2)), and the server binds 127.0.0.1 only.
 
-    python -m crowdfund.payments.localstripe_server 8420   # foreground (make demo)
+    python -m crowdfund.dev.localstripe_server 8420   # foreground (make demo)
     ls = start_in_thread()                                  # tests: background thread
 
 Also here: the config calls (webhook registration, reset) and stand-ins for

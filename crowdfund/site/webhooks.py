@@ -5,10 +5,10 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from crowdfund.extensions import csrf, rate_limit
+from crowdfund.site.extensions import csrf, rate_limit
 from crowdfund.payments.gateway import GatewayError, InvalidWebhook
 from crowdfund.payments.services import handle_webhook
-from crowdfund.web import db, gateway, now
+from crowdfund.site.web import db, gateway, now
 
 log = logging.getLogger(__name__)
 payments_bp = Blueprint("payments", __name__)

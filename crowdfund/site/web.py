@@ -12,7 +12,7 @@ from flask import abort, current_app, g, request
 from flask_login import current_user
 from sqlalchemy.orm import Session
 
-from crowdfund.extensions import login_manager
+from crowdfund.site.extensions import login_manager
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,0 +1,1 @@
+"""Development only: the demo seed, the localstripe starter and the dev server. Production never imports it."""

@@ -1,0 +1,1 @@
+"""Forms of the web layer (Flask-WTF): they parse input; the services decide."""
