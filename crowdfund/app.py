@@ -30,7 +30,9 @@ from crowdfund.payments.gateway import StripeGateway
 from crowdfund.site.accounts import admin_bp, bp as accounts_bp
 from crowdfund.site.extensions import csrf, init_limiter, login_manager, retry_after_seconds
 from crowdfund.site.finance import finance_bp
-from crowdfund.site.films import catalogue_bp, review_bp, studio_bp
+from crowdfund.site.catalogue import catalogue_bp
+from crowdfund.site.review import review_bp
+from crowdfund.site.studio import studio_bp
 from crowdfund.site.funding import funding_bp
 from crowdfund.site.mail_admin import mail_admin_bp
 from crowdfund.site.payouts import payouts_bp

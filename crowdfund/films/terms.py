@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from crowdfund.money import apply_bps_floor, format_bps, format_cents, format_multiple
 
 
@@ -43,3 +45,10 @@ PLATFORM_RISKS = [
     "the funding deadline.",
     "All or nothing: if the goal is not reached by the deadline, every backer is refunded in full.",
 ]
+
+
+def film_terms(film: Any) -> list[str]:
+    """A film's published terms as the catalogue, the studio and the reviewer show them."""
+    return describe_terms(
+        film.recoup_share_bps, film.recoup_multiple_bps, film.profit_share_bps, film.funding_goal_cents
+    )

@@ -2,23 +2,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import func, or_, select
 from werkzeug.wrappers import Response as WerkzeugResponse
 from wtforms.fields.choices import SelectChoice
 
 from crowdfund.accounts import services
-from crowdfund.site.remember import remember_browser
-from crowdfund.site.forms.accounts import (
-    EmptyForm, ForgotPasswordForm, LogInForm, ResetPasswordForm, RoleForm, SignUpForm, StudioForm,
-    StudioMembershipForm,
-)
 from crowdfund.accounts.models import Role, Studio, User
 from crowdfund.errors import DomainError
-from crowdfund.site.extensions import rate_limit
-from crowdfund.site.web import db, login_required, now, role_required, safe_next, user
 from crowdfund.params import date_arg, int_arg
+from crowdfund.site.extensions import rate_limit
+from crowdfund.site.forms.accounts import (
+    EmptyForm,
+    ForgotPasswordForm,
+    LogInForm,
+    ResetPasswordForm,
+    RoleForm,
+    SignUpForm,
+    StudioForm,
+    StudioMembershipForm,
+)
+from crowdfund.site.remember import remember_browser
+from crowdfund.site.web import db, login_required, now, role_required, safe_next, user
 
 bp = Blueprint("accounts", __name__)
 admin_bp = Blueprint("admin", __name__, url_prefix="/admin")

@@ -5,13 +5,13 @@ from typing import Any
 from flask import Blueprint, abort, render_template
 from sqlalchemy import select
 
+from crowdfund import ledger
 from crowdfund.accounts.models import Role
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order
 from crowdfund.funding.queries import funding_stats
 from crowdfund.payments.services import PaymentAnomaly
-from crowdfund import ledger
 from crowdfund.reports.queries import film_money, reconciliation
 from crowdfund.site.web import db, role_required
 

@@ -7,19 +7,19 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy.exc import OperationalError
 
-from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError
-from crowdfund.site.extensions import rate_limit
 from crowdfund.films.models import Film
 from crowdfund.funding import services
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.funding.queries import funding_stats, paid_units_of_backer, portfolio
-from crowdfund.funding.rules import STATUS_LABELS, can_cancel, cancellation_deadline
-from crowdfund.funding.rules import CancellationNote, cancellation_note as _cancellation_note
+from crowdfund.funding.rules import STATUS_LABELS, CancellationNote, can_cancel, cancellation_deadline
+from crowdfund.funding.rules import cancellation_note as _cancellation_note
 from crowdfund.params import parse_int
 from crowdfund.payments.gateway import GatewayError
 from crowdfund.payments.services import PaymentResult, checkout_setup_intent, pay_order, process_refund
+from crowdfund.site.extensions import rate_limit
+from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.web import db, gateway, now, role_required, user
 
 funding_bp = Blueprint("funding", __name__)

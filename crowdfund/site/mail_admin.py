@@ -7,10 +7,10 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 
 from crowdfund import audit
-from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.accounts.models import Role
 from crowdfund.errors import Conflict
 from crowdfund.mail import OutgoingEmail, count_failed_emails, failed_emails, retry_failed_email
+from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.web import db, now, role_required, user
 
 mail_admin_bp = Blueprint("mail_admin", __name__, url_prefix="/admin/mail")

@@ -5,14 +5,14 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError
 from crowdfund.films import services as films
 from crowdfund.payouts import services
-from crowdfund.site.forms.payouts import LedgerExportForm, PaidForm, RejectForm, ReportForm
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, ReportStatus
 from crowdfund.reports.exports import ledger_csv, run_csv, run_xlsx, stream_file
+from crowdfund.site.forms.accounts import EmptyForm
+from crowdfund.site.forms.payouts import LedgerExportForm, PaidForm, RejectForm, ReportForm
 from crowdfund.site.web import db, now, role_required, stream_query, user
 
 payouts_bp = Blueprint("payouts", __name__)

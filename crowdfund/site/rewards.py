@@ -9,16 +9,17 @@ from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_t
 from wtforms.fields.choices import SelectChoice
 
 from config import BASE_DIR
-from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.accounts.models import Role
 from crowdfund.errors import Conflict, DomainError
-from crowdfund.site.extensions import rate_limit
 from crowdfund.films.services import studio_film
 from crowdfund.funding.queries import paid_units_of_backer
 from crowdfund.rewards import services
-from crowdfund.site.forms.rewards import BookForm, CheckInForm, ScreeningForm, TierForm
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
 from crowdfund.rewards.rules import STATUS_LABELS, TierInput, format_code
+from crowdfund.site.extensions import rate_limit
+from crowdfund.site.forms.accounts import EmptyForm
+from crowdfund.site.forms.rewards import BookForm, CheckInForm, TierForm
+from crowdfund.site.studio_page import render_studio_film, screening_form
 from crowdfund.site.web import db, now, role_required, user
 
 rewards_bp = Blueprint("rewards", __name__)
@@ -161,8 +162,6 @@ def _back_to_film(film_id: int) -> Any:
 
 
 def _render_film(film: Any, **forms: Any) -> Any:
-    from crowdfund.site.films import render_studio_film
-
     return render_studio_film(film, status=400, **forms)
 
 
@@ -219,25 +218,6 @@ def schedule(film_id: int) -> Any:
             flash("Screening scheduled. Backers can book it now.", "success")
             return _back_to_film(film.id)
     return _render_film(film, screening_form=form)
-
-
-def screening_form(film: Any) -> ScreeningForm:
-    form = ScreeningForm(prefix="screening")
-    form.min_tier_id.choices = [SelectChoice("0", "Every ticket holder")] + [
-        SelectChoice(str(t.id), f"Backers with {t.min_stakes}+ stakes") for t in services.film_tiers(db(), film.id)]
-    return form
-
-
-def studio_rewards_context(film: Any, tier_form: TierForm | None = None,
-                           screening_form_: ScreeningForm | None = None) -> dict[str, Any]:
-    """What the studio's film page shows of rewards."""
-    return {
-        "tiers": services.film_tiers(db(), film.id),
-        "attendance": services.attendance(db(), film.id),
-        "tier_form": tier_form or TierForm(prefix="tier"),
-        "screening_form": screening_form_ or screening_form(film),
-        "can_schedule": film.state in services.SCREENING_STATES,
-    }
 
 
 # --- check-in -------------------------------------------------------------------------------

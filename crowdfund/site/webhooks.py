@@ -5,9 +5,9 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from crowdfund.site.extensions import csrf, rate_limit
 from crowdfund.payments.gateway import GatewayError, InvalidWebhook
 from crowdfund.payments.services import handle_webhook
+from crowdfund.site.extensions import csrf, rate_limit
 from crowdfund.site.web import db, gateway, now
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
 from decimal import Decimal, InvalidOperation
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask_wtf import FlaskForm

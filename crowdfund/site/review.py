@@ -1,0 +1,117 @@
+"""Admin review: the queue, approve, send back, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    url_for,
+)
+
+from crowdfund.accounts.models import Role
+from crowdfund.errors import DomainError
+from crowdfund.films import services
+from crowdfund.films.terms import film_terms
+from crowdfund.rewards.services import film_tiers
+from crowdfund.site.forms.accounts import EmptyForm
+from crowdfund.site.forms.films import SendBackForm
+from crowdfund.site.web import db, now, role_required, user
+
+review_bp = Blueprint("review", __name__, url_prefix="/admin/reviews")
+
+
+# --- admin review -------------------------------------------------------------------
+
+
+@review_bp.route("/")
+@role_required(Role.ADMIN)
+def queue() -> Any:
+    return render_template("admin/reviews.html", films=services.films_in_review(db()),
+                           all_films=services.all_films(db()))
+
+
+@review_bp.route("/<int:film_id>", methods=["GET"])
+@role_required(Role.ADMIN)
+def review(film_id: int) -> Any:
+    return _review_page(services.film_by_id(db(), film_id))
+
+
+def _review_page(film: Any, send_back_form: SendBackForm | None = None, status: int = 200) -> Any:
+    return render_template(
+        "admin/review.html", film=film, terms=film_terms(film), tiers=film_tiers(db(), film.id),
+        approve_form=EmptyForm(prefix="approve"),
+        send_back_form=send_back_form or SendBackForm(prefix="back"), cancel_form=SendBackForm(prefix="cancel"),
+    ), status
+
+
+@review_bp.route("/<int:film_id>/cancel", methods=["POST"])
+@role_required(Role.ADMIN)
+def cancel(film_id: int) -> Any:
+    film = services.film_by_id(db(), film_id)
+    form = SendBackForm(prefix="cancel")
+    if form.validate_on_submit():
+        try:
+            services.cancel_film(db(), film, user(), form.reason.data, now=now())
+            db().commit()
+        except services.FilmChanged:
+            # Moved by someone else since this request read it: a 409 page says so.
+            db().rollback()
+            raise
+        except DomainError as exc:
+            db().rollback()
+            flash(exc.message, "error")
+        else:
+            flash(f"{film.title} is cancelled. Backers are refunded by the next round-close run.", "success")
+        return redirect(url_for("review.review", film_id=film.id), 303)
+    flash("Say why the film is cancelled.", "error")
+    return redirect(url_for("review.review", film_id=film.id), 303)
+
+
+@review_bp.route("/<int:film_id>/approve", methods=["POST"])
+@role_required(Role.ADMIN)
+def approve(film_id: int) -> Any:
+    film = services.film_by_id(db(), film_id)
+    if not EmptyForm(prefix="approve").validate_on_submit():
+        abort(400)
+    try:
+        services.approve(db(), film, user(), now=now())
+        db().commit()
+    except services.FilmChanged:
+        # Moved by someone else since this request read it: a 409 page says so.
+        db().rollback()
+        raise
+    except DomainError as exc:
+        db().rollback()
+        flash(exc.message, "error")
+        if exc.status_code == 403:  # not this admin's to approve: say so on the page, with the status
+            return _review_page(services.film_by_id(db(), film_id), status=403)
+        return redirect(url_for("review.review", film_id=film.id), 303)
+    flash(f"{film.title} is open for funding.", "success")
+    return redirect(url_for("review.queue"), 303)
+
+
+@review_bp.route("/<int:film_id>/send-back", methods=["POST"])
+@role_required(Role.ADMIN)
+def send_back(film_id: int) -> Any:
+    film = services.film_by_id(db(), film_id)
+    form = SendBackForm(prefix="back")
+    if form.validate_on_submit():
+        try:
+            services.send_back(db(), film, user(), form.reason.data, now=now())
+            db().commit()
+        except services.FilmChanged:
+            # Moved by someone else since this request read it: a 409 page says so.
+            db().rollback()
+            raise
+        except DomainError as exc:
+            db().rollback()
+            flash(exc.message, "error")
+        else:
+            flash(f"{film.title} went back to the studio.", "success")
+            return redirect(url_for("review.queue"), 303)
+    return _review_page(film, form, 400)
