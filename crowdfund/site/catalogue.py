@@ -23,7 +23,7 @@ from crowdfund.params import int_arg
 from crowdfund.payouts.calculator import backer_return, curve
 from crowdfund.payouts.services import terms_of
 from crowdfund.rewards.services import film_tiers, tier_reached
-from crowdfund.site.funding import buy_panel_context
+from crowdfund.site.buy_panel import buy_panel_context
 from crowdfund.site.web import db
 from crowdfund.uploads import IMAGE_TYPES, StoredFile
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 from typing import Any
 
@@ -9,10 +8,9 @@ from sqlalchemy.exc import OperationalError
 
 from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError
-from crowdfund.films.models import Film
 from crowdfund.funding import services
 from crowdfund.funding.models import Order, OrderStatus
-from crowdfund.funding.queries import funding_stats, paid_units_of_backer, portfolio
+from crowdfund.funding.queries import paid_units_of_backer, portfolio
 from crowdfund.funding.rules import STATUS_LABELS, CancellationNote, can_cancel, cancellation_deadline
 from crowdfund.funding.rules import cancellation_note as _cancellation_note
 from crowdfund.params import parse_int
@@ -23,11 +21,6 @@ from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.web import db, gateway, now, role_required, user
 
 funding_bp = Blueprint("funding", __name__)
-
-
-def new_form_token() -> str:
-    """The idempotency key a buy form carries: one per rendered form."""
-    return secrets.token_urlsafe(24)
 
 
 @funding_bp.app_template_global()
@@ -204,24 +197,3 @@ def cancel(reference: str) -> Any:
 def portfolio_page() -> Any:
     rows = portfolio(db(), user().id)
     return render_template("funding/portfolio.html", rows=rows)
-
-
-def buy_panel_context(film: Film, viewer: Any) -> dict[str, Any]:
-    """What the film page's buy panel needs."""
-    stats = funding_stats(db(), [film.id])[film.id]
-    remaining = max(0, film.stake_cap - stats.units_sold - stats.units_held)
-    mine = services.held_or_owned(db(), film.id, viewer.id) if viewer is not None else 0
-    current = services.current_hold(db(), film.id, viewer.id) if viewer is not None else None
-    # A new hold replaces the backer's unpaid one: its units count as theirs to choose again.
-    replaceable = current.units if current is not None and not current.stripe_payment_intent_id else 0
-    return {
-        "remaining": remaining,
-        "sold_out": stats.units_sold >= film.stake_cap,
-        "all_held": remaining == 0 and stats.units_sold < film.stake_cap and not replaceable,
-        "next_release": services.next_hold_release(db(), film.id) if remaining == 0 else None,
-        "can_buy": max(0, min(film.per_backer_limit - mine + replaceable, remaining + replaceable)),
-        "mine": mine - replaceable,
-        "current_hold": current,
-        "form_token": new_form_token(),
-        "paid": paid_units_of_backer(db(), film.id, viewer.id) if viewer is not None else 0,
-    }

@@ -2,7 +2,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
-from crowdfund.formtext import SingleLine
+from crowdfund.site.forms.text import SingleLine
 
 
 class SignUpForm(FlaskForm):

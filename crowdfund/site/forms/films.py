@@ -12,7 +12,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from crowdfund.films.models import Film
 from crowdfund.films.rules import MIN_STAKE_PRICE_CENTS, RULE_READS, FilmInput, film_input_problems
-from crowdfund.formtext import MultiLine, SingleLine
+from crowdfund.site.forms.text import MultiLine, SingleLine
 from crowdfund.money import format_cents_plain, parse_amount
 
 TIMEZONES = [

@@ -5,7 +5,7 @@ from flask_wtf.file import FileField
 from wtforms import StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
-from crowdfund.formtext import SingleLine
+from crowdfund.site.forms.text import SingleLine
 from crowdfund.money import parse_signed_amount
 from crowdfund.params import MAX_ID, IsoDateField, parse_int
 

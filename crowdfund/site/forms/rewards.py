@@ -8,7 +8,7 @@ from wtforms import DateTimeLocalField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from crowdfund.formtext import SingleLine
+from crowdfund.site.forms.text import SingleLine
 from crowdfund.params import coerce_id
 from crowdfund.rewards.rules import MAX_EXTRAS, MAX_TICKETS_PER_TIER
 from crowdfund.rewards.services import MAX_SEATS, ScreeningInput
