@@ -28,6 +28,7 @@ from crowdfund.funding.services import HoldTermsCache
 from crowdfund.money import format_bps, format_cents, format_multiple
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.site.accounts import admin_bp, bp as accounts_bp
+from crowdfund.site.actions import actions_bp
 from crowdfund.site.extensions import csrf, init_limiter, login_manager, retry_after_seconds
 from crowdfund.site.finance import finance_bp
 from crowdfund.site.catalogue import catalogue_bp
@@ -153,7 +154,7 @@ def _register_session_lifecycle(app: Flask) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     for blueprint in (accounts_bp, admin_bp, catalogue_bp, studio_bp, review_bp, finance_bp, funding_bp,
-                      payments_bp, rewards_bp, payouts_bp, mail_admin_bp):
+                      payments_bp, rewards_bp, payouts_bp, mail_admin_bp, actions_bp):
         app.register_blueprint(blueprint)
 
 

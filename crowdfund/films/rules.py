@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
+from crowdfund.films.states import FILM_TRANSITIONS, PUBLIC_STATES, FilmState
 from crowdfund.text import TextProblem, multi_line, single_line
 
 MIN_FUNDING_WINDOW = timedelta(days=1)
@@ -135,3 +138,115 @@ def time_left_text(deadline: datetime, now: datetime) -> str:
 def percent_funded(raised_cents: int, goal_cents: int) -> int:
     """Whole percent of the goal raised; may pass 100 (the bar caps, the text does not)."""
     return raised_cents * 100 // goal_cents if goal_cents > 0 else 0
+
+
+# --- what a person may do with a film (the pages show exactly these) ---------------------
+
+
+class FilmAction(StrEnum):
+    """What the studio's film page and the admin's review page offer. A StrEnum:
+    templates test `"release" in actions`."""
+
+    EDIT = "edit"
+    SUBMIT = "submit"
+    WITHDRAW = "withdraw"
+    RELEASE = "release"
+    CLOSE = "close"
+    #: The film's box-office reports page (filed once it is released).
+    BOX_OFFICE = "box_office"
+    #: The film has a public page and funding figures; before that only a preview.
+    PUBLIC_PAGE = "public_page"
+    APPROVE = "approve"
+    SEND_BACK = "send_back"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True)
+class FilmMove:
+    """A move a person makes: the state it leads to, and the states it is offered
+    from (None: every state FILM_TRANSITIONS lets reach `target`). Offered only
+    where the table allows it as well."""
+
+    target: FilmState
+    sources: frozenset[FilmState] | None = None
+
+
+#: The studio's moves (films.services.submit_for_review, withdraw, mark_released, close_film).
+STUDIO_MOVES: Mapping[FilmAction, FilmMove] = {
+    FilmAction.SUBMIT: FilmMove(FilmState.IN_REVIEW),
+    # A studio withdraws before the review decides; cancelling an open film is the admin's.
+    FilmAction.WITHDRAW: FilmMove(FilmState.CANCELLED, frozenset({FilmState.DRAFT, FilmState.IN_REVIEW})),
+    FilmAction.RELEASE: FilmMove(FilmState.RELEASED),
+    FilmAction.CLOSE: FilmMove(FilmState.CLOSED),
+}
+#: The admin's moves (films.services.approve, send_back, cancel_film).
+REVIEW_MOVES: Mapping[FilmAction, FilmMove] = {
+    FilmAction.APPROVE: FilmMove(FilmState.FUNDING),
+    FilmAction.SEND_BACK: FilmMove(FilmState.DRAFT),
+    FilmAction.CANCEL: FilmMove(FilmState.CANCELLED),
+}
+#: Only drafts are edited (films.services.update_film): the terms are fixed once submitted.
+EDITABLE_STATES = frozenset({FilmState.DRAFT})
+
+
+def reachable_from(state: FilmState) -> frozenset[FilmState]:
+    """`state` and every state the table leads to from it."""
+    seen = {state}
+    todo = [state]
+    while todo:
+        for target in FILM_TRANSITIONS[todo.pop()]:
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return frozenset(seen)
+
+
+#: A funded film's later life: box-office reports belong to it.
+FUNDED_AND_AFTER = reachable_from(FilmState.FUNDED)
+#: Before the round is decided, funding is still to end (or ending).
+UNDECIDED_STATES = frozenset({FilmState.DRAFT, FilmState.IN_REVIEW, FilmState.FUNDING})
+
+
+def offered_moves(moves: Mapping[FilmAction, FilmMove], state: str) -> frozenset[FilmAction]:
+    """The moves of `moves` a film in `state` may make: allowed by the table and offered from there."""
+    current = FilmState(state)
+    allowed = FILM_TRANSITIONS[current]
+    return frozenset(action for action, move in moves.items()
+                     if move.target in allowed and (move.sources is None or current in move.sources))
+
+
+def studio_actions(state: str) -> frozenset[FilmAction]:
+    """What the studio's page offers for a film in `state`."""
+    current = FilmState(state)
+    actions = set(offered_moves(STUDIO_MOVES, current))
+    if current in EDITABLE_STATES:
+        actions.add(FilmAction.EDIT)
+    if current in FUNDED_AND_AFTER:
+        actions.add(FilmAction.BOX_OFFICE)
+    if current in PUBLIC_STATES:
+        actions.add(FilmAction.PUBLIC_PAGE)
+    return frozenset(actions)
+
+
+def review_actions(state: str, film_studio_id: int | None, reviewer_studio_id: int | None) -> frozenset[FilmAction]:
+    """What the review page offers an admin. A member of the film's studio may
+    send it back or cancel it, never approve it (another admin must)."""
+    actions = offered_moves(REVIEW_MOVES, state)
+    if reviewer_studio_id and reviewer_studio_id == film_studio_id:
+        actions -= {FilmAction.APPROVE}
+    return actions
+
+
+def funding_time_left(state: str, deadline: datetime, now: datetime) -> str | None:
+    """"12 days left" (or "Ended") while the film is open for funding, else None."""
+    return time_left_text(deadline, now) if state == FilmState.FUNDING else None
+
+
+def funding_end_word(state: str, deadline: datetime, now: datetime) -> str:
+    """"Funding ends ..." or "Funding ended ...", as the film page says it."""
+    return "ends" if state in UNDECIDED_STATES and deadline > now else "ended"
+
+
+def was_cancelled(state: str) -> bool:
+    """A cancelled film's banner says so; a failed one's says the goal was missed."""
+    return state == FilmState.CANCELLED

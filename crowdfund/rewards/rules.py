@@ -6,9 +6,12 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 
 from crowdfund.errors import InvalidTransition
+from crowdfund.films.states import FilmState
 from crowdfund.rewards.models import TicketStatus
 
 #: 32 symbols without look-alikes (no I, O, 0, 1): 5 bits each.
@@ -101,3 +104,59 @@ def tier_problem(existing: Sequence[TierLike], new: TierInput, per_backer_limit:
             return (f"The tier at {tier.min_stakes} stakes gives {tier.tickets} tickets; "
                     "a lower tier cannot give more.")
     return None
+
+
+# --- what a backer or studio may do (the pages show exactly these) ------------------------
+
+
+class TicketAction(StrEnum):
+    """What the ticket page offers. A StrEnum: templates test `"book" in actions`."""
+
+    BOOK = "book"
+    #: Move the booking to another screening (until the booked one starts).
+    REBOOK = "rebook"
+    #: Give the booking up (until the booked screening starts).
+    UNBOOK = "unbook"
+
+
+def ticket_actions(status: str, booked_starts_at: datetime | None, now: datetime) -> frozenset[TicketAction]:
+    """`booked_starts_at`: when the booked screening starts (None if none is booked).
+    A started screening's bookings are final (rewards.services.book_ticket, cancel_booking)."""
+    current = TicketStatus(status)
+    allowed = TICKET_TRANSITIONS[current]
+    if current is TicketStatus.ISSUED:
+        return frozenset({TicketAction.BOOK}) if TicketStatus.BOOKED in allowed else frozenset()
+    if current is TicketStatus.BOOKED and booked_starts_at is not None and booked_starts_at > now:
+        actions = set()
+        if TicketStatus.BOOKED in allowed:
+            actions.add(TicketAction.REBOOK)
+        if TicketStatus.ISSUED in allowed:
+            actions.add(TicketAction.UNBOOK)
+        return frozenset(actions)
+    return frozenset()
+
+
+def is_booked(status: str) -> bool:
+    """The page then speaks of changing the screening rather than booking one."""
+    return status == TicketStatus.BOOKED
+
+
+def is_redeemed(status: str) -> bool:
+    return status == TicketStatus.REDEEMED
+
+
+def is_void(status: str) -> bool:
+    return status == TicketStatus.VOID
+
+
+class TierAction(StrEnum):
+    #: Add and remove reward tiers: a draft's only (rewards.services.add_tier, remove_tier).
+    EDIT_TIERS = "edit_tiers"
+
+
+#: Tiers are part of the terms: fixed once the film is submitted.
+TIER_EDITABLE_STATES = frozenset({FilmState.DRAFT})
+
+
+def tier_actions(film_state: str) -> frozenset[TierAction]:
+    return frozenset({TierAction.EDIT_TIERS}) if FilmState(film_state) in TIER_EDITABLE_STATES else frozenset()

@@ -11,7 +11,7 @@ from crowdfund.errors import DomainError
 from crowdfund.funding import services
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.funding.queries import paid_units_of_backer, portfolio
-from crowdfund.funding.rules import STATUS_LABELS, CancellationNote, can_cancel, cancellation_deadline
+from crowdfund.funding.rules import STATUS_LABELS, CancellationNote, cancellation_deadline
 from crowdfund.funding.rules import cancellation_note as _cancellation_note
 from crowdfund.params import parse_int
 from crowdfund.payments.gateway import GatewayError
@@ -70,14 +70,6 @@ def hold(slug: str) -> Any:
         flash(exc.message, "error")
         return redirect(url_for("catalogue.film_page", slug=film.slug) + "#buy", 303)
     return redirect(url_for("funding.checkout", reference=order.reference), 303)
-
-
-@funding_bp.app_template_global()
-def hold_state(order: Any) -> str | None:
-    """A pending order as the backer sees it: "held" (payment can start),
-    "paying" (a payment is under way), "lapsed" (the hold expired: it never
-    offers "Continue to payment"); None for other orders."""
-    return services.hold_state(order, now())
 
 
 @funding_bp.route("/orders/<reference>/release", methods=["POST"])
@@ -166,7 +158,7 @@ def order_page(reference: str) -> Any:
     film = order.film
     return render_template(
         "funding/order.html", order=order, film=film, cancel_until=cancellation_deadline(film.deadline),
-        can_cancel=can_cancel(order.status, film.state, film.deadline, now()), form=EmptyForm(),
+        form=EmptyForm(),
     )
 
 

@@ -67,10 +67,8 @@ def _render_ticket(ticket: Ticket, form: BookForm | None = None, status: int = 2
     locked = [s for s in screenings if s.min_tier is not None and stakes < s.min_tier.min_stakes]
     if ticket.screening_id and request.method == "GET":
         form.screening_id.data = ticket.screening_id
-    can_change = ticket.status == TicketStatus.ISSUED or (
-        ticket.status == TicketStatus.BOOKED and ticket.screening is not None and ticket.screening.starts_at > now())
     return render_template("rewards/ticket.html", ticket=ticket, qr=qr_data_uri(ticket.code), form=form,
-                           can_change=can_change, locked=locked, cancel_form=EmptyForm(prefix="unbook")), status
+                           locked=locked, cancel_form=EmptyForm(prefix="unbook")), status
 
 
 def _zone(ticket: Ticket) -> Any:
