@@ -8,19 +8,24 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from sqlalchemy.exc import OperationalError
 
 from crowdfund.accounts.models import Role
-from crowdfund.errors import DomainError
+from crowdfund.errors import DomainError, GatewayError
 from crowdfund.films.models import Film
-from crowdfund.funding import services
+from crowdfund.funding import holds, queries
+from crowdfund.funding.hold_statement import DuplicateRequest
+from crowdfund.funding.hold_terms import hold_terms
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.funding.queries import funding_stats, paid_units_of_backer, portfolio
 from crowdfund.funding.rules import STATUS_LABELS, CancellationNote, can_cancel, cancellation_deadline
 from crowdfund.funding.rules import cancellation_note as _cancellation_note
 from crowdfund.params import parse_int
-from crowdfund.payments.gateway import GatewayError
-from crowdfund.payments.services import PaymentResult, checkout_setup_intent, pay_order, process_refund
+from crowdfund.rewards.services import film_tiers, tier_reached
 from crowdfund.site.extensions import rate_limit
 from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.web import db, gateway, now, role_required, user
+from crowdfund.workflows.checkout import checkout_setup_intent, pay_order
+from crowdfund.workflows.reactions import cancel_order
+from crowdfund.workflows.refunds import process_refund
+from crowdfund.workflows.settle import PaymentResult
 
 funding_bp = Blueprint("funding", __name__)
 
@@ -51,7 +56,7 @@ def hold(slug: str) -> Any:
         # Read with the user's row (load_user): no query. Throwaway accounts cannot hold stakes.
         film_path = url_for("catalogue.film_page", slug=slug[:140])
         return render_template("accounts/verify_needed.html", next_url=film_path, form=EmptyForm()), 403
-    film = services.hold_terms(session, slug[:140], fan)
+    film = hold_terms(session, slug[:140], fan)
     units_raw = request.form.get("units", "")
     key = request.form.get("key", "")
     try:
@@ -59,15 +64,15 @@ def hold(slug: str) -> Any:
     except ValueError:
         flash("Choose how many stakes to buy.", "error")
         return redirect(url_for("catalogue.film_page", slug=film.slug), 303)
-    hold_request = services.HoldRequest(film_id=film.id, units=units, idempotency_key=key)
+    hold_request = holds.HoldRequest(film_id=film.id, units=units, idempotency_key=key)
     order: Order | None
     try:
-        order = services.hold_stakes(session, fan, hold_request, now=now(), terms=film,
+        order = holds.hold_stakes(session, fan, hold_request, now=now(), terms=film,
                                      hold_window=timedelta(minutes=current_app.config["HOLD_MINUTES"]))
         session.commit()
-    except services.DuplicateRequest:
+    except DuplicateRequest:
         session.rollback()
-        order = services.find_by_idempotency_key(session, fan.id, key)
+        order = queries.find_by_idempotency_key(session, fan.id, key)
         if order is None or order.units != hold_request.units:
             # Never the order for another quantity: the other request is still at work.
             flash("This request is already being processed. Reload the page to see your hold.", "error")
@@ -84,18 +89,18 @@ def hold_state(order: Any) -> str | None:
     """A pending order as the backer sees it: "held" (payment can start),
     "paying" (a payment is under way), "lapsed" (the hold expired: it never
     offers "Continue to payment"); None for other orders."""
-    return services.hold_state(order, now())
+    return queries.hold_state(order, now())
 
 
 @funding_bp.route("/orders/<reference>/release", methods=["POST"])
 @role_required(Role.FAN)
 def release(reference: str) -> Any:
     """The backer gives a hold back: its stakes are free for others at once."""
-    order = services.own_order(db(), user(), reference)
+    order = queries.own_order(db(), user(), reference)
     if not EmptyForm().validate_on_submit():
         abort(400)
     try:
-        released = services.release_hold(db(), order, user(), now=now())
+        released = holds.release_hold(db(), order, user(), now=now())
         db().commit()
     except DomainError as exc:
         db().rollback()
@@ -112,7 +117,7 @@ def release(reference: str) -> Any:
 @rate_limit("RATELIMIT_CHECKOUT", key="user", methods=("GET",))
 @role_required(Role.FAN)
 def checkout(reference: str) -> Any:
-    order = services.own_order(db(), user(), reference)
+    order = queries.own_order(db(), user(), reference)
     if order.status != OrderStatus.PENDING or order.stripe_payment_intent_id:
         return redirect(url_for("funding.order_page", reference=order.reference), 303)
     if order.expires_at <= now():
@@ -131,8 +136,6 @@ def checkout(reference: str) -> Any:
 
 def _tier_reach(order: Any) -> Any:
     """The reward tier this order brings the backer to: their paid stakes plus this order."""
-    from crowdfund.rewards.services import film_tiers, tier_reached
-
     tiers = film_tiers(db(), order.film_id)
     if not tiers:
         return None
@@ -142,7 +145,7 @@ def _tier_reach(order: Any) -> Any:
 @funding_bp.route("/orders/<reference>/pay", methods=["POST"])
 @role_required(Role.FAN)
 def pay(reference: str) -> Any:
-    order = services.own_order(db(), user(), reference)
+    order = queries.own_order(db(), user(), reference)
     if not EmptyForm().validate_on_submit():
         abort(400)
     setup_intent = (request.form.get("setup_intent") or "").strip()[:255] or None
@@ -169,7 +172,7 @@ def pay(reference: str) -> Any:
 @funding_bp.route("/orders/<reference>")
 @role_required(Role.FAN)
 def order_page(reference: str) -> Any:
-    order = services.own_order(db(), user(), reference)
+    order = queries.own_order(db(), user(), reference)
     film = order.film
     return render_template(
         "funding/order.html", order=order, film=film, cancel_until=cancellation_deadline(film.deadline),
@@ -180,11 +183,11 @@ def order_page(reference: str) -> Any:
 @funding_bp.route("/orders/<reference>/cancel", methods=["POST"])
 @role_required(Role.FAN)
 def cancel(reference: str) -> Any:
-    order = services.own_order(db(), user(), reference)
+    order = queries.own_order(db(), user(), reference)
     if not EmptyForm().validate_on_submit():
         abort(400)
     try:
-        services.cancel_order(db(), order, user(), now=now())
+        cancel_order(db(), order, user(), now=now())
         db().commit()
     except DomainError as exc:
         db().rollback()
@@ -210,15 +213,15 @@ def buy_panel_context(film: Film, viewer: Any) -> dict[str, Any]:
     """What the film page's buy panel needs."""
     stats = funding_stats(db(), [film.id])[film.id]
     remaining = max(0, film.stake_cap - stats.units_sold - stats.units_held)
-    mine = services.held_or_owned(db(), film.id, viewer.id) if viewer is not None else 0
-    current = services.current_hold(db(), film.id, viewer.id) if viewer is not None else None
+    mine = queries.held_or_owned(db(), film.id, viewer.id) if viewer is not None else 0
+    current = queries.current_hold(db(), film.id, viewer.id) if viewer is not None else None
     # A new hold replaces the backer's unpaid one: its units count as theirs to choose again.
     replaceable = current.units if current is not None and not current.stripe_payment_intent_id else 0
     return {
         "remaining": remaining,
         "sold_out": stats.units_sold >= film.stake_cap,
         "all_held": remaining == 0 and stats.units_sold < film.stake_cap and not replaceable,
-        "next_release": services.next_hold_release(db(), film.id) if remaining == 0 else None,
+        "next_release": queries.next_hold_release(db(), film.id) if remaining == 0 else None,
         "can_buy": max(0, min(film.per_backer_limit - mine + replaceable, remaining + replaceable)),
         "mine": mine - replaceable,
         "current_hold": current,
