@@ -63,7 +63,7 @@ class WebhookEvent:
     created: int
     data_object: Mapping[str, Any]  # the object the event is about, as sent
 
-    def paymentoutcome_of(self) -> PaymentOutcome | None:
+    def payment_outcome(self) -> PaymentOutcome | None:
         """The PaymentIntent snapshot carried by a payment_intent.* event.
         Never settle from it: anyone holding the signing secret can write it,
         and events arrive late and out of order. Ask Stripe instead."""
