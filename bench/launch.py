@@ -505,7 +505,7 @@ async def sellout(base: str, slug: str, fans: list[Fan], args: argparse.Namespac
 
 
 def pgbench_script(bucket_table: bool) -> str:
-    from crowdfund.funding.services import HOLD_STATEMENT_PG
+    from crowdfund.funding.hold_statement import HOLD_STATEMENT_PG
 
     sql = HOLD_STATEMENT_PG
     for name, expression in {

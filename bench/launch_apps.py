@@ -50,7 +50,7 @@ def bare_app():  # type: ignore[no-untyped-def]
 
     from config import Config
     from crowdfund.db import make_engine
-    from crowdfund.funding.services import _HOLD_STATEMENT_PG
+    from crowdfund.funding.hold_statement import _HOLD_STATEMENT_PG
 
     app = Flask("bare")
     # The app's engine and pool settings (config.py, from the same environment), nothing else of the app.

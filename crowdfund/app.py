@@ -24,7 +24,7 @@ from crowdfund.cli import register_cli
 from crowdfund.errors import DomainError
 from crowdfund.films.rules import percent_funded, time_left_text
 from crowdfund.films.states import STATE_LABELS, FilmState
-from crowdfund.funding.services import HoldTermsCache
+from crowdfund.funding.hold_terms import HoldTermsCache
 from crowdfund.money import format_bps, format_cents, format_multiple
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.site.accounts import admin_bp, bp as accounts_bp

@@ -1,4 +1,6 @@
-"""`flask` commands. Each step commits once, like a request."""
+"""`flask` commands: each parses its arguments, calls one function and
+prints what it did. A command that changes one thing commits once, like a
+request; the batch jobs (crowdfund/workflows/) own their transactions."""
 
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ from sqlalchemy.orm import Session
 from crowdfund.accounts import services as accounts
 from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError
-from crowdfund.jobs import UnitFailure, in_own_transaction
+from crowdfund.jobs import UnitFailure
+from crowdfund.workflows.jobs import finish_payout_runs, release_holds
+from crowdfund.workflows.reconcile import reconcile
+from crowdfund.workflows.round_close import close_rounds
 
 
 def _session() -> Session:
@@ -75,8 +80,6 @@ def register_cli(app: Flask) -> None:
     @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 10_000))
     def close_rounds_command(batch_size: int) -> None:
         """Decide every film past its deadline; refund failed rounds. Safe to rerun."""
-        from crowdfund.funding.close import close_rounds
-
         with _session() as session:
             report = close_rounds(
                 session, current_app.extensions["crowdfund.gateway"], now=_now(),
@@ -90,18 +93,8 @@ def register_cli(app: Flask) -> None:
     @funding.command("release-holds")
     def release_holds_command() -> None:
         """Give back the stakes of lapsed holds (holds also free themselves when needed)."""
-        from sqlalchemy import select
-
-        from crowdfund.films.models import Film
-        from crowdfund.funding.services import release_expired_holds
-
-        released, failures = 0, list[UnitFailure]()
         with _session() as session:
-            for film_id in session.scalars(select(Film.id).where(Film.state == "funding")).all():
-                def release(film_id: int = film_id) -> int:
-                    return release_expired_holds(session, film_id, _now())
-
-                released += in_own_transaction(session, f"film {film_id}", failures, release) or 0
+            released, failures = release_holds(session, _now)
         click.echo(f"released {released} held stake(s)")
         _exit_on_failures(failures)
 
@@ -112,8 +105,6 @@ def register_cli(app: Flask) -> None:
     @payments.command("reconcile")
     def reconcile_command() -> None:
         """Settle orders whose payment outcome was not recorded, by asking Stripe. Safe any time."""
-        from crowdfund.payments.services import reconcile
-
         with _session() as session:
             report = reconcile(session, current_app.extensions["crowdfund.gateway"], now=_now())
         click.echo(", ".join(f"{key}: {value}" for key, value in report.counts.items()))
@@ -127,20 +118,10 @@ def register_cli(app: Flask) -> None:
     @click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(1, 100_000))
     def process_payouts_command(batch_size: int) -> None:
         """Finish every payout run still writing statements. Resumable; safe to rerun."""
-        from crowdfund.payouts.models import PayoutRun
-        from crowdfund.payouts.services import runs_to_finish, write_statements
-
-        failures: list[UnitFailure] = []
         with _session() as session:
-            for run_id in runs_to_finish(session):
-                def finish(run_id: int = run_id) -> bool:
-                    return write_statements(session, session.get_one(PayoutRun, run_id), now=_now(),
-                                            batch_size=batch_size, commit=session.commit)
-
-                # Each batch of statements commits; a failure rolls back only the batch in progress.
-                complete = in_own_transaction(session, f"payout run {run_id}", failures, finish)
-                if complete:
-                    click.echo(f"run {run_id}: complete")
+            completed, failures = finish_payout_runs(session, _now, batch_size=batch_size)
+        for run_id in completed:
+            click.echo(f"run {run_id}: complete")
         _exit_on_failures(failures)
 
     app.cli.add_command(payouts)

@@ -34,3 +34,21 @@ class InvalidTransition(Conflict):
         self.machine = machine
         self.current = current
         self.target = target
+
+
+# --- the payment service (crowdfund/payments/gateway.py raises these) ------------------
+
+
+class GatewayError(Exception):
+    """Stripe could not be asked, or refused the request itself. `str()` is
+    safe to show a customer; `detail` is for the log. `retryable` is True when
+    trying again later may work (network, timeout, rate limit, Stripe 5xx)."""
+
+    def __init__(self, message: str, detail: str = "", retryable: bool = True) -> None:
+        super().__init__(message)
+        self.detail = detail
+        self.retryable = retryable
+
+
+class InvalidWebhook(Exception):
+    """Bad or stale signature, or a payload that is not a Stripe event."""

@@ -5,10 +5,9 @@ from crowdfund.accounts.models import Studio, StudioMember, User, UserRole
 from crowdfund.accounts.models import RememberToken
 from crowdfund.db import Base
 from crowdfund.films.models import Film, FilmEvent
-from crowdfund.funding.models import BackerPosition, FilmInventory, Order
+from crowdfund.funding.models import BackerPosition, FilmInventory, Order, PaymentAnomaly, StripeEvent
 from crowdfund.ledger import JournalEntry, JournalLine
 from crowdfund.mail import SentEmail
-from crowdfund.payments.services import PaymentAnomaly, StripeEvent
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, PayoutStatement
 from crowdfund.rewards.models import CheckInAttempt, RewardTier, Screening, Ticket
 from crowdfund.uploads import StoredFile

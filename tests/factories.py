@@ -15,6 +15,7 @@ from crowdfund.films import services as films
 from crowdfund.films.models import Film
 from crowdfund.films.rules import FilmInput
 from crowdfund.films.states import FilmState
+from crowdfund.workflows import reactions
 
 PASSWORD = "correct horse battery"
 _seq = itertools.count(1)
@@ -74,7 +75,7 @@ def make_film(db: Session, studio_user: User, state: FilmState = FilmState.FUNDI
     if state != FilmState.DRAFT:
         films.change_film_state(db, film, FilmState.IN_REVIEW, now=now, actor=studio_user)
     if state not in (FilmState.DRAFT, FilmState.IN_REVIEW):
-        films.change_film_state(db, film, FilmState.FUNDING, now=now, actor=admin)
+        reactions.change_film_state(db, film, FilmState.FUNDING, now=now, actor=admin)
     if state in (FilmState.FUNDED, FilmState.RELEASED):
         films.change_film_state(db, film, FilmState.FUNDED, now=now)
     if state == FilmState.RELEASED:
@@ -98,7 +99,7 @@ THREE_DS_CARD = "4000002500003155"
 
 def hold(db: Session, user: User, film: Film, units: int, *, now: datetime | None = None,
          key: str | None = None):  # type: ignore[no-untyped-def]
-    from crowdfund.funding.services import HoldRequest, hold_stakes
+    from crowdfund.funding.holds import HoldRequest, hold_stakes
 
     order = hold_stakes(db, user, HoldRequest(film.id, units, key or f"key-{next(_seq):012d}-xxxxxxxx"),
                         now=now or datetime.now(UTC), hold_window=timedelta(minutes=15))
@@ -109,7 +110,7 @@ def hold(db: Session, user: User, film: Film, units: int, *, now: datetime | Non
 def pay(db: Session, app, order, card: str = GOOD_CARD, *, now: datetime | None = None):  # type: ignore[no-untyped-def]
     """Collect `card` as the browser would, then let the server charge it."""
     from crowdfund.dev.localstripe_server import confirm_card_setup
-    from crowdfund.payments.services import checkout_setup_intent, pay_order
+    from crowdfund.workflows.checkout import checkout_setup_intent, pay_order
 
     gateway = app.extensions["crowdfund.gateway"]
     from crowdfund.errors import Conflict

@@ -13,6 +13,7 @@ from crowdfund.films.states import FilmState
 from crowdfund.rewards import services as rewards
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
 from crowdfund.rewards.rules import TierInput, new_ticket_code
+from crowdfund.workflows import reactions
 from tests.factories import make_film
 
 HOLD = timedelta(minutes=15)
@@ -28,13 +29,13 @@ def film_with_tiers(db: Session, studio: User, tiers=TIERS, **overrides: object)
         rewards.add_tier(db, film, TierInput(min_stakes, tickets, extras))
     now = datetime.now(UTC)
     films.change_film_state(db, film, FilmState.IN_REVIEW, now=now, actor=studio)
-    films.change_film_state(db, film, FilmState.FUNDING, now=now)
+    reactions.change_film_state(db, film, FilmState.FUNDING, now=now)
     db.commit()
     return film
 
 
 def close_after_deadline(db: Session, app, film: Film):  # type: ignore[no-untyped-def]
-    from crowdfund.funding.close import close_rounds
+    from crowdfund.workflows.round_close import close_rounds
 
     return close_rounds(db, app.extensions["crowdfund.gateway"], now=film.deadline + HOLD + timedelta(seconds=1),
                         hold_window=HOLD, fee_bps=500)

@@ -22,8 +22,13 @@ from crowdfund.films import services as films
 from crowdfund.films.models import Film
 from crowdfund.films.rules import FilmInput
 from crowdfund.films.states import FilmState
+from crowdfund.funding.holds import HoldRequest, hold_stakes
+from crowdfund.payouts import services as payouts
 from crowdfund.rewards import services as rewards
 from crowdfund.rewards.rules import TierInput
+from crowdfund.workflows import reactions
+from crowdfund.workflows.checkout import checkout_setup_intent, pay_order
+from crowdfund.workflows.round_close import close_rounds
 
 DEMO_PASSWORD = "demo-password-1"
 
@@ -96,7 +101,7 @@ def _walk_to(session: Session, film: Film, target: FilmState, studio_user: User,
     films.change_film_state(session, film, FilmState.IN_REVIEW, now=opened, actor=studio_user)
     if target == FilmState.IN_REVIEW:
         return
-    films.change_film_state(session, film, FilmState.FUNDING, now=opened, actor=admin)
+    reactions.change_film_state(session, film, FilmState.FUNDING, now=opened, actor=admin)
     if target == FilmState.FUNDING:
         return
     decided = film.deadline
@@ -116,9 +121,8 @@ PURCHASES = [(0, 1, 4), (0, 2, 10), (0, 3, 2), (1, 1, 30), (1, 2, 40), (1, 4, 12
 
 def _buy(session: Session, film: Film, fan: User, units: int, gateway: Any, stripe_base: str,
          publishable_key: str) -> None:
-    from crowdfund.funding.services import HoldRequest, hold_stakes
+    # Only with localstripe (aiohttp, a development dependency).
     from crowdfund.dev.localstripe_server import confirm_card_setup
-    from crowdfund.payments.services import checkout_setup_intent, pay_order
 
     when = min(utcnow(), film.deadline - timedelta(days=3))
     order = hold_stakes(session, fan, HoldRequest(film.id, units, f"demo-{film.id}-{fan.id}-{units}-{secrets.token_hex(8)}"),
@@ -176,8 +180,6 @@ def seed(session: Session, gateway: Any = None, stripe_base: str = "", publishab
         return logins
     for film_index, fan_number, units in PURCHASES:
         _buy(session, created[film_index][0], fans[fan_number - 1], units, gateway, stripe_base, publishable_key)
-    from crowdfund.funding.close import close_rounds
-
     close_rounds(session, gateway, now=utcnow(), hold_window=timedelta(minutes=15), fee_bps=fee_bps)
     for film, target in created:
         if target == FilmState.RELEASED:
@@ -195,8 +197,6 @@ def seed(session: Session, gateway: Any = None, stripe_base: str = "", publishab
 def _box_office(session: Session, film: Film, studio_user: User, finance: User) -> None:
     """Two weeks of box office, approved and paid out, and a third week waiting
     for finance: statements for the demo fans, a decision for the demo finance."""
-    from crowdfund.payouts import services as payouts
-
     today = utcnow().date()
     weeks = [(today - timedelta(days=20), today - timedelta(days=14), 420_000),
              (today - timedelta(days=13), today - timedelta(days=7), 1_350_000)]

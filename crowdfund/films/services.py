@@ -16,7 +16,6 @@ from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film, FilmEvent
 from crowdfund.films.rules import FilmInput, clean_film_text, deadline_problem, film_input_problems
-from crowdfund.funding.models import FilmInventory, Order
 from crowdfund.films.states import FILM_TRANSITIONS, PUBLIC_STATES, STATE_LABELS, FilmState
 from crowdfund.text import TextProblem, multi_line
 from crowdfund.uploads import clean_image, store_file
@@ -65,7 +64,9 @@ def change_film_state(
 
     The UPDATE is conditional on the state `film` was read in, so that of two
     movers (an admin's cancel and the round close, say) exactly one wins; the
-    other gets FilmChanged and writes nothing."""
+    other gets FilmChanged and writes nothing. What the other domains do when
+    a film moves (its stake counters when it opens) is
+    crowdfund/workflows/reactions.py's: call that one from above films."""
     values: dict[str, object] = {}
     if target == FilmState.IN_REVIEW:
         values.update(submitted_at=now, review_note=None)
@@ -80,9 +81,6 @@ def change_film_state(
     session.flush()  # pending edits of the film go first, under the state they were made in
     if not transitions.move(session, FILM, film, target, now=now, actor=actor, reason=reason, values=values):
         raise FilmChanged(film.state)
-    if target == FilmState.FUNDING:
-        # The stake counters come into being when stakes go on sale.
-        session.add(FilmInventory(film_id=film.id, cap=film.stake_cap))
     session.flush()
 
 
@@ -171,7 +169,8 @@ def submit_for_review(session: Session, film: Film, user: User, *, now: datetime
 
 
 def approve(session: Session, film: Film, admin: User, *, now: datetime) -> None:
-    """Open the film for funding; from here its terms never change."""
+    """Open the film for funding; from here its terms never change. Its stake
+    counters come with it: call workflows.reactions.approve_film."""
     if film.state != FilmState.IN_REVIEW:
         raise Conflict("Only films in review can be approved.")
     if admin.studio_id is not None and admin.studio_id == film.studio_id:
@@ -261,7 +260,7 @@ def film_by_id(session: Session, film_id: int) -> Film:
 
 
 _FILM_BY_SLUG = select(Film).where(Film.slug == bindparam("slug"))
-#: What a hold needs of its film (funding.services.hold_stakes and its view):
+#: What a hold needs of its film (funding.holds.hold_stakes and its view):
 #: the flash-sale path reads these, not the synopsis, terms and studio of the
 #: page. Built once: composing load_only() per call costs more than it saves.
 _FILM_BY_SLUG_FOR_HOLD = _FILM_BY_SLUG.options(
@@ -271,28 +270,23 @@ _FILM_BY_SLUG_FOR_HOLD = _FILM_BY_SLUG.options(
 )
 
 
-def visible_film(session: Session, slug: str, viewer: User | None, *, for_hold: bool = False) -> Film:
-    """A film by slug as `viewer` may see it: public states for all, others for
-    the film's studio and admins only. `for_hold` loads only what a hold needs
-    (any other attribute is read on first use)."""
-    film = session.scalar(_FILM_BY_SLUG_FOR_HOLD if for_hold else _FILM_BY_SLUG, {"slug": slug})
-    if film is None:
-        raise NotFound("No such film.")
+def film_by_slug(session: Session, slug: str, *, for_hold: bool = False) -> Film | None:
+    """A film by slug, whoever may see it. `for_hold` loads only what a hold
+    needs (any other attribute is read on first use)."""
+    return session.scalar(_FILM_BY_SLUG_FOR_HOLD if for_hold else _FILM_BY_SLUG, {"slug": slug})
+
+
+def shown_to(film: Film, viewer: User | None) -> bool:
+    """Whether the film's page is open to `viewer` by the film alone: public
+    states for all, others for the film's studio and admins. (Its backers see
+    a cancelled film too: funding.queries.visible_film.)"""
     if film.state in PUBLIC_STATES:
-        return film
-    if viewer is not None and (viewer.has_role("admin") or viewer.studio_id == film.studio_id):
-        return film
-    # A cancelled film stays open to those who backed it: their portfolio links
-    # here, and the page says what happened to their money.
-    if viewer is not None and film.state == FilmState.CANCELLED and has_orders(session, film.id, viewer.id):
-        return film
-    raise NotFound("No such film.")
+        return True
+    return viewer is not None and (viewer.has_role("admin") or viewer.studio_id == film.studio_id)
 
 
-def has_orders(session: Session, film_id: int, user_id: int) -> bool:
-    """Whether the user holds or held any order of the film (their portfolio lists it)."""
-    return session.scalar(select(Order.id).where(Order.film_id == film_id, Order.user_id == user_id).limit(1)) \
-        is not None
+def films_with_poster(session: Session, file_id: int) -> list[Film]:
+    return list(session.scalars(select(Film).where(Film.poster_id == file_id)).all())
 
 
 def cancellation(session: Session, film: Film) -> FilmEvent | None:
@@ -302,21 +296,6 @@ def cancellation(session: Session, film: Film) -> FilmEvent | None:
     return session.scalar(select(FilmEvent).where(FilmEvent.film_id == film.id,
                                                   FilmEvent.to_state == FilmState.CANCELLED)
                           .order_by(FilmEvent.id.desc()).limit(1))
-
-
-def poster_visible(session: Session, file_id: int, viewer: User | None) -> bool:
-    """A poster is public once its film is; before that, its studio's and admins';
-    a cancelled film's also its backers' (as visible_film)."""
-    films = session.scalars(select(Film).where(Film.poster_id == file_id)).all()
-    if any(film.state in PUBLIC_STATES for film in films):
-        return True
-    if viewer is None:
-        return False
-    return viewer.has_role("admin") or any(
-        viewer.studio_id == film.studio_id
-        or (film.state == FilmState.CANCELLED and has_orders(session, film.id, viewer.id))
-        for film in films
-    )
 
 
 def films_in_review(session: Session) -> list[Film]:

@@ -88,7 +88,7 @@ class Order(Base):
         Index("ix_orders_refund_state", "refund_state"),
         Index("ix_orders_status_expires_at", "status", "expires_at"),
         # One pending order per backer and film: a new hold replaces the old
-        # one (funding.services.hold_stakes); this refuses a second one made
+        # one (funding.holds.hold_stakes); this refuses a second one made
         # at the same moment from another window.
         Index("uq_orders_one_pending_per_film", "user_id", "film_id", unique=True,
               sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
@@ -121,3 +121,47 @@ class Order(Base):
 
     film: Mapped[Film] = relationship(lazy="joined")
     user: Mapped[User] = relationship()
+
+
+# --- payment records: Stripe's events and money that matched no order ---------------
+
+
+class StripeEvent(Base):
+    """Each webhook event id once: a redelivered event changes nothing."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AnomalyState:
+    REFUND_OWED = "refund_owed"
+    REFUNDING = "refunding"  # claimed by a worker; retried when the claim is stale
+    REFUNDED = "refunded"
+
+
+class PaymentAnomaly(Base):
+    """Money that arrived at Stripe for no order: a PaymentIntent that names
+    an order it does not match. Recorded once per PaymentIntent (so refunded
+    once), and refunded in full."""
+
+    __tablename__ = "payment_anomalies"
+    __table_args__ = (Index("ix_payment_anomalies_state", "state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(255), unique=True)
+    #: The order the PaymentIntent names, if there is one.
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    #: amount_mismatch, currency_mismatch, order_has_another_intent, reference_mismatch, unknown_order
+    kind: Mapped[str] = mapped_column(String(32))
+    expected_amount_cents: Mapped[int | None] = mapped_column(BigInteger)
+    expected_currency: Mapped[str | None] = mapped_column(String(16))
+    actual_amount_cents: Mapped[int] = mapped_column(BigInteger)
+    actual_currency: Mapped[str] = mapped_column(String(16))
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    state: Mapped[str] = mapped_column(String(16))
+    refund_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    stripe_refund_id: Mapped[str | None] = mapped_column(String(255))
+    refunded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,4 +1,5 @@
-"""Read-only funding figures: raised, backers, units.
+"""Read-only funding figures and lookups: raised, backers, units; an order,
+a hold; who may see a film (its backers see it cancelled).
 
 The one definition of a film's paid orders (`paid_orders_of`: paid and still
 paid, so cancelled and refunded orders never count) and the aggregates every
@@ -10,10 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from datetime import datetime
+
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from crowdfund.funding.models import FilmInventory, Order, OrderStatus
+from crowdfund.accounts.models import User
+from crowdfund.errors import NotFound
+from crowdfund.films.models import Film
+from crowdfund.films.services import film_by_slug, films_with_poster, shown_to
+from crowdfund.films.states import PUBLIC_STATES, FilmState
+from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
 
 
 def paid_orders_of(film_id: int) -> ColumnElement[bool]:
@@ -122,8 +130,6 @@ def paid_units_by_film(session: Session, film_ids: Iterable[int]) -> dict[int, i
 
 
 def portfolio(session: Session, user_id: int) -> list[PortfolioRow]:
-    from crowdfund.films.models import Film
-
     orders = list(
         session.scalars(select(Order).where(Order.user_id == user_id).order_by(Order.created_at.desc()))
     )
@@ -173,3 +179,91 @@ def refund_progress(session: Session, film_id: int, user_id: int | None = None) 
     done = [(int(n), int(cents)) for state, n, cents in rows if state == "done"]
     return RefundProgress(orders=orders, done=sum(n for n, _ in done), amount_cents=amount,
                           done_cents=sum(cents for _, cents in done))
+
+# --- an order, a hold ------------------------------------------------------------------
+
+
+def next_hold_release(session: Session, film_id: int, *, excluding: int | None = None) -> datetime | None:
+    """When the film's next pending hold lapses; `excluding`: a hold being refused."""
+    return session.scalar(
+        select(Order.expires_at)
+        .where(Order.film_id == film_id, Order.status == OrderStatus.PENDING, Order.id != (excluding or 0))
+        .order_by(Order.expires_at)
+        .limit(1)
+    )
+
+
+def find_by_idempotency_key(session: Session, user_id: int, key: str) -> Order | None:
+    return session.scalar(select(Order).where(Order.user_id == user_id, Order.idempotency_key == key[:64]))
+
+
+def own_order(session: Session, user: User, reference: str) -> Order:
+    """An order of the user's; another user's order is not found."""
+    order = session.scalar(select(Order).where(Order.reference == reference[:24]))
+    if order is None or order.user_id != user.id:
+        raise NotFound("No such order.")
+    return order
+
+
+def current_hold(session: Session, film_id: int, user_id: int) -> Order | None:
+    """The backer's pending order of the film (at most one), lapsed or not."""
+    return session.scalar(
+        select(Order)
+        .where(Order.film_id == film_id, Order.user_id == user_id, Order.status == OrderStatus.PENDING)
+        .order_by(Order.id.desc()).limit(1)
+    )
+
+
+def hold_state(order: Order, now: datetime) -> str | None:
+    """"held", "paying" or "lapsed" for a pending order, None otherwise."""
+    if order.status != OrderStatus.PENDING:
+        return None
+    if order.stripe_payment_intent_id:
+        return "paying"
+    return "lapsed" if order.expires_at <= now else "held"
+
+
+def held_or_owned(session: Session, film_id: int, user_id: int) -> int:
+    return session.scalar(
+        select(BackerPosition.units).where(and_(BackerPosition.film_id == film_id, BackerPosition.user_id == user_id))
+    ) or 0
+
+
+# --- who may see a film: its backers see it cancelled -------------------------------
+
+
+def visible_film(session: Session, slug: str, viewer: User | None, *, for_hold: bool = False) -> Film:
+    """A film by slug as `viewer` may see it: public states for all, others for
+    the film's studio and admins only. `for_hold` loads only what a hold needs
+    (any other attribute is read on first use)."""
+    film = film_by_slug(session, slug, for_hold=for_hold)
+    if film is None:
+        raise NotFound("No such film.")
+    if shown_to(film, viewer):
+        return film
+    # A cancelled film stays open to those who backed it: their portfolio links
+    # here, and the page says what happened to their money.
+    if viewer is not None and film.state == FilmState.CANCELLED and has_orders(session, film.id, viewer.id):
+        return film
+    raise NotFound("No such film.")
+
+
+def has_orders(session: Session, film_id: int, user_id: int) -> bool:
+    """Whether the user holds or held any order of the film (their portfolio lists it)."""
+    return session.scalar(select(Order.id).where(Order.film_id == film_id, Order.user_id == user_id).limit(1)) \
+        is not None
+
+
+def poster_visible(session: Session, file_id: int, viewer: User | None) -> bool:
+    """A poster is public once its film is; before that, its studio's and admins';
+    a cancelled film's also its backers' (as visible_film)."""
+    films = films_with_poster(session, file_id)
+    if any(film.state in PUBLIC_STATES for film in films):
+        return True
+    if viewer is None:
+        return False
+    return viewer.has_role("admin") or any(
+        viewer.studio_id == film.studio_id
+        or (film.state == FilmState.CANCELLED and has_orders(session, film.id, viewer.id))
+        for film in films
+    )

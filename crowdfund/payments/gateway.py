@@ -18,104 +18,26 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import requests
 import stripe
+
+from crowdfund.errors import GatewayError, InvalidWebhook
+from crowdfund.payments.values import (
+    PaymentOutcome,
+    RefundInfo,
+    SetupIntentInfo,
+    SetupIntentState,
+    WebhookEvent,
+    outcome_of,
+)
 
 if TYPE_CHECKING:
     from stripe import RequestOptions
     from stripe.params import PaymentIntentCreateParams, RefundCreateParams, SetupIntentCreateParams
 
-PaymentStatus = Literal["succeeded", "requires_action", "pending", "failed"]
-
-_STATUS: dict[str, PaymentStatus] = {
-    "succeeded": "succeeded",
-    "requires_action": "requires_action",
-    "requires_source_action": "requires_action",  # pre-2019 API name
-    "requires_payment_method": "failed",
-    "canceled": "failed",
-    "processing": "pending",
-    "requires_confirmation": "pending",
-    "requires_capture": "pending",
-}
-
 DECLINED = "Your card was declined."
-
-
-@dataclass(frozen=True)
-class SetupIntentInfo:
-    id: str
-    client_secret: str
-
-
-@dataclass(frozen=True)
-class SetupIntentState:
-    """A SetupIntent as Stripe reports it."""
-
-    id: str
-    client_secret: str
-    status: str  # Stripe's own: requires_payment_method, requires_action, succeeded, canceled, ...
-    payment_method_id: str | None
-    metadata: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PaymentOutcome:
-    status: PaymentStatus
-    payment_intent_id: str | None
-    client_secret: str | None = None  # for stripe.confirmCardPayment when requires_action
-    failure_message: str | None = None  # shown to the customer when failed
-    amount_cents: int | None = None
-    currency: str | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RefundInfo:
-    id: str
-    status: str  # Stripe's own: pending, requires_action, succeeded, failed, canceled
-    amount_cents: int
-
-
-@dataclass(frozen=True)
-class WebhookEvent:
-    id: str
-    type: str
-    created: int
-    data_object: Mapping[str, Any]  # the object the event is about, as sent
-
-    def payment_outcome(self) -> PaymentOutcome | None:
-        """The PaymentIntent snapshot carried by a payment_intent.* event.
-        Never settle from it: anyone holding the signing secret can write it,
-        and events arrive late and out of order. Ask Stripe instead."""
-        if self.data_object.get("object") != "payment_intent":
-            return None
-        return _outcome(self.data_object)
-
-    def payment_intent_id(self) -> str | None:
-        """The id of the PaymentIntent a payment_intent.* event is about: the
-        one thing taken from the event body."""
-        if not self.type.startswith("payment_intent.") or self.data_object.get("object") != "payment_intent":
-            return None
-        intent_id = self.data_object.get("id")
-        return intent_id if isinstance(intent_id, str) and intent_id else None
-
-
-class GatewayError(Exception):
-    """Stripe could not be asked, or refused the request itself. `str()` is
-    safe to show a customer; `detail` is for the log. `retryable` is True when
-    trying again later may work (network, timeout, rate limit, Stripe 5xx)."""
-
-    def __init__(self, message: str, detail: str = "", retryable: bool = True) -> None:
-        super().__init__(message)
-        self.detail = detail
-        self.retryable = retryable
-
-
-class InvalidWebhook(Exception):
-    """Bad or stale signature, or a payload that is not a Stripe event."""
 
 
 def _translate(error: stripe.StripeError) -> GatewayError:
@@ -151,32 +73,6 @@ def _id_of(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return str(value["id"])
-
-
-def _outcome(intent: Mapping[str, Any]) -> PaymentOutcome:
-    raw_status = str(intent.get("status"))
-    status = _STATUS.get(raw_status, "pending")
-    if raw_status == "requires_payment_method" and not intent.get("last_payment_error"):
-        # No payment was attempted yet (no card, or none tried): nothing failed.
-        status = "pending"
-    message = None
-    if status == "failed":
-        error = intent.get("last_payment_error") or {}
-        if raw_status == "canceled":
-            message = "The payment was canceled."
-        elif error.get("message"):
-            message = str(error["message"])
-        else:
-            message = "The payment was not completed."
-    return PaymentOutcome(
-        status=status,
-        payment_intent_id=str(intent["id"]),
-        client_secret=intent.get("client_secret") if status == "requires_action" else None,
-        failure_message=message,
-        amount_cents=intent.get("amount"),
-        currency=intent.get("currency"),
-        metadata=dict(intent.get("metadata") or {}),
-    )
 
 
 def _declined(error: stripe.CardError, payment_intent_id: str | None) -> PaymentOutcome:
@@ -322,7 +218,7 @@ class StripeGateway:
             raise _translate(error) from error
         except stripe.StripeError as error:
             raise _translate(error) from error
-        return _outcome(_plain(intent))
+        return outcome_of(_plain(intent))
 
     def charge(
         self,
@@ -348,7 +244,7 @@ class StripeGateway:
             return _declined(error, self._intent_of_decline(error))
         except stripe.StripeError as error:
             raise _translate(error) from error
-        return _outcome(_plain(intent))
+        return outcome_of(_plain(intent))
 
     def _intent_of_decline(self, error: stripe.CardError) -> str | None:
         # Stripe puts the PaymentIntent on the error; localstripe only the charge.
@@ -364,7 +260,7 @@ class StripeGateway:
     def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentOutcome:
         with _stripe_errors():
             intent = self._client.v1.payment_intents.retrieve(payment_intent_id)
-        return _outcome(_plain(intent))
+        return outcome_of(_plain(intent))
 
     def cancel_payment_intent(self, payment_intent_id: str) -> PaymentOutcome:
         """Make an abandoned intent unpayable (e.g. 3-D Secure never done)
@@ -375,7 +271,7 @@ class StripeGateway:
             return self.retrieve_payment_intent(payment_intent_id)  # not cancelable: settled
         except stripe.StripeError as error:
             raise _translate(error) from error
-        return _outcome(_plain(intent))
+        return outcome_of(_plain(intent))
 
     # --- Refunds -----------------------------------------------------------
 

@@ -19,9 +19,11 @@ from sqlalchemy import func, or_, select
 from werkzeug.wrappers import Response as WerkzeugResponse
 from wtforms.fields.choices import SelectChoice
 
+from crowdfund import audit
 from crowdfund.accounts import services
 from crowdfund.accounts.models import Role, Studio, User
 from crowdfund.errors import DomainError
+from crowdfund.films.services import films_in_review
 from crowdfund.params import date_arg, int_arg
 from crowdfund.site.extensions import rate_limit
 from crowdfund.site.forms.accounts import (
@@ -281,8 +283,6 @@ def home() -> Any:
 @admin_bp.route("/")
 @role_required(Role.ADMIN)
 def dashboard() -> Any:
-    from crowdfund.films.services import films_in_review
-
     counts = {
         "users": db().scalar(select(func.count()).select_from(User)),
         "studios": db().scalar(select(func.count()).select_from(Studio)),
@@ -380,8 +380,6 @@ def studios() -> Any:
 @admin_bp.route("/audit")
 @role_required(Role.ADMIN)
 def audit_log() -> Any:
-    from crowdfund import audit
-
     args = request.args
     page = int_arg("page", 1, 1, 100_000)
     since, until = date_arg("since"), date_arg("until")

@@ -6,7 +6,7 @@ import secrets
 from typing import Any
 
 from crowdfund.films.models import Film
-from crowdfund.funding import services
+from crowdfund.funding import queries
 from crowdfund.funding.queries import funding_stats, paid_units_of_backer
 from crowdfund.site.web import db
 
@@ -20,15 +20,15 @@ def buy_panel_context(film: Film, viewer: Any) -> dict[str, Any]:
     """What the film page's buy panel needs."""
     stats = funding_stats(db(), [film.id])[film.id]
     remaining = max(0, film.stake_cap - stats.units_sold - stats.units_held)
-    mine = services.held_or_owned(db(), film.id, viewer.id) if viewer is not None else 0
-    current = services.current_hold(db(), film.id, viewer.id) if viewer is not None else None
+    mine = queries.held_or_owned(db(), film.id, viewer.id) if viewer is not None else 0
+    current = queries.current_hold(db(), film.id, viewer.id) if viewer is not None else None
     # A new hold replaces the backer's unpaid one: its units count as theirs to choose again.
     replaceable = current.units if current is not None and not current.stripe_payment_intent_id else 0
     return {
         "remaining": remaining,
         "sold_out": stats.units_sold >= film.stake_cap,
         "all_held": remaining == 0 and stats.units_sold < film.stake_cap and not replaceable,
-        "next_release": services.next_hold_release(db(), film.id) if remaining == 0 else None,
+        "next_release": queries.next_hold_release(db(), film.id) if remaining == 0 else None,
         "can_buy": max(0, min(film.per_backer_limit - mine + replaceable, remaining + replaceable)),
         "mine": mine - replaceable,
         "current_hold": current,

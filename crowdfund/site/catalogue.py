@@ -17,7 +17,14 @@ from crowdfund.charts import line_chart
 from crowdfund.films import services
 from crowdfund.films.states import FilmState
 from crowdfund.films.terms import PLATFORM_RISKS, film_terms
-from crowdfund.funding.queries import funding_stats, paid_total, paid_units_and_backers, refund_progress
+from crowdfund.funding.queries import (
+    funding_stats,
+    paid_total,
+    paid_units_and_backers,
+    poster_visible,
+    refund_progress,
+    visible_film,
+)
 from crowdfund.money import format_cents, format_cents_plain, parse_amount
 from crowdfund.params import int_arg
 from crowdfund.payouts.calculator import backer_return, curve
@@ -71,7 +78,7 @@ def _section(section: str) -> Any:
 @catalogue_bp.route("/films/<slug>")
 def film_page(slug: str) -> Any:
     viewer = current_user if current_user.is_authenticated else None
-    film = services.visible_film(db(), slug[:140], viewer)
+    film = visible_film(db(), slug[:140], viewer)
     stats = funding_stats(db(), [film.id])[film.id]
     buy = buy_panel_context(film, viewer) if film.state == FilmState.FUNDING else None
     tiers = film_tiers(db(), film.id)
@@ -139,7 +146,7 @@ def stored_file(file_id: int) -> Any:
         abort(404)
     # A draft's poster is as private as the draft: only its studio and admins see it.
     viewer = current_user if current_user.is_authenticated else None
-    if not services.poster_visible(db(), stored.id, viewer):
+    if not poster_visible(db(), stored.id, viewer):
         abort(404)
     response = make_response(stored.data)
     response.headers["Content-Type"] = stored.content_type

@@ -9,9 +9,8 @@ from crowdfund import ledger
 from crowdfund.accounts.models import Role
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from crowdfund.funding.models import Order
+from crowdfund.funding.models import Order, PaymentAnomaly
 from crowdfund.funding.queries import funding_stats
-from crowdfund.payments.services import PaymentAnomaly
 from crowdfund.reports.queries import film_money, reconciliation
 from crowdfund.site.web import db, role_required
 

@@ -7,18 +7,23 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from sqlalchemy.exc import OperationalError
 
 from crowdfund.accounts.models import Role
-from crowdfund.errors import DomainError
-from crowdfund.funding import services
+from crowdfund.errors import DomainError, GatewayError
+from crowdfund.funding import holds, queries
+from crowdfund.funding.hold_statement import DuplicateRequest
+from crowdfund.funding.hold_terms import hold_terms
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.funding.queries import paid_units_of_backer, portfolio
 from crowdfund.funding.rules import STATUS_LABELS, CancellationNote, cancellation_deadline
 from crowdfund.funding.rules import cancellation_note as _cancellation_note
 from crowdfund.params import parse_int
-from crowdfund.payments.gateway import GatewayError
-from crowdfund.payments.services import PaymentResult, checkout_setup_intent, pay_order, process_refund
+from crowdfund.rewards.services import film_tiers, tier_reached
 from crowdfund.site.extensions import rate_limit
 from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.web import db, gateway, now, role_required, user
+from crowdfund.workflows.checkout import checkout_setup_intent, pay_order
+from crowdfund.workflows.reactions import cancel_order
+from crowdfund.workflows.refunds import process_refund
+from crowdfund.workflows.settle import PaymentResult
 
 funding_bp = Blueprint("funding", __name__)
 
@@ -44,7 +49,7 @@ def hold(slug: str) -> Any:
         # Read with the user's row (load_user): no query. Throwaway accounts cannot hold stakes.
         film_path = url_for("catalogue.film_page", slug=slug[:140])
         return render_template("accounts/verify_needed.html", next_url=film_path, form=EmptyForm()), 403
-    film = services.hold_terms(session, slug[:140], fan)
+    film = hold_terms(session, slug[:140], fan)
     units_raw = request.form.get("units", "")
     key = request.form.get("key", "")
     try:
@@ -52,15 +57,15 @@ def hold(slug: str) -> Any:
     except ValueError:
         flash("Choose how many stakes to buy.", "error")
         return redirect(url_for("catalogue.film_page", slug=film.slug), 303)
-    hold_request = services.HoldRequest(film_id=film.id, units=units, idempotency_key=key)
+    hold_request = holds.HoldRequest(film_id=film.id, units=units, idempotency_key=key)
     order: Order | None
     try:
-        order = services.hold_stakes(session, fan, hold_request, now=now(), terms=film,
+        order = holds.hold_stakes(session, fan, hold_request, now=now(), terms=film,
                                      hold_window=timedelta(minutes=current_app.config["HOLD_MINUTES"]))
         session.commit()
-    except services.DuplicateRequest:
+    except DuplicateRequest:
         session.rollback()
-        order = services.find_by_idempotency_key(session, fan.id, key)
+        order = queries.find_by_idempotency_key(session, fan.id, key)
         if order is None or order.units != hold_request.units:
             # Never the order for another quantity: the other request is still at work.
             flash("This request is already being processed. Reload the page to see your hold.", "error")
@@ -76,11 +81,11 @@ def hold(slug: str) -> Any:
 @role_required(Role.FAN)
 def release(reference: str) -> Any:
     """The backer gives a hold back: its stakes are free for others at once."""
-    order = services.own_order(db(), user(), reference)
+    order = queries.own_order(db(), user(), reference)
     if not EmptyForm().validate_on_submit():
         abort(400)
     try:
-        released = services.release_hold(db(), order, user(), now=now())
+        released = holds.release_hold(db(), order, user(), now=now())
         db().commit()
     except DomainError as exc:
         db().rollback()
@@ -97,7 +102,7 @@ def release(reference: str) -> Any:
 @rate_limit("RATELIMIT_CHECKOUT", key="user", methods=("GET",))
 @role_required(Role.FAN)
 def checkout(reference: str) -> Any:
-    order = services.own_order(db(), user(), reference)
+    order = queries.own_order(db(), user(), reference)
     if order.status != OrderStatus.PENDING or order.stripe_payment_intent_id:
         return redirect(url_for("funding.order_page", reference=order.reference), 303)
     if order.expires_at <= now():
@@ -116,8 +121,6 @@ def checkout(reference: str) -> Any:
 
 def _tier_reach(order: Any) -> Any:
     """The reward tier this order brings the backer to: their paid stakes plus this order."""
-    from crowdfund.rewards.services import film_tiers, tier_reached
-
     tiers = film_tiers(db(), order.film_id)
     if not tiers:
         return None
@@ -127,7 +130,7 @@ def _tier_reach(order: Any) -> Any:
 @funding_bp.route("/orders/<reference>/pay", methods=["POST"])
 @role_required(Role.FAN)
 def pay(reference: str) -> Any:
-    order = services.own_order(db(), user(), reference)
+    order = queries.own_order(db(), user(), reference)
     if not EmptyForm().validate_on_submit():
         abort(400)
     setup_intent = (request.form.get("setup_intent") or "").strip()[:255] or None
@@ -154,7 +157,7 @@ def pay(reference: str) -> Any:
 @funding_bp.route("/orders/<reference>")
 @role_required(Role.FAN)
 def order_page(reference: str) -> Any:
-    order = services.own_order(db(), user(), reference)
+    order = queries.own_order(db(), user(), reference)
     film = order.film
     return render_template(
         "funding/order.html", order=order, film=film, cancel_until=cancellation_deadline(film.deadline),
@@ -165,11 +168,11 @@ def order_page(reference: str) -> Any:
 @funding_bp.route("/orders/<reference>/cancel", methods=["POST"])
 @role_required(Role.FAN)
 def cancel(reference: str) -> Any:
-    order = services.own_order(db(), user(), reference)
+    order = queries.own_order(db(), user(), reference)
     if not EmptyForm().validate_on_submit():
         abort(400)
     try:
-        services.cancel_order(db(), order, user(), now=now())
+        cancel_order(db(), order, user(), now=now())
         db().commit()
     except DomainError as exc:
         db().rollback()

@@ -21,6 +21,7 @@ from crowdfund.rewards.services import film_tiers
 from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.forms.films import SendBackForm
 from crowdfund.site.web import db, now, role_required, user
+from crowdfund.workflows.reactions import approve_film
 
 review_bp = Blueprint("review", __name__, url_prefix="/admin/reviews")
 
@@ -79,7 +80,7 @@ def approve(film_id: int) -> Any:
     if not EmptyForm(prefix="approve").validate_on_submit():
         abort(400)
     try:
-        services.approve(db(), film, user(), now=now())
+        approve_film(db(), film, user(), now=now())
         db().commit()
     except services.FilmChanged:
         # Moved by someone else since this request read it: a 409 page says so.

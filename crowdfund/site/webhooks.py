@@ -5,10 +5,10 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from crowdfund.payments.gateway import GatewayError, InvalidWebhook
-from crowdfund.payments.services import handle_webhook
+from crowdfund.errors import GatewayError, InvalidWebhook
 from crowdfund.site.extensions import csrf, rate_limit
 from crowdfund.site.web import db, gateway, now
+from crowdfund.workflows.stripe_events import handle_webhook
 
 log = logging.getLogger(__name__)
 payments_bp = Blueprint("payments", __name__)

@@ -42,14 +42,14 @@ def main() -> None:
     with app.extensions["crowdfund.sessionmaker"]() as session:
         if scenario == "after-charge":
             from crowdfund.funding.models import Order
-            from crowdfund.payments.services import pay_order
+            from crowdfund.workflows.checkout import pay_order
 
             order = session.get(Order, int(sys.argv[3]))
             # The order's move to paid is the first write after Stripe's answer.
             die_on(engine, "SET status=")
             pay_order(session, order, sys.argv[4], gateway, now=now)
         elif scenario == "close-rounds":
-            from crowdfund.funding.close import close_rounds
+            from crowdfund.workflows.round_close import close_rounds
 
             die_on(engine, "INSERT INTO journal_entries", nth=int(sys.argv[3]))
             close_rounds(session, gateway, now=datetime.fromisoformat(sys.argv[4]),

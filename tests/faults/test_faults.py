@@ -30,7 +30,10 @@ from crowdfund.films.states import FilmState
 from crowdfund.funding.models import FilmInventory, Order, OrderStatus
 from crowdfund.ledger import Account
 from crowdfund.dev.localstripe_server import confirm_card_setup
-from crowdfund.payments.services import REFUND_CLAIM_TIMEOUT, StripeEvent, checkout_setup_intent, reconcile
+from crowdfund.funding.models import StripeEvent
+from crowdfund.workflows.checkout import checkout_setup_intent
+from crowdfund.workflows.reconcile import reconcile
+from crowdfund.workflows.refunds import REFUND_CLAIM_TIMEOUT
 from tests.conftest import CheckSession, Client
 from tests.factories import GOOD_CARD, PASSWORD, buy, hold, make_film, make_studio_user, make_user
 
@@ -305,7 +308,7 @@ def test_close_rounds_killed_midway_refunds_each_order_once(db: CheckSession, ap
     db.reread()
     assert db.get(Film, film.id).state == FilmState.FAILED
     gateway = app.extensions["crowdfund.gateway"]
-    from crowdfund.funding.close import close_rounds
+    from crowdfund.workflows.round_close import close_rounds
 
     # The dead worker's claim on the second refund is honoured until it goes stale
     # (another worker might still be finishing it); then a rerun checks Stripe first.
@@ -462,7 +465,7 @@ def test_pay_waiting_on_stripe_holds_no_database_lock(db: CheckSession, app: Fla
 
 
 def test_reconcile_goes_on_past_an_order_that_fails_and_exits_non_zero(db: CheckSession, app: Flask, film) -> None:  # type: ignore[no-untyped-def]
-    from crowdfund.funding.services import cancel_order
+    from crowdfund.workflows.reactions import cancel_order
 
     fans = [make_user(db) for _ in range(2)]
     broken, fine = (buy(db, app, fan, film, 1) for fan in fans)
@@ -597,7 +600,7 @@ def test_the_webhook_answers_503_while_stripe_cannot_be_asked(db: CheckSession, 
 
 
 def test_an_anomaly_refund_stripe_refused_is_made_by_reconcile(db: CheckSession, app: Flask) -> None:
-    from crowdfund.payments.services import PaymentAnomaly
+    from crowdfund.funding.models import PaymentAnomaly
     from tests.http.test_webhooks import event, held_order, paid_intent, post
 
     refusing = RefusingProxy(app.config["STRIPE_API_BASE"], "/v1/refunds")

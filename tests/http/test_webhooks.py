@@ -24,7 +24,7 @@ from crowdfund.dev.localstripe_server import (
     create_card_payment_method,
     register_webhook,
 )
-from crowdfund.payments.services import StripeEvent
+from crowdfund.funding.models import StripeEvent
 from tests.conftest import CheckSession, Client
 from tests.factories import DECLINED_CARD, GOOD_CARD, PASSWORD, hold, make_film, make_studio_user, make_user
 from tests.localstripe_fixture import WEBHOOK_SECRET
@@ -167,7 +167,7 @@ def _wait_until_no_more_events(db: CheckSession, quiet_seconds: float = 2.0, at_
 
 
 def test_reconcile_settles_a_charge_the_server_never_recorded(db: CheckSession, app: Flask) -> None:
-    from crowdfund.payments.services import reconcile
+    from crowdfund.workflows.reconcile import reconcile
 
     order = charged_but_unrecorded(db, app)
     gateway = app.extensions["crowdfund.gateway"]
@@ -282,7 +282,7 @@ def test_the_finance_page_shows_payment_anomalies(client: Client, db: CheckSessi
 
 
 def test_reconcile_refunds_a_recorded_intent_whose_amount_changed_at_stripe(db: CheckSession, app: Flask) -> None:
-    from crowdfund.payments.services import reconcile
+    from crowdfund.workflows.reconcile import reconcile
 
     order = held_order(db)
     gateway = app.extensions["crowdfund.gateway"]

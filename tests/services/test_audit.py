@@ -15,7 +15,7 @@ from crowdfund.audit import AuditEvent, AuditLogIsAppendOnly
 from crowdfund.films.models import Film
 from crowdfund.films.services import change_film_state
 from crowdfund.films.states import FilmState
-from crowdfund.funding.services import cancel_order
+from crowdfund.workflows.reactions import cancel_order
 from crowdfund.payouts import services as payouts
 from crowdfund.rewards.services import book_ticket, redeem_ticket
 from tests.conftest import CheckSession, Client

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from crowdfund import ledger
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from crowdfund.funding.close import close_rounds, decide_film
+from crowdfund.workflows.round_close import close_rounds, decide_film
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.ledger import Account
 from tests.conftest import CheckSession
@@ -85,7 +85,7 @@ def test_crash_midway_refunds_each_order_exactly_once(db: CheckSession, app: Fla
     # A second run dies after claiming one refund at Stripe, before recording it.
     first = db.scalar(select(Order).where(Order.film_id == miss.id, Order.status == OrderStatus.PAID)
                       .order_by(Order.id))
-    from crowdfund.funding.services import refund_paid_order
+    from crowdfund.workflows.reactions import refund_paid_order
 
     refund_paid_order(db, first, now=now)
     db.commit()

@@ -15,7 +15,7 @@ from crowdfund import ledger
 from crowdfund.errors import Conflict
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
-from crowdfund.funding.services import HoldRequest, hold_stakes
+from crowdfund.funding.holds import HoldRequest, hold_stakes
 from crowdfund.ledger import Account
 from tests.conftest import CheckSession
 from tests.factories import buy, make_film, make_studio_user, make_user, pay

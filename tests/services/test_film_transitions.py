@@ -17,7 +17,7 @@ from crowdfund.accounts.models import Role, User
 from crowdfund.films.models import Film, FilmEvent
 from crowdfund.films.services import FilmChanged, cancel_film
 from crowdfund.films.states import FilmState
-from crowdfund.funding.close import close_rounds, decide_film
+from crowdfund.workflows.round_close import close_rounds, decide_film
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.ledger import Account
 from tests.conftest import POSTGRES, CheckSession

@@ -10,11 +10,16 @@ from sqlalchemy import func, select
 from crowdfund import ledger
 from crowdfund.errors import Conflict, DomainError, Forbidden
 from crowdfund.films.states import FilmState
-from crowdfund.funding import services
+from crowdfund.funding.hold_terms import HoldTerms, HoldTermsCache
+from crowdfund.funding.holds import HoldRequest, LimitReached, SoldOut, hold_stakes
+from crowdfund.funding.inventory import release_expired_holds
+from crowdfund.funding.settlement import settle_success
+from crowdfund.workflows.reactions import cancel_order
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
 from crowdfund.funding.queries import funding_stats
 from crowdfund.ledger import Account
-from crowdfund.payments.services import pay_order, process_refund
+from crowdfund.workflows.checkout import pay_order
+from crowdfund.workflows.refunds import process_refund
 from tests.conftest import CheckSession
 from tests.factories import DECLINED_CARD, buy, hold, make_film, make_studio_user, make_user, pay
 
@@ -61,7 +66,7 @@ def test_per_backer_limit_counts_held_and_paid(db: CheckSession, app: Flask, fil
     buy(db, app, fan, film, 2)
     first = hold(db, fan, film, 1)
     # A new hold replaces the unpaid one: 2 paid + 3 is over the limit of 4.
-    with pytest.raises(services.LimitReached, match="you have 2 paid or being paid, so you can add 2 more"):
+    with pytest.raises(LimitReached, match="you have 2 paid or being paid, so you can add 2 more"):
         hold(db, fan, film, 3)
     db.rollback()
     assert position(db, film.id, fan.id) == 3  # refused: the old hold stands
@@ -87,7 +92,7 @@ def test_sold_out_says_when_holds_lapse_and_lapsed_holds_count_as_free(db: Check
     hold(db, fans[0], film, 4, now=now)
     hold(db, fans[1], film, 4, now=now)
     hold(db, fans[2], film, 2, now=now + timedelta(minutes=5))
-    with pytest.raises(services.SoldOut, match="come free again") as refused:
+    with pytest.raises(SoldOut, match="come free again") as refused:
         hold(db, fans[3], film, 1, now=now + timedelta(minutes=10))
     assert refused.value.next_release == now + timedelta(minutes=15)
     db.rollback()
@@ -105,7 +110,7 @@ def test_truly_sold_out(db: CheckSession, app: Flask) -> None:
     film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=2, per_backer_limit=2,
                      funding_goal_cents=10_000)
     buy(db, app, make_user(db), film, 2)
-    with pytest.raises(services.SoldOut, match="every stake has been sold"):
+    with pytest.raises(SoldOut, match="every stake has been sold"):
         hold(db, make_user(db), film, 1)
 
 
@@ -158,11 +163,11 @@ def test_settle_after_expiry_takes_units_when_free(db: CheckSession, app: Flask,
     fan = make_user(db)
     now = datetime.now(UTC)
     order = hold(db, fan, film, 2, now=now)
-    services.release_expired_holds(db, film.id, now + timedelta(minutes=16))
+    release_expired_holds(db, film.id, now + timedelta(minutes=16))
     db.commit()
     db.refresh(order)
     assert order.status == OrderStatus.EXPIRED
-    settlement = services.settle_success(db, order, now=now + timedelta(minutes=17))
+    settlement = settle_success(db, order, now=now + timedelta(minutes=17))
     db.commit()
     assert settlement.result == "paid"
     assert inventory(db, film.id) == (2, 0) and position(db, film.id, fan.id) == 2
@@ -173,8 +178,8 @@ def test_cancellation_refunds_through_stripe_once(db: CheckSession, app: Flask, 
     order = buy(db, app, fan, film, 2)
     gateway = app.extensions["crowdfund.gateway"]
     with pytest.raises(Forbidden):
-        services.cancel_order(db, order, make_user(db), now=datetime.now(UTC))
-    services.cancel_order(db, order, fan, now=datetime.now(UTC))
+        cancel_order(db, order, make_user(db), now=datetime.now(UTC))
+    cancel_order(db, order, fan, now=datetime.now(UTC))
     db.commit()
     assert process_refund(db, order, gateway, now=datetime.now(UTC))
     assert not process_refund(db, order, gateway, now=datetime.now(UTC))
@@ -193,8 +198,8 @@ def test_cancellation_window_closes_48_hours_before_deadline(db: CheckSession, a
     order = buy(db, app, fan, film, 1)
     too_late = film.deadline - timedelta(hours=48)
     with pytest.raises(Conflict, match="48 hours"):
-        services.cancel_order(db, order, fan, now=too_late)
-    services.cancel_order(db, order, fan, now=too_late - timedelta(seconds=1))
+        cancel_order(db, order, fan, now=too_late)
+    cancel_order(db, order, fan, now=too_late - timedelta(seconds=1))
 
 
 def test_stale_hold_terms_never_price_or_refuse_a_hold(db: CheckSession, film) -> None:  # type: ignore[no-untyped-def]
@@ -202,18 +207,18 @@ def test_stale_hold_terms_never_price_or_refuse_a_hold(db: CheckSession, film) -
     refusal decided on the film as it is."""
     fan = make_user(db)
     now = datetime.now(UTC)
-    real = services.HoldTerms.of(film)
+    real = HoldTerms.of(film)
     stale = dataclasses.replace(real, stake_price_cents=1, per_backer_limit=99, deadline=now - timedelta(days=1))
-    order = services.hold_stakes(db, fan, services.HoldRequest(film.id, 2, "stale-terms-key-0001"), now=now,
+    order = hold_stakes(db, fan, HoldRequest(film.id, 2, "stale-terms-key-0001"), now=now,
                                  hold_window=timedelta(minutes=15), terms=stale)
     db.commit()
     assert (order.unit_price_cents, order.amount_cents) == (film.stake_price_cents, 2 * film.stake_price_cents)
     assert inventory(db, film.id) == (0, 2)
     # Terms that say "open" for a film that is not: refused, nothing written.
     other = make_film(db, make_studio_user(db, "Studio Two"), FilmState.FAILED, title="Closed Door")
-    open_looking = dataclasses.replace(services.HoldTerms.of(other), state=FilmState.FUNDING.value)
+    open_looking = dataclasses.replace(HoldTerms.of(other), state=FilmState.FUNDING.value)
     with pytest.raises(Conflict, match="not open for funding"):
-        services.hold_stakes(db, fan, services.HoldRequest(other.id, 1, "stale-terms-key-0002"), now=now,
+        hold_stakes(db, fan, HoldRequest(other.id, 1, "stale-terms-key-0002"), now=now,
                              hold_window=timedelta(minutes=15), terms=open_looking)
     db.rollback()
     assert inventory(db, other.id) == (0, 0)
@@ -222,8 +227,8 @@ def test_stale_hold_terms_never_price_or_refuse_a_hold(db: CheckSession, film) -
 
 def test_hold_terms_cache_keeps_terms_for_its_seconds_only() -> None:
     ticks = [100.0]
-    cache = services.HoldTermsCache(seconds=2.0, clock=lambda: ticks[0])
-    terms = services.HoldTerms(7, "night-ferry", 1, "funding", datetime.now(UTC), 5, 5000)
+    cache = HoldTermsCache(seconds=2.0, clock=lambda: ticks[0])
+    terms = HoldTerms(7, "night-ferry", 1, "funding", datetime.now(UTC), 5, 5000)
     cache.put(terms)
     ticks[0] = 101.9
     assert cache.get("night-ferry") == terms and cache.get("other") is None

@@ -10,8 +10,8 @@ from flask import Flask
 from sqlalchemy import select
 
 from crowdfund.films.states import FilmState
-from crowdfund.funding import services
 from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.workflows.reactions import cancel_order
 from crowdfund.funding.queries import (
     paid_orders_of,
     paid_total,
@@ -33,7 +33,7 @@ def test_paid_aggregates_count_only_orders_that_stayed_paid(db: CheckSession, ap
     second = buy(db, app, ann, film, 1)
     buy(db, app, bob, film, 3)
     cancelled = buy(db, app, cat, film, 2)
-    services.cancel_order(db, cancelled, cat, now=datetime.now(UTC))
+    cancel_order(db, cancelled, cat, now=datetime.now(UTC))
     db.commit()
     hold(db, dan, film, 1)  # pending
     declined = hold(db, cat, film, 1)

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from crowdfund.payments.gateway import GatewayError, InvalidWebhook, StripeGateway
+from crowdfund.errors import GatewayError, InvalidWebhook
+from crowdfund.payments.gateway import StripeGateway
 from crowdfund.dev.localstripe_server import (
     LocalStripe,
     LocalStripeError,

@@ -30,7 +30,9 @@ from crowdfund.accounts.models import User
 from crowdfund.errors import DomainError
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from crowdfund.funding import services
+from crowdfund.funding.hold_terms import HoldTerms, HoldTermsCache, hold_terms
+from crowdfund.funding.holds import HoldRequest, hold_stakes
+from crowdfund.funding.settlement import settle_success
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
 from tests.conftest import POSTGRES, CheckSession
 from tests.factories import make_film, make_studio_user, make_user
@@ -67,7 +69,7 @@ class Holds:
     def __init__(self, app: Flask, path: str) -> None:
         self.path = path
         self.sessionmaker = app.extensions["crowdfund.sessionmaker"]
-        self.cache: services.HoldTermsCache = self.sessionmaker.kw["info"]["hold_terms_cache"]
+        self.cache: HoldTermsCache = self.sessionmaker.kw["info"]["hold_terms_cache"]
 
     def _prepare(self, slug: str, fan_id: int, now: datetime) -> None:
         self.cache.clear()
@@ -75,13 +77,13 @@ class Holds:
             if self.path == "cached":
                 # What an earlier request left: terms of a film open for funding.
                 try:
-                    terms = services.hold_terms(session, slug, session.get(User, fan_id))
+                    terms = hold_terms(session, slug, session.get(User, fan_id))
                 except DomainError:
                     return
                 assert terms.state != FilmState.FUNDING or self.cache.get(slug) == terms
             elif self.path == "stale":
                 film = session.scalar(select(Film).where(Film.slug == slug))
-                real = services.HoldTerms.of(film)
+                real = HoldTerms.of(film)
                 self.cache.put(dataclasses.replace(
                     real, state=FilmState.FUNDING.value, stake_price_cents=real.stake_price_cents + 100,
                     per_backer_limit=real.per_backer_limit + 3,
@@ -98,8 +100,8 @@ class Holds:
         with self.sessionmaker() as session:
             user = session.get(User, fan_id)
             try:
-                terms = services.hold_terms(session, slug, user)
-                order = services.hold_stakes(session, user, services.HoldRequest(terms.id, units, key or new_key()),
+                terms = hold_terms(session, slug, user)
+                order = hold_stakes(session, user, HoldRequest(terms.id, units, key or new_key()),
                                              now=now, hold_window=HOLD_WINDOW, terms=terms)
                 session.commit()
             except DomainError as exc:
@@ -147,7 +149,7 @@ def orders(db: CheckSession, film: Film) -> list[tuple[int, int, str]]:
 def settle(db: CheckSession, held: Held) -> None:
     """The fan's charge succeeded (what the webhook or the fan's return records)."""
     db.reread()
-    services.settle_success(db, db.get(Order, held.order_id), now=datetime.now(UTC))
+    settle_success(db, db.get(Order, held.order_id), now=datetime.now(UTC))
     db.commit()
 
 
@@ -394,7 +396,7 @@ def test_stale_terms_are_forgotten(holds: Holds, db: CheckSession, film: Film) -
     assert isinstance(holds.hold(fan, film, 1), Held)
     cached = holds.cache.get(film.slug)
     db.reread()
-    assert cached is None or cached == services.HoldTerms.of(db.get(Film, film.id))
+    assert cached is None or cached == HoldTerms.of(db.get(Film, film.id))
 
 
 def test_a_hold_replaces_nothing_of_another_film(holds: Holds, db: CheckSession, film: Film) -> None:
@@ -439,10 +441,10 @@ def test_a_hold_on_cached_terms_is_one_statement_on_postgresql(app: Flask, db: C
 
     with holds.sessionmaker() as session:
         user = session.get(User, fan.id)
-        terms = services.hold_terms(session, film.slug, user)
+        terms = hold_terms(session, film.slug, user)
         event.listen(engine, "before_cursor_execute", count)
         try:
-            order = services.hold_stakes(session, user, services.HoldRequest(terms.id, 2, new_key()),
+            order = hold_stakes(session, user, HoldRequest(terms.id, 2, new_key()),
                                          now=datetime.now(UTC), hold_window=HOLD_WINDOW, terms=terms)
         finally:
             event.remove(engine, "before_cursor_execute", count)

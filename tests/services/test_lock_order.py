@@ -1,5 +1,5 @@
 """Lock order on PostgreSQL (issue 12, item 5): every path takes its row locks
-as funding/services.py documents, so no interleaving deadlocks, and a late
+as funding/inventory.py documents, so no interleaving deadlocks, and a late
 charge settled twice at once settles or refunds exactly once.
 
 Each test builds one interleaving deterministically: a gate session holds the
@@ -22,7 +22,10 @@ from sqlalchemy.orm import Session
 from crowdfund import ledger
 from crowdfund.accounts.models import User
 from crowdfund.films.states import FilmState
-from crowdfund.funding import services
+from crowdfund.errors import Conflict
+from crowdfund.funding.holds import HoldRequest, hold_stakes
+from crowdfund.funding.inventory import release_expired_holds
+from crowdfund.funding.settlement import settle_success
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
 from tests.conftest import POSTGRES, CheckSession
 from tests.factories import hold, make_film, make_studio_user, make_user
@@ -106,7 +109,7 @@ class Gate:
 
 def hold_in(session: Session, user_id: int, film_id: int, units: int, key: str, now: datetime) -> Order:
     user = session.get(User, user_id)
-    return services.hold_stakes(session, user, services.HoldRequest(film_id, units, key), now=now,
+    return hold_stakes(session, user, HoldRequest(film_id, units, key), now=now,
                                 hold_window=HOLD)
 
 
@@ -129,7 +132,7 @@ def assert_counters_agree(db: CheckSession, film_id: int) -> tuple[int, int]:
 
 
 def not_a_database_error(outcome: object) -> None:
-    assert not isinstance(outcome, BaseException) or isinstance(outcome, services.Conflict), repr(outcome)
+    assert not isinstance(outcome, BaseException) or isinstance(outcome, Conflict), repr(outcome)
 
 
 def test_one_backers_two_tabs_never_deadlock(db: CheckSession, app: Flask) -> None:
@@ -168,7 +171,7 @@ def test_late_charge_and_a_releasing_hold_never_deadlock(db: CheckSession, app: 
     now = datetime.now(UTC)
     lapsed_owner, backer = make_user(db), make_user(db)
     late = hold(db, backer, film, 1, now=now - timedelta(minutes=40))
-    services.release_expired_holds(db, film.id, now - timedelta(minutes=24))
+    release_expired_holds(db, film.id, now - timedelta(minutes=24))
     db.commit()
     hold(db, lapsed_owner, film, 3, now=now - timedelta(minutes=20))  # lapsed, not yet released
 
@@ -178,7 +181,7 @@ def test_late_charge_and_a_releasing_hold_never_deadlock(db: CheckSession, app: 
 
     def settle(session: Session) -> str:
         order = session.get(Order, late_id)
-        return services.settle_success(session, order, now=now).result
+        return settle_success(session, order, now=now).result
 
     settling = Operation(app, settle)
     holding.start_and_wait_until_blocked(db)
@@ -202,7 +205,7 @@ def test_late_charge_settled_twice_at_once_settles_or_refunds_once(db: CheckSess
     now = datetime.now(UTC)
     backer = make_user(db)
     late = hold(db, backer, film, 2, now=now - timedelta(minutes=20))
-    services.release_expired_holds(db, film.id, now)
+    release_expired_holds(db, film.id, now)
     db.commit()
     if not stakes_free:
         hold(db, make_user(db), film, 3, now=now)  # the units went to someone else
@@ -210,7 +213,7 @@ def test_late_charge_settled_twice_at_once_settles_or_refunds_once(db: CheckSess
     late_id = late.id
 
     def settle(session: Session) -> str:
-        return services.settle_success(session, session.get(Order, late_id), now=now).result
+        return settle_success(session, session.get(Order, late_id), now=now).result
 
     webhook = new_session(app)
     try:

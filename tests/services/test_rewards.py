@@ -16,7 +16,7 @@ from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from crowdfund.funding.services import refund_paid_order
+from crowdfund.workflows.reactions import refund_paid_order
 from crowdfund.rewards import services as rewards
 from crowdfund.rewards.models import CheckInAttempt, Screening, Ticket
 from crowdfund.rewards.rules import TierInput

@@ -34,12 +34,13 @@ from crowdfund.errors import Conflict
 from crowdfund.films import services as films
 from crowdfund.films.models import Film, FilmEvent
 from crowdfund.films.states import FilmState
-from crowdfund.funding import services as funding
+from crowdfund.funding import refunds
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus, RefundState
 from crowdfund.payouts import services as payouts
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, ReportStatus, RunStatus
 from crowdfund.rewards import services as rewards
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
+from crowdfund.workflows import reactions
 from tests.conftest import POSTGRES, CheckSession
 from tests.factories import buy, make_film, make_studio_user, make_user
 from tests.rewards_factories import add_screening, give_ticket
@@ -159,7 +160,7 @@ def order_race(db: CheckSession, app: Flask) -> Race:
 
     return Race(
         load=lambda s: s.get(Order, order.id),
-        move=lambda s, o: funding.refund_paid_order(s, o, now=NOW),
+        move=lambda s, o: reactions.refund_paid_order(s, o, now=NOW),
         won=lambda outcome: outcome is True,
         lost=lambda outcome: outcome is False,
         once=once,
@@ -170,7 +171,7 @@ def refunded_order(db: CheckSession, app: Flask) -> Order:
     film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
                      funding_goal_cents=10_000)
     order = buy(db, app, make_user(db), film, 2)
-    assert funding.refund_paid_order(db, order, now=NOW)
+    assert reactions.refund_paid_order(db, order, now=NOW)
     db.commit()
     return db.get(Order, order.id)
 
@@ -186,7 +187,7 @@ def refund_claim_race(db: CheckSession, app: Flask) -> Race:
 
     return Race(
         load=lambda s: s.get(Order, order.id),
-        move=lambda s, o: funding.claim_refund(s, o, now=NOW, stale_before=NOW - timedelta(minutes=10)),
+        move=lambda s, o: refunds.claim_refund(s, o, now=NOW, stale_before=NOW - timedelta(minutes=10)),
         won=lambda outcome: outcome is True,
         lost=lambda outcome: outcome is False,
         once=once,
@@ -196,7 +197,7 @@ def refund_claim_race(db: CheckSession, app: Flask) -> Race:
 def refund_done_race(db: CheckSession, app: Flask) -> Race:
     """Two workers (one took over a stale claim) both record Stripe's refund."""
     order = refunded_order(db, app)
-    assert funding.claim_refund(db, order, now=NOW, stale_before=NOW)
+    assert refunds.claim_refund(db, order, now=NOW, stale_before=NOW)
     db.commit()
 
     def once(check: CheckSession) -> None:
@@ -208,7 +209,7 @@ def refund_done_race(db: CheckSession, app: Flask) -> Race:
 
     return Race(
         load=lambda s: s.get(Order, order.id),
-        move=lambda s, o: funding.book_refund_done(s, o, "re_one", now=NOW),
+        move=lambda s, o: refunds.book_refund_done(s, o, "re_one", now=NOW),
         won=lambda outcome: outcome is True,
         lost=lambda outcome: outcome is False,
         once=once,

@@ -1,4 +1,4 @@
-from crowdfund.funding.services import REFERENCE_ALPHABET, new_reference
+from crowdfund.funding.orders import REFERENCE_ALPHABET, new_reference
 
 
 def test_order_references_are_unguessable_and_easy_to_read() -> None:

@@ -11,7 +11,7 @@ from crowdfund import transitions
 from crowdfund.errors import InvalidTransition
 from crowdfund.films.services import FILM
 from crowdfund.funding.models import OrderStatus, RefundState
-from crowdfund.funding.services import ORDER, REFUND
+from crowdfund.funding.orders import ORDER, REFUND
 from crowdfund.payouts.models import ReportStatus, RunStatus
 from crowdfund.payouts.services import REPORT, RUN
 from crowdfund.films.states import FilmState

@@ -1,7 +1,16 @@
 """Round close: films past their deadline become funded or failed.
 
-`close_rounds()` is run by a scheduler (`flask funding close-rounds`). Each
-step commits on its own, so a crash loses at most the step in progress, and a
+`close_rounds()` is run by a scheduler (`flask funding close-rounds`).
+
+Transactions: this job owns them (a workflow, crowdfund/workflows/): each
+step commits on its own (a film's decision; each batch of a film's refund
+decisions), and refunds are carried out at Stripe by
+crowdfund/workflows/refunds.py, which commits before and after each call to
+Stripe. The domains it calls only flush. Reactions of other domains go
+through crowdfund/workflows/reactions.py (refunded orders void tickets); a
+funded film releases its escrow and issues its tickets here.
+
+Each step commits on its own, so a crash loses at most the step in progress, and a
 failure is isolated to its unit (crowdfund/jobs.py): a film whose decision
 raises is rolled back alone and left for the next run, an order whose refund
 decision raises is rolled back alone (a savepoint); both are reported in
@@ -14,7 +23,6 @@ of ids, never all at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from datetime import datetime, timedelta
@@ -29,13 +37,14 @@ from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.funding.queries import paid_orders_of, paid_total
 from crowdfund.funding.rules import fee_split, goal_met, round_closes_at
-from crowdfund.funding.services import refund_paid_order, release_expired_holds
+from crowdfund.funding.inventory import release_expired_holds
 from crowdfund.jobs import UnitFailure, in_own_transaction, in_savepoint
 from crowdfund.ledger import Account, EntryKind
 from crowdfund.mail import queue_email
 from crowdfund.payments.gateway import StripeGateway
-from crowdfund.payments.services import process_refunds
 from crowdfund.rewards.services import issue_tickets
+from crowdfund.workflows.reactions import refund_paid_order
+from crowdfund.workflows.refunds import process_refunds
 
 
 @dataclass
@@ -86,11 +95,12 @@ def decide_film(session: Session, film_id: int, *, now: datetime, hold_window: t
 
 
 def decide_refunds(session: Session, film_id: int, *, now: datetime, batch_size: int,
-                   commit: Callable[[], None], failures: list[UnitFailure] | None = None) -> int:
+                   failures: list[UnitFailure] | None = None) -> int:
     """Every paid order of a failed or cancelled film is refunded (decided
     here, carried out by process_refunds); each backer is told once, with the
-    film's real reason. An order whose decision raises is rolled back alone,
-    added to `failures` (raised if None) and tried again by the next run."""
+    film's real reason. Each batch of orders is committed. An order whose
+    decision raises is rolled back alone, added to `failures` (raised if
+    None) and tried again by the next run."""
     film = session.get(Film, film_id)
     assert film is not None and film.state in (FilmState.FAILED, FilmState.CANCELLED)
     decided, after_id = 0, 0
@@ -127,7 +137,7 @@ def decide_refunds(session: Session, film_id: int, *, now: datetime, batch_size:
             else:
                 refunded = in_savepoint(session, f"order {order.reference} (film {film_id})", failures, decide)
             decided += bool(refunded)
-        commit()
+        session.commit()
         session.expunge_all()
         film = session.get(Film, film_id)
 
@@ -175,8 +185,7 @@ def close_rounds(
     for film_id in films_owing_refunds(session):
         decided = in_own_transaction(
             session, f"film {film_id} refunds", report.failures,
-            partial(decide_refunds, session, film_id, now=now, batch_size=batch_size,
-                    commit=session.commit, failures=report.failures),
+            partial(decide_refunds, session, film_id, now=now, batch_size=batch_size, failures=report.failures),
         )
         report.refunds_decided += decided or 0
     # Isolates each order itself: one that fails is reported, the others go on.
