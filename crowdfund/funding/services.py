@@ -1,4 +1,4 @@
-"""Holds, payment settlement, cancellation: the inventory rules of DESIGN.md.
+"""Holds, payment settlement, cancellation: the inventory rules of docs/architecture.md.
 
 Stakes are reserved with conditional statements and a row-count check, never
 by reading a count in Python and writing it back:
@@ -65,6 +65,7 @@ from crowdfund.funding.rules import (
 )
 from crowdfund.ledger import Account, EntryKind
 from crowdfund.rewards.services import void_unbooked_tickets
+from crowdfund.session_services import services_of
 
 REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
@@ -341,8 +342,8 @@ class HoldTermsCache:
     (a round trip and an ORM load: 12% of a hold's CPU, bench/README.md). Never
     trusted for money: the hold's first statement (on either database) checks
     that the film is open on exactly these terms, and a mismatch drops the
-    entry and holds against the film read afresh (hold_stakes). One per app, in the
-    sessionmaker's info (`hold_terms_cache`)."""
+    entry and holds against the film read afresh (hold_stakes). One per app, in
+    its AppServices (`services_of(session).hold_terms_cache`)."""
 
     def __init__(self, seconds: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.seconds = seconds
@@ -370,11 +371,11 @@ class HoldTermsCache:
 def hold_terms(session: Session, slug: str, viewer: User) -> HoldTerms:
     """The terms to hold `slug` on, as `viewer` may see the film (NotFound
     otherwise): from the app's HoldTermsCache while fresh, else read."""
-    cache: HoldTermsCache | None = session.info.get("hold_terms_cache")
-    terms = cache.get(slug) if cache is not None else None
+    cache = services_of(session).hold_terms_cache
+    terms: HoldTerms | None = cache.get(slug)
     if terms is None:
         terms = HoldTerms.of(visible_film(session, slug, viewer, for_hold=True))
-        if cache is not None and terms.state == FilmState.FUNDING:
+        if terms.state == FilmState.FUNDING:
             cache.put(terms)
     return terms
 
@@ -464,9 +465,7 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
     # Cached terms gone stale (the film closed, or is not the film cached), or
     # the film closed since it was read; nothing was written: forget them and
     # hold against the film as it is now.
-    cache: HoldTermsCache | None = session.info.get("hold_terms_cache")
-    if cache is not None:
-        cache.forget(film.slug)
+    services_of(session).hold_terms_cache.forget(film.slug)
     fresh = session.get(Film, request.film_id, populate_existing=True)
     refusal = _refusal_of_film(session, fresh, user, request, now)
     if refusal is not None:

@@ -24,6 +24,7 @@ from crowdfund.accounts.models import User
 from crowdfund.films.states import FilmState
 from crowdfund.funding import services
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
+from crowdfund.site.web import app_services
 from tests.conftest import POSTGRES, CheckSession
 from tests.factories import hold, make_film, make_studio_user, make_user
 
@@ -44,7 +45,7 @@ def close_sessions_left_open():  # type: ignore[no-untyped-def]
 
 
 def new_session(app: Flask) -> Session:
-    session = app.extensions["crowdfund.sessionmaker"]()
+    session = app_services(app).sessions()
     OPEN.append(session)
     return session
 
