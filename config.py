@@ -1,32 +1,68 @@
-"""Configuration classes, read from the environment.
+"""Configuration classes, read from the environment when an app is created.
 
 `CROWDFUND_ENV` picks the class: production (the default, so a server started
-without thought is a safe one), development or testing.
+without thought is a safe one), development or testing. A setting taken from
+the environment is declared as `_env...("NAME", default)` and read by
+config_for(), so importing this module reads nothing.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 BASE_DIR = Path(__file__).resolve().parent
+T = TypeVar("T")
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else default
+class _Env(Generic[T]):
+    """A setting read from the environment variable `name` when the
+    configuration is read (config_for(), at create_app), never at import: a
+    process that sets or changes a variable before it builds its app is seen."""
+
+    def __init__(self, name: str, default: T, parse: Callable[[str], T]) -> None:
+        self.name, self.default, self.parse = name, default, parse
+
+    def __get__(self, instance: object, owner: type | None = None) -> T:
+        return self.read(os.environ)
+
+    def read(self, environ: Mapping[str, str]) -> T:
+        raw = environ.get(self.name)
+        return self.parse(raw) if raw is not None else self.default
+
+
+def _env(name: str, default: str) -> _Env[str]:
+    return _Env(name, default, str)
+
+
+def _env_optional(name: str) -> _Env[str | None]:
+    return _Env[str | None](name, None, str)
+
+
+def _env_int(name: str, default: int) -> _Env[int]:
+    # An empty variable means "the default", as a missing one does.
+    return _Env(name, default, lambda raw: int(raw) if raw != "" else default)
+
+
+def _env_flag(name: str, default: str) -> _Env[bool]:
+    return _Env(name, default not in ("0", "false", "no"), lambda raw: raw not in ("0", "false", "no"))
+
+
+def _env_list(name: str) -> _Env[list[str]]:
+    """Comma-separated; empty parts dropped."""
+    return _Env[list[str]](name, [], lambda raw: [part for part in raw.split(",") if part])
 
 
 class Config:
     ENV_NAME = "base"
-    SECRET_KEY = os.environ.get("SECRET_KEY")
+    SECRET_KEY = _env_optional("SECRET_KEY")
     #: Old keys, comma-separated, still accepted for session cookies while a new
     #: SECRET_KEY rolls out (Flask 3.1); see docs/operations.md, Key rotation.
-    SECRET_KEY_FALLBACKS = [k for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k]
-    DATABASE_URL = os.environ.get(
-        "DATABASE_URL", f"sqlite:///{BASE_DIR / 'instance' / 'crowdfund.db'}"
-    )
+    SECRET_KEY_FALLBACKS = _env_list("SECRET_KEY_FALLBACKS")
+    DATABASE_URL = _env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'instance' / 'crowdfund.db'}")
     # Connection pool per worker process; a few connections serve many requests.
     DATABASE_POOL_SIZE = _env_int("DATABASE_POOL_SIZE", 5)
     #: A pooled connection idle this long is tested before use (see crowdfund/db.py).
@@ -64,25 +100,25 @@ class Config:
     PLATFORM_FEE_BPS = _env_int("PLATFORM_FEE_BPS", 500)
     HOLD_MINUTES = _env_int("HOLD_MINUTES", 15)
 
-    STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "https://api.stripe.com")
-    STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
-    STRIPE_PUBLISHABLE_KEY = os.environ.get("STRIPE_PUBLISHABLE_KEY", "")
-    STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
-    STRIPE_JS_URL = os.environ.get("STRIPE_JS_URL", "https://js.stripe.com/v3/")
+    STRIPE_API_BASE = _env("STRIPE_API_BASE", "https://api.stripe.com")
+    STRIPE_SECRET_KEY = _env("STRIPE_SECRET_KEY", "")
+    STRIPE_PUBLISHABLE_KEY = _env("STRIPE_PUBLISHABLE_KEY", "")
+    STRIPE_WEBHOOK_SECRET = _env("STRIPE_WEBHOOK_SECRET", "")
+    STRIPE_JS_URL = _env("STRIPE_JS_URL", "https://js.stripe.com/v3/")
     STRIPE_TIMEOUT_SECONDS = _env_int("STRIPE_TIMEOUT_SECONDS", 20)
     #: Retries of a request that timed out or failed to connect (the SDK sends an idempotency key).
     STRIPE_MAX_NETWORK_RETRIES = _env_int("STRIPE_MAX_NETWORK_RETRIES", 2)
 
     # Mail: "smtp" sends through MAIL_SERVER:MAIL_PORT; "folder" writes .eml files
     # to MAIL_FOLDER; "console" prints them.
-    MAIL_BACKEND = os.environ.get("MAIL_BACKEND", "smtp")
-    MAIL_SERVER = os.environ.get("MAIL_SERVER", "127.0.0.1")
+    MAIL_BACKEND = _env("MAIL_BACKEND", "smtp")
+    MAIL_SERVER = _env("MAIL_SERVER", "127.0.0.1")
     MAIL_PORT = _env_int("MAIL_PORT", 25)
-    MAIL_FOLDER = os.environ.get("MAIL_FOLDER", str(BASE_DIR / "instance" / "mail"))
-    MAIL_SENDER = os.environ.get("MAIL_SENDER", "Reelshare <no-reply@reelshare.test>")
+    MAIL_FOLDER = _env("MAIL_FOLDER", str(BASE_DIR / "instance" / "mail"))
+    MAIL_SENDER = _env("MAIL_SENDER", "Reelshare <no-reply@reelshare.test>")
     #: Mail is sent from the outbox (the `emails` table) after commit, by a
     #: background thread in each process ("0": none; run `flask mail deliver`).
-    MAIL_DELIVERY_THREAD = os.environ.get("MAIL_DELIVERY_THREAD", "1") not in ("0", "false", "no")
+    MAIL_DELIVERY_THREAD = _env_flag("MAIL_DELIVERY_THREAD", "1")
     #: The thread also sweeps this often for mail it was not woken for.
     MAIL_SWEEP_SECONDS = _env_int("MAIL_SWEEP_SECONDS", 60)
     #: Messages per SMTP connection.
@@ -92,14 +128,14 @@ class Config:
     MAIL_RETRY_SECONDS = _env_int("MAIL_RETRY_SECONDS", 60)
     MAIL_MAX_ATTEMPTS = _env_int("MAIL_MAX_ATTEMPTS", 5)
 
-    REDIS_URL = os.environ.get("REDIS_URL", "")
+    REDIS_URL = _env("REDIS_URL", "")
     #: Rate-limit storage (a Flask-Limiter storage URI); default: REDIS_URL.
     #: Production refuses to start with neither, unless this is set to memory://
     #: explicitly (counts per worker process: only for a single worker).
-    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "")
+    RATELIMIT_STORAGE_URI = _env("RATELIMIT_STORAGE_URI", "")
     #: Links in e-mail (password reset) start with this, never with the request's
     #: Host header, which a client chooses.
-    PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:5000")
+    PUBLIC_URL = _env("PUBLIC_URL", "http://127.0.0.1:5000")
     #: Number of proxies in front of gunicorn that set X-Forwarded-For/-Proto
     #: (0: none). Per-address rate limits need the real client address.
     PROXY_FIX_X_FOR = _env_int("PROXY_FIX_X_FOR", 0)
@@ -108,28 +144,28 @@ class Config:
     # REDIS_URL is set, else in process memory (not in production: see
     # RATELIMIT_STORAGE_URI). A limited request gets a 429
     # with a message and Retry-After.
-    RATELIMIT_ENABLED = os.environ.get("RATELIMIT_ENABLED", "1") not in ("0", "false", "no")
-    RATELIMIT_KEY_PREFIX = os.environ.get("RATELIMIT_KEY_PREFIX", "crowdfund")
+    RATELIMIT_ENABLED = _env_flag("RATELIMIT_ENABLED", "1")
+    RATELIMIT_KEY_PREFIX = _env("RATELIMIT_KEY_PREFIX", "crowdfund")
     #: Failed log-ins per account (the submitted e-mail), whatever the address.
-    RATELIMIT_LOGIN_ACCOUNT = os.environ.get("RATELIMIT_LOGIN_ACCOUNT", "10 per 15 minutes")
+    RATELIMIT_LOGIN_ACCOUNT = _env("RATELIMIT_LOGIN_ACCOUNT", "10 per 15 minutes")
     #: Log-in attempts per client address, whatever the account.
-    RATELIMIT_LOGIN_ADDRESS = os.environ.get("RATELIMIT_LOGIN_ADDRESS", "30 per 15 minutes")
+    RATELIMIT_LOGIN_ADDRESS = _env("RATELIMIT_LOGIN_ADDRESS", "30 per 15 minutes")
     #: Sign-ups per client address; only sign-ups that went through count (not
     #: forms sent back with errors).
-    RATELIMIT_SIGNUP = os.environ.get("RATELIMIT_SIGNUP", "10 per hour")
+    RATELIMIT_SIGNUP = _env("RATELIMIT_SIGNUP", "10 per hour")
     #: "Forgot password" requests per address and per account; reset-form posts per address.
-    RATELIMIT_RESET_ADDRESS = os.environ.get("RATELIMIT_RESET_ADDRESS", "10 per hour")
-    RATELIMIT_RESET_ACCOUNT = os.environ.get("RATELIMIT_RESET_ACCOUNT", "3 per hour")
+    RATELIMIT_RESET_ADDRESS = _env("RATELIMIT_RESET_ADDRESS", "10 per hour")
+    RATELIMIT_RESET_ACCOUNT = _env("RATELIMIT_RESET_ACCOUNT", "3 per hour")
     #: "Send the confirmation link again" per logged-in user.
-    RATELIMIT_VERIFY_EMAIL = os.environ.get("RATELIMIT_VERIFY_EMAIL", "5 per hour")
+    RATELIMIT_VERIFY_EMAIL = _env("RATELIMIT_VERIFY_EMAIL", "5 per hour")
     #: Stake holds per logged-in fan.
-    RATELIMIT_HOLD = os.environ.get("RATELIMIT_HOLD", "20 per minute")
+    RATELIMIT_HOLD = _env("RATELIMIT_HOLD", "20 per minute")
     #: Loads of the checkout page per logged-in fan (each may ask Stripe for the order's SetupIntent).
-    RATELIMIT_CHECKOUT = os.environ.get("RATELIMIT_CHECKOUT", "30 per minute")
+    RATELIMIT_CHECKOUT = _env("RATELIMIT_CHECKOUT", "30 per minute")
     #: Ticket check-ins per door-staff account (a busy door scans one every few seconds).
-    RATELIMIT_CHECK_IN = os.environ.get("RATELIMIT_CHECK_IN", "120 per minute")
+    RATELIMIT_CHECK_IN = _env("RATELIMIT_CHECK_IN", "120 per minute")
     #: Stripe webhook deliveries per sending address.
-    RATELIMIT_WEBHOOK = os.environ.get("RATELIMIT_WEBHOOK", "600 per minute")
+    RATELIMIT_WEBHOOK = _env("RATELIMIT_WEBHOOK", "600 per minute")
 
     #: How long an e-mailed password-reset link works.
     PASSWORD_RESET_MAX_AGE_SECONDS = _env_int("PASSWORD_RESET_MAX_AGE_SECONDS", 3600)
@@ -139,7 +175,7 @@ class Config:
     #: Strict-Transport-Security on every response; production only (below).
     HSTS_SECONDS = 0
     #: Extra frame origins for Stripe.js's 3-D Secure pages (real Stripe only).
-    CSP_STRIPE_FRAME_SRC = os.environ.get("CSP_STRIPE_FRAME_SRC", "https://hooks.stripe.com")
+    CSP_STRIPE_FRAME_SRC = _env("CSP_STRIPE_FRAME_SRC", "https://hooks.stripe.com")
 
 
 class ProductionConfig(Config):
@@ -156,14 +192,14 @@ class DevelopmentConfig(Config):
     # anyone forge an admin's cookie on every development-config deployment.
     SESSION_COOKIE_SECURE = False
     REMEMBER_COOKIE_SECURE = False
-    MAIL_BACKEND = os.environ.get("MAIL_BACKEND", "folder")
+    MAIL_BACKEND = _env("MAIL_BACKEND", "folder")
 
 
 class TestingConfig(Config):
     ENV_NAME = "testing"
     TESTING = True
     SECRET_KEY = "test-secret"
-    DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "sqlite://")
+    DATABASE_URL = _env("TEST_DATABASE_URL", "sqlite://")
     SESSION_COOKIE_SECURE = False
     REMEMBER_COOKIE_SECURE = False
     PASSWORD_TIME_COST = 1
@@ -229,9 +265,13 @@ CONFIGS = {
 }
 
 
-def config_for(name: str | None = None) -> type[Config]:
+def config_for(name: str | None = None) -> dict[str, Any]:
+    """The settings of the config class `name` (default: $CROWDFUND_ENV, else
+    production), with the environment as it is now: read here, at app creation,
+    never when this module is imported."""
     name = name or os.environ.get("CROWDFUND_ENV", "production")
     try:
-        return CONFIGS[name]
+        chosen = CONFIGS[name]
     except KeyError:
         raise RuntimeError(f"CROWDFUND_ENV must be one of {sorted(CONFIGS)}, not {name!r}") from None
+    return {key: getattr(chosen, key) for key in dir(chosen) if key.isupper()}

@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import DEFAULT_URL, create_database, drop_database  # noqa: E402
+from bench.common import DEFAULT_URL, bench_services, create_database, drop_database  # noqa: E402
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -150,18 +150,16 @@ def fill(url: str, intents: list[str], backers: int) -> int:
 
 
 def close(url: str, api_base: str, batch_size: int) -> tuple[object, float]:
-    from crowdfund.db import make_engine, make_sessionmaker
     from crowdfund.workflows.round_close import close_rounds
-    from crowdfund.mail import Mailer
 
-    engine = make_engine(url)
-    sessions = make_sessionmaker(engine, info={"mailer": Mailer(backend="none")})
-    with gateway(api_base) as gw, sessions() as session:
+    services = bench_services(url, STRIPE_SECRET_KEY=SECRET_KEY, STRIPE_API_BASE=api_base,
+                              STRIPE_WEBHOOK_SECRET="whsec_bench", STRIPE_TIMEOUT_SECONDS=60)
+    with services.sessions() as session:
         started = time.perf_counter()
-        report = close_rounds(session, gw, now=datetime.now(UTC), hold_window=HOLD_WINDOW, fee_bps=500,
-                              batch_size=batch_size)
+        report = close_rounds(session, services.gateway, now=datetime.now(UTC), hold_window=HOLD_WINDOW,
+                              fee_bps=500, batch_size=batch_size)
         seconds = time.perf_counter() - started
-    engine.dispose()
+    services.close()
     return report, seconds
 
 

@@ -1,7 +1,23 @@
-"""What every benchmark needs: a fresh PostgreSQL database of its own, dropped after."""
+"""What every benchmark needs: a fresh PostgreSQL database of its own, dropped after, and the app's services."""
+
+from typing import Any
 
 from crowdfund.migrate import create_database, drop_database
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
-__all__ = ["DEFAULT_URL", "create_database", "drop_database"]
+__all__ = ["DEFAULT_URL", "bench_services", "create_database", "drop_database"]
+
+
+def bench_services(url: str, **settings: Any) -> Any:
+    """The app's services (crowdfund.app_services) on `url`, as production
+    configures them, with mail to nowhere and no delivery thread (e-mail is
+    measured apart: it is I/O, not the job), the engine as make_engine(url)
+    makes it (no recycling), and `settings` on top."""
+    from config import config_for
+    from crowdfund.app_services import build_services
+
+    values = config_for("production")
+    values.update(DATABASE_URL=url, MAIL_BACKEND="none", MAIL_DELIVERY_THREAD=False,
+                  DATABASE_POOL_RECYCLE_SECONDS=-1, **settings)
+    return build_services(values)

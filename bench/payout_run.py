@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import DEFAULT_URL, create_database, drop_database  # noqa: E402
+from bench.common import DEFAULT_URL, bench_services, create_database, drop_database  # noqa: E402
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
@@ -97,14 +97,11 @@ def child_run(url: str, film_id: int) -> dict[str, object]:
     from sqlalchemy import select
 
     from crowdfund.accounts.models import User
-    from crowdfund.db import make_engine, make_sessionmaker
-    from crowdfund.mail import Mailer
     from crowdfund.payouts.models import BoxOfficeReport
     from crowdfund.payouts.services import start_run, write_statements
 
-    engine = make_engine(url)
     # E-mail announcements are measured apart (they are I/O, not the run).
-    sessions = make_sessionmaker(engine, info={"mailer": Mailer(backend="none")})
+    sessions = bench_services(url).sessions
     started = time.perf_counter()
     with sessions() as session:
         report = session.scalar(select(BoxOfficeReport).where(BoxOfficeReport.film_id == film_id))

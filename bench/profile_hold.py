@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import DEFAULT_URL, create_database, drop_database  # noqa: E402
 from bench.launch import CSRF_RE, PASSWORD, fill, reset_holds  # noqa: E402
+from crowdfund.site.web import app_services  # noqa: E402
 
 
 def wsgi_call(app: Any, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -143,7 +144,7 @@ def main() -> int:
                 stats = pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order)
                 stats.print_stats(args.top)
                 print(re.sub(r"\n\s*\n", "\n", out.getvalue()))
-        real.extensions["crowdfund.engine"].dispose()
+        app_services(real).engine.dispose()
         resetter.dispose()
     finally:
         drop_database(url)

@@ -17,16 +17,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import BASE_DIR, config_for, development_secrets
 from crowdfund import db as dbmod
-from crowdfund import mail
-from crowdfund.accounts import passwords
 from crowdfund.accounts.services import load_user
+from crowdfund.app_services import AppServices, build_services
 from crowdfund.cli import register_cli
 from crowdfund.errors import DomainError
 from crowdfund.films.rules import percent_funded, time_left_text
 from crowdfund.films.states import STATE_LABELS, FilmState
-from crowdfund.funding.hold_terms import HoldTermsCache
 from crowdfund.money import format_bps, format_cents, format_multiple
-from crowdfund.payments.gateway import StripeGateway
 from crowdfund.site.accounts import admin_bp, bp as accounts_bp
 from crowdfund.site.actions import actions_bp
 from crowdfund.site.extensions import csrf, init_limiter, login_manager, retry_after_seconds
@@ -39,7 +36,7 @@ from crowdfund.site.mail_admin import mail_admin_bp
 from crowdfund.site.payouts import payouts_bp
 from crowdfund.site.remember import REMEMBER_PREFIX, load_remembered, resolve_remembered_user
 from crowdfund.site.rewards import rewards_bp
-from crowdfund.site.web import db, now, wants_json
+from crowdfund.site.web import SERVICES_EXTENSION, db, now, wants_json
 from crowdfund.site.webhooks import payments_bp
 
 log = logging.getLogger(__name__)
@@ -51,39 +48,24 @@ def create_app(config_name: str | None = None, overrides: dict[str, Any] | None 
         template_folder=str(BASE_DIR / "templates"),
         static_folder=str(BASE_DIR / "static"),
     )
-    app.config.from_object(config_for(config_name))
+    app.config.from_mapping(config_for(config_name))
     if overrides:
         app.config.update(overrides)
     if app.config["ENV_NAME"] == "development":
         development_secrets(app.config)
-    if not app.config.get("SECRET_KEY"):
+    if not app.config["SECRET_KEY"]:
         raise RuntimeError(
             "SECRET_KEY is not set. Production refuses to start without it: "
             "set SECRET_KEY in the environment (see README, Configuration)."
         )
 
-    engine = dbmod.make_engine(app.config["DATABASE_URL"], pool_size=app.config["DATABASE_POOL_SIZE"],
-                               ping_idle_seconds=app.config["DATABASE_PING_IDLE_SECONDS"],
-                               recycle_seconds=app.config["DATABASE_POOL_RECYCLE_SECONDS"])
-    app.extensions["crowdfund.engine"] = engine
-    mailer = mail.mailer_from_config(app.config)
-    app.extensions["crowdfund.sessionmaker"] = dbmod.make_sessionmaker(engine, info={
-        "mailer": mailer,
-        "password_hasher": passwords.make_hasher(app.config["PASSWORD_TIME_COST"],
-                                                 app.config["PASSWORD_MEMORY_COST_KIB"]),
-        "hold_terms_cache": HoldTermsCache(),
-    })
-    _register_mail_delivery(app, mailer)
-    app.extensions["crowdfund.clock"] = dbmod.utcnow
-    app.extensions["crowdfund.gateway"] = StripeGateway(
-        app.config["STRIPE_SECRET_KEY"],
-        app.config["STRIPE_API_BASE"],
-        app.config["STRIPE_WEBHOOK_SECRET"],
-        timeout_seconds=app.config["STRIPE_TIMEOUT_SECONDS"],
-        max_network_retries=app.config["STRIPE_MAX_NETWORK_RETRIES"],
-    )
+    services = build_services(app.config)
+    install_services(app, services)
+    if services.mail_delivery.background:
+        # Each worker sweeps even if it never queues mail itself (rows left by a worker that died).
+        app.before_request(services.mail_delivery.start)
 
-    if app.config.get("PROXY_FIX_X_FOR"):
+    if app.config["PROXY_FIX_X_FOR"]:
         # Behind N proxies: the client address (per-address rate limits) and scheme come from them.
         hops = int(app.config["PROXY_FIX_X_FOR"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
@@ -101,21 +83,11 @@ def create_app(config_name: str | None = None, overrides: dict[str, Any] | None 
     return app
 
 
-def _register_mail_delivery(app: Flask, mailer: mail.Mailer) -> None:
-    """The outbox's sender for this app: a background thread per process, woken
-    after each commit that queued mail (never sending inside the request), plus
-    `flask mail deliver` for a cron sweep."""
-    sessions = app.extensions["crowdfund.sessionmaker"]
-    delivery = mail.MailDelivery(
-        sessions, mailer, batch_size=app.config["MAIL_BATCH_SIZE"], max_attempts=app.config["MAIL_MAX_ATTEMPTS"],
-        retry_seconds=app.config["MAIL_RETRY_SECONDS"], sweep_seconds=app.config["MAIL_SWEEP_SECONDS"],
-        background=app.config["MAIL_DELIVERY_THREAD"],
-    )
-    sessions.kw["info"]["mail_wake"] = delivery.wake
-    app.extensions["crowdfund.mail_delivery"] = delivery
-    if delivery.background:
-        # Each worker sweeps even if it never queues mail itself (rows left by a worker that died).
-        app.before_request(delivery.start)
+def install_services(app: Flask, services: AppServices) -> None:
+    """Make `services` the app's (read by crowdfund.site.web.app_services()) and
+    its sessions' (read by crowdfund.session_services.services_of())."""
+    app.extensions[SERVICES_EXTENSION] = services
+    services.bind_sessions()
 
 
 def _register_session_lifecycle(app: Flask) -> None:
@@ -265,7 +237,7 @@ def content_security_policy(config: Any) -> str:
     """
     stripe_js = _origin(config["STRIPE_JS_URL"])
     stripe_api = _origin(config["STRIPE_API_BASE"])
-    frames = " ".join(o for o in (stripe_js, config.get("CSP_STRIPE_FRAME_SRC", "")) if o)
+    frames = " ".join(o for o in (stripe_js, config["CSP_STRIPE_FRAME_SRC"]) if o)
     directives = [
         "default-src 'self'",
         f"script-src 'self' {stripe_js}".strip(),
@@ -288,7 +260,7 @@ def _origin(url: str) -> str:
 
 
 def _register_security_headers(app: Flask) -> None:
-    hsts_seconds = int(app.config.get("HSTS_SECONDS") or 0)
+    hsts_seconds = int(app.config["HSTS_SECONDS"])
     security_headers = [
         ("Content-Security-Policy", content_security_policy(app.config)),
         ("X-Content-Type-Options", "nosniff"),

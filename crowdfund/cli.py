@@ -19,16 +19,15 @@ from crowdfund.jobs import UnitFailure
 from crowdfund.workflows.jobs import finish_payout_runs, release_holds
 from crowdfund.workflows.reconcile import reconcile
 from crowdfund.workflows.round_close import close_rounds
+from crowdfund.site.web import app_services
 
 
 def _session() -> Session:
-    session: Session = current_app.extensions["crowdfund.sessionmaker"]()
-    return session
+    return app_services().sessions()
 
 
 def _now() -> datetime:
-    now: datetime = current_app.extensions["crowdfund.clock"]()
-    return now
+    return app_services().clock()
 
 
 def _exit_on_failures(failures: list[UnitFailure]) -> None:
@@ -82,7 +81,7 @@ def register_cli(app: Flask) -> None:
         """Decide every film past its deadline; refund failed rounds. Safe to rerun."""
         with _session() as session:
             report = close_rounds(
-                session, current_app.extensions["crowdfund.gateway"], now=_now(),
+                session, app_services().gateway, now=_now(),
                 hold_window=timedelta(minutes=current_app.config["HOLD_MINUTES"]),
                 fee_bps=current_app.config["PLATFORM_FEE_BPS"], batch_size=batch_size,
             )
@@ -106,7 +105,7 @@ def register_cli(app: Flask) -> None:
     def reconcile_command() -> None:
         """Settle orders whose payment outcome was not recorded, by asking Stripe. Safe any time."""
         with _session() as session:
-            report = reconcile(session, current_app.extensions["crowdfund.gateway"], now=_now())
+            report = reconcile(session, app_services().gateway, now=_now())
         click.echo(", ".join(f"{key}: {value}" for key, value in report.counts.items()))
         _exit_on_failures(report.failures)
 
@@ -131,7 +130,7 @@ def register_cli(app: Flask) -> None:
     @mail.command("deliver")
     def deliver_mail_command() -> None:
         """Send the e-mail waiting in the outbox (what is due). Safe to run any time, from cron too."""
-        report = current_app.extensions["crowdfund.mail_delivery"].deliver_pending()
+        report = app_services().mail_delivery.deliver_pending()
         click.echo(f"sent: {report.sent}, to retry: {report.retried}, failed: {report.failed}")
 
     app.cli.add_command(mail)

@@ -148,10 +148,10 @@ def _ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
             raise DisconnectionError("stale pooled connection") from exc
 
 
-def make_sessionmaker(engine: Engine, info: dict[str, Any] | None = None) -> sessionmaker[Session]:
-    """`info` carries per-app services that domain code needs without Flask
-    (the mailer, the password hasher)."""
-    return sessionmaker(engine, expire_on_commit=False, info=info or {})
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """The app's sessionmaker; crowdfund.app_services.build_services makes it
+    and puts the app's services in its sessions' info (session_services)."""
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 # --- side effects after commit -------------------------------------------------

@@ -6,16 +6,17 @@ Signs: a positive amount is a debit, a negative one a credit. Accounts:
   captured, credit when Stripe has refunded it).
 - `escrow:<film>`: what backers paid for a film until it is funded or refunded.
 - `refunds_payable:<film>`: refunds decided and not yet confirmed by Stripe
-  (DESIGN.md lists no such account; without it the ledger would claim money
-  left Stripe before Stripe said so).
+  (kept apart from escrow: without it the ledger would claim money left
+  Stripe before Stripe said so).
 - `studio:<studio>`: what the platform owes a studio after its film is funded.
 - `platform_fees`: the platform's fee income.
 - `payouts_payable:<film>`, `paid_out`: backers' box-office payouts.
 - `unmatched_payments`: money that arrived at Stripe for no order (a payment
   anomaly: debit `backer_cash`, credit this), owed back to the payer until
   Stripe has refunded it (debit this, credit `backer_cash`).
-- `backer_balance:<user>`, `withdrawals_in_flight`: DESIGN.md's backer
-  balances and withdrawals; builders only, nothing posts to them yet.
+- `backer_balance:<user>`, `withdrawals_in_flight`: the backer balances and
+  withdrawals planned in docs/architecture.md; builders only, nothing posts
+  to them yet.
 
 Each entry has a unique `key` naming the movement (for example
 `payment:<order>`), so the same movement can never be booked twice.

@@ -14,8 +14,8 @@ over one SMTP connection with no transaction open, then marks each sent, or
 retries it later with backoff, or after a few attempts marks it failed. A claim
 is a lease: a deliverer that died after SMTP accepted a message and before
 marking it sent leaves it `sending`; after the lease it is sent again (better
-twice than never). No Flask here: the app puts its mailer and delivery in its
-sessions' info.
+twice than never). No Flask here: queue_email() finds the app's mailer and
+delivery through its session (crowdfund.session_services.services_of).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import os
 import smtplib
 import threading
 import unicodedata
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import message_from_string
@@ -46,6 +45,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from config import BASE_DIR
 from crowdfund.db import Base, UTCDateTime, after_commit, rowcount, utcnow
 from crowdfund.money import format_cents
+from crowdfund.session_services import services_of
 
 log = logging.getLogger(__name__)
 
@@ -252,14 +252,14 @@ def queue_email(session: Session, *, key: str, to: str, template: str, **context
     that one is recorded `failed` (admins see it on /admin/mail)."""
     if session.scalar(select(OutgoingEmail.id).where(OutgoingEmail.key == key)) is not None:
         return False
-    mailer: Mailer = session.info.get("mailer") or Mailer()
+    services = services_of(session)
     now = utcnow()
     values: dict[str, Any] = {"key": key, "to_address": _displayable(to)[:254], "subject": f"({template})",
                               "created_at": now, "attempts": 0}
     try:
         subject, body = render(template, **context)
         values["subject"] = _displayable(subject)[:200]
-        message = build_message(to=to, subject=subject, body=body, sender=mailer.sender, now=now)
+        message = build_message(to=to, subject=subject, body=body, sender=services.mailer.sender, now=now)
     except Exception as exc:  # noqa: BLE001 - whatever it is, it must not fail the caller's work
         values.update(status=EmailStatus.FAILED.value, last_error=_error_text(exc))
         log.error("e-mail %s could not be built, recorded as failed: %s", key, values["last_error"])
@@ -267,9 +267,8 @@ def queue_email(session: Session, *, key: str, to: str, template: str, **context
         values.update(status=EmailStatus.PENDING.value, message=message, next_attempt_at=now)
     if not _insert_once(session, values):
         return False
-    wake: Callable[[], None] | None = session.info.get("mail_wake")
-    if wake is not None and values["status"] == EmailStatus.PENDING:
-        after_commit(session, wake)
+    if values["status"] == EmailStatus.PENDING:
+        after_commit(session, services.mail_delivery.wake)
     return True
 
 
@@ -283,9 +282,7 @@ def retry_failed_email(session: Session, email_id: int) -> bool:
     )
     if rowcount(result) != 1:
         return False
-    wake: Callable[[], None] | None = session.info.get("mail_wake")
-    if wake is not None:
-        after_commit(session, wake)
+    after_commit(session, services_of(session).mail_delivery.wake)
     return True
 
 

@@ -45,7 +45,7 @@ def run_migrations() -> None:
         return
     url = config.get_main_option("sqlalchemy.url") or config_for(
         config.attributes.get("env_name")
-    ).DATABASE_URL
+    )["DATABASE_URL"]
     engine = make_engine(url)
     with engine.connect() as conn:
         _configure(conn)

@@ -24,12 +24,14 @@ from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
 
-from crowdfund.app import create_app
+from crowdfund.app import create_app, install_services
 from crowdfund.dev.localstripe_server import LocalStripe
 from tests.localstripe_fixture import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, localstripe  # noqa: F401
 from crowdfund.db import sqlite_begin_mode
 from crowdfund.migrate import create_database, drop_database, upgrade
 from crowdfund.models import metadata
+from crowdfund.session_services import SERVICES_KEY
+from crowdfund.site.web import app_services
 
 POSTGRES = bool(os.environ.get("TEST_DATABASE_URL"))
 
@@ -129,12 +131,11 @@ def app(database_url: str, localstripe: LocalStripe, smtp_server: MailCapture) -
         "MAIL_BACKEND": "smtp",
         "MAIL_PORT": smtp_server.port,
     })
-    delivery = app.extensions.get("crowdfund.mail_delivery")
-    smtp_server.deliver = delivery.deliver_pending if delivery is not None else None
+    smtp_server.deliver = app_services(app).mail_delivery.deliver_pending
     yield app
     smtp_server.deliver = None
-    app.extensions["crowdfund.gateway"].close()
-    app.extensions["crowdfund.engine"].dispose()
+    app_services(app).gateway.close()
+    app_services(app).engine.dispose()
 
 
 class Clock:
@@ -154,17 +155,17 @@ class Clock:
 def clock(app: Flask) -> Iterator[Clock]:
     """Freeze or move the app's time with `clock.set(...)`."""
     clock = Clock()
-    original = app.extensions["crowdfund.clock"]
-    app.extensions["crowdfund.clock"] = clock
+    original = app_services(app)
+    install_services(app, original.with_clock(clock))
     yield clock
-    app.extensions["crowdfund.clock"] = original
+    install_services(app, original)
 
 
 def _truncate(app: Flask) -> None:
     # The app may keep a film's hold terms by slug (films are never deleted in
     # the app; here they are, and the next test reuses their slugs).
-    app.extensions["crowdfund.sessionmaker"].kw["info"]["hold_terms_cache"].clear()
-    engine = app.extensions["crowdfund.engine"]
+    app_services(app).hold_terms_cache.clear()
+    engine = app_services(app).engine
     tables = [t.name for t in reversed(metadata.sorted_tables)]
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
@@ -196,8 +197,8 @@ def db(app: Flask) -> Iterator[CheckSession]:
     """A session for arranging and checking data. Writes must be committed
     before the app sees them; call `db.reread()` to see what the app wrote."""
     token = sqlite_begin_mode.set("DEFERRED")
-    session = CheckSession(bind=app.extensions["crowdfund.engine"], expire_on_commit=False,
-                           info=dict(app.extensions["crowdfund.sessionmaker"].kw["info"]))
+    session = CheckSession(bind=app_services(app).engine, expire_on_commit=False,
+                           info={SERVICES_KEY: app_services(app)})
     yield session
     session.close()
     sqlite_begin_mode.reset(token)

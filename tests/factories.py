@@ -16,6 +16,7 @@ from crowdfund.films.models import Film
 from crowdfund.films.rules import FilmInput
 from crowdfund.films.states import FilmState
 from crowdfund.workflows import reactions
+from crowdfund.site.web import app_services
 
 PASSWORD = "correct horse battery"
 _seq = itertools.count(1)
@@ -112,7 +113,7 @@ def pay(db: Session, app, order, card: str = GOOD_CARD, *, now: datetime | None 
     from crowdfund.dev.localstripe_server import confirm_card_setup
     from crowdfund.workflows.checkout import checkout_setup_intent, pay_order
 
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     from crowdfund.errors import Conflict
 
     try:

@@ -14,6 +14,7 @@ from crowdfund.rewards import services as rewards
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
 from crowdfund.rewards.rules import TierInput, new_ticket_code
 from crowdfund.workflows import reactions
+from crowdfund.site.web import app_services
 from tests.factories import make_film
 
 HOLD = timedelta(minutes=15)
@@ -37,7 +38,7 @@ def film_with_tiers(db: Session, studio: User, tiers=TIERS, **overrides: object)
 def close_after_deadline(db: Session, app, film: Film):  # type: ignore[no-untyped-def]
     from crowdfund.workflows.round_close import close_rounds
 
-    return close_rounds(db, app.extensions["crowdfund.gateway"], now=film.deadline + HOLD + timedelta(seconds=1),
+    return close_rounds(db, app_services(app).gateway, now=film.deadline + HOLD + timedelta(seconds=1),
                         hold_window=HOLD, fee_bps=500)
 
 

@@ -6,10 +6,11 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.orm import Session
 
+from crowdfund.session_services import services_of
+
 MIN_LENGTH = 10
 #: Hashing a megabyte of "password" is a cheap denial of service; refuse it.
 MAX_LENGTH = 256
-_DEFAULT = PasswordHasher()
 
 
 def make_hasher(time_cost: int, memory_cost_kib: int) -> PasswordHasher:
@@ -17,8 +18,8 @@ def make_hasher(time_cost: int, memory_cost_kib: int) -> PasswordHasher:
 
 
 def hasher_for(session: Session) -> PasswordHasher:
-    """The app's hasher travels with its sessions (set by create_app)."""
-    return session.info.get("password_hasher", _DEFAULT)
+    """The app's hasher (its costs come from the config), found through the session."""
+    return services_of(session).password_hasher
 
 
 def hash_password(hasher: PasswordHasher, password: str) -> str:

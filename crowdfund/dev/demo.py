@@ -29,6 +29,7 @@ from crowdfund.rewards.rules import TierInput
 from crowdfund.workflows import reactions
 from crowdfund.workflows.checkout import checkout_setup_intent, pay_order
 from crowdfund.workflows.round_close import close_rounds
+from crowdfund.site.web import app_services
 
 DEMO_PASSWORD = "demo-password-1"
 
@@ -241,7 +242,7 @@ def seed_command() -> None:
     """Fill an empty database with demo users and films."""
     if current_app.config["ENV_NAME"] == "production":
         raise click.ClickException("Refusing to seed demo data in production.")
-    with current_app.extensions["crowdfund.sessionmaker"]() as session:
+    with app_services().sessions() as session:
         if session.scalar(select(User.id).limit(1)) is not None:
             raise click.ClickException("The database already has users; demo seed wants an empty one.")
         logins = seed(session)

@@ -12,13 +12,12 @@ from typing import Any
 from flask import Flask
 
 from crowdfund.app import create_app
+from crowdfund.site.web import app_services
 from crowdfund.dev.demo import DEMO_PASSWORD, demo_command, seed
 from crowdfund.migrate import upgrade
 from crowdfund.dev.localstripe_server import LocalStripe, register_webhook, start_in_thread
 
 HOST = "127.0.0.1"
-PORT = int(os.environ.get("PORT", "5000"))
-STRIPE_PORT = int(os.environ.get("LOCALSTRIPE_PORT", "8420"))
 # localstripe takes any key of the right shape; these authenticate us to it, not anyone to us.
 STRIPE_SECRET_KEY = "sk_test_demo"
 PUBLISHABLE_KEY = "pk_test_demo"
@@ -51,21 +50,24 @@ def register_demo_webhook(app: Flask, stripe_url: str, target_url: str) -> None:
 
 def main() -> None:
     os.environ.setdefault("CROWDFUND_ENV", "development")
-    stripe = start_in_thread(STRIPE_PORT)
+    # Read when the demo starts, not when this module is imported.
+    port = int(os.environ.get("PORT", "5000"))
+    stripe = start_in_thread(int(os.environ.get("LOCALSTRIPE_PORT", "8420")))
     app = make_app(stripe)
-    register_demo_webhook(app, stripe.url, f"http://{HOST}:{PORT}/stripe/webhook")
+    services = app_services(app)
+    register_demo_webhook(app, stripe.url, f"http://{HOST}:{port}/stripe/webhook")
     upgrade(app.config["DATABASE_URL"])
     print("Seeding demo data (fans buy stakes through localstripe)...")
-    with app.extensions["crowdfund.sessionmaker"]() as session:
-        logins = seed(session, app.extensions["crowdfund.gateway"], stripe.url, PUBLISHABLE_KEY,
+    with services.sessions() as session:
+        logins = seed(session, services.gateway, stripe.url, PUBLISHABLE_KEY,
                       fee_bps=app.config["PLATFORM_FEE_BPS"])
-    print(f"\nReelshare demo at http://{HOST}:{PORT}   (localstripe at {stripe.url})")
+    print(f"\nReelshare demo at http://{HOST}:{port}   (localstripe at {stripe.url})")
     print(f"Logins (password for all: {DEMO_PASSWORD}):")
     for role, email in logins:
         print(f"  {role:8} {email}")
     print("Test cards: 4242 4242 4242 4242 pays, 4000 0000 0000 0341 declines, 4000 0025 0000 3155 asks for 3-D Secure.")
     print(f"Mail is written to {app.config['MAIL_FOLDER']}\n")
-    app.run(host=HOST, port=PORT, debug=False, use_reloader=False, threaded=True)
+    app.run(host=HOST, port=port, debug=False, use_reloader=False, threaded=True)
 
 
 if __name__ == "__main__":

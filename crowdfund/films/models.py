@@ -50,7 +50,7 @@ class Film(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     expected_release_date: Mapped[date] = mapped_column(Date)
 
-    #: Payout terms (DESIGN.md "Payout waterfall"), frozen when funding opens.
+    #: Payout terms (docs/architecture.md "Payout waterfall"), frozen when funding opens.
     recoup_share_bps: Mapped[int] = mapped_column(Integer)
     recoup_multiple_bps: Mapped[int] = mapped_column(Integer)
     profit_share_bps: Mapped[int] = mapped_column(Integer)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from crowdfund.accounts.models import User
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
+from crowdfund.session_services import services_of
 from crowdfund.funding.queries import visible_film
 
 
@@ -42,7 +43,7 @@ class HoldTermsCache:
     trusted for money: the hold's first statement (on either database) checks
     that the film is open on exactly these terms, and a mismatch drops the
     entry and holds against the film read afresh (hold_stakes). One per app, in the
-    sessionmaker's info (`hold_terms_cache`)."""
+    its AppServices (`services_of(session).hold_terms_cache`)."""
 
     def __init__(self, seconds: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.seconds = seconds
@@ -70,10 +71,10 @@ class HoldTermsCache:
 def hold_terms(session: Session, slug: str, viewer: User) -> HoldTerms:
     """The terms to hold `slug` on, as `viewer` may see the film (NotFound
     otherwise): from the app's HoldTermsCache while fresh, else read."""
-    cache: HoldTermsCache | None = session.info.get("hold_terms_cache")
-    terms = cache.get(slug) if cache is not None else None
+    cache = services_of(session).hold_terms_cache
+    terms: HoldTerms | None = cache.get(slug)
     if terms is None:
         terms = HoldTerms.of(visible_film(session, slug, viewer, for_hold=True))
-        if cache is not None and terms.state == FilmState.FUNDING:
+        if terms.state == FilmState.FUNDING:
             cache.put(terms)
     return terms

@@ -26,11 +26,12 @@ from crowdfund.funding.hold_statement import (
     attempt_hold_sqlite,
     insert_order,
 )
-from crowdfund.funding.hold_terms import HoldTerms, HoldTermsCache
+from crowdfund.funding.hold_terms import HoldTerms
 from crowdfund.funding.inventory import adjust, expire_releasable, reserve_position, reserve_units
 from crowdfund.funding.models import BackerPosition, Order, OrderStatus
 from crowdfund.funding.orders import move_order, new_reference
 from crowdfund.funding.queries import find_by_idempotency_key, next_hold_release, visible_film
+from crowdfund.session_services import services_of
 
 
 class SoldOut(Conflict):
@@ -143,9 +144,7 @@ def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: date
     # Cached terms gone stale (the film closed, or is not the film cached), or
     # the film closed since it was read; nothing was written: forget them and
     # hold against the film as it is now.
-    cache: HoldTermsCache | None = session.info.get("hold_terms_cache")
-    if cache is not None:
-        cache.forget(film.slug)
+    services_of(session).hold_terms_cache.forget(film.slug)
     fresh = session.get(Film, request.film_id, populate_existing=True)
     refusal = _refusal_of_film(session, fresh, user, request, now)
     if refusal is not None:

@@ -1,4 +1,4 @@
-"""The payout waterfall of DESIGN.md. Pure: integers in, integers out.
+"""The payout waterfall of docs/architecture.md. Pure: integers in, integers out.
 
 The same function drives the payout run, the statement and the return
 calculator on the film page, so the three can never disagree.

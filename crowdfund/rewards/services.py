@@ -1,6 +1,6 @@
 """Rewards: tiers, screenings, ticket issuance, booking and check-in.
 
-Seats are taken like stakes are held (DESIGN.md "Inventory under load"): one
+Seats are taken like stakes are held (docs/architecture.md "Inventory under load"): one
 conditional statement `booked = booked + 1 WHERE id = ? AND booked < seats`
 and a row-count check, never a count read in Python and written back.
 

@@ -89,9 +89,9 @@ def rate_limit_storage(config: Any) -> str:
     chosen explicitly (RATELIMIT_STORAGE_URI=memory://, one worker), and then
     logged loudly at every start.
     """
-    storage = config.get("RATELIMIT_STORAGE_URI") or config.get("REDIS_URL") or ""
-    enabled = bool(config.get("RATELIMIT_ENABLED", True))
-    production = config.get("ENV_NAME") == "production"
+    storage = config["RATELIMIT_STORAGE_URI"] or config["REDIS_URL"]
+    enabled = bool(config["RATELIMIT_ENABLED"])
+    production = config["ENV_NAME"] == "production"
     if not storage:
         if production and enabled:
             raise RuntimeError(
@@ -100,7 +100,7 @@ def rate_limit_storage(config: Any) -> str:
                 "anyway (one worker only), set RATELIMIT_STORAGE_URI=memory:// explicitly."
             )
         storage = "memory://"
-    if storage.startswith("memory://") and enabled and not config.get("TESTING"):
+    if storage.startswith("memory://") and enabled and not config["TESTING"]:
         (log.critical if production else log.warning)(
             "Rate limits are counted in process memory (%s): each worker process counts on its own, so with "
             "N workers every limit is N times higher. Set REDIS_URL for shared counts.", storage)
@@ -123,8 +123,8 @@ def init_limiter(app: Flask) -> Limiter:
         # 1.42 ms with no limiter: bench/README.md). A 429 still says when to
         # come back (retry_after_seconds, in the 429 handler).
         headers_enabled=False,
-        key_prefix=app.config.get("RATELIMIT_KEY_PREFIX", "crowdfund"),
-        enabled=bool(app.config.get("RATELIMIT_ENABLED", True)),
+        key_prefix=app.config["RATELIMIT_KEY_PREFIX"],
+        enabled=bool(app.config["RATELIMIT_ENABLED"]),
         # A Redis outage must not take log-in down: count in memory until it is back.
         in_memory_fallback_enabled=not storage.startswith("memory://"),
     )
@@ -150,9 +150,9 @@ def init_limiter(app: Flask) -> Limiter:
 def retry_after_seconds(default: int = 60) -> int:
     """For a 429: seconds until the limit this request broke resets (one
     storage read, on the refused path only)."""
-    limiter: Limiter | None = current_app.extensions.get(LIMITER_KEY)
+    limiter: Limiter = current_app.extensions[LIMITER_KEY]
     try:
-        broken = limiter.current_limit if limiter is not None else None
+        broken = limiter.current_limit
         if broken is not None:
             return max(1, int(broken.reset_at - time.time()) + 1)
     except Exception:  # storage unreachable: a default is better than no header

@@ -8,19 +8,32 @@ from functools import wraps
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-from flask import abort, current_app, g, request
+from flask import Flask, abort, current_app, g, request
 from flask_login import current_user
 from sqlalchemy.orm import Session
 
+from crowdfund.app_services import AppServices
+from crowdfund.payments.gateway import StripeGateway
 from crowdfund.site.extensions import login_manager
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: The key of the app's AppServices in `app.extensions` (set by create_app).
+SERVICES_EXTENSION = "crowdfund"
+
+
+def app_services(app: Flask | None = None) -> AppServices:
+    """The services of `app` (default: the current app): the web layer's one way to them."""
+    services: AppServices | None = (app or current_app).extensions.get(SERVICES_EXTENSION)
+    if services is None:
+        raise RuntimeError("This Flask app has no crowdfund services: make it with crowdfund.app.create_app().")
+    return services
 
 
 def db() -> Session:
     """The request's session; closed (and rolled back if uncommitted) at teardown."""
     if "db_session" not in g:
-        g.db_session = current_app.extensions["crowdfund.sessionmaker"]()
+        g.db_session = app_services().sessions()
     return g.db_session
 
 
@@ -29,8 +42,9 @@ def stream_query(query: Callable[..., Iterator[Any]], *args: Any) -> Iterator[An
     closes when the stream ends or the client goes away. The request's own
     session is closed at once: a stream can outlive the request."""
     db().close()
-    sessionmaker = current_app.extensions["crowdfund.sessionmaker"]
-    read_only = current_app.extensions["crowdfund.engine"].execution_options(sqlite_begin="DEFERRED")
+    services = app_services()
+    sessionmaker = services.sessions
+    read_only = services.engine.execution_options(sqlite_begin="DEFERRED")
 
     def rows() -> Iterator[Any]:
         with sessionmaker(bind=read_only) as session:
@@ -41,12 +55,12 @@ def stream_query(query: Callable[..., Iterator[Any]], *args: Any) -> Iterator[An
 
 def now() -> datetime:
     """The current time in UTC; tests replace the clock to move time."""
-    return current_app.extensions["crowdfund.clock"]()
+    return app_services().clock()
 
 
-def gateway() -> Any:
+def gateway() -> StripeGateway:
     """The process's StripeGateway (the only way views reach Stripe)."""
-    return current_app.extensions["crowdfund.gateway"]
+    return app_services().gateway
 
 
 def user() -> Any:

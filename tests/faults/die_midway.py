@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import event
 
 from crowdfund.app import create_app
+from crowdfund.site.web import app_services
 
 
 def die_on(engine: Any, needle: str, nth: int = 1) -> None:
@@ -36,10 +37,10 @@ def die_on(engine: Any, needle: str, nth: int = 1) -> None:
 def main() -> None:
     config, scenario = json.loads(sys.argv[1]), sys.argv[2]
     app = create_app("testing", config)
-    engine = app.extensions["crowdfund.engine"]
-    gateway = app.extensions["crowdfund.gateway"]
+    engine = app_services(app).engine
+    gateway = app_services(app).gateway
     now = datetime.now(UTC)
-    with app.extensions["crowdfund.sessionmaker"]() as session:
+    with app_services(app).sessions() as session:
         if scenario == "after-charge":
             from crowdfund.funding.models import Order
             from crowdfund.workflows.checkout import pay_order

@@ -34,6 +34,7 @@ from crowdfund.funding.models import StripeEvent
 from crowdfund.workflows.checkout import checkout_setup_intent
 from crowdfund.workflows.reconcile import reconcile
 from crowdfund.workflows.refunds import REFUND_CLAIM_TIMEOUT
+from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client
 from tests.factories import GOOD_CARD, PASSWORD, buy, hold, make_film, make_studio_user, make_user
 
@@ -71,7 +72,7 @@ def test_database_unreachable_gives_a_503_page(url: str) -> None:
         assert response.status_code == 503
         assert b"We cannot reach our database right now. Nothing was changed" in response.data
     finally:
-        broken.extensions["crowdfund.engine"].dispose()
+        app_services(broken).engine.dispose()
 
 
 def test_database_lost_mid_request_writes_nothing(client: Client, db: CheckSession, app: Flask, film) -> None:  # type: ignore[no-untyped-def]
@@ -79,7 +80,7 @@ def test_database_lost_mid_request_writes_nothing(client: Client, db: CheckSessi
     client.login(fan.email, PASSWORD)
     page = client.get(f"/films/{film.slug}").get_data(as_text=True)
     key = page.split('name="key" value="')[1].split('"')[0]
-    engine = app.extensions["crowdfund.engine"]
+    engine = app_services(app).engine
 
     def connection_dies(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
         # The hold has reserved the backer's position and the film's units by now.
@@ -107,16 +108,16 @@ def test_a_pooled_connection_killed_while_idle(app: Flask, ping_idle_seconds: in
     DATABASE_PING_IDLE_SECONDS is tested and replaced before use, so no one sees
     an error; a busy one (idle less than that) fails one request with a 503 and
     the pool is renewed for the next."""
-    if app.extensions["crowdfund.engine"].dialect.name != "postgresql":
+    if app_services(app).engine.dialect.name != "postgresql":
         pytest.skip("SQLite connections are files: they do not go stale")
     pooled = other_app(app, DATABASE_POOL_SIZE=1, DATABASE_PING_IDLE_SECONDS=ping_idle_seconds)
-    engine = pooled.extensions["crowdfund.engine"]
+    engine = app_services(pooled).engine
     try:
         client = pooled.test_client()
         assert client.get("/").status_code == 200
         with engine.connect() as conn:
             pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-        with app.extensions["crowdfund.engine"].connect() as killer:
+        with app_services(app).engine.connect() as killer:
             assert killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar_one()
         time.sleep(0.2)
         response = client.get("/")
@@ -136,10 +137,10 @@ def test_pooled_connections_are_replaced_after_recycle_seconds(app: Flask, recyc
     """The pool replaces a connection older than DATABASE_POOL_RECYCLE_SECONDS,
     so no backend keeps query plans from long ago (bench/README.md, "Generic
     plans cached while the tables were empty")."""
-    if app.extensions["crowdfund.engine"].dialect.name != "postgresql":
+    if app_services(app).engine.dialect.name != "postgresql":
         pytest.skip("SQLite has no server backend to replace")
     pooled = other_app(app, DATABASE_POOL_SIZE=1, DATABASE_POOL_RECYCLE_SECONDS=recycle_seconds)
-    engine = pooled.extensions["crowdfund.engine"]
+    engine = app_services(pooled).engine
     try:
         with engine.connect() as conn:
             first = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
@@ -167,7 +168,7 @@ def test_stripe_down_gives_a_clear_message_and_charges_nothing(db: CheckSession,
         assert checkout.status_code == 503
         assert b"The payment service could not be reached" in checkout.data
         # The card was set up while Stripe answered; it is down when the fan pays.
-        setup = checkout_setup_intent(db, order, app.extensions["crowdfund.gateway"])
+        setup = checkout_setup_intent(db, order, app_services(app).gateway)
         confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret,
                            GOOD_CARD)
         paid = client.post_form(f"/orders/{order.reference}/pay", {"setup_intent": setup.id},
@@ -178,8 +179,8 @@ def test_stripe_down_gives_a_clear_message_and_charges_nothing(db: CheckSession,
         assert order.status == OrderStatus.PENDING and order.stripe_payment_intent_id is None
         assert ledger.balance(db, Account.BACKER_CASH) == 0
     finally:
-        down.extensions["crowdfund.engine"].dispose()
-        down.extensions["crowdfund.gateway"].close()
+        app_services(down).engine.dispose()
+        app_services(down).gateway.close()
 
 
 class SlowProxy:
@@ -256,15 +257,15 @@ def test_stripe_slow_during_payment_then_reconciled(db: CheckSession, app: Flask
         # No paid order without a charge: the app did not hear back, so it is still pending,
         # and no charge without an order: the charge's PaymentIntent is on record.
         assert order.status == OrderStatus.PENDING and order.stripe_payment_intent_id
-        gateway = app.extensions["crowdfund.gateway"]
+        gateway = app_services(app).gateway
         assert gateway.retrieve_payment_intent(order.stripe_payment_intent_id).status == "succeeded"
         assert reconcile(db, gateway, now=datetime.now(UTC))["paid"] == 1
         db.reread()
         assert db.get(Order, order.id).status == OrderStatus.PAID
         assert ledger.balance(db, Account.BACKER_CASH) == order.amount_cents
     finally:
-        slow.extensions["crowdfund.engine"].dispose()
-        slow.extensions["crowdfund.gateway"].close()
+        app_services(slow).engine.dispose()
+        app_services(slow).gateway.close()
 
 
 # --- a process killed at the worst moment ------------------------------------------------------
@@ -283,7 +284,7 @@ def run_dying(app: Flask, *args: str) -> int:
 def test_killed_after_the_charge_before_the_commit(db: CheckSession, app: Flask, film) -> None:  # type: ignore[no-untyped-def]
     fan = make_user(db)
     order = hold(db, fan, film, 2)
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     setup = checkout_setup_intent(db, order, gateway)
     confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret,
                        GOOD_CARD)
@@ -307,7 +308,7 @@ def test_close_rounds_killed_midway_refunds_each_order_once(db: CheckSession, ap
     assert run_dying(app, "close-rounds", "5", closing.isoformat()) == 17
     db.reread()
     assert db.get(Film, film.id).state == FilmState.FAILED
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     from crowdfund.workflows.round_close import close_rounds
 
     # The dead worker's claim on the second refund is honoured until it goes stale
@@ -398,7 +399,7 @@ class GatedProxy(StripeProxy):
 
 def open_transactions(app: Flask) -> int:
     """Other connections to the test database sitting inside a transaction."""
-    with app.extensions["crowdfund.engine"].connect() as conn:
+    with app_services(app).engine.connect() as conn:
         return int(conn.exec_driver_sql(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid() AND state IN ('idle in transaction', 'idle in transaction (aborted)')"
@@ -432,7 +433,7 @@ def test_pay_waiting_on_stripe_holds_no_database_lock(db: CheckSession, app: Fla
         pay_thread.start()
         assert proxy.held.wait(timeout=30), "pay never reached Stripe"
         # The pay request is inside Stripe now. Another fan holds stakes meanwhile.
-        if app.extensions["crowdfund.engine"].dialect.name == "postgresql":
+        if app_services(app).engine.dialect.name == "postgresql":
             assert open_transactions(app) == 0
         held: dict[str, int] = {}
         done = threading.Event()
@@ -457,8 +458,8 @@ def test_pay_waiting_on_stripe_holds_no_database_lock(db: CheckSession, app: Fla
         assert db.get(Order, order.id).status == OrderStatus.PAID
     finally:
         proxy.close()
-        slow.extensions["crowdfund.engine"].dispose()
-        slow.extensions["crowdfund.gateway"].close()
+        app_services(slow).engine.dispose()
+        app_services(slow).gateway.close()
 
 
 # --- one bad order never stops a batch job (issue 12, item 1: per-order isolation) -----------------
@@ -488,7 +489,7 @@ def test_reconcile_goes_on_past_an_order_that_fails_and_exits_non_zero(db: Check
     assert db.get(Order, unrecorded.id).status == OrderStatus.PAID
     assert db.get(Order, fine.id).refund_state == "done"
     assert db.get(Order, broken.id).refund_state == "requested"  # retried by the next run
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     assert len(gateway.find_refunds(db.get(Order, fine.id).stripe_payment_intent_id)) == 1
 
 
@@ -572,8 +573,8 @@ def test_no_transaction_is_open_while_stripe_is_asked(db: CheckSession, app: Fla
         assert db.get(Order, for_reconcile.id).status == OrderStatus.PAID
     finally:
         proxy.close()
-        probed.extensions["crowdfund.engine"].dispose()
-        probed.extensions["crowdfund.gateway"].close()
+        app_services(probed).engine.dispose()
+        app_services(probed).gateway.close()
 
 
 def test_the_webhook_answers_503_while_stripe_cannot_be_asked(db: CheckSession, app: Flask) -> None:
@@ -595,8 +596,8 @@ def test_the_webhook_answers_503_while_stripe_cannot_be_asked(db: CheckSession, 
         db.reread()
         assert db.get(Order, order.id).status == OrderStatus.PAID
     finally:
-        down.extensions["crowdfund.engine"].dispose()
-        down.extensions["crowdfund.gateway"].close()
+        app_services(down).engine.dispose()
+        app_services(down).gateway.close()
 
 
 def test_an_anomaly_refund_stripe_refused_is_made_by_reconcile(db: CheckSession, app: Flask) -> None:
@@ -613,7 +614,7 @@ def test_an_anomaly_refund_stripe_refused_is_made_by_reconcile(db: CheckSession,
         db.reread()
         anomaly = db.scalars(select(PaymentAnomaly)).one()
         assert anomaly.state == "refund_owed" and ledger.balance(db, Account.UNMATCHED_PAYMENTS) == -700
-        gateway = app.extensions["crowdfund.gateway"]
+        gateway = app_services(app).gateway
         assert gateway.find_refunds(intent_id) == []
         assert reconcile(db, gateway, now=datetime.now(UTC))["anomaly_refunds"] == 1
         db.reread()
@@ -623,5 +624,5 @@ def test_an_anomaly_refund_stripe_refused_is_made_by_reconcile(db: CheckSession,
         assert db.get(Order, order.id).status == OrderStatus.PENDING
     finally:
         refusing.close()
-        flaky.extensions["crowdfund.engine"].dispose()
-        flaky.extensions["crowdfund.gateway"].close()
+        app_services(flaky).engine.dispose()
+        app_services(flaky).gateway.close()

@@ -14,6 +14,7 @@ from crowdfund.films.states import FilmState
 from crowdfund.funding.models import FilmInventory, Order, OrderStatus
 from crowdfund.ledger import Account
 from crowdfund.dev.localstripe_server import confirm_card_setup
+from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client
 from tests.factories import DECLINED_CARD, GOOD_CARD, PASSWORD, THREE_DS_CARD, make_film, make_studio_user, make_user
 
@@ -150,7 +151,7 @@ def test_cancel_refunds_and_returns_units(client: Client, db: CheckSession, app:
     order = db.scalar(select(Order))
     assert order.status == OrderStatus.CANCELLED
     assert db.get(FilmInventory, film.id).sold == 0
-    refunds = app.extensions["crowdfund.gateway"].find_refunds(order.stripe_payment_intent_id)
+    refunds = app_services(app).gateway.find_refunds(order.stripe_payment_intent_id)
     assert len(refunds) == 1
 
 
@@ -235,7 +236,7 @@ def test_a_fan_cannot_pay_with_another_fans_card(client: Client, other_client: C
 def test_pay_refuses_a_setup_intent_stripe_says_belongs_to_another_order(
         client: Client, db: CheckSession, app: Flask, film, fan) -> None:  # type: ignore[no-untyped-def]
     response, _ = hold_via_form(client, film, 1)
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     # Recorded on this order, but made for another order and user (as a tampered database might hold).
     foreign = gateway.create_setup_intent({"order_id": "999999", "user_id": "999999"})
     confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], foreign.client_secret,
@@ -264,7 +265,7 @@ def test_reloading_the_checkout_reuses_the_orders_setup_intent(client: Client, d
     assert made[0]["metadata"] == {"order_id": str(order.id), "order_reference": order.reference,
                                    "user_id": str(fan.id)}
     # A SetupIntent that can no longer collect a card (here: canceled) is replaced, once.
-    app.extensions["crowdfund.gateway"].cancel_setup_intent(order.stripe_setup_intent_id)
+    app_services(app).gateway.cancel_setup_intent(order.stripe_setup_intent_id)
     replaced = {checkout_secret(client, response.headers["Location"]) for _ in range(2)}
     assert len(replaced) == 1 and replaced != secrets
     db.reread()

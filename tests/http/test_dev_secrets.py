@@ -18,6 +18,7 @@ from crowdfund.app import create_app
 from crowdfund.dev import server as devserver
 from crowdfund.migrate import upgrade
 from crowdfund.dev.localstripe_server import LocalStripe, confirm_card_setup, register_webhook
+from crowdfund.site.web import app_services
 from tests.localstripe_fixture import PUBLISHABLE_KEY
 
 
@@ -53,8 +54,8 @@ def test_each_fresh_instance_gets_its_own_secrets(tmp_path: Path, no_secret_env:
     # A secret from the environment still wins.
     assert dev_app(tmp_path / "three", SECRET_KEY="from-the-environment").config["SECRET_KEY"] == "from-the-environment"
     for app in (a, b, again):
-        app.extensions["crowdfund.gateway"].close()
-        app.extensions["crowdfund.engine"].dispose()
+        app_services(app).gateway.close()
+        app_services(app).engine.dispose()
 
 
 def test_the_repository_holds_no_development_secret() -> None:
@@ -76,7 +77,7 @@ def test_the_dev_server_verifies_localstripe_webhooks_with_its_own_secret(
     engine = create_engine(url)
     try:
         devserver.register_demo_webhook(app, localstripe.url, f"http://127.0.0.1:{server.server_port}/stripe/webhook")
-        gateway = app.extensions["crowdfund.gateway"]
+        gateway = app_services(app).gateway
         setup = gateway.create_setup_intent({})
         confirm_card_setup(localstripe.url, PUBLISHABLE_KEY, setup.client_secret, "4242424242424242")
         intent = gateway.create_payment_intent(5000, "usd", {"order_id": "0"},
@@ -95,5 +96,5 @@ def test_the_dev_server_verifies_localstripe_webhooks_with_its_own_secret(
         server.shutdown()
         thread.join(timeout=5)
         engine.dispose()
-        app.extensions["crowdfund.gateway"].close()
-        app.extensions["crowdfund.engine"].dispose()
+        app_services(app).gateway.close()
+        app_services(app).engine.dispose()

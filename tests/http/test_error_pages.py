@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Flask
 
 from crowdfund.app import create_app
+from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, make_studio_user
 
@@ -35,5 +36,5 @@ def test_an_unexpected_error_for_a_logged_in_user_is_the_500_page(app: Flask, db
         page = response.get_data(as_text=True)
         assert "Something went wrong" in page and fan.display_name in page
     finally:
-        broken_app.extensions["crowdfund.gateway"].close()
-        broken_app.extensions["crowdfund.engine"].dispose()
+        app_services(broken_app).gateway.close()
+        app_services(broken_app).engine.dispose()

@@ -16,6 +16,7 @@ from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.ledger import Account
 from crowdfund.dev.localstripe_server import confirm_card_setup
+from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client, MailCapture
 from tests.factories import GOOD_CARD, PASSWORD, buy, hold, make_film, make_studio_user, make_user
 from tests.http.test_buying import checkout_secret, hold_via_form
@@ -84,7 +85,7 @@ def test_a_title_that_breaks_email_headers_never_fails_paying(client: Client, ot
 def charged_but_unrecorded(db: CheckSession, app: Flask, user, film: Film) -> Order:  # type: ignore[no-untyped-def]
     """Stripe charged the card; the server died before recording the outcome."""
     order = hold(db, user, film, 1)
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     setup = gateway.create_setup_intent({})
     confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret,
                        GOOD_CARD)

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from crowdfund.app import create_app
 from crowdfund.accounts.models import User
 from crowdfund.films.states import FilmState
+from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, make_film, make_studio_user, make_user
 
@@ -44,8 +45,8 @@ def limited(app: Flask) -> Iterator[Callable[..., Client]]:
 
     yield build
     for made_app in made:
-        made_app.extensions["crowdfund.gateway"].close()
-        made_app.extensions["crowdfund.engine"].dispose()
+        app_services(made_app).gateway.close()
+        app_services(made_app).engine.dispose()
 
 
 def from_address(address: str) -> dict[str, object]:

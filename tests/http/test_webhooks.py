@@ -25,6 +25,7 @@ from crowdfund.dev.localstripe_server import (
     register_webhook,
 )
 from crowdfund.funding.models import StripeEvent
+from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client
 from tests.factories import DECLINED_CARD, GOOD_CARD, PASSWORD, hold, make_film, make_studio_user, make_user
 from tests.localstripe_fixture import WEBHOOK_SECRET
@@ -55,7 +56,7 @@ def charged_but_unrecorded(db: CheckSession, app: Flask, card: str = GOOD_CARD, 
         film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
                          funding_goal_cents=50_000)
         order = hold(db, make_user(db), film, 2)
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     setup = gateway.create_setup_intent({})
     confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret, card)
     method = gateway.retrieve_setup_intent(setup.id)
@@ -170,7 +171,7 @@ def test_reconcile_settles_a_charge_the_server_never_recorded(db: CheckSession, 
     from crowdfund.workflows.reconcile import reconcile
 
     order = charged_but_unrecorded(db, app)
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     counts = reconcile(db, gateway, now=datetime.now(UTC))
     assert counts["paid"] == 1
     assert state(db, order) == (OrderStatus.PAID, 2, 10_000)
@@ -196,7 +197,7 @@ def held_order(db: CheckSession, units: int = 2) -> Order:
 
 def paid_intent(app: Flask, amount_cents: int, metadata: dict) -> str:
     """A PaymentIntent charged at localstripe, made outside the app's pay step."""
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     method = create_card_payment_method(app.config["STRIPE_API_BASE"], app.config["STRIPE_SECRET_KEY"], GOOD_CARD)
     intent_id = gateway.create_payment_intent(amount_cents, "usd", metadata, payment_method_id=method)
     assert gateway.confirm_payment_intent(intent_id, method).status == "succeeded"
@@ -213,7 +214,7 @@ def anomalies(db: CheckSession) -> list[dict]:
 def test_a_signed_success_event_for_an_unpaid_intent_leaves_the_order_pending(
         client: Client, db: CheckSession, app: Flask) -> None:
     order = held_order(db)
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     # Recorded on the order but never paid: localstripe has it in requires_payment_method.
     intent_id = gateway.create_payment_intent(order.amount_cents, "usd", {"order_id": str(order.id)})
     order.stripe_payment_intent_id = intent_id
@@ -241,7 +242,7 @@ def test_the_outcome_and_amount_come_from_stripe_not_from_the_event_body(
 def test_an_intent_that_does_not_match_its_order_is_an_anomaly_and_refunded(
         client: Client, db: CheckSession, app: Flask, mail, case: str) -> None:
     order = held_order(db)
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     metadata = {"order_id": str(order.id), "order_reference": order.reference}
     if case == "smaller-amount":
         intent_id = paid_intent(app, order.amount_cents // 2, metadata)
@@ -285,7 +286,7 @@ def test_reconcile_refunds_a_recorded_intent_whose_amount_changed_at_stripe(db: 
     from crowdfund.workflows.reconcile import reconcile
 
     order = held_order(db)
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     base, secret = app.config["STRIPE_API_BASE"], app.config["STRIPE_SECRET_KEY"]
     method = create_card_payment_method(base, secret, GOOD_CARD)
     intent_id = gateway.create_payment_intent(order.amount_cents, "usd", {"order_id": str(order.id)},

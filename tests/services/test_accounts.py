@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 from crowdfund.accounts import services
 from crowdfund.accounts.models import Role
 from crowdfund.errors import Conflict, DomainError
+from crowdfund.site.web import app_services
 from tests.factories import PASSWORD, make_studio_user, make_user
 
 
@@ -87,7 +88,7 @@ def test_loaded_user_knows_roles_and_studio_and_sees_changes_made_in_the_same_se
     admin = make_user(db, roles=(Role.ADMIN, Role.FAN))
     member = make_studio_user(db, "Red Lantern")
     studio_id = member.studio_id
-    with app.extensions["crowdfund.sessionmaker"]() as fresh:
+    with app_services(app).sessions() as fresh:
         loaded = services.load_user(fresh, admin.get_id())
         assert loaded.role_names == {"admin", "fan"} and loaded.studio_id is None
         as_member = services.load_user(fresh, member.get_id())
@@ -114,7 +115,7 @@ def test_one_remember_token_used_by_parallel_requests_is_replaced_once(db: Sessi
     now = datetime.now(UTC)
     raw, _ = services.issue_remember_token(db, user, now=now, lifetime=timedelta(days=30))
     db.commit()
-    sessionmaker = app.extensions["crowdfund.sessionmaker"]
+    sessionmaker = app_services(app).sessions
     start = threading.Barrier(8)
     results: list[object] = []
     lock = threading.Lock()

@@ -21,6 +21,7 @@ from crowdfund.films.models import Film, FilmEvent
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.ledger import Account
+from crowdfund.site.web import app_services
 from tests.conftest import CheckSession
 from tests.factories import buy, hold, make_film, make_studio_user, make_user
 
@@ -123,7 +124,7 @@ def test_release_holds_goes_on_past_a_film_that_fails(app: Flask, db: CheckSessi
                 any(row.get("film_id_1") == first.id for row in context.compiled_parameters):
             raise InjectedFault("injected fault")
 
-    engine = app.extensions["crowdfund.engine"]
+    engine = app_services(app).engine
     event.listen(engine, "before_cursor_execute", fail_first)
     try:
         result = runner.invoke(args=["funding", "release-holds"])
@@ -175,7 +176,7 @@ def test_payouts_process_goes_on_past_a_run_that_fails(app: Flask, db: CheckSess
                 any(row.get("run_id") == bad.id for row in context.compiled_parameters):
             raise InjectedFault("injected fault")
 
-    engine = app.extensions["crowdfund.engine"]
+    engine = app_services(app).engine
     runner = app.test_cli_runner()
     event.listen(engine, "before_cursor_execute", fail_bad_run)
     try:

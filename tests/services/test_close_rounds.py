@@ -14,6 +14,7 @@ from crowdfund.films.states import FilmState
 from crowdfund.workflows.round_close import close_rounds, decide_film
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.ledger import Account
+from crowdfund.site.web import app_services
 from tests.conftest import CheckSession
 from tests.factories import buy, hold, make_film, make_studio_user, make_user
 
@@ -41,7 +42,7 @@ def two_films(db: CheckSession, app: Flask):  # type: ignore[no-untyped-def]
 
 def test_funded_and_failed_then_run_again(db: CheckSession, app: Flask, mail) -> None:  # type: ignore[no-untyped-def]
     hit, miss, fans = two_films(db, app)
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     now = after_deadline(hit)
     before = close_rounds(db, gateway, now=hit.deadline, hold_window=HOLD, fee_bps=FEE_BPS)
     assert before.funded == [] and before.failed == []
@@ -77,7 +78,7 @@ def test_funded_and_failed_then_run_again(db: CheckSession, app: Flask, mail) ->
 
 def test_crash_midway_refunds_each_order_exactly_once(db: CheckSession, app: Flask) -> None:
     hit, miss, _ = two_films(db, app)
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     now = after_deadline(miss)
     # The first run dies right after deciding the film: nothing refunded yet.
     decide_film(db, miss.id, now=now, hold_window=HOLD, fee_bps=FEE_BPS)
@@ -123,7 +124,7 @@ def test_cancelled_film_refunds_everyone(db: CheckSession, app: Flask) -> None:
     admin = make_user(db, roles=(__import__("crowdfund.accounts.models", fromlist=["Role"]).Role.ADMIN,))
     cancel_film(db, db.get(Film, film.id), admin, "Rights dispute", now=datetime.now(UTC))
     db.commit()
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     report = close_rounds(db, gateway, now=datetime.now(UTC), hold_window=HOLD, fee_bps=FEE_BPS)
     assert (report.refunds_decided, report.refunds_made) == (2, 2)
     db.reread()

@@ -17,6 +17,7 @@ from crowdfund.films.states import FilmState
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
 from crowdfund.funding.holds import HoldRequest, hold_stakes
 from crowdfund.ledger import Account
+from crowdfund.site.web import app_services
 from tests.conftest import CheckSession
 from tests.factories import buy, make_film, make_studio_user, make_user, pay
 
@@ -32,7 +33,7 @@ def test_fifty_buyers_race_for_the_last_twenty_stakes(db: CheckSession, app: Fla
     # 5 threads each: several as the same backer, half of them with 2 paid
     # stakes already (so the per-backer limit of 4 can refuse them).
     buyers = early + [make_user(db) for _ in range(5)]
-    sessionmaker = app.extensions["crowdfund.sessionmaker"]
+    sessionmaker = app_services(app).sessions
     start = threading.Barrier(THREADS)
     outcomes: list[str] = []
     lock = threading.Lock()

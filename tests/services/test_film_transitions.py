@@ -20,6 +20,7 @@ from crowdfund.films.states import FilmState
 from crowdfund.workflows.round_close import close_rounds, decide_film
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.ledger import Account
+from crowdfund.site.web import app_services
 from tests.conftest import POSTGRES, CheckSession
 from tests.factories import PASSWORD, buy, make_film, make_studio_user, make_user
 
@@ -36,7 +37,7 @@ def selling_film(db: CheckSession, app: Flask, *, goal_cents: int):  # type: ign
 
 
 def close_in_other_session(app: Flask, film: Film) -> str:
-    with app.extensions["crowdfund.sessionmaker"]() as other:
+    with app_services(app).sessions() as other:
         outcome = decide_film(other, film.id, now=film.deadline + HOLD + timedelta(seconds=1), hold_window=HOLD,
                               fee_bps=FEE_BPS)
         other.commit()
@@ -68,7 +69,7 @@ def test_cancel_from_a_stale_read_conflicts_with_close_rounds(db: CheckSession, 
         assert ledger.balance(db, Account.escrow(film.id)) == 0
         assert ledger.has_entry(db, f"escrow-release:{film.id}")
     # The paid order is refunded at most once, by the failed round only.
-    report = close_rounds(db, app.extensions["crowdfund.gateway"], now=film.deadline + HOLD * 2, hold_window=HOLD,
+    report = close_rounds(db, app_services(app).gateway, now=film.deadline + HOLD * 2, hold_window=HOLD,
                           fee_bps=FEE_BPS)
     db.reread()
     statuses = db.scalars(select(Order.status).where(Order.film_id == film.id)).all()
@@ -89,7 +90,7 @@ def test_cancel_waiting_on_close_rounds_loses_cleanly(db: CheckSession, app: Fla
     round close locks and decides it; the cancel waits on the row, then finds
     the state changed and refuses."""
     film, admin = selling_film(db, app, goal_cents=goal_cents)
-    sessionmaker = app.extensions["crowdfund.sessionmaker"]
+    sessionmaker = app_services(app).sessions
     closer = sessionmaker()
     canceller = sessionmaker()
     try:
@@ -147,7 +148,7 @@ def test_admin_cancel_of_a_film_decided_meanwhile_is_a_409_page(db: CheckSession
     film, admin = selling_film(db, app, goal_cents=50_000)
     client.login(admin.email, PASSWORD)
     token = client.csrf_token()
-    closer = app.extensions["crowdfund.sessionmaker"]()
+    closer = app_services(app).sessions()
     responses: list[object] = []
     try:
         assert decide_film(closer, film.id, now=film.deadline + HOLD + timedelta(seconds=1), hold_window=HOLD,

@@ -20,6 +20,7 @@ from crowdfund.funding.queries import funding_stats
 from crowdfund.ledger import Account
 from crowdfund.workflows.checkout import pay_order
 from crowdfund.workflows.refunds import process_refund
+from crowdfund.site.web import app_services
 from tests.conftest import CheckSession
 from tests.factories import DECLINED_CARD, buy, hold, make_film, make_studio_user, make_user, pay
 
@@ -122,7 +123,7 @@ def test_payment_settles_once_and_books_the_ledger(db: CheckSession, app: Flask,
     assert -ledger.balance(db, Account.escrow(film.id)) == 15_000
     assert ledger.balance(db, Account.BACKER_CASH) == 15_000
     # The server's confirmation, then the same outcome again (webhook, reconcile): nothing new.
-    again = pay_order(db, order, None, app.extensions["crowdfund.gateway"], now=datetime.now(UTC))
+    again = pay_order(db, order, None, app_services(app).gateway, now=datetime.now(UTC))
     db.commit()
     assert again.status == "paid"
     assert ledger.balance(db, Account.BACKER_CASH) == 15_000 and ledger.trial_balance(db) == 0
@@ -176,7 +177,7 @@ def test_settle_after_expiry_takes_units_when_free(db: CheckSession, app: Flask,
 def test_cancellation_refunds_through_stripe_once(db: CheckSession, app: Flask, film) -> None:  # type: ignore[no-untyped-def]
     fan = make_user(db)
     order = buy(db, app, fan, film, 2)
-    gateway = app.extensions["crowdfund.gateway"]
+    gateway = app_services(app).gateway
     with pytest.raises(Forbidden):
         cancel_order(db, order, make_user(db), now=datetime.now(UTC))
     cancel_order(db, order, fan, now=datetime.now(UTC))

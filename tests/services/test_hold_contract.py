@@ -34,6 +34,7 @@ from crowdfund.funding.hold_terms import HoldTerms, HoldTermsCache, hold_terms
 from crowdfund.funding.holds import HoldRequest, hold_stakes
 from crowdfund.funding.settlement import settle_success
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
+from crowdfund.site.web import app_services
 from tests.conftest import POSTGRES, CheckSession
 from tests.factories import make_film, make_studio_user, make_user
 
@@ -68,8 +69,8 @@ class Holds:
 
     def __init__(self, app: Flask, path: str) -> None:
         self.path = path
-        self.sessionmaker = app.extensions["crowdfund.sessionmaker"]
-        self.cache: HoldTermsCache = self.sessionmaker.kw["info"]["hold_terms_cache"]
+        self.sessionmaker = app_services(app).sessions
+        self.cache: HoldTermsCache = app_services(app).hold_terms_cache
 
     def _prepare(self, slug: str, fan_id: int, now: datetime) -> None:
         self.cache.clear()
@@ -433,7 +434,7 @@ def test_a_hold_on_cached_terms_is_one_statement_on_postgresql(app: Flask, db: C
     holds = Holds(app, "cached")
     holds.hold(fan, make_film(db, make_studio_user(db, "Studio Warm"), FilmState.FUNDING), 1)  # warm the pool
     holds._prepare(film.slug, fan.id, datetime.now(UTC))
-    engine = app.extensions["crowdfund.engine"]
+    engine = app_services(app).engine
     statements: list[str] = []
 
     def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]

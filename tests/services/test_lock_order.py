@@ -27,6 +27,7 @@ from crowdfund.funding.holds import HoldRequest, hold_stakes
 from crowdfund.funding.inventory import release_expired_holds
 from crowdfund.funding.settlement import settle_success
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
+from crowdfund.site.web import app_services
 from tests.conftest import POSTGRES, CheckSession
 from tests.factories import hold, make_film, make_studio_user, make_user
 
@@ -47,7 +48,7 @@ def close_sessions_left_open():  # type: ignore[no-untyped-def]
 
 
 def new_session(app: Flask) -> Session:
-    session = app.extensions["crowdfund.sessionmaker"]()
+    session = app_services(app).sessions()
     OPEN.append(session)
     return session
 

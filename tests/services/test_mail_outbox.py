@@ -14,6 +14,7 @@ from flask import Flask
 from sqlalchemy import func, select, text
 
 from crowdfund.mail import queue_email
+from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, MailCapture
 
 
@@ -33,7 +34,7 @@ def rows(db: CheckSession):  # type: ignore[no-untyped-def]
 
 
 def test_two_mails_queued_in_one_transaction_leave_only_after_the_outer_commit(app: Flask, mail: MailCapture) -> None:
-    with app.extensions["crowdfund.sessionmaker"]() as session:
+    with app_services(app).sessions() as session:
         queue_reset_mail(session, "t:first", "first@example.com")
         queue_reset_mail(session, "t:second", "second@example.com")
         # Before the fix the second queue_email's SAVEPOINT release sent the first mail here.
@@ -44,7 +45,7 @@ def test_two_mails_queued_in_one_transaction_leave_only_after_the_outer_commit(a
 
 def test_rolled_back_work_sends_nothing_and_its_retry_sends_once(app: Flask, db: CheckSession,
                                                                  mail: MailCapture) -> None:
-    sessions = app.extensions["crowdfund.sessionmaker"]
+    sessions = app_services(app).sessions
     with sessions() as session:
         queue_reset_mail(session, "t:reset", "retried@example.com")
         queue_reset_mail(session, "t:other", "other@example.com")
@@ -61,7 +62,7 @@ def test_rolled_back_work_sends_nothing_and_its_retry_sends_once(app: Flask, db:
 
 def test_mail_queued_before_a_failed_savepoint_is_delivered_after_the_commit(app: Flask,
                                                                            mail: MailCapture) -> None:
-    with app.extensions["crowdfund.sessionmaker"]() as session:
+    with app_services(app).sessions() as session:
         queue_reset_mail(session, "t:kept", "kept@example.com")
         with pytest.raises(RuntimeError):
             with session.begin_nested():
@@ -78,7 +79,7 @@ def test_after_commit_runs_only_after_the_outermost_commit(app: Flask) -> None:
     from crowdfund.db import after_commit
 
     ran: list[str] = []
-    with app.extensions["crowdfund.sessionmaker"]() as session:
+    with app_services(app).sessions() as session:
         session.execute(text("SELECT 1"))
         after_commit(session, lambda: ran.append("outer"))
         with session.begin_nested():
@@ -98,11 +99,11 @@ def test_after_commit_runs_only_after_the_outermost_commit(app: Flask) -> None:
 
 
 def test_same_key_twice_is_one_row_and_one_mail(app: Flask, db: CheckSession, mail: MailCapture) -> None:
-    with app.extensions["crowdfund.sessionmaker"]() as session:
+    with app_services(app).sessions() as session:
         assert queue_reset_mail(session, "t:once", "once@example.com") is True
         assert queue_reset_mail(session, "t:once", "once@example.com") is False
         session.commit()
-    with app.extensions["crowdfund.sessionmaker"]() as session:
+    with app_services(app).sessions() as session:
         assert queue_reset_mail(session, "t:once", "once@example.com") is False
         session.commit()
     assert len(mail.to("once@example.com")) == 1
@@ -111,7 +112,7 @@ def test_same_key_twice_is_one_row_and_one_mail(app: Flask, db: CheckSession, ma
 
 
 def test_the_message_is_built_in_the_callers_transaction(app: Flask, db: CheckSession, mail: MailCapture) -> None:
-    with app.extensions["crowdfund.sessionmaker"]() as session:
+    with app_services(app).sessions() as session:
         queue_reset_mail(session, "t:built", "built@example.com")
         session.commit()
     (row,) = rows(db)
@@ -129,7 +130,7 @@ def test_a_mail_that_cannot_be_built_is_recorded_failed_and_the_caller_carries_o
         app: Flask, db: CheckSession, mail: MailCapture, separator: str) -> None:
     from tests.factories import make_user
 
-    with app.extensions["crowdfund.sessionmaker"]() as session:
+    with app_services(app).sessions() as session:
         assert queue_email(session, key="t:bad", to="fan@example.com", template="statement_ready",
                            number="S-1", amount_cents=100, name="Fan", film_title=f"Night{separator}Ferry",
                            statement_id=1, payment_status="computed (not yet paid)") is True
@@ -152,8 +153,8 @@ def test_smtp_down_retries_with_backoff_then_fails_and_an_admin_retry_sends(
     from crowdfund.db import utcnow
     from crowdfund.mail import Mailer, MailDelivery, retry_failed_email
 
-    sessions = app.extensions["crowdfund.sessionmaker"]
-    working = app.extensions["crowdfund.mail_delivery"]
+    sessions = app_services(app).sessions
+    working = app_services(app).mail_delivery
     down = MailDelivery(sessions, Mailer(backend="smtp", port=closed_port()), max_attempts=3, retry_seconds=60)
     with sessions() as session:
         queue_reset_mail(session, "t:down", "down@example.com")
@@ -186,8 +187,8 @@ def test_a_mail_claimed_by_a_delivery_that_died_is_sent_after_its_lease(app: Fla
     from crowdfund.db import utcnow
     from crowdfund.mail import SENDING_LEASE, OutgoingEmail
 
-    delivery = app.extensions["crowdfund.mail_delivery"]
-    with app.extensions["crowdfund.sessionmaker"]() as session:
+    delivery = app_services(app).mail_delivery
+    with app_services(app).sessions() as session:
         queue_reset_mail(session, "t:lease", "lease@example.com")
         session.commit()
     now = utcnow()
@@ -199,8 +200,8 @@ def test_a_mail_claimed_by_a_delivery_that_died_is_sent_after_its_lease(app: Fla
 
 
 def test_parallel_deliveries_send_each_mail_once(app: Flask, db: CheckSession, mail: MailCapture) -> None:
-    delivery = app.extensions["crowdfund.mail_delivery"]
-    with app.extensions["crowdfund.sessionmaker"]() as session:
+    delivery = app_services(app).mail_delivery
+    with app_services(app).sessions() as session:
         for n in range(20):
             queue_reset_mail(session, f"t:many:{n}", f"many{n}@example.com")
         session.commit()
@@ -226,7 +227,7 @@ def test_parallel_deliveries_send_each_mail_once(app: Flask, db: CheckSession, m
 
 
 def test_the_deliver_command_sends_what_is_pending(app: Flask, mail: MailCapture) -> None:
-    with app.extensions["crowdfund.sessionmaker"]() as session:
+    with app_services(app).sessions() as session:
         queue_reset_mail(session, "t:cli", "cli@example.com")
         session.commit()
     result = app.test_cli_runner().invoke(args=["mail", "deliver"])

@@ -9,6 +9,7 @@ from sqlalchemy import inspect
 
 from crowdfund.migrate import alembic_config
 from crowdfund.models import metadata
+from crowdfund.site.web import app_services
 
 
 def test_single_head() -> None:
@@ -17,7 +18,7 @@ def test_single_head() -> None:
 
 
 def test_migrated_schema_matches_models(app: Flask) -> None:
-    engine = app.extensions["crowdfund.engine"]
+    engine = app_services(app).engine
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert context.get_current_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -26,7 +27,7 @@ def test_migrated_schema_matches_models(app: Flask) -> None:
 
 
 def test_every_model_table_exists(app: Flask) -> None:
-    names = set(inspect(app.extensions["crowdfund.engine"]).get_table_names())
+    names = set(inspect(app_services(app).engine).get_table_names())
     assert {t.name for t in metadata.sorted_tables} <= names
 
 

@@ -18,6 +18,7 @@ from crowdfund.errors import Conflict, DomainError
 from crowdfund.films.states import FilmState
 from crowdfund.payouts import services
 from crowdfund.payouts.models import BoxOfficeReport, ReportStatus
+from crowdfund.site.web import app_services
 from tests.conftest import POSTGRES, CheckSession
 from tests.factories import make_film, make_studio_user, make_user
 
@@ -134,7 +135,7 @@ def test_two_pending_overlapping_reports_cannot_both_be_approved(db: CheckSessio
 @pytest.mark.skipif(not POSTGRES, reason="needs PostgreSQL row locks")
 @pytest.mark.postgres_only
 def test_concurrent_filings_of_one_period_let_one_in(app: Flask, db: CheckSession, world) -> None:  # type: ignore[no-untyped-def]
-    sessionmaker = app.extensions["crowdfund.sessionmaker"]
+    sessionmaker = app_services(app).sessions
     threads_count = 8
     barrier = threading.Barrier(threads_count)
     outcomes: list[str] = []

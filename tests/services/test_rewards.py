@@ -20,6 +20,7 @@ from crowdfund.workflows.reactions import refund_paid_order
 from crowdfund.rewards import services as rewards
 from crowdfund.rewards.models import CheckInAttempt, Screening, Ticket
 from crowdfund.rewards.rules import TierInput
+from crowdfund.site.web import app_services
 from tests.conftest import CheckSession
 from tests.factories import buy, make_film, make_studio_user, make_user
 from tests.rewards_factories import add_screening, close_after_deadline, film_with_tiers, give_ticket
@@ -115,7 +116,7 @@ def test_seat_race_books_exactly_the_seats(db: CheckSession, app: Flask) -> None
     film = make_film(db, make_studio_user(db), FilmState.FUNDED)
     screening = add_screening(db, film, seats=SEATS)
     tickets = [give_ticket(db, film, make_user(db)) for _ in range(BOOKERS)]
-    sessionmaker = app.extensions["crowdfund.sessionmaker"]
+    sessionmaker = app_services(app).sessions
     start = threading.Barrier(BOOKERS)
     outcomes: list[str] = []
     lock = threading.Lock()

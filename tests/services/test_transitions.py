@@ -41,6 +41,7 @@ from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, ReportStatus, R
 from crowdfund.rewards import services as rewards
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
 from crowdfund.workflows import reactions
+from crowdfund.site.web import app_services
 from tests.conftest import POSTGRES, CheckSession
 from tests.factories import buy, make_film, make_studio_user, make_user
 from tests.rewards_factories import add_screening, give_ticket
@@ -74,7 +75,7 @@ def attempt(session: Session, race: Race, obj: Any, commit: bool = True) -> Any:
 
 
 def run_stale(app: Flask, race: Race) -> list[Any]:
-    sessionmaker = app.extensions["crowdfund.sessionmaker"]
+    sessionmaker = app_services(app).sessions
     with sessionmaker() as first, sessionmaker() as second:
         objects = [race.load(first), race.load(second)]
         first.commit()
@@ -83,7 +84,7 @@ def run_stale(app: Flask, race: Race) -> list[Any]:
 
 
 def run_blocked(db: CheckSession, app: Flask, race: Race) -> list[Any]:
-    sessionmaker = app.extensions["crowdfund.sessionmaker"]
+    sessionmaker = app_services(app).sessions
     with sessionmaker() as first, sessionmaker() as second:
         second.execute(text("SET LOCAL lock_timeout = '20s'"))
         objects = [race.load(first), race.load(second)]  # both inside open transactions

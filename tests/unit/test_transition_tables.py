@@ -1,5 +1,5 @@
 """The transition table of every state machine (issue 13, point 2), checked
-pair by pair against the design, through the one mechanism's check."""
+pair by pair against docs/architecture.md ("State machines"), through the one mechanism's check."""
 
 from __future__ import annotations
 

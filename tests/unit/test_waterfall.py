@@ -82,7 +82,7 @@ def test_waterfall_properties(terms: Terms, receipts: int, principal: int, paid_
     assert result.pool_cents <= result.receipts_cents
     assert result.receipts_cents + result.carry_out_cents == receipts + carry
     # When the target caps tier 1, it uses no more receipts than it needs: one
-    # cent fewer would not cover it (otherwise it uses all of R, as DESIGN says).
+    # cent fewer would not cover it (otherwise it uses all of R, as docs/architecture.md says).
     if result.tier1_cents < result.receipts_cents * terms.recoup_share_bps // 10_000:
         used = result.receipts_used_by_tier1_cents
         assert Fraction(used * terms.recoup_share_bps, 10_000) >= result.tier1_cents

@@ -1,0 +1,100 @@
+"""The app's services in one typed object, built once from the configuration.
+
+`build_services(settings)` makes the engine, the sessionmaker, the clock, the
+Stripe gateway, the mailer and its outbox delivery, the password hasher and the
+hold-terms cache, and returns them as one frozen `AppServices`. Nothing else
+makes them, and nothing looks them up by name:
+
+- the web layer reads the object with `crowdfund.site.web.app_services()`
+  (create_app keeps it in `app.extensions["crowdfund"]`);
+- domain code reads it through its session with
+  `crowdfund.session_services.services_of(session)` (every session of
+  `AppServices.sessions` carries it in its info);
+- jobs, commands, benchmarks and tests hold the object itself.
+
+This module imports no Flask, so a script or a benchmark builds the same
+services as the app without one. It sits at the top of the house, beside
+app.py: it assembles parts of every layer (core, funding, payments).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from argon2 import PasswordHasher
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from crowdfund import db as dbmod
+from crowdfund import mail
+from crowdfund.accounts import passwords
+from crowdfund.funding.hold_terms import HoldTermsCache
+from crowdfund.payments.gateway import StripeGateway
+from crowdfund.session_services import SERVICES_KEY
+
+
+@dataclass(frozen=True)
+class AppServices:
+    """Every long-lived service of one app (one per process and config)."""
+
+    engine: Engine
+    #: Makes the app's sessions; each carries this object in its info (SERVICES_KEY).
+    sessions: sessionmaker[Session]
+    #: The current time in UTC; tests install a copy with their own clock (with_clock).
+    clock: Callable[[], datetime]
+    gateway: StripeGateway
+    mailer: mail.Mailer
+    #: Sends the outbox's committed rows (a background thread per process, or `flask mail deliver`).
+    mail_delivery: mail.MailDelivery
+    password_hasher: PasswordHasher
+    hold_terms_cache: HoldTermsCache
+
+    def bind_sessions(self) -> None:
+        """Make the sessionmaker's sessions carry this object (not a copy made before)."""
+        self.sessions.configure(info={SERVICES_KEY: self})
+
+    def with_clock(self, clock: Callable[[], datetime]) -> AppServices:
+        """The same services with another clock (tests move time with it); bind it to use it."""
+        return dataclasses.replace(self, clock=clock)
+
+    def close(self) -> None:
+        """Release the gateway's HTTP connections and the engine's pool."""
+        self.gateway.close()
+        self.engine.dispose()
+
+
+def build_services(settings: Mapping[str, Any]) -> AppServices:
+    """The services for `settings` (an app's config: see config.py for the keys)."""
+    engine = dbmod.make_engine(settings["DATABASE_URL"], pool_size=settings["DATABASE_POOL_SIZE"],
+                               ping_idle_seconds=settings["DATABASE_PING_IDLE_SECONDS"],
+                               recycle_seconds=settings["DATABASE_POOL_RECYCLE_SECONDS"])
+    sessions = dbmod.make_sessionmaker(engine)
+    mailer = mail.mailer_from_config(settings)
+    services = AppServices(
+        engine=engine,
+        sessions=sessions,
+        clock=dbmod.utcnow,
+        gateway=StripeGateway(
+            settings["STRIPE_SECRET_KEY"],
+            settings["STRIPE_API_BASE"],
+            settings["STRIPE_WEBHOOK_SECRET"],
+            timeout_seconds=settings["STRIPE_TIMEOUT_SECONDS"],
+            max_network_retries=settings["STRIPE_MAX_NETWORK_RETRIES"],
+        ),
+        mailer=mailer,
+        # The outbox's sender: woken after each commit that queued mail (never
+        # sending inside the request), plus `flask mail deliver` for a cron sweep.
+        mail_delivery=mail.MailDelivery(
+            sessions, mailer, batch_size=settings["MAIL_BATCH_SIZE"], max_attempts=settings["MAIL_MAX_ATTEMPTS"],
+            retry_seconds=settings["MAIL_RETRY_SECONDS"], sweep_seconds=settings["MAIL_SWEEP_SECONDS"],
+            background=settings["MAIL_DELIVERY_THREAD"],
+        ),
+        password_hasher=passwords.make_hasher(settings["PASSWORD_TIME_COST"], settings["PASSWORD_MEMORY_COST_KIB"]),
+        hold_terms_cache=HoldTermsCache(),
+    )
+    services.bind_sessions()
+    return services
