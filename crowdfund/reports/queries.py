@@ -15,6 +15,7 @@ from crowdfund.films.models import Film
 from crowdfund.funding.models import Order, OrderStatus, RefundState
 from crowdfund.funding.queries import paid_orders_of, paid_total
 from crowdfund.ledger import Account, EntryKind, JournalEntry
+from crowdfund.payouts.models import PayoutRun, PayoutStatement
 
 
 @dataclass
@@ -122,8 +123,6 @@ def backer_rows(session: Session, film_id: int, batch_size: int = 1000) -> Itera
 
 
 def _check_payouts(session: Session, film: Film, money: FilmMoney) -> None:
-    from crowdfund.payouts.models import PayoutRun, PayoutStatement
-
     runs = session.execute(
         select(PayoutRun.id, PayoutRun.sequence, PayoutRun.status, PayoutRun.pool_cents,
                func.coalesce(func.sum(PayoutStatement.amount_cents), 0))

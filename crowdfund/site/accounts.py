@@ -19,10 +19,13 @@ from sqlalchemy import func, or_, select
 from werkzeug.wrappers import Response as WerkzeugResponse
 from wtforms.fields.choices import SelectChoice
 
+from crowdfund import audit
 from crowdfund.accounts import services
+from crowdfund.accounts.audit_log import AuditFilter, search_audit_log
 from crowdfund.accounts.models import Role, Studio, User
 from crowdfund.errors import DomainError
-from crowdfund.params import date_arg, int_arg
+from crowdfund.films.services import films_in_review
+from crowdfund.site.params import date_arg, int_arg
 from crowdfund.site.extensions import rate_limit
 from crowdfund.site.forms.accounts import (
     EmptyForm,
@@ -281,8 +284,6 @@ def home() -> Any:
 @admin_bp.route("/")
 @role_required(Role.ADMIN)
 def dashboard() -> Any:
-    from crowdfund.films.services import films_in_review
-
     counts = {
         "users": db().scalar(select(func.count()).select_from(User)),
         "studios": db().scalar(select(func.count()).select_from(Studio)),
@@ -380,17 +381,15 @@ def studios() -> Any:
 @admin_bp.route("/audit")
 @role_required(Role.ADMIN)
 def audit_log() -> Any:
-    from crowdfund import audit
-
     args = request.args
     page = int_arg("page", 1, 1, 100_000)
     since, until = date_arg("since"), date_arg("until")
 
-    filters = audit.AuditFilter(
+    filters = AuditFilter(
         action=args.get("action", "")[:64], actor_email=args.get("actor", "")[:254],
         object_type=args.get("object_type", "")[:32], object_id=args.get("object_id", "")[:64],
         since=since, until=until,
     )
-    events, has_next = audit.search(db(), filters, page)
+    events, has_next = search_audit_log(db(), filters, page)
     return render_template("admin/audit.html", events=events, filters=filters, page=page, has_next=has_next,
                            actions=audit.actions(db()))

@@ -19,7 +19,7 @@ from crowdfund.films.states import FilmState
 from crowdfund.films.terms import PLATFORM_RISKS, film_terms
 from crowdfund.funding.queries import funding_stats, paid_total, paid_units_and_backers, refund_progress
 from crowdfund.money import format_cents, format_cents_plain, parse_amount
-from crowdfund.params import int_arg
+from crowdfund.site.params import int_arg
 from crowdfund.payouts.calculator import backer_return, curve
 from crowdfund.payouts.services import terms_of
 from crowdfund.rewards.services import film_tiers, tier_reached
