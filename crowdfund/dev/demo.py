@@ -22,7 +22,7 @@ from crowdfund.films import services as films
 from crowdfund.films.models import Film
 from crowdfund.films.rules import FilmInput
 from crowdfund.films.states import FilmState
-from crowdfund.rewards import services as rewards
+from crowdfund.rewards import screenings, tiers
 from crowdfund.rewards.rules import TierInput
 
 DEMO_PASSWORD = "demo-password-1"
@@ -165,7 +165,7 @@ def seed(session: Session, gateway: Any = None, stripe_base: str = "", publishab
         if title in REWARD_FILMS:
             # Tiers are terms: set while the film is still a draft.
             for min_stakes, tickets, extras in DEMO_TIERS:
-                rewards.add_tier(session, film, TierInput(min_stakes, tickets, extras))
+                tiers.add_tier(session, film, TierInput(min_stakes, tickets, extras))
         # Films that were sold go through funding first; the round close decides them.
         first_stop = FilmState.FUNDING if target in (FilmState.FUNDED, FilmState.RELEASED, FilmState.FAILED) else target
         _walk_to(session, film, first_stop if gateway else target, studio_user, admin)
@@ -217,9 +217,9 @@ def _schedule_screenings(session: Session, created: list[tuple[Film, FilmState]]
     now = utcnow().replace(minute=0, second=0, microsecond=0)
     for created_film, _target in created:
         film = session.get(Film, created_film.id)
-        if film is None or film.title not in REWARD_FILMS or film.state not in rewards.SCREENING_STATES:
+        if film is None or film.title not in REWARD_FILMS or film.state not in screenings.SCREENING_STATES:
             continue
-        top_tier = rewards.film_tiers(session, film.id)[-1]
+        top_tier = tiers.film_tiers(session, film.id)[-1]
         for days, cinema, city, seats, tier_id in (
             (14, "The Castro Theatre", "San Francisco", 120, None),
             (21, "Vista Theater", "Los Angeles", 3, None),
@@ -227,7 +227,7 @@ def _schedule_screenings(session: Session, created: list[tuple[Film, FilmState]]
         ):
             local_day = (now + timedelta(days=days)).astimezone(ZoneInfo(film.timezone))
             start = local_day.replace(hour=19).astimezone(UTC)  # 7 pm where the film is shown
-            rewards.schedule_screening(session, film, rewards.ScreeningInput(
+            screenings.schedule_screening(session, film, screenings.ScreeningInput(
                 cinema=cinema, city=city, starts_at=start, seats=seats, min_tier_id=tier_id), now=utcnow())
 
 

@@ -35,7 +35,7 @@ from crowdfund.ledger import Account, EntryKind
 from crowdfund.mail import queue_email
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.payments.services import process_refunds
-from crowdfund.rewards.services import issue_tickets
+from crowdfund.rewards.tickets import issue_tickets
 
 
 @dataclass

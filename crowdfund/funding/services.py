@@ -64,7 +64,7 @@ from crowdfund.funding.rules import (
     check_order_transition,
 )
 from crowdfund.ledger import Account, EntryKind
-from crowdfund.rewards.services import void_unbooked_tickets
+from crowdfund.rewards.tickets import void_unbooked_tickets
 
 REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 

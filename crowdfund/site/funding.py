@@ -131,7 +131,7 @@ def checkout(reference: str) -> Any:
 
 def _tier_reach(order: Any) -> Any:
     """The reward tier this order brings the backer to: their paid stakes plus this order."""
-    from crowdfund.rewards.services import film_tiers, tier_reached
+    from crowdfund.rewards.tiers import film_tiers, tier_reached
 
     tiers = film_tiers(db(), order.film_id)
     if not tiers:

@@ -24,7 +24,7 @@ from crowdfund.payouts import services as payouts
 from crowdfund.payouts.models import PayoutStatement
 from crowdfund.rewards.models import RewardTier
 from crowdfund.rewards.rules import TierInput
-from crowdfund.rewards.services import add_tier
+from crowdfund.rewards.tiers import add_tier
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, buy, make_film, make_studio_user, make_user
 from tests.rewards_factories import add_screening, give_ticket

@@ -17,7 +17,8 @@ from crowdfund.films.services import change_film_state
 from crowdfund.films.states import FilmState
 from crowdfund.funding.services import cancel_order
 from crowdfund.payouts import services as payouts
-from crowdfund.rewards.services import book_ticket, redeem_ticket
+from crowdfund.rewards.bookings import book_ticket
+from crowdfund.rewards.check_in import redeem_ticket
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, buy, make_film, make_studio_user, make_user
 from tests.rewards_factories import add_screening, give_ticket

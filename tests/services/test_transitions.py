@@ -38,7 +38,7 @@ from crowdfund.funding import services as funding
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus, RefundState
 from crowdfund.payouts import services as payouts
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, ReportStatus, RunStatus
-from crowdfund.rewards import services as rewards
+from crowdfund.rewards import bookings
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
 from tests.conftest import POSTGRES, CheckSession
 from tests.factories import buy, make_film, make_studio_user, make_user
@@ -228,7 +228,7 @@ def ticket_race(db: CheckSession, app: Flask) -> Race:
 
     return Race(
         load=lambda s: (s.get(Ticket, ticket.id), s.get(User, ticket.user_id)),
-        move=lambda s, o: rewards.book_ticket(s, o[1], o[0].id, screening.id, now=NOW),
+        move=lambda s, o: bookings.book_ticket(s, o[1], o[0].id, screening.id, now=NOW),
         won=lambda outcome: isinstance(outcome, Ticket),
         lost=lambda outcome: isinstance(outcome, Conflict) and "changed meanwhile" in outcome.message,
         once=once,

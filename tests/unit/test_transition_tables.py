@@ -16,7 +16,7 @@ from crowdfund.payouts.models import ReportStatus, RunStatus
 from crowdfund.payouts.services import REPORT, RUN
 from crowdfund.films.states import FilmState
 from crowdfund.rewards.models import TicketStatus
-from crowdfund.rewards.services import TICKET
+from crowdfund.rewards.tickets import TICKET
 
 DESIGN: dict[str, tuple[transitions.Machine, list[str | None], set[tuple[str | None, str | None]]]] = {
     "film": (FILM, list(FilmState), {
