@@ -128,14 +128,15 @@ def register_cli(app: Flask) -> None:
     def process_payouts_command(batch_size: int) -> None:
         """Finish every payout run still writing statements. Resumable; safe to rerun."""
         from crowdfund.payouts.models import PayoutRun
-        from crowdfund.payouts.services import runs_to_finish, write_statements
+        from crowdfund.payouts.run_job import write_statements
+        from crowdfund.payouts.runs import runs_to_finish
 
         failures: list[UnitFailure] = []
         with _session() as session:
             for run_id in runs_to_finish(session):
                 def finish(run_id: int = run_id) -> bool:
                     return write_statements(session, session.get_one(PayoutRun, run_id), now=_now(),
-                                            batch_size=batch_size, commit=session.commit)
+                                            batch_size=batch_size)
 
                 # Each batch of statements commits; a failure rolls back only the batch in progress.
                 complete = in_own_transaction(session, f"payout run {run_id}", failures, finish)

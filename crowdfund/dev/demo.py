@@ -195,19 +195,19 @@ def seed(session: Session, gateway: Any = None, stripe_base: str = "", publishab
 def _box_office(session: Session, film: Film, studio_user: User, finance: User) -> None:
     """Two weeks of box office, approved and paid out, and a third week waiting
     for finance: statements for the demo fans, a decision for the demo finance."""
-    from crowdfund.payouts import services as payouts
+    from crowdfund.payouts import box_office, run_job
 
     today = utcnow().date()
     weeks = [(today - timedelta(days=20), today - timedelta(days=14), 420_000),
              (today - timedelta(days=13), today - timedelta(days=7), 1_350_000)]
     for start, end, cents in weeks:
-        report = payouts.file_report(session, film, studio_user, payouts.ReportInput(start, end, cents, "Demo week"),
+        report = box_office.file_report(session, film, studio_user, box_office.ReportInput(start, end, cents, "Demo week"),
                                      now=utcnow())
-        payouts.approve_report(session, report, finance, now=utcnow())
+        box_office.approve_report(session, report, finance, now=utcnow())
         session.commit()
-        payouts.run_payout(session, report, finance, now=utcnow())
-    payouts.file_report(session, film, studio_user,
-                        payouts.ReportInput(today - timedelta(days=6), today, 610_000, "Demo week 3"), now=utcnow())
+        run_job.run_payout(session, report, finance, now=utcnow())
+    box_office.file_report(session, film, studio_user,
+                        box_office.ReportInput(today - timedelta(days=6), today, 610_000, "Demo week 3"), now=utcnow())
     session.commit()
 
 

@@ -21,7 +21,7 @@ from crowdfund.funding.queries import funding_stats, paid_total, paid_units_and_
 from crowdfund.money import format_cents, format_cents_plain, parse_amount
 from crowdfund.site.params import int_arg
 from crowdfund.payouts.calculator import backer_return, curve
-from crowdfund.payouts.services import terms_of
+from crowdfund.payouts.runs import terms_of
 from crowdfund.rewards.tiers import film_tiers, tier_reached
 from crowdfund.site.funding import buy_panel_context
 from crowdfund.site.web import db

@@ -20,7 +20,7 @@ from crowdfund.films.models import Film
 from crowdfund.films.services import change_film_state
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order
-from crowdfund.payouts import services as payouts
+from crowdfund.payouts import box_office, run_job
 from crowdfund.payouts.models import PayoutStatement
 from crowdfund.rewards.models import RewardTier
 from crowdfund.rewards.rules import TierInput
@@ -46,11 +46,11 @@ def owned(db: CheckSession, app: Flask):  # type: ignore[no-untyped-def]
     db.commit()
     finance = make_user(db, roles=(Role.FINANCE,))
     today = datetime.now(UTC).date()
-    report = payouts.file_report(db, film, studio_a, payouts.ReportInput(today, today, 5_000, ""),
+    report = box_office.file_report(db, film, studio_a, box_office.ReportInput(today, today, 5_000, ""),
                                  now=datetime.now(UTC), attachment=b"a,b\n1,2\n")
-    payouts.approve_report(db, report, finance, now=datetime.now(UTC))
+    box_office.approve_report(db, report, finance, now=datetime.now(UTC))
     db.commit()
-    run = payouts.run_payout(db, report, finance, now=datetime.now(UTC))
+    run = run_job.run_payout(db, report, finance, now=datetime.now(UTC))
     statement = db.scalar(select(PayoutStatement).where(PayoutStatement.user_id == fan_a.id))
     screening = add_screening(db, film)
     ticket = give_ticket(db, film, fan_a)

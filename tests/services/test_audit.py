@@ -16,7 +16,7 @@ from crowdfund.films.models import Film
 from crowdfund.films.services import change_film_state
 from crowdfund.films.states import FilmState
 from crowdfund.funding.services import cancel_order
-from crowdfund.payouts import services as payouts
+from crowdfund.payouts import box_office, run_job, runs
 from crowdfund.rewards.bookings import book_ticket
 from crowdfund.rewards.check_in import redeem_ticket
 from tests.conftest import CheckSession, Client
@@ -75,13 +75,13 @@ def test_money_and_check_in_actions_are_recorded(db: CheckSession, app: Flask) -
     db.commit()
     finance = make_user(db, roles=(Role.FINANCE,))
     today = datetime.now(UTC).date()
-    report = payouts.file_report(db, film, studio, payouts.ReportInput(today, today, 10_000, ""),
+    report = box_office.file_report(db, film, studio, box_office.ReportInput(today, today, 10_000, ""),
                                  now=datetime.now(UTC))
-    payouts.approve_report(db, report, finance, now=datetime.now(UTC))
+    box_office.approve_report(db, report, finance, now=datetime.now(UTC))
     db.commit()
-    run = payouts.run_payout(db, report, finance, now=datetime.now(UTC))
+    run = run_job.run_payout(db, report, finance, now=datetime.now(UTC))
     checker = make_user(db, roles=(Role.FINANCE,))  # not the person who started the run
-    payouts.mark_paid(db, run, checker, "REF-1", now=datetime.now(UTC))
+    runs.mark_paid(db, run, checker, "REF-1", now=datetime.now(UTC))
     db.commit()
     assert events(db, "box_office.approve")[-1].actor_id == finance.id
     assert events(db, "payout.run")[-1].after_data["pool_cents"] == run.pool_cents

@@ -36,7 +36,7 @@ from crowdfund.films.models import Film, FilmEvent
 from crowdfund.films.states import FilmState
 from crowdfund.funding import services as funding
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus, RefundState
-from crowdfund.payouts import services as payouts
+from crowdfund.payouts import box_office, run_job, runs
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, ReportStatus, RunStatus
 from crowdfund.rewards import bookings
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
@@ -248,8 +248,8 @@ def released_film_with_backers(db: CheckSession, app: Flask) -> tuple[Film, User
 
 def filed_report(db: CheckSession, app: Flask) -> tuple[BoxOfficeReport, Film]:
     film, studio = released_film_with_backers(db, app)
-    data = payouts.ReportInput(date(2027, 1, 1), date(2027, 1, 28), 50_000, "January")
-    report = payouts.file_report(db, film, studio, data, now=NOW + timedelta(days=400))
+    data = box_office.ReportInput(date(2027, 1, 1), date(2027, 1, 28), 50_000, "January")
+    report = box_office.file_report(db, film, studio, data, now=NOW + timedelta(days=400))
     db.commit()
     return report, film
 
@@ -267,7 +267,7 @@ def report_race(db: CheckSession, app: Flask) -> Race:
 
     return Race(
         load=lambda s: (s.get(BoxOfficeReport, report.id), s.get(User, next(turn).id)),
-        move=lambda s, o: payouts.approve_report(s, o[0], o[1], now=NOW),
+        move=lambda s, o: box_office.approve_report(s, o[0], o[1], now=NOW),
         won=lambda outcome: outcome is None,
         lost=lambda outcome: isinstance(outcome, Conflict) and "already been decided" in outcome.message,
         once=once,
@@ -278,9 +278,9 @@ def run_race(db: CheckSession, app: Flask) -> Race:
     """Two finance users mark the same computed run paid."""
     report, film = filed_report(db, app)
     starter = make_user(db, roles=(Role.FINANCE,))
-    payouts.approve_report(db, report, starter, now=NOW)
+    box_office.approve_report(db, report, starter, now=NOW)
     db.commit()
-    run = payouts.run_payout(db, db.get(BoxOfficeReport, report.id), starter, now=NOW)
+    run = run_job.run_payout(db, db.get(BoxOfficeReport, report.id), starter, now=NOW)
     assert run.status == RunStatus.COMPUTED and run.pool_cents > 0
     payers = [make_user(db, roles=(Role.FINANCE,)) for _ in range(2)]
     db.commit()
@@ -295,7 +295,7 @@ def run_race(db: CheckSession, app: Flask) -> Race:
 
     return Race(
         load=lambda s: (s.get(PayoutRun, run.id), s.get(User, next(turn).id)),
-        move=lambda s, o: payouts.mark_paid(s, o[0], o[1], f"BANK-{o[1].id}", now=NOW),
+        move=lambda s, o: runs.mark_paid(s, o[0], o[1], f"BANK-{o[1].id}", now=NOW),
         # Today's behaviour: marking a run paid a second time is no error, and changes nothing.
         won=lambda outcome: outcome is None,
         lost=lambda outcome: outcome is None,

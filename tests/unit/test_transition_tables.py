@@ -13,7 +13,8 @@ from crowdfund.films.services import FILM
 from crowdfund.funding.models import OrderStatus, RefundState
 from crowdfund.funding.services import ORDER, REFUND
 from crowdfund.payouts.models import ReportStatus, RunStatus
-from crowdfund.payouts.services import REPORT, RUN
+from crowdfund.payouts.box_office import REPORT
+from crowdfund.payouts.runs import RUN
 from crowdfund.films.states import FilmState
 from crowdfund.rewards.models import TicketStatus
 from crowdfund.rewards.tickets import TICKET
