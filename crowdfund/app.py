@@ -19,7 +19,7 @@ from config import BASE_DIR, config_for, development_secrets
 from crowdfund import db as dbmod
 from crowdfund import mail
 from crowdfund.accounts import passwords
-from crowdfund.accounts.services import load_user
+from crowdfund.accounts.users import load_user
 from crowdfund.cli import register_cli
 from crowdfund.errors import DomainError
 from crowdfund.films.rules import percent_funded, time_left_text

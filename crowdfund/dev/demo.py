@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from crowdfund.accounts import services as accounts
+from crowdfund.accounts import studios, users
 from crowdfund.accounts.models import Role, User
 from crowdfund.db import utcnow
 from crowdfund.films import services as films
@@ -136,23 +136,23 @@ def seed(session: Session, gateway: Any = None, stripe_base: str = "", publishab
     also buy stakes and past rounds are closed, through the real services."""
     logins: list[tuple[str, str]] = []
     verified = {"email_verified_at": utcnow()}  # demo addresses are confirmed, so every demo fan can buy
-    admin = accounts.create_user(session, "admin@example.com", DEMO_PASSWORD, "Ada Admin", roles=(Role.ADMIN,),
-                                 **verified)
-    finance = accounts.create_user(session, "finance@example.com", DEMO_PASSWORD, "Fin Ance", roles=(Role.FINANCE,),
-                                   **verified)
+    admin = users.create_user(session, "admin@example.com", DEMO_PASSWORD, "Ada Admin", roles=(Role.ADMIN,),
+                              **verified)
+    finance = users.create_user(session, "finance@example.com", DEMO_PASSWORD, "Fin Ance", roles=(Role.FINANCE,),
+                                **verified)
     # The one who starts a payout run cannot also mark it paid: a second finance login confirms transfers.
-    checker = accounts.create_user(session, "finance2@example.com", DEMO_PASSWORD, "Fiona Check",
-                                   roles=(Role.FINANCE,), **verified)
-    studio_user = accounts.create_user(session, "studio@example.com", DEMO_PASSWORD, "Sam Studio", roles=(),
-                                       **verified)
-    studio = accounts.create_studio(session, "Northlight Pictures")
-    accounts.set_studio(session, studio_user, studio)
+    checker = users.create_user(session, "finance2@example.com", DEMO_PASSWORD, "Fiona Check",
+                                roles=(Role.FINANCE,), **verified)
+    studio_user = users.create_user(session, "studio@example.com", DEMO_PASSWORD, "Sam Studio", roles=(),
+                                    **verified)
+    studio = studios.create_studio(session, "Northlight Pictures")
+    studios.set_studio(session, studio_user, studio)
     logins += [("admin", admin.email), ("finance", finance.email), ("finance", checker.email),
                ("studio", studio_user.email)]
     fans = []
     for n, name in enumerate(["Fay Fan", "Femi Fan", "Fumiko Fan", "Felix Fan"], start=1):
-        fan = accounts.create_user(session, f"fan{n}@example.com", DEMO_PASSWORD, name, roles=(Role.FAN,),
-                                   **verified)
+        fan = users.create_user(session, f"fan{n}@example.com", DEMO_PASSWORD, name, roles=(Role.FAN,),
+                                **verified)
         fans.append(fan)
         logins.append(("fan", fan.email))
     created = []
@@ -202,12 +202,12 @@ def _box_office(session: Session, film: Film, studio_user: User, finance: User) 
              (today - timedelta(days=13), today - timedelta(days=7), 1_350_000)]
     for start, end, cents in weeks:
         report = box_office.file_report(session, film, studio_user, box_office.ReportInput(start, end, cents, "Demo week"),
-                                     now=utcnow())
+                                        now=utcnow())
         box_office.approve_report(session, report, finance, now=utcnow())
         session.commit()
         run_job.run_payout(session, report, finance, now=utcnow())
     box_office.file_report(session, film, studio_user,
-                        box_office.ReportInput(today - timedelta(days=6), today, 610_000, "Demo week 3"), now=utcnow())
+                           box_office.ReportInput(today - timedelta(days=6), today, 610_000, "Demo week 3"), now=utcnow())
     session.commit()
 
 

@@ -21,7 +21,7 @@ from crowdfund.rewards.models import (
     Ticket,
     TicketStatus,
 )
-from crowdfund.rewards.tiers import single_line_field
+from crowdfund.text import single_line_field
 
 
 #: Films whose backers may hold screenings and book them.

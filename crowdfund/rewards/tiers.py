@@ -13,21 +13,14 @@ from sqlalchemy.orm import Session
 from crowdfund.errors import Conflict, DomainError, NotFound
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from crowdfund.text import TextProblem, single_line
 from crowdfund.rewards.models import RewardTier
 from crowdfund.rewards.rules import TierInput, tier_for, tier_problem
+from crowdfund.text import single_line_field
 
 
 def film_tiers(session: Session, film_id: int) -> list[RewardTier]:
     return list(session.scalars(select(RewardTier).where(RewardTier.film_id == film_id)
                                 .order_by(RewardTier.min_stakes)))
-
-
-def single_line_field(value: str, label: str, field: str) -> str:
-    try:
-        return single_line(value, label)
-    except TextProblem as exc:
-        raise DomainError(exc.message, field=field) from exc
 
 
 def add_tier(session: Session, film: Film, data: TierInput) -> RewardTier:

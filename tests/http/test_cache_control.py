@@ -32,7 +32,7 @@ def test_every_page_and_private_file_of_a_logged_in_user_is_no_store(app: Flask,
     fan = released["backers"][0]
     today = released["now"].date()
     report = box_office.file_report(db, film, studio, box_office.ReportInput(today, today, 40_000, ""),
-                                 now=released["now"] + timedelta(days=30))
+                                    now=released["now"] + timedelta(days=30))
     db.commit()
     box_office.approve_report(db, report, finance, now=released["now"])
     db.commit()

@@ -47,7 +47,7 @@ def owned(db: CheckSession, app: Flask):  # type: ignore[no-untyped-def]
     finance = make_user(db, roles=(Role.FINANCE,))
     today = datetime.now(UTC).date()
     report = box_office.file_report(db, film, studio_a, box_office.ReportInput(today, today, 5_000, ""),
-                                 now=datetime.now(UTC), attachment=b"a,b\n1,2\n")
+                                    now=datetime.now(UTC), attachment=b"a,b\n1,2\n")
     box_office.approve_report(db, report, finance, now=datetime.now(UTC))
     db.commit()
     run = run_job.run_payout(db, report, finance, now=datetime.now(UTC))

@@ -27,8 +27,8 @@ COMPUTED = "computed (not yet paid)"
 def run_for(db: CheckSession, released, cents: int, days: int) -> PayoutRun:  # type: ignore[no-untyped-def]
     start = released["now"].date() + timedelta(days=days)
     report = box_office.file_report(db, released["film"], released["studio"],
-                                  box_office.ReportInput(start, start + timedelta(days=6), cents, ""),
-                                  now=released["now"] + timedelta(days=days + 30))
+                                    box_office.ReportInput(start, start + timedelta(days=6), cents, ""),
+                                    now=released["now"] + timedelta(days=days + 30))
     db.commit()
     box_office.approve_report(db, report, released["finance"], now=datetime.now(UTC))
     db.commit()

@@ -76,7 +76,7 @@ def test_money_and_check_in_actions_are_recorded(db: CheckSession, app: Flask) -
     finance = make_user(db, roles=(Role.FINANCE,))
     today = datetime.now(UTC).date()
     report = box_office.file_report(db, film, studio, box_office.ReportInput(today, today, 10_000, ""),
-                                 now=datetime.now(UTC))
+                                    now=datetime.now(UTC))
     box_office.approve_report(db, report, finance, now=datetime.now(UTC))
     db.commit()
     run = run_job.run_payout(db, report, finance, now=datetime.now(UTC))
@@ -101,7 +101,7 @@ def test_money_and_check_in_actions_are_recorded(db: CheckSession, app: Flask) -
 
 def test_nothing_can_edit_or_delete_an_entry(db: CheckSession) -> None:
     admin = make_user(db, roles=(Role.ADMIN,))
-    from crowdfund.accounts.services import grant_role
+    from crowdfund.accounts.roles import grant_role
 
     grant_role(db, make_user(db), "finance", acting_user=admin)
     db.commit()

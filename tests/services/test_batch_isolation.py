@@ -154,7 +154,7 @@ def _released_film_with_run(db: CheckSession, app: Flask, studio, finance):  # t
     change_film_state(db, film, FilmState.RELEASED, now=now)
     db.commit()
     filed = box_office.file_report(db, film, studio, box_office.ReportInput(date(2027, 1, 1), date(2027, 1, 28), 40_000, ""),
-                                now=now + timedelta(days=400))
+                                   now=now + timedelta(days=400))
     db.commit()
     box_office.approve_report(db, filed, finance, now=now + timedelta(days=400))
     db.commit()

@@ -125,7 +125,7 @@ def test_runs_follow_approval_order_and_reports_never_change(db: CheckSession, w
 def test_filer_cannot_approve_and_bad_reports_are_refused(db: CheckSession, world) -> None:  # type: ignore[no-untyped-def]
     studio = world["studio"]
     # A studio member who is also finance staff still cannot approve their own report.
-    from crowdfund.accounts.services import grant_role
+    from crowdfund.accounts.roles import grant_role
 
     grant_role(db, studio, "finance")
     data = box_office.ReportInput(date(2027, 1, 1), date(2027, 1, 31), 1000, "")
@@ -134,7 +134,7 @@ def test_filer_cannot_approve_and_bad_reports_are_refused(db: CheckSession, worl
         box_office.approve_report(db, filed, studio, now=NOW)
     with pytest.raises(DomainError, match="ends before it starts"):
         box_office.file_report(db, world["film"], studio,
-                             box_office.ReportInput(date(2027, 2, 1), date(2027, 1, 1), 1, ""), now=NOW)
+                               box_office.ReportInput(date(2027, 2, 1), date(2027, 1, 1), 1, ""), now=NOW)
     other_studio = make_studio_user(db, "Someone Else")
     with pytest.raises(DomainError):
         box_office.file_report(db, world["film"], other_studio, data, now=NOW + timedelta(days=400))

@@ -35,7 +35,7 @@ def world(db: CheckSession):  # type: ignore[no-untyped-def]
 def file(db: CheckSession, world, start: date, end: date, cents: int = 10_000, *, film=None,  # type: ignore[no-untyped-def]
          corrects: int | None = None) -> BoxOfficeReport:
     report = box_office.file_report(db, film or world["film"], world["studio"],
-                                  box_office.ReportInput(start, end, cents, "", corrects_report_id=corrects), now=LATER)
+                                    box_office.ReportInput(start, end, cents, "", corrects_report_id=corrects), now=LATER)
     db.commit()
     return report
 
@@ -148,7 +148,7 @@ def test_concurrent_filings_of_one_period_let_one_in(app: Flask, db: CheckSessio
             barrier.wait()
             try:
                 box_office.file_report(session, film, studio,
-                                     box_office.ReportInput(JAN[0] + timedelta(days=n), JAN[1], 1_000, ""), now=LATER)
+                                       box_office.ReportInput(JAN[0] + timedelta(days=n), JAN[1], 1_000, ""), now=LATER)
                 session.commit()
                 result = "filed"
             except Conflict:
