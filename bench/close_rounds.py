@@ -152,7 +152,7 @@ def fill(url: str, intents: list[str], backers: int) -> int:
 def close(url: str, api_base: str, batch_size: int) -> tuple[object, float]:
     from crowdfund.db import make_engine, make_sessionmaker
     from crowdfund.funding.close import close_rounds
-    from crowdfund.mail import Mailer
+    from crowdfund.mail.transport import Mailer
 
     engine = make_engine(url)
     sessions = make_sessionmaker(engine, info={"mailer": Mailer(backend="none")})

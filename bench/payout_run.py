@@ -98,7 +98,7 @@ def child_run(url: str, film_id: int) -> dict[str, object]:
 
     from crowdfund.accounts.models import User
     from crowdfund.db import make_engine, make_sessionmaker
-    from crowdfund.mail import Mailer
+    from crowdfund.mail.transport import Mailer
     from crowdfund.payouts.models import BoxOfficeReport
     from crowdfund.payouts.run_job import write_statements
     from crowdfund.payouts.runs import start_run

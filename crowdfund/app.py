@@ -17,7 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import BASE_DIR, config_for, development_secrets
 from crowdfund import db as dbmod
-from crowdfund import mail
+from crowdfund.mail import delivery as mail_delivery, transport
 from crowdfund.accounts import passwords
 from crowdfund.accounts.users import load_user
 from crowdfund.cli import register_cli
@@ -65,7 +65,7 @@ def create_app(config_name: str | None = None, overrides: dict[str, Any] | None 
                                ping_idle_seconds=app.config["DATABASE_PING_IDLE_SECONDS"],
                                recycle_seconds=app.config["DATABASE_POOL_RECYCLE_SECONDS"])
     app.extensions["crowdfund.engine"] = engine
-    mailer = mail.mailer_from_config(app.config)
+    mailer = transport.mailer_from_config(app.config)
     app.extensions["crowdfund.sessionmaker"] = dbmod.make_sessionmaker(engine, info={
         "mailer": mailer,
         "password_hasher": passwords.make_hasher(app.config["PASSWORD_TIME_COST"],
@@ -100,12 +100,12 @@ def create_app(config_name: str | None = None, overrides: dict[str, Any] | None 
     return app
 
 
-def _register_mail_delivery(app: Flask, mailer: mail.Mailer) -> None:
+def _register_mail_delivery(app: Flask, mailer: transport.Mailer) -> None:
     """The outbox's sender for this app: a background thread per process, woken
     after each commit that queued mail (never sending inside the request), plus
     `flask mail deliver` for a cron sweep."""
     sessions = app.extensions["crowdfund.sessionmaker"]
-    delivery = mail.MailDelivery(
+    delivery = mail_delivery.MailDelivery(
         sessions, mailer, batch_size=app.config["MAIL_BATCH_SIZE"], max_attempts=app.config["MAIL_MAX_ATTEMPTS"],
         retry_seconds=app.config["MAIL_RETRY_SECONDS"], sweep_seconds=app.config["MAIL_SWEEP_SECONDS"],
         background=app.config["MAIL_DELIVERY_THREAD"],

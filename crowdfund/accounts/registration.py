@@ -13,7 +13,7 @@ from crowdfund.accounts.models import Role, User
 from crowdfund.accounts.tokens import send_verification_email
 from crowdfund.accounts.users import check_sign_up, create_user, find_user_by_email
 from crowdfund.errors import Conflict
-from crowdfund.mail import queue_email
+from crowdfund.mail.outbox import queue_email
 
 
 def sign_up(session: Session, email: str, password: str, display_name: str, *, now: datetime,

@@ -20,7 +20,7 @@ from crowdfund.accounts.models import RememberToken, User
 from crowdfund.accounts.users import find_user_by_email
 from crowdfund.db import rowcount
 from crowdfund.errors import DomainError
-from crowdfund.mail import queue_email
+from crowdfund.mail.outbox import queue_email
 
 
 # The password reset.

@@ -32,7 +32,7 @@ from crowdfund.funding.rules import fee_split, goal_met, round_closes_at
 from crowdfund.funding.services import refund_paid_order, release_expired_holds
 from crowdfund.jobs import UnitFailure, in_own_transaction, in_savepoint
 from crowdfund.ledger import Account, EntryKind
-from crowdfund.mail import queue_email
+from crowdfund.mail.outbox import queue_email
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.payments.services import process_refunds
 from crowdfund.rewards.tickets import issue_tickets

@@ -40,7 +40,7 @@ from crowdfund.funding.models import Order, OrderStatus, RefundState
 from crowdfund.funding.rules import cancellation_deadline
 from crowdfund.jobs import UnitFailure, describe
 from crowdfund.ledger import Account, EntryKind
-from crowdfund.mail import queue_email
+from crowdfund.mail.outbox import queue_email
 from crowdfund.payments.gateway import (
     GatewayError,
     PaymentOutcome,

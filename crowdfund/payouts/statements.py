@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from crowdfund.accounts.models import User
 from crowdfund.errors import NotFound
 from crowdfund.films.models import Film
-from crowdfund.mail import queue_email
+from crowdfund.mail.outbox import queue_email
 from crowdfund.payouts.models import PayoutRun, PayoutStatement, RunStatus
 
 

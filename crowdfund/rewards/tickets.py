@@ -16,7 +16,7 @@ from crowdfund.db import rowcount
 from crowdfund.errors import NotFound
 from crowdfund.films.models import Film
 from crowdfund.funding.queries import paid_units_by_backer
-from crowdfund.mail import queue_email
+from crowdfund.mail.outbox import queue_email
 from crowdfund.rewards.models import Ticket, TicketStatus
 from crowdfund.rewards.rules import TICKET_TRANSITIONS, new_ticket_code, tickets_for, tier_for
 from crowdfund.rewards.screenings import SCREENING_STATES

@@ -14,7 +14,7 @@ def sign_up(db: Session, email: str, password: str, name: str):  # type: ignore[
     return registration.sign_up(db, email, password, name, now=datetime.now(UTC), secret_key="k" * 32,
                                 verify_link_for=lambda token: f"https://x.test/verify-email/{token}",
                                 owner_links={"login_link": "https://x.test/login",
-                                         "reset_link": "https://x.test/forgot-password"},
+                                             "reset_link": "https://x.test/forgot-password"},
                             verify_max_age_seconds=3600)
 
 
