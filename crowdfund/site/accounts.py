@@ -20,14 +20,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from wtforms.fields.choices import SelectChoice
 
 from crowdfund import audit
-from crowdfund.accounts import (
-    logins,
-    registration,
-    roles,
-    studios as account_studios,
-    tokens,
-    users as account_users,
-)
+from crowdfund.accounts import logins, registration, roles, studios as account_studios, tokens, users as account_users
 from crowdfund.accounts.audit_log import AuditFilter, search_audit_log
 from crowdfund.accounts.models import Role, Studio, User
 from crowdfund.errors import DomainError

@@ -15,7 +15,7 @@ def sign_up(db: Session, email: str, password: str, name: str):  # type: ignore[
                                 verify_link_for=lambda token: f"https://x.test/verify-email/{token}",
                                 owner_links={"login_link": "https://x.test/login",
                                              "reset_link": "https://x.test/forgot-password"},
-                            verify_max_age_seconds=3600)
+                                verify_max_age_seconds=3600)
 
 
 def test_sign_up_makes_an_unverified_fan_with_a_slow_hash(db: Session) -> None:
