@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import segno
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
@@ -80,8 +81,6 @@ def _render_ticket(ticket: Ticket, form: BookForm | None = None, status: int = 2
 
 
 def _zone(ticket: Ticket) -> Any:
-    from zoneinfo import ZoneInfo
-
     return ZoneInfo(ticket.film.timezone)
 
 
