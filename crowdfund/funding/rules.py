@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from crowdfund.errors import InvalidTransition
 from crowdfund.funding.models import OrderStatus, RefundState
 
 #: A backer may cancel a paid order until this long before the deadline.
@@ -43,11 +42,6 @@ STATUS_LABELS = {
     OrderStatus.CANCELLED: "Cancelled",
     OrderStatus.REFUNDED: "Refunded",
 }
-
-
-def check_order_transition(current: str, target: str) -> None:
-    if OrderStatus(target) not in ORDER_TRANSITIONS[OrderStatus(current)]:
-        raise InvalidTransition("order", current, target)
 
 
 def cancellation_deadline(film_deadline: datetime) -> datetime:

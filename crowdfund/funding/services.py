@@ -61,7 +61,6 @@ from crowdfund.funding.rules import (
     ORDER_TRANSITIONS,
     REFUND_TRANSITIONS,
     cancellation_deadline,
-    check_order_transition,
 )
 from crowdfund.ledger import Account, EntryKind
 from crowdfund.rewards.tickets import void_unbooked_tickets
@@ -194,7 +193,7 @@ def _expire_releasable(session: Session, film_id: int, now: datetime, *,
     """Move the film's lapsed holds, and with `buyer_id` that buyer's pending
     orders whose payment has not started (a new hold replaces them), to
     expired in one conditional UPDATE. Units released, by user id."""
-    check_order_transition(OrderStatus.PENDING, OrderStatus.EXPIRED)
+    transitions.check(ORDER, OrderStatus.PENDING, OrderStatus.EXPIRED)
     releasable = Order.expires_at <= now
     if buyer_id is not None:
         own_unpaid = and_(Order.user_id == buyer_id, Order.stripe_payment_intent_id.is_(None))
