@@ -98,7 +98,8 @@ def child_run(url: str, film_id: int) -> dict[str, object]:
 
     from crowdfund.accounts.models import User
     from crowdfund.payouts.models import BoxOfficeReport
-    from crowdfund.payouts.services import start_run, write_statements
+    from crowdfund.payouts.run_job import write_statements
+    from crowdfund.payouts.runs import start_run
 
     # E-mail announcements are measured apart (they are I/O, not the run).
     sessions = bench_services(url).sessions
@@ -108,8 +109,7 @@ def child_run(url: str, film_id: int) -> dict[str, object]:
         finance = session.scalar(select(User).where(User.email == "finance@bench.test"))
         run = start_run(session, report, finance, now=datetime.now(UTC))
         session.commit()
-        write_statements(session, run, now=datetime.now(UTC), batch_size=5000, commit=session.commit,
-                         announce=False)
+        write_statements(session, run, now=datetime.now(UTC), batch_size=5000, announce=False)
         total, backers = session.execute(text(
             "SELECT sum(amount_cents), count(*) FROM payout_statements WHERE run_id = :r"), {"r": run.id}).one()
         pool = session.execute(text("SELECT pool_cents FROM payout_runs WHERE id = :r"), {"r": run.id}).scalar_one()
@@ -134,7 +134,7 @@ def child_export(url: str, film_id: int, kind: str) -> dict[str, object]:
 
     from crowdfund.db import make_engine, make_sessionmaker
     from crowdfund.payouts.models import PayoutRun
-    from crowdfund.payouts.services import export_rows
+    from crowdfund.payouts.statements import export_rows
     from crowdfund.reports.exports import run_csv, run_xlsx
 
     engine = make_engine(url)

@@ -17,7 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import BASE_DIR, config_for, development_secrets
 from crowdfund import db as dbmod
-from crowdfund.accounts.services import load_user
+from crowdfund.accounts.users import load_user
 from crowdfund.app_services import AppServices, build_services
 from crowdfund.cli import register_cli
 from crowdfund.errors import DomainError

@@ -30,7 +30,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from crowdfund import db as dbmod
-from crowdfund import mail
+from crowdfund.mail.delivery import MailDelivery
+from crowdfund.mail.transport import Mailer, mailer_from_config
 from crowdfund.accounts import passwords
 from crowdfund.funding.hold_terms import HoldTermsCache
 from crowdfund.payments.gateway import StripeGateway
@@ -47,9 +48,9 @@ class AppServices:
     #: The current time in UTC; tests install a copy with their own clock (with_clock).
     clock: Callable[[], datetime]
     gateway: StripeGateway
-    mailer: mail.Mailer
+    mailer: Mailer
     #: Sends the outbox's committed rows (a background thread per process, or `flask mail deliver`).
-    mail_delivery: mail.MailDelivery
+    mail_delivery: MailDelivery
     password_hasher: PasswordHasher
     hold_terms_cache: HoldTermsCache
 
@@ -73,7 +74,7 @@ def build_services(settings: Mapping[str, Any]) -> AppServices:
                                ping_idle_seconds=settings["DATABASE_PING_IDLE_SECONDS"],
                                recycle_seconds=settings["DATABASE_POOL_RECYCLE_SECONDS"])
     sessions = dbmod.make_sessionmaker(engine)
-    mailer = mail.mailer_from_config(settings)
+    mailer = mailer_from_config(settings)
     services = AppServices(
         engine=engine,
         sessions=sessions,
@@ -88,7 +89,7 @@ def build_services(settings: Mapping[str, Any]) -> AppServices:
         mailer=mailer,
         # The outbox's sender: woken after each commit that queued mail (never
         # sending inside the request), plus `flask mail deliver` for a cron sweep.
-        mail_delivery=mail.MailDelivery(
+        mail_delivery=MailDelivery(
             sessions, mailer, batch_size=settings["MAIL_BATCH_SIZE"], max_attempts=settings["MAIL_MAX_ATTEMPTS"],
             retry_seconds=settings["MAIL_RETRY_SECONDS"], sweep_seconds=settings["MAIL_SWEEP_SECONDS"],
             background=settings["MAIL_DELIVERY_THREAD"],

@@ -4,19 +4,20 @@
 audit entry commit or roll back together. Nothing in the app updates or
 deletes an event: the session refuses to flush such a change, and on
 PostgreSQL a trigger (see the migration) refuses it in the database too.
+
+Core: this module knows users only by id (`actor_id`). Reading the log with
+the users who acted is the accounts domain's (crowdfund/accounts/audit_log.py).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy import ForeignKey, Index, String, Text, event, select
-from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from crowdfund.accounts.models import User
 from crowdfund.db import Base, UTCDateTime
 
 
@@ -37,8 +38,6 @@ class AuditEvent(Base):
     after: Mapped[str] = mapped_column(Text, default="{}")
     detail: Mapped[str] = mapped_column(Text, default="")
 
-    actor: Mapped[User | None] = relationship()
-
     @property
     def before_data(self) -> dict[str, Any]:
         return dict(json.loads(self.before or "{}"))
@@ -52,6 +51,13 @@ class AuditLogIsAppendOnly(RuntimeError):
     pass
 
 
+class Actor(Protocol):
+    """Who acted, as the log needs it: a user (anything with an id)."""
+
+    @property
+    def id(self) -> int: ...
+
+
 def record(
     session: Session,
     *,
@@ -59,12 +65,12 @@ def record(
     object_type: str,
     object_id: object,
     now: datetime,
-    actor: User | int | None = None,
+    actor: Actor | int | None = None,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
     detail: str = "",
 ) -> None:
-    actor_id = actor.id if isinstance(actor, User) else actor
+    actor_id = actor if actor is None or isinstance(actor, int) else actor.id
     session.add(AuditEvent(
         at=now, actor_id=actor_id, action=action, object_type=object_type, object_id=str(object_id),
         before=json.dumps(before or {}, default=str, sort_keys=True),
@@ -78,37 +84,6 @@ def _refuse_changes(session: Session, _context: Any, _instances: Any) -> None:
     for instance in list(session.dirty) + list(session.deleted):
         if isinstance(instance, AuditEvent):
             raise AuditLogIsAppendOnly("the audit log is append-only")
-
-
-@dataclass(frozen=True)
-class AuditFilter:
-    action: str = ""
-    actor_email: str = ""
-    object_type: str = ""
-    object_id: str = ""
-    since: date | None = None
-    until: date | None = None
-
-
-def search(session: Session, filters: AuditFilter, page: int, per_page: int = 50) -> tuple[list[AuditEvent], bool]:
-    """Newest first; returns (events, there is a next page)."""
-    statement = select(AuditEvent).order_by(AuditEvent.id.desc())
-    if filters.action:
-        statement = statement.where(AuditEvent.action == filters.action)
-    if filters.object_type:
-        statement = statement.where(AuditEvent.object_type == filters.object_type)
-    if filters.object_id:
-        statement = statement.where(AuditEvent.object_id == filters.object_id)
-    if filters.actor_email:
-        statement = statement.join(User, User.id == AuditEvent.actor_id).where(
-            User.email.contains(filters.actor_email.strip().lower()))
-    if filters.since:
-        statement = statement.where(AuditEvent.at >= datetime.combine(filters.since, time.min, tzinfo=UTC))
-    if filters.until:
-        statement = statement.where(AuditEvent.at < datetime.combine(filters.until + timedelta(days=1), time.min,
-                                                                     tzinfo=UTC))
-    rows = list(session.scalars(statement.limit(per_page + 1).offset((page - 1) * per_page)))
-    return rows[:per_page], len(rows) > per_page
 
 
 def actions(session: Session) -> list[str]:

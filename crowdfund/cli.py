@@ -12,7 +12,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy.orm import Session
 
-from crowdfund.accounts import services as accounts
+from crowdfund.accounts import studios, users as account_users
 from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError
 from crowdfund.jobs import UnitFailure
@@ -60,10 +60,10 @@ def register_cli(app: Flask) -> None:
             try:
                 stored_roles = (Role(role),) if role != Role.STUDIO else ()
                 # Made by staff, who know the address: confirmed from the start.
-                user = accounts.create_user(session, email, password, display_name or email.split("@")[0],
-                                            roles=stored_roles, email_verified_at=_now())
+                user = account_users.create_user(session, email, password, display_name or email.split("@")[0],
+                                                 roles=stored_roles, email_verified_at=_now())
                 if role == Role.STUDIO:
-                    accounts.set_studio(session, user, accounts.get_or_create_studio(session, studio_name or ""))
+                    studios.set_studio(session, user, studios.get_or_create_studio(session, studio_name or ""))
                 session.commit()
             except DomainError as exc:
                 raise click.ClickException(exc.message) from exc

@@ -4,7 +4,7 @@ Services receive a `Session` and only flush; the request (or CLI step) that
 called them commits once at its boundary. Side effects such as e-mail are
 registered with `after_commit(session, fn)` and run only once the outermost
 commit has succeeded, so a rolled-back request never triggers them. (E-mail
-goes through the outbox in crowdfund/mail.py; after_commit only wakes its
+goes through the outbox in crowdfund/mail/outbox.py; after_commit only wakes its
 delivery.)
 """
 

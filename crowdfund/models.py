@@ -7,7 +7,7 @@ from crowdfund.db import Base
 from crowdfund.films.models import Film, FilmEvent
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, PaymentAnomaly, StripeEvent
 from crowdfund.ledger import JournalEntry, JournalLine
-from crowdfund.mail import SentEmail
+from crowdfund.mail.outbox import SentEmail
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, PayoutStatement
 from crowdfund.rewards.models import CheckInAttempt, RewardTier, Screening, Ticket
 from crowdfund.uploads import StoredFile

@@ -6,6 +6,9 @@ page number: "²" is a digit to `isdigit()` but not to `int()` (a 500), and
 overflow the moment a view adds a day. Every view reads such values through
 here: only ASCII digits, only dates in a sane range, and anything else is a
 `BadParameter` (400, shown on the app's error page with a clear message).
+
+Pure: no Flask, no forms. Reading a request's query string is the web
+layer's (crowdfund/site/params.py); the form field is crowdfund/site/forms/fields.py.
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ from __future__ import annotations
 import re
 from datetime import date
 from typing import Any
-
-from wtforms import DateField
 
 from crowdfund.errors import DomainError
 
@@ -64,48 +65,3 @@ def coerce_id(value: Any) -> int:
     if isinstance(value, int):
         return value
     return parse_int(str(value), minimum=0, maximum=MAX_ID)
-
-
-def _source(source: Any) -> Any:
-    if source is not None:
-        return source
-    from flask import request
-
-    return request.args
-
-
-def int_arg(name: str, default: int, minimum: int, maximum: int, *, source: Any = None) -> int:
-    """`name` from the query string (or `source`), `default` when absent or empty."""
-    raw = _source(source).get(name, "")
-    if raw == "":
-        return default
-    try:
-        return parse_int(raw, minimum=minimum, maximum=maximum)
-    except ValueError as exc:
-        raise BadParameter(f"The value of “{name}” is not valid. {exc}") from exc
-
-
-def date_arg(name: str, default: date | None = None, minimum: date = MIN_DATE, maximum: date = MAX_DATE, *,
-             source: Any = None) -> date | None:
-    """`name` from the query string (or `source`) as a date, `default` when absent or empty."""
-    raw = _source(source).get(name, "")
-    if raw == "":
-        return default
-    try:
-        return parse_date(raw, minimum=minimum, maximum=maximum)
-    except ValueError as exc:
-        raise BadParameter(f"The value of “{name}” is not valid. {exc}") from exc
-
-
-class IsoDateField(DateField):
-    """A form's date, parsed by `parse_date` (the field shows the message)."""
-
-    def process_formdata(self, valuelist: list[Any]) -> None:
-        if not valuelist or not valuelist[0]:
-            self.data = None
-            return
-        try:
-            self.data = parse_date(str(valuelist[0]))
-        except ValueError as exc:
-            self.data = None
-            raise ValueError(str(exc)) from exc

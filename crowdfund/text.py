@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from crowdfund.errors import DomainError
+
 #: Embedding/override (U+202A-U+202E) and isolate (U+2066-U+2069) controls:
 #: invisible, and they reorder the text around them.
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -52,6 +54,14 @@ def single_line(value: str | None, field: str) -> str:
             raise TextProblem(f"{field} cannot contain control or invisible formatting characters "
                               f"(found U+{ord(char):04X}).")
     return text.strip()
+
+
+def single_line_field(value: str | None, label: str, field: str) -> str:
+    """`single_line(value, label)` for a service: a problem is a DomainError on the form's `field`."""
+    try:
+        return single_line(value, label)
+    except TextProblem as exc:
+        raise DomainError(exc.message, field=field) from exc
 
 
 def multi_line(value: str | None, field: str) -> str:

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from crowdfund.accounts import services as accounts
+from crowdfund.accounts import studios, users
 from crowdfund.accounts.models import Role, User
 from crowdfund.films import services as films
 from crowdfund.films.models import Film
@@ -31,16 +31,16 @@ def png_bytes(width: int = 40, height: int = 60, fmt: str = "PNG") -> bytes:
 def make_user(db: Session, email: str | None = None, roles: tuple[Role, ...] = (Role.FAN,),
               name: str = "Test User", verified: bool = True) -> User:
     """A user whose e-mail address is confirmed (verified=False: as just signed up)."""
-    user = accounts.create_user(db, email or f"user{next(_seq)}@example.com", PASSWORD, name, roles=roles,
-                                email_verified_at=datetime.now(UTC) if verified else None)
+    user = users.create_user(db, email or f"user{next(_seq)}@example.com", PASSWORD, name, roles=roles,
+                             email_verified_at=datetime.now(UTC) if verified else None)
     db.commit()
     return user
 
 
 def make_studio_user(db: Session, studio_name: str = "Studio One", email: str | None = None) -> User:
-    user = accounts.create_user(db, email or f"studio{next(_seq)}@example.com", PASSWORD, "Studio Person", roles=(),
-                                email_verified_at=datetime.now(UTC))
-    accounts.set_studio(db, user, accounts.get_or_create_studio(db, studio_name))
+    user = users.create_user(db, email or f"studio{next(_seq)}@example.com", PASSWORD, "Studio Person", roles=(),
+                             email_verified_at=datetime.now(UTC))
+    studios.set_studio(db, user, studios.get_or_create_studio(db, studio_name))
     db.commit()
     return user
 

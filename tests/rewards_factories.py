@@ -10,7 +10,7 @@ from crowdfund.accounts.models import User
 from crowdfund.films import services as films
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from crowdfund.rewards import services as rewards
+from crowdfund.rewards import tiers as reward_tiers
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
 from crowdfund.rewards.rules import TierInput, new_ticket_code
 from crowdfund.workflows import reactions
@@ -27,7 +27,7 @@ def film_with_tiers(db: Session, studio: User, tiers=TIERS, **overrides: object)
     overrides.setdefault("per_backer_limit", 10)
     film = make_film(db, studio, FilmState.DRAFT, **overrides)
     for min_stakes, tickets, extras in tiers:
-        rewards.add_tier(db, film, TierInput(min_stakes, tickets, extras))
+        reward_tiers.add_tier(db, film, TierInput(min_stakes, tickets, extras))
     now = datetime.now(UTC)
     films.change_film_state(db, film, FilmState.IN_REVIEW, now=now, actor=studio)
     reactions.change_film_state(db, film, FilmState.FUNDING, now=now)

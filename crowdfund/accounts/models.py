@@ -62,7 +62,7 @@ class User(Base):
 
     def remember_access(self, stored_roles: str | None, studio_id: int | None) -> None:
         """Keep the role names (comma-separated) and studio read in the same row
-        as the user (accounts.services.load_user), so that checking who may see a
+        as the user (accounts.users.load_user), so that checking who may see a
         page loads no relationship. Once `roles` or `membership` is loaded (the
         admin pages that change them), the relationships are what counts."""
         self.__dict__["_access"] = (frozenset(filter(None, (stored_roles or "").split(","))), studio_id)

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from crowdfund.accounts import services as accounts
+from crowdfund.accounts import studios, users
 from crowdfund.accounts.models import Role, User
 from crowdfund.db import utcnow
 from crowdfund.films import services as films
@@ -23,8 +23,8 @@ from crowdfund.films.models import Film
 from crowdfund.films.rules import FilmInput
 from crowdfund.films.states import FilmState
 from crowdfund.funding.holds import HoldRequest, hold_stakes
-from crowdfund.payouts import services as payouts
-from crowdfund.rewards import services as rewards
+from crowdfund.payouts import box_office, run_job
+from crowdfund.rewards import screenings, tiers
 from crowdfund.rewards.rules import TierInput
 from crowdfund.workflows import reactions
 from crowdfund.workflows.checkout import checkout_setup_intent, pay_order
@@ -141,23 +141,23 @@ def seed(session: Session, gateway: Any = None, stripe_base: str = "", publishab
     also buy stakes and past rounds are closed, through the real services."""
     logins: list[tuple[str, str]] = []
     verified = {"email_verified_at": utcnow()}  # demo addresses are confirmed, so every demo fan can buy
-    admin = accounts.create_user(session, "admin@example.com", DEMO_PASSWORD, "Ada Admin", roles=(Role.ADMIN,),
-                                 **verified)
-    finance = accounts.create_user(session, "finance@example.com", DEMO_PASSWORD, "Fin Ance", roles=(Role.FINANCE,),
-                                   **verified)
+    admin = users.create_user(session, "admin@example.com", DEMO_PASSWORD, "Ada Admin", roles=(Role.ADMIN,),
+                              **verified)
+    finance = users.create_user(session, "finance@example.com", DEMO_PASSWORD, "Fin Ance", roles=(Role.FINANCE,),
+                                **verified)
     # The one who starts a payout run cannot also mark it paid: a second finance login confirms transfers.
-    checker = accounts.create_user(session, "finance2@example.com", DEMO_PASSWORD, "Fiona Check",
-                                   roles=(Role.FINANCE,), **verified)
-    studio_user = accounts.create_user(session, "studio@example.com", DEMO_PASSWORD, "Sam Studio", roles=(),
-                                       **verified)
-    studio = accounts.create_studio(session, "Northlight Pictures")
-    accounts.set_studio(session, studio_user, studio)
+    checker = users.create_user(session, "finance2@example.com", DEMO_PASSWORD, "Fiona Check",
+                                roles=(Role.FINANCE,), **verified)
+    studio_user = users.create_user(session, "studio@example.com", DEMO_PASSWORD, "Sam Studio", roles=(),
+                                    **verified)
+    studio = studios.create_studio(session, "Northlight Pictures")
+    studios.set_studio(session, studio_user, studio)
     logins += [("admin", admin.email), ("finance", finance.email), ("finance", checker.email),
                ("studio", studio_user.email)]
     fans = []
     for n, name in enumerate(["Fay Fan", "Femi Fan", "Fumiko Fan", "Felix Fan"], start=1):
-        fan = accounts.create_user(session, f"fan{n}@example.com", DEMO_PASSWORD, name, roles=(Role.FAN,),
-                                   **verified)
+        fan = users.create_user(session, f"fan{n}@example.com", DEMO_PASSWORD, name, roles=(Role.FAN,),
+                                **verified)
         fans.append(fan)
         logins.append(("fan", fan.email))
     created = []
@@ -170,7 +170,7 @@ def seed(session: Session, gateway: Any = None, stripe_base: str = "", publishab
         if title in REWARD_FILMS:
             # Tiers are terms: set while the film is still a draft.
             for min_stakes, tickets, extras in DEMO_TIERS:
-                rewards.add_tier(session, film, TierInput(min_stakes, tickets, extras))
+                tiers.add_tier(session, film, TierInput(min_stakes, tickets, extras))
         # Films that were sold go through funding first; the round close decides them.
         first_stop = FilmState.FUNDING if target in (FilmState.FUNDED, FilmState.RELEASED, FilmState.FAILED) else target
         _walk_to(session, film, first_stop if gateway else target, studio_user, admin)
@@ -202,13 +202,13 @@ def _box_office(session: Session, film: Film, studio_user: User, finance: User) 
     weeks = [(today - timedelta(days=20), today - timedelta(days=14), 420_000),
              (today - timedelta(days=13), today - timedelta(days=7), 1_350_000)]
     for start, end, cents in weeks:
-        report = payouts.file_report(session, film, studio_user, payouts.ReportInput(start, end, cents, "Demo week"),
-                                     now=utcnow())
-        payouts.approve_report(session, report, finance, now=utcnow())
+        report = box_office.file_report(session, film, studio_user, box_office.ReportInput(start, end, cents, "Demo week"),
+                                        now=utcnow())
+        box_office.approve_report(session, report, finance, now=utcnow())
         session.commit()
-        payouts.run_payout(session, report, finance, now=utcnow())
-    payouts.file_report(session, film, studio_user,
-                        payouts.ReportInput(today - timedelta(days=6), today, 610_000, "Demo week 3"), now=utcnow())
+        run_job.run_payout(session, report, finance, now=utcnow())
+    box_office.file_report(session, film, studio_user,
+                           box_office.ReportInput(today - timedelta(days=6), today, 610_000, "Demo week 3"), now=utcnow())
     session.commit()
 
 
@@ -218,9 +218,9 @@ def _schedule_screenings(session: Session, created: list[tuple[Film, FilmState]]
     now = utcnow().replace(minute=0, second=0, microsecond=0)
     for created_film, _target in created:
         film = session.get(Film, created_film.id)
-        if film is None or film.title not in REWARD_FILMS or film.state not in rewards.SCREENING_STATES:
+        if film is None or film.title not in REWARD_FILMS or film.state not in screenings.SCREENING_STATES:
             continue
-        top_tier = rewards.film_tiers(session, film.id)[-1]
+        top_tier = tiers.film_tiers(session, film.id)[-1]
         for days, cinema, city, seats, tier_id in (
             (14, "The Castro Theatre", "San Francisco", 120, None),
             (21, "Vista Theater", "Los Angeles", 3, None),
@@ -228,7 +228,7 @@ def _schedule_screenings(session: Session, created: list[tuple[Film, FilmState]]
         ):
             local_day = (now + timedelta(days=days)).astimezone(ZoneInfo(film.timezone))
             start = local_day.replace(hour=19).astimezone(UTC)  # 7 pm where the film is shown
-            rewards.schedule_screening(session, film, rewards.ScreeningInput(
+            screenings.schedule_screening(session, film, screenings.ScreeningInput(
                 cinema=cinema, city=city, starts_at=start, seats=seats, min_tier_id=tier_id), now=utcnow())
 
 

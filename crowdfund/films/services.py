@@ -226,7 +226,7 @@ def mark_released(session: Session, film: Film, user: User, *, now: datetime) ->
 
 def close_film(session: Session, film: Film, user: User, *, now: datetime) -> None:
     """The studio closes a released film after its final box-office report: it
-    accepts no more reports (payouts.services.file_report). Reports already
+    accepts no more reports (payouts.box_office.file_report). Reports already
     filed are still decided and paid out."""
     if film.state != FilmState.RELEASED:
         raise Conflict("Only released films can be closed.")

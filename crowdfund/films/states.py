@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from crowdfund.errors import InvalidTransition
 
 
 class FilmState(StrEnum):
@@ -44,10 +43,3 @@ STATE_LABELS = {
     FilmState.CLOSED: "Closed",
     FilmState.CANCELLED: "Cancelled",
 }
-
-
-def check_film_transition(current: str, target: str) -> None:
-    """Raise InvalidTransition unless a film may go from `current` to `target`."""
-    allowed = FILM_TRANSITIONS.get(FilmState(current), frozenset())
-    if FilmState(target) not in allowed:
-        raise InvalidTransition("film", current, target)

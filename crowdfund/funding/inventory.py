@@ -42,10 +42,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from crowdfund import transitions
 from crowdfund.db import rowcount
 from crowdfund.films.models import Film
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
-from crowdfund.funding.rules import check_order_transition
+from crowdfund.funding.orders import ORDER
 
 
 class FilmLimit(Protocol):
@@ -131,7 +132,7 @@ def expire_releasable(session: Session, film_id: int, now: datetime, *,
     """Move the film's lapsed holds, and with `buyer_id` that buyer's pending
     orders whose payment has not started (a new hold replaces them), to
     expired in one conditional UPDATE. Units released, by user id."""
-    check_order_transition(OrderStatus.PENDING, OrderStatus.EXPIRED)
+    transitions.check(ORDER, OrderStatus.PENDING, OrderStatus.EXPIRED)
     releasable = Order.expires_at <= now
     if buyer_id is not None:
         own_unpaid = and_(Order.user_id == buyer_id, Order.stripe_payment_intent_id.is_(None))

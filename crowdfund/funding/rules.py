@@ -48,11 +48,6 @@ STATUS_LABELS = {
 }
 
 
-def check_order_transition(current: str, target: str) -> None:
-    if OrderStatus(target) not in ORDER_TRANSITIONS[OrderStatus(current)]:
-        raise InvalidTransition("order", current, target)
-
-
 def cancellation_deadline(film_deadline: datetime) -> datetime:
     return film_deadline - CANCELLATION_CUTOFF
 

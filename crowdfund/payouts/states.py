@@ -30,7 +30,7 @@ class PayoutAction(StrEnum):
     """What the box-office and payout pages offer. A StrEnum: templates test
     `"approve" in actions`."""
 
-    #: File a box-office report: a released film's (payouts.services.file_report).
+    #: File a box-office report: a released film's (payouts.box_office.file_report).
     FILE_REPORT = "file_report"
     APPROVE = "approve"
     REJECT = "reject"
@@ -73,7 +73,7 @@ def awaits_decision(status: str) -> bool:
 
 
 def run_actions(status: str, started_by_id: int | None, user_id: int | None) -> frozenset[PayoutAction]:
-    """Who starts a run never marks it paid (payouts.services.mark_paid)."""
+    """Who starts a run never marks it paid (payouts.runs.mark_paid)."""
     current = RunStatus(status)
     actions = set()
     if current is not RunStatus.COMPUTING:

@@ -50,7 +50,7 @@ class RewardTier(Base):
 
 class Screening(Base):
     """A showing of a funded film. `booked` is the seat counter every booking
-    moves with one conditional statement (see rewards/services.py)."""
+    moves with one conditional statement (see rewards/bookings.py)."""
 
     __tablename__ = "screenings"
     __table_args__ = (

@@ -38,11 +38,6 @@ STATUS_LABELS = {
 }
 
 
-def check_ticket_transition(current: str, target: str) -> None:
-    if TicketStatus(target) not in TICKET_TRANSITIONS[TicketStatus(current)]:
-        raise InvalidTransition("ticket", current, target)
-
-
 def new_ticket_code() -> str:
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
 
@@ -121,7 +116,7 @@ class TicketAction(StrEnum):
 
 def ticket_actions(status: str, booked_starts_at: datetime | None, now: datetime) -> frozenset[TicketAction]:
     """`booked_starts_at`: when the booked screening starts (None if none is booked).
-    A started screening's bookings are final (rewards.services.book_ticket, cancel_booking)."""
+    A started screening's bookings are final (rewards.bookings.book_ticket, cancel_booking)."""
     current = TicketStatus(status)
     allowed = TICKET_TRANSITIONS[current]
     if current is TicketStatus.ISSUED:
@@ -150,7 +145,7 @@ def is_void(status: str) -> bool:
 
 
 class TierAction(StrEnum):
-    #: Add and remove reward tiers: a draft's only (rewards.services.add_tier, remove_tier).
+    #: Add and remove reward tiers: a draft's only (rewards.tiers.add_tier, remove_tier).
     EDIT_TIERS = "edit_tiers"
 
 

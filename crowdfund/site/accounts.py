@@ -20,11 +20,12 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from wtforms.fields.choices import SelectChoice
 
 from crowdfund import audit
-from crowdfund.accounts import services
+from crowdfund.accounts import logins, registration, roles, studios as account_studios, tokens, users as account_users
+from crowdfund.accounts.audit_log import AuditFilter, search_audit_log
 from crowdfund.accounts.models import Role, Studio, User
 from crowdfund.errors import DomainError
 from crowdfund.films.services import films_in_review
-from crowdfund.params import date_arg, int_arg
+from crowdfund.site.params import date_arg, int_arg
 from crowdfund.site.extensions import rate_limit
 from crowdfund.site.forms.accounts import (
     EmptyForm,
@@ -85,7 +86,7 @@ def signup() -> Any:
     if form.validate_on_submit():
         config = current_app.config
         try:
-            services.sign_up(
+            registration.sign_up(
                 db(), form.email.data, form.password.data, form.display_name.data, now=now(),
                 secret_key=config["SECRET_KEY"], verify_link_for=_verify_link_for(next_url),
                 owner_links={"login_link": _public_link("accounts.login"),
@@ -112,8 +113,8 @@ def verify_email(token: str) -> Any:
     config = current_app.config
     response: WerkzeugResponse  # make_response gives Flask's Response, redirect Werkzeug's
     try:
-        account = services.verify_email(db(), token, secret_key=config["SECRET_KEY"], now=now(),
-                                        max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"])
+        account = tokens.verify_email(db(), token, secret_key=config["SECRET_KEY"], now=now(),
+                                      max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"])
         db().commit()
     except DomainError as exc:
         db().rollback()
@@ -146,9 +147,9 @@ def resend_verification() -> Any:
         flash("Your e-mail address is already confirmed.", "info")
     else:
         config = current_app.config
-        services.send_verification_email(db(), account, secret_key=config["SECRET_KEY"], now=now(),
-                                         link_for=_verify_link_for(next_url),
-                                         max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"])
+        tokens.send_verification_email(db(), account, secret_key=config["SECRET_KEY"], now=now(),
+                                       link_for=_verify_link_for(next_url),
+                                       max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"])
         db().commit()
         flash(f"We have sent a new confirmation link to {account.email}. It may take a minute to arrive.", "info")
     return redirect(next_url or url_for("accounts.my_account"), 303)
@@ -161,7 +162,7 @@ def resend_verification() -> Any:
 def login() -> Any:
     form = LogInForm()
     if form.validate_on_submit():
-        account = services.authenticate(db(), form.email.data, form.password.data)
+        account = account_users.authenticate(db(), form.email.data, form.password.data)
         if account is None:
             # One message whether or not the e-mail exists.
             form.password.errors.append("That e-mail and password do not match an account.")
@@ -176,7 +177,7 @@ def _log_out_everywhere() -> None:
     # Server-side: the session cookie and every remember-me token of this user stop
     # working, so a copy of either kept from before (another browser, a thief) is refused too.
     if current_user.is_authenticated:
-        services.end_all_sessions(db(), user())
+        logins.end_all_sessions(db(), user())
         db().commit()
     logout_user()
 
@@ -216,7 +217,7 @@ def forgot_password() -> Any:
             # get a victim mailed a link to someone else's site.
             return config["PUBLIC_URL"].rstrip("/") + url_for("accounts.reset_password", token=token)
 
-        services.request_password_reset(
+        tokens.request_password_reset(
             db(), form.email.data, secret_key=config["SECRET_KEY"], now=now(), link_for=link_for,
             max_age_seconds=config["PASSWORD_RESET_MAX_AGE_SECONDS"],
         )
@@ -233,13 +234,13 @@ def reset_password(token: str) -> Any:
     config = current_app.config
     options = {"secret_key": config["SECRET_KEY"], "max_age_seconds": config["PASSWORD_RESET_MAX_AGE_SECONDS"]}
     try:
-        services.user_for_reset_token(db(), token, now=now(), **options)
+        tokens.user_for_reset_token(db(), token, now=now(), **options)
     except DomainError as exc:
         return _reset_page(None, exc.message, 400)
     form = ResetPasswordForm()
     if form.validate_on_submit():
         try:
-            services.reset_password(db(), token, form.password.data, now=now(), **options)
+            tokens.reset_password(db(), token, form.password.data, now=now(), **options)
             db().commit()
         except DomainError as exc:
             db().rollback()
@@ -331,9 +332,9 @@ def change_role(user_id: int) -> Any:
         return redirect(url_for("admin.user_detail", user_id=user_id)), 303
     try:
         if action == "grant":
-            services.grant_role(db(), account, form.role.data, acting_user=user(), now=now())
+            roles.grant_role(db(), account, form.role.data, acting_user=user(), now=now())
         else:
-            services.revoke_role(db(), account, form.role.data, acting_user=user(), now=now())
+            roles.revoke_role(db(), account, form.role.data, acting_user=user(), now=now())
         db().commit()
     except DomainError as exc:
         db().rollback()
@@ -352,8 +353,8 @@ def change_studio(user_id: int) -> Any:
     if not form.validate_on_submit():
         flash("Choose a studio.", "error")
         return redirect(url_for("admin.user_detail", user_id=user_id), 303)
-    studio = services.get_studio(db(), form.studio_id.data) if form.studio_id.data else None
-    services.set_studio(db(), account, studio, acting_user=user(), now=now())
+    studio = account_studios.get_studio(db(), form.studio_id.data) if form.studio_id.data else None
+    account_studios.set_studio(db(), account, studio, acting_user=user(), now=now())
     db().commit()
     flash(f"{account.email} is now {'a member of ' + studio.name if studio else 'in no studio'}.", "success")
     return redirect(url_for("admin.user_detail", user_id=user_id), 303)
@@ -365,7 +366,7 @@ def studios() -> Any:
     form = StudioForm()
     if form.validate_on_submit():
         try:
-            studio = services.create_studio(db(), form.name.data)
+            studio = account_studios.create_studio(db(), form.name.data)
             db().commit()
         except DomainError as exc:
             db().rollback()
@@ -384,11 +385,11 @@ def audit_log() -> Any:
     page = int_arg("page", 1, 1, 100_000)
     since, until = date_arg("since"), date_arg("until")
 
-    filters = audit.AuditFilter(
+    filters = AuditFilter(
         action=args.get("action", "")[:64], actor_email=args.get("actor", "")[:254],
         object_type=args.get("object_type", "")[:32], object_id=args.get("object_id", "")[:64],
         since=since, until=until,
     )
-    events, has_next = audit.search(db(), filters, page)
+    events, has_next = search_audit_log(db(), filters, page)
     return render_template("admin/audit.html", events=events, filters=filters, page=page, has_next=has_next,
                            actions=audit.actions(db()))

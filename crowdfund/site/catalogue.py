@@ -26,10 +26,10 @@ from crowdfund.funding.queries import (
     visible_film,
 )
 from crowdfund.money import format_cents, format_cents_plain, parse_amount
-from crowdfund.params import int_arg
+from crowdfund.site.params import int_arg
 from crowdfund.payouts.calculator import backer_return, curve
-from crowdfund.payouts.services import terms_of
-from crowdfund.rewards.services import film_tiers, tier_reached
+from crowdfund.payouts.runs import terms_of
+from crowdfund.rewards.tiers import film_tiers, tier_reached
 from crowdfund.site.buy_panel import buy_panel_context
 from crowdfund.site.web import db
 from crowdfund.uploads import IMAGE_TYPES, StoredFile

@@ -16,7 +16,7 @@ from crowdfund.funding.queries import paid_units_of_backer, portfolio
 from crowdfund.funding.rules import STATUS_LABELS, CancellationNote, cancellation_deadline
 from crowdfund.funding.rules import cancellation_note as _cancellation_note
 from crowdfund.params import parse_int
-from crowdfund.rewards.services import film_tiers, tier_reached
+from crowdfund.rewards.tiers import film_tiers, tier_reached
 from crowdfund.site.extensions import rate_limit
 from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.web import db, gateway, now, role_required, user

@@ -9,7 +9,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from crowdfund import audit
 from crowdfund.accounts.models import Role
 from crowdfund.errors import Conflict
-from crowdfund.mail import OutgoingEmail, count_failed_emails, failed_emails, retry_failed_email
+from crowdfund.mail.outbox import OutgoingEmail, count_failed_emails, failed_emails, retry_failed_email
 from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.web import db, now, role_required, user
 

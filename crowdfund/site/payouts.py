@@ -8,7 +8,7 @@ from sqlalchemy import select
 from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError
 from crowdfund.films import services as films
-from crowdfund.payouts import services
+from crowdfund.payouts import box_office, run_job, runs as payout_runs, statements as payout_statements
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, ReportStatus
 from crowdfund.reports.exports import ledger_csv, run_csv, run_xlsx, stream_file
 from crowdfund.site.forms.accounts import EmptyForm
@@ -46,11 +46,11 @@ def studio_reports(film_id: int) -> Any:
             attachment = upload.read(max_bytes + 1)
         start, end = form.period_start.data, form.period_end.data
         assert start is not None and end is not None  # InputRequired; a date that does not parse fails validation
-        data = services.ReportInput(start, end, form.net_receipts.cents,
-                                    form.note.data or "",
-                                    corrects_report_id=getattr(form.corrects_report, "report_id", None))
+        data = box_office.ReportInput(start, end, form.net_receipts.cents,
+                                      form.note.data or "",
+                                      corrects_report_id=getattr(form.corrects_report, "report_id", None))
         try:
-            services.file_report(db(), film, user(), data, now=now(), attachment=attachment, max_bytes=max_bytes)
+            box_office.file_report(db(), film, user(), data, now=now(), attachment=attachment, max_bytes=max_bytes)
             db().commit()
         except DomainError as exc:
             db().rollback()
@@ -64,8 +64,8 @@ def studio_reports(film_id: int) -> Any:
             return redirect(url_for("payouts.studio_reports", film_id=film.id), 303)
     status = 400 if form.errors or request.method == "POST" else 200
     return render_template("payouts/studio_reports.html", film=film, form=form,
-                           reports=services.film_reports(db(), film.id),
-                           runs=services.previous_runs(db(), film.id)), status
+                           reports=box_office.film_reports(db(), film.id),
+                           runs=payout_runs.previous_runs(db(), film.id)), status
 
 
 @payouts_bp.route("/box-office/<int:report_id>/file")
@@ -74,7 +74,7 @@ def report_file(report_id: int) -> Any:
     report = _report_or_404(report_id)
     if not user().has_role(Role.FINANCE) and user().studio_id != report.film.studio_id:
         abort(404)
-    stored = services.supporting_file(db(), report) or abort(404)
+    stored = box_office.supporting_file(db(), report) or abort(404)
     extension = "pdf" if stored.content_type == "application/pdf" else "csv"
     response = Response(stored.data, mimetype=stored.content_type)
     # Always a download, never rendered by the browser as a page.
@@ -93,7 +93,7 @@ def finance_reports() -> Any:
                                  .order_by(BoxOfficeReport.decided_at.desc()).limit(200)))
     runs = {run.report_id: run for run in db().scalars(select(PayoutRun).where(
         PayoutRun.report_id.in_([r.id for r in approved])))} if approved else {}
-    return render_template("payouts/finance_reports.html", waiting=services.reports_waiting(db()),
+    return render_template("payouts/finance_reports.html", waiting=box_office.reports_waiting(db()),
                            approved=approved, runs=runs)
 
 
@@ -105,8 +105,8 @@ def finance_report(report_id: int) -> Any:
 
 def _finance_report_page(report: BoxOfficeReport, status: int = 200) -> Any:
     run = db().scalar(select(PayoutRun).where(PayoutRun.report_id == report.id))
-    next_up = services.next_report_to_run(db(), report.film_id)
-    figures = services.preview(db(), report) if run is None and report.status == "approved" else None
+    next_up = payout_runs.next_report_to_run(db(), report.film_id)
+    figures = payout_runs.preview(db(), report) if run is None and report.status == "approved" else None
     return render_template(
         "payouts/finance_report.html", report=report, run=run, figures=figures,
         can_run=next_up is not None and next_up.id == report.id, approve_form=EmptyForm(prefix="approve"),
@@ -120,14 +120,14 @@ def _decide(report_id: int, action: str) -> Any:
         if action == "approve":
             if not EmptyForm(prefix="approve").validate_on_submit():
                 abort(400)
-            services.approve_report(db(), report, user(), now=now())
+            box_office.approve_report(db(), report, user(), now=now())
             message = "Report approved."
         else:
             form = RejectForm(prefix="reject")
             if not form.validate_on_submit():
                 flash("Say why the report is rejected.", "error")
                 return redirect(url_for("payouts.finance_report", report_id=report.id), 303)
-            services.reject_report(db(), report, user(), form.reason.data, now=now())
+            box_office.reject_report(db(), report, user(), form.reason.data, now=now())
             message = "Report rejected; the studio sees your reason."
         db().commit()
         flash(message, "success")
@@ -158,7 +158,7 @@ def start_run(report_id: int) -> Any:
     if not EmptyForm(prefix="run").validate_on_submit():
         abort(400)
     try:
-        run = services.run_payout(db(), report, user(), now=now(), max_batches=INLINE_BATCHES)
+        run = run_job.run_payout(db(), report, user(), now=now(), max_batches=INLINE_BATCHES)
     except DomainError as exc:
         db().rollback()
         flash(exc.message, "error")
@@ -189,7 +189,7 @@ def mark_paid(run_id: int) -> Any:
         flash("Enter the bank transfer's reference.", "error")
         return redirect(url_for("payouts.finance_run", run_id=run.id), 303)
     try:
-        services.mark_paid(db(), run, user(), form.bank_reference.data, now=now())
+        payout_runs.mark_paid(db(), run, user(), form.bank_reference.data, now=now())
         db().commit()
         flash("Run marked paid.", "success")
     except DomainError as exc:
@@ -210,7 +210,7 @@ def export_csv(run_id: int) -> Any:
     if run.status == "computing":
         abort(409)
     pool, name = run.pool_cents, _export_name(run, "csv")
-    response = Response(run_csv(stream_query(services.export_rows, run.id), pool, run.payment_status),
+    response = Response(run_csv(stream_query(payout_statements.export_rows, run.id), pool, run.payment_status),
                         mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
@@ -223,7 +223,7 @@ def export_xlsx(run_id: int) -> Any:
     if run.status == "computing":
         abort(409)
     pool, name, title, status = run.pool_cents, _export_name(run, "xlsx"), f"Run {run.sequence}", run.payment_status
-    path = run_xlsx(stream_query(services.export_rows, run.id), pool, title, status)
+    path = run_xlsx(stream_query(payout_statements.export_rows, run.id), pool, title, status)
     response = Response(stream_file(path),
                         mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
@@ -252,14 +252,14 @@ def ledger_export() -> Any:
 @payouts_bp.route("/statements")
 @role_required(Role.FAN)
 def statements() -> Any:
-    listed = services.user_statements(db(), user().id)
-    paid = services.paid_to_user(db(), user().id, sorted({s.run.film_id for s in listed}))
+    listed = payout_statements.user_statements(db(), user().id)
+    paid = payout_statements.paid_to_user(db(), user().id, sorted({s.run.film_id for s in listed}))
     return render_template("payouts/statements.html", statements=listed, paid=paid)
 
 
 def _statement_context(statement_id: int) -> dict[str, Any]:
-    statement = services.own_statement(db(), user(), statement_id)
-    paid = services.paid_to_user(db(), user().id, [statement.run.film_id])[statement.run.film_id]
+    statement = payout_statements.own_statement(db(), user(), statement_id)
+    paid = payout_statements.paid_to_user(db(), user().id, [statement.run.film_id])[statement.run.film_id]
     return {"statement": statement, "run": statement.run, "film": statement.run.film,
             "report": statement.run.report, "paid_to_you": paid}
 

@@ -1,4 +1,4 @@
-"""Flask glue for "keep me logged in" (the tokens themselves: accounts.services).
+"""Flask glue for "keep me logged in" (the tokens themselves: accounts.logins).
 
 flask-login reads its remember cookie (REMEMBER_COOKIE_NAME, HMAC-signed with
 the secret key) and hands its content to the user loader. Our cookie holds
@@ -20,7 +20,7 @@ from flask_login import current_user, login_user
 from flask_login.utils import encode_cookie
 
 from crowdfund import db as dbmod
-from crowdfund.accounts import services
+from crowdfund.accounts import logins, users
 from crowdfund.accounts.models import User
 from crowdfund.site.web import db, now
 
@@ -29,7 +29,7 @@ REMEMBER_PREFIX = "remember:"
 
 def remember_browser(account: User) -> None:
     """After log-in with "keep me logged in": a new token, in a cookie on this response."""
-    raw, expires_at = services.issue_remember_token(
+    raw, expires_at = logins.issue_remember_token(
         db(), account, now=now(), lifetime=current_app.config["REMEMBER_COOKIE_DURATION"])
     _set_cookie_on_response(raw, expires_at)
 
@@ -42,9 +42,9 @@ def load_remembered(cookie_value: str) -> User | None:
     # is a write, even on a GET: its own transaction, begun IMMEDIATE on SQLite.
     db().commit()
     with dbmod.sqlite_begin("IMMEDIATE"):
-        login = services.use_remember_token(db(), raw, now=now())
+        login = logins.use_remember_token(db(), raw, now=now())
         db().commit()
-    account = services.load_user(db(), login.user_token) if login is not None else None
+    account = users.load_user(db(), login.user_token) if login is not None else None
     if login is None or account is None:
         # flask-login put the cookie's content in the session: take it out, and the cookie with it.
         session.pop("_user_id", None)

@@ -17,7 +17,7 @@ from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError
 from crowdfund.films import services
 from crowdfund.films.terms import film_terms
-from crowdfund.rewards.services import film_tiers
+from crowdfund.rewards.tiers import film_tiers
 from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.forms.films import SendBackForm
 from crowdfund.site.web import db, now, role_required, user

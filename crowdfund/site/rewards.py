@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import segno
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
@@ -13,7 +14,13 @@ from crowdfund.accounts.models import Role
 from crowdfund.errors import Conflict, DomainError
 from crowdfund.films.services import studio_film
 from crowdfund.funding.queries import paid_units_of_backer
-from crowdfund.rewards import services
+from crowdfund.rewards import (
+    bookings,
+    check_in as reward_check_in,
+    screenings as reward_screenings,
+    tickets as reward_tickets,
+    tiers,
+)
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
 from crowdfund.rewards.rules import STATUS_LABELS, TierInput, format_code
 from crowdfund.site.extensions import rate_limit
@@ -48,7 +55,7 @@ def qr_data_uri(code: str) -> str:
 @rewards_bp.route("/tickets")
 @role_required(Role.FAN)
 def my_tickets() -> Any:
-    tickets = services.user_tickets(db(), user().id)
+    tickets = reward_tickets.user_tickets(db(), user().id)
     by_film: dict[int, list[Ticket]] = {}
     for ticket in tickets:
         by_film.setdefault(ticket.film_id, []).append(ticket)
@@ -57,7 +64,7 @@ def my_tickets() -> Any:
 
 
 def _render_ticket(ticket: Ticket, form: BookForm | None = None, status: int = 200) -> Any:
-    screenings = services.bookable_screenings(db(), ticket, now=now())
+    screenings = bookings.bookable_screenings(db(), ticket, now=now())
     stakes = paid_units_of_backer(db(), ticket.film_id, ticket.user_id)
     form = form or BookForm()
     form.screening_id.choices = [
@@ -72,32 +79,30 @@ def _render_ticket(ticket: Ticket, form: BookForm | None = None, status: int = 2
 
 
 def _zone(ticket: Ticket) -> Any:
-    from zoneinfo import ZoneInfo
-
     return ZoneInfo(ticket.film.timezone)
 
 
 @rewards_bp.route("/tickets/<int:ticket_id>")
 @role_required(Role.FAN)
 def ticket_page(ticket_id: int) -> Any:
-    return _render_ticket(services.own_ticket(db(), user(), ticket_id))
+    return _render_ticket(reward_tickets.own_ticket(db(), user(), ticket_id))
 
 
 @rewards_bp.route("/tickets/<int:ticket_id>/book", methods=["POST"])
 @role_required(Role.FAN)
 def book(ticket_id: int) -> Any:
-    ticket = services.own_ticket(db(), user(), ticket_id)
+    ticket = reward_tickets.own_ticket(db(), user(), ticket_id)
     form = BookForm()
     if not form.validate_on_submit():
         flash("Choose a screening.", "error")
         return _render_ticket(ticket, form, 400)
     try:
-        services.book_ticket(db(), user(), ticket.id, form.screening_id.data, now=now())
+        bookings.book_ticket(db(), user(), ticket.id, form.screening_id.data, now=now())
         db().commit()
     except DomainError as exc:
         db().rollback()
         flash(exc.message, "error")
-        return _render_ticket(services.own_ticket(db(), user(), ticket_id), status=exc.status_code)
+        return _render_ticket(reward_tickets.own_ticket(db(), user(), ticket_id), status=exc.status_code)
     flash("Booked. Show this ticket's QR code at the door.", "success")
     return redirect(url_for("rewards.ticket_page", ticket_id=ticket.id), 303)
 
@@ -105,16 +110,16 @@ def book(ticket_id: int) -> Any:
 @rewards_bp.route("/tickets/<int:ticket_id>/unbook", methods=["POST"])
 @role_required(Role.FAN)
 def unbook(ticket_id: int) -> Any:
-    ticket = services.own_ticket(db(), user(), ticket_id)
+    ticket = reward_tickets.own_ticket(db(), user(), ticket_id)
     if not EmptyForm(prefix="unbook").validate_on_submit():
         abort(400)
     try:
-        services.cancel_booking(db(), user(), ticket.id, now=now())
+        bookings.cancel_booking(db(), user(), ticket.id, now=now())
         db().commit()
     except DomainError as exc:
         db().rollback()
         flash(exc.message, "error")
-        return _render_ticket(services.own_ticket(db(), user(), ticket_id), status=exc.status_code)
+        return _render_ticket(reward_tickets.own_ticket(db(), user(), ticket_id), status=exc.status_code)
     flash("Booking given up; your seat is free for someone else. Book another screening any time.", "success")
     return redirect(url_for("rewards.ticket_page", ticket_id=ticket.id), 303)
 
@@ -122,7 +127,7 @@ def unbook(ticket_id: int) -> Any:
 @rewards_bp.route("/tickets/<int:ticket_id>/qr.svg")
 @role_required(Role.FAN)
 def ticket_qr(ticket_id: int) -> Any:
-    ticket = services.own_ticket(db(), user(), ticket_id)
+    ticket = reward_tickets.own_ticket(db(), user(), ticket_id)
     svg = segno.make(ticket.code, error="m").svg_inline(scale=6, border=2)
     response = Response(svg, mimetype="image/svg+xml")
     response.headers["Cache-Control"] = "private, no-store"
@@ -134,7 +139,7 @@ def ticket_qr(ticket_id: int) -> Any:
 def ticket_pdf(ticket_id: int) -> Any:
     import weasyprint
 
-    ticket = services.own_ticket(db(), user(), ticket_id)
+    ticket = reward_tickets.own_ticket(db(), user(), ticket_id)
     html = render_template("rewards/ticket_pdf.html", ticket=ticket, qr=qr_data_uri(ticket.code))
     pdf = weasyprint.HTML(string=html).write_pdf(stylesheets=[weasyprint.CSS(filename=str(TICKET_CSS))])
     response = Response(pdf, mimetype="application/pdf")
@@ -170,7 +175,7 @@ def add_tier(film_id: int) -> Any:
     form = TierForm(prefix="tier")
     if form.validate_on_submit():
         try:
-            services.add_tier(db(), film, TierInput(form.min_stakes.data, form.tickets.data, form.extras.data or ""))
+            tiers.add_tier(db(), film, TierInput(form.min_stakes.data, form.tickets.data, form.extras.data or ""))
             db().commit()
         except DomainError as exc:
             db().rollback()
@@ -188,7 +193,7 @@ def delete_tier(film_id: int, tier_id: int) -> Any:
     if not EmptyForm().validate_on_submit():
         abort(400)
     try:
-        services.remove_tier(db(), film, tier_id)
+        tiers.remove_tier(db(), film, tier_id)
         db().commit()
     except DomainError as exc:
         db().rollback()
@@ -207,7 +212,7 @@ def schedule(film_id: int) -> Any:
     form = screening_form(film)
     if form.validate_on_submit():
         try:
-            services.schedule_screening(db(), film, form.to_input(film.timezone), now=now())
+            reward_screenings.schedule_screening(db(), film, form.to_input(film.timezone), now=now())
             db().commit()
         except DomainError as exc:
             db().rollback()
@@ -224,8 +229,8 @@ def schedule(film_id: int) -> Any:
 def _render_check_in(screening: Screening, form: CheckInForm, result: Any = None, status: int = 200) -> Any:
     return render_template(
         "rewards/check_in.html", screening=screening, form=form, result=result,
-        log=services.check_in_log(db(), screening.id),
-        attendance=services.screening_attendance(db(), screening),
+        log=reward_check_in.check_in_log(db(), screening.id),
+        attendance=reward_screenings.screening_attendance(db(), screening),
     ), status
 
 
@@ -233,14 +238,14 @@ def _render_check_in(screening: Screening, form: CheckInForm, result: Any = None
 @rate_limit("RATELIMIT_CHECK_IN", key="user")
 @role_required(Role.STUDIO)
 def check_in(screening_id: int) -> Any:
-    screening = services.studio_screening(db(), user(), screening_id)
+    screening = reward_screenings.studio_screening(db(), user(), screening_id)
     form = CheckInForm()
     if request.method == "GET":
         return _render_check_in(screening, form)
     if not form.validate_on_submit():
         return _render_check_in(screening, form, status=400)
     try:
-        result = services.redeem_ticket(db(), user(), screening, form.code.data, now=now())
+        result = reward_check_in.redeem_ticket(db(), user(), screening, form.code.data, now=now())
         db().commit()
     except DomainError as exc:
         db().rollback()
@@ -256,7 +261,7 @@ def check_in(screening_id: int) -> Any:
 def check_in_json(screening_id: int) -> Any:
     """For door scanners logged in as studio staff; CSRF token in the X-CSRFToken header."""
     try:
-        screening = services.studio_screening(db(), user(), screening_id)
+        screening = reward_screenings.studio_screening(db(), user(), screening_id)
     except DomainError as exc:
         return jsonify(ok=False, result="not_found", message=exc.message), 404
     payload = request.get_json(silent=True)
@@ -265,7 +270,7 @@ def check_in_json(screening_id: int) -> Any:
         return jsonify(ok=False, result="bad_request",
                        message='Send JSON like {"code": "ABCDE-FGHJK-LMNPQ-RSTUV"}.'), 400
     try:
-        result = services.redeem_ticket(db(), user(), screening, code, now=now())
+        result = reward_check_in.redeem_ticket(db(), user(), screening, code, now=now())
         db().commit()
     except DomainError as exc:
         db().rollback()

@@ -14,7 +14,7 @@ from crowdfund.films.terms import film_terms
 from crowdfund.funding.queries import funding_stats
 from crowdfund.money import format_cents
 from crowdfund.reports.queries import raised_by_day
-from crowdfund.rewards import services as rewards
+from crowdfund.rewards import screenings, tiers
 from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.forms.rewards import ScreeningForm, TierForm
 from crowdfund.site.web import db
@@ -33,7 +33,7 @@ def render_studio_film(film: Any, status: int = 200, tier_form: Any = None, scre
 def screening_form(film: Any) -> ScreeningForm:
     form = ScreeningForm(prefix="screening")
     form.min_tier_id.choices = [SelectChoice("0", "Every ticket holder")] + [
-        SelectChoice(str(t.id), f"Backers with {t.min_stakes}+ stakes") for t in rewards.film_tiers(db(), film.id)]
+        SelectChoice(str(t.id), f"Backers with {t.min_stakes}+ stakes") for t in tiers.film_tiers(db(), film.id)]
     return form
 
 
@@ -41,9 +41,9 @@ def studio_rewards_context(film: Any, tier_form: TierForm | None = None,
                            screening_form_: ScreeningForm | None = None) -> dict[str, Any]:
     """What the studio's film page shows of rewards."""
     return {
-        "tiers": rewards.film_tiers(db(), film.id),
-        "attendance": rewards.attendance(db(), film.id),
+        "tiers": tiers.film_tiers(db(), film.id),
+        "attendance": screenings.attendance(db(), film.id),
         "tier_form": tier_form or TierForm(prefix="tier"),
         "screening_form": screening_form_ or screening_form(film),
-        "can_schedule": film.state in rewards.SCREENING_STATES,
+        "can_schedule": film.state in screenings.SCREENING_STATES,
     }

@@ -19,7 +19,8 @@ from crowdfund.films.states import FilmState
 from crowdfund.funding.inventory import release_expired_holds
 from crowdfund.jobs import UnitFailure, in_own_transaction
 from crowdfund.payouts.models import PayoutRun
-from crowdfund.payouts.services import runs_to_finish, write_statements
+from crowdfund.payouts.run_job import write_statements
+from crowdfund.payouts.runs import runs_to_finish
 
 
 def release_holds(session: Session, now: Callable[[], datetime]) -> tuple[int, list[UnitFailure]]:
@@ -43,7 +44,7 @@ def finish_payout_runs(session: Session, now: Callable[[], datetime], *,
     for run_id in runs_to_finish(session):
         def finish(run_id: int = run_id) -> bool:
             return write_statements(session, session.get_one(PayoutRun, run_id), now=now(),
-                                    batch_size=batch_size, commit=session.commit)
+                                    batch_size=batch_size)
 
         if in_own_transaction(session, f"payout run {run_id}", failures, finish):
             completed.append(run_id)

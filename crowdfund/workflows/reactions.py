@@ -29,7 +29,7 @@ from crowdfund.films.states import FilmState
 from crowdfund.funding import refunds
 from crowdfund.funding.inventory import open_inventory
 from crowdfund.funding.models import Order
-from crowdfund.rewards.services import void_unbooked_tickets
+from crowdfund.rewards.tickets import void_unbooked_tickets
 
 
 def change_film_state(session: Session, film: Film, target: FilmState, *, now: datetime,

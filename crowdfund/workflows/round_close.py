@@ -40,9 +40,9 @@ from crowdfund.funding.rules import fee_split, goal_met, round_closes_at
 from crowdfund.funding.inventory import release_expired_holds
 from crowdfund.jobs import UnitFailure, in_own_transaction, in_savepoint
 from crowdfund.ledger import Account, EntryKind
-from crowdfund.mail import queue_email
+from crowdfund.mail.outbox import queue_email
 from crowdfund.payments.gateway import StripeGateway
-from crowdfund.rewards.services import issue_tickets
+from crowdfund.rewards.tickets import issue_tickets
 from crowdfund.workflows.reactions import refund_paid_order
 from crowdfund.workflows.refunds import process_refunds
 

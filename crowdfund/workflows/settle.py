@@ -31,7 +31,7 @@ from crowdfund.funding.models import AnomalyState, Order, OrderStatus, PaymentAn
 from crowdfund.funding.rules import cancellation_deadline
 from crowdfund.funding.settlement import settle_failure, settle_success
 from crowdfund.ledger import Account, EntryKind
-from crowdfund.mail import queue_email
+from crowdfund.mail.outbox import queue_email
 from crowdfund.payments.values import PaymentOutcome
 
 log = logging.getLogger(__name__)

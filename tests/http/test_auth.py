@@ -107,10 +107,10 @@ def test_role_change_ends_old_sessions(client: Client, db: Session, app: Flask) 
     client.login("demoted@example.com", PASSWORD)
     assert client.get("/finance/").status_code == 200
     user = db.get(User, user.id)
-    from crowdfund.accounts import services
+    from crowdfund.accounts import roles as account_roles
 
     admin = make_user(db, roles=(Role.ADMIN,))
-    services.revoke_role(db, user, "finance", acting_user=admin)
+    account_roles.revoke_role(db, user, "finance", acting_user=admin)
     db.commit()
     # The old cookie no longer identifies anyone: sent to log in, not given the page.
     response = client.get("/finance/")

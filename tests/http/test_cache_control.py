@@ -13,7 +13,7 @@ from sqlalchemy import select
 from crowdfund.accounts.models import Role
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from crowdfund.payouts import services as payouts
+from crowdfund.payouts import box_office, run_job
 from crowdfund.payouts.models import PayoutStatement
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, make_film, make_user
@@ -31,12 +31,12 @@ def test_every_page_and_private_file_of_a_logged_in_user_is_no_store(app: Flask,
     film, studio, finance = released["film"], released["studio"], released["finance"]
     fan = released["backers"][0]
     today = released["now"].date()
-    report = payouts.file_report(db, film, studio, payouts.ReportInput(today, today, 40_000, ""),
-                                 now=released["now"] + timedelta(days=30))
+    report = box_office.file_report(db, film, studio, box_office.ReportInput(today, today, 40_000, ""),
+                                    now=released["now"] + timedelta(days=30))
     db.commit()
-    payouts.approve_report(db, report, finance, now=released["now"])
+    box_office.approve_report(db, report, finance, now=released["now"])
     db.commit()
-    run = payouts.run_payout(db, report, finance, now=released["now"])
+    run = run_job.run_payout(db, report, finance, now=released["now"])
     statement = db.scalar(select(PayoutStatement).where(PayoutStatement.user_id == fan.id))
     ticket = give_ticket(db, film, fan)
     draft = make_film(db, studio, FilmState.DRAFT)

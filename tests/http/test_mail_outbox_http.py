@@ -34,7 +34,7 @@ def set_legacy_title(db: CheckSession, film: Film, title: str) -> None:
 
 
 def email_rows(db: CheckSession):  # type: ignore[no-untyped-def]
-    from crowdfund.mail import OutgoingEmail
+    from crowdfund.mail.outbox import OutgoingEmail
 
     db.reread()
     return {row.key: row for row in db.scalars(select(OutgoingEmail))}
@@ -153,7 +153,7 @@ def test_forgot_password_makes_no_smtp_connection_inside_the_request(client: Cli
 def test_failed_mail_page_is_admin_only_and_retry_needs_csrf(client: Client, other_client: Client,
                                                              db: CheckSession, app: Flask,
                                                              mail: MailCapture) -> None:
-    from crowdfund.mail import OutgoingEmail, queue_email
+    from crowdfund.mail.outbox import OutgoingEmail, queue_email
 
     queue_email(db, key="t:unbuildable", to="unbuildable@example.com", template="statement_ready", number="S-1",
                 amount_cents=100, name="Fan", film_title="Bad\rTitle", statement_id=1)

@@ -20,11 +20,11 @@ from crowdfund.films.models import Film
 from crowdfund.films.services import change_film_state
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order
-from crowdfund.payouts import services as payouts
+from crowdfund.payouts import box_office, run_job
 from crowdfund.payouts.models import PayoutStatement
 from crowdfund.rewards.models import RewardTier
 from crowdfund.rewards.rules import TierInput
-from crowdfund.rewards.services import add_tier
+from crowdfund.rewards.tiers import add_tier
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, buy, make_film, make_studio_user, make_user
 from tests.rewards_factories import add_screening, give_ticket
@@ -46,11 +46,11 @@ def owned(db: CheckSession, app: Flask):  # type: ignore[no-untyped-def]
     db.commit()
     finance = make_user(db, roles=(Role.FINANCE,))
     today = datetime.now(UTC).date()
-    report = payouts.file_report(db, film, studio_a, payouts.ReportInput(today, today, 5_000, ""),
-                                 now=datetime.now(UTC), attachment=b"a,b\n1,2\n")
-    payouts.approve_report(db, report, finance, now=datetime.now(UTC))
+    report = box_office.file_report(db, film, studio_a, box_office.ReportInput(today, today, 5_000, ""),
+                                    now=datetime.now(UTC), attachment=b"a,b\n1,2\n")
+    box_office.approve_report(db, report, finance, now=datetime.now(UTC))
     db.commit()
-    run = payouts.run_payout(db, report, finance, now=datetime.now(UTC))
+    run = run_job.run_payout(db, report, finance, now=datetime.now(UTC))
     statement = db.scalar(select(PayoutStatement).where(PayoutStatement.user_id == fan_a.id))
     screening = add_screening(db, film)
     ticket = give_ticket(db, film, fan_a)

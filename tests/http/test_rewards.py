@@ -125,7 +125,7 @@ def test_book_full_screening_and_bad_input(client: Client, db: CheckSession, tic
     assert client.post_form(f"/tickets/{ticket.id}/book", {"screening_id": "x"}).status_code == 400
     assert client.post_form(f"/tickets/{ticket.id}/book", {"screening_id": "999999"}).status_code == 404
     stranger = give_ticket(db, film, make_user(db))
-    from crowdfund.rewards.services import book_ticket
+    from crowdfund.rewards.bookings import book_ticket
 
     book_ticket(db, stranger.user, stranger.id, screening.id, now=datetime.now(UTC))  # the only seat
     db.commit()

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from crowdfund import ledger
 from crowdfund.accounts.models import Role
-from crowdfund.accounts.services import grant_role
+from crowdfund.accounts.roles import grant_role
 from crowdfund.audit import AuditEvent
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState

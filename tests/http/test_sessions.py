@@ -132,15 +132,15 @@ def test_log_out_everywhere_ends_every_other_browser(client: Client, other_clien
 
 
 def test_a_password_reset_deletes_every_remember_token(client: Client, db: CheckSession) -> None:
-    from crowdfund.accounts import services
+    from crowdfund.accounts import tokens as account_tokens
 
     user = make_user(db, "reset@example.com")
     log_in(client, "reset@example.com")
     token = cookie(client, REMEMBER)
     now = datetime.now(UTC)
-    reset = services.make_password_reset_token(user, secret_key=client.application.config["SECRET_KEY"], now=now)
-    services.reset_password(db, reset, "a whole new passphrase", secret_key=client.application.config["SECRET_KEY"],
-                            now=now, max_age_seconds=3600)
+    reset = account_tokens.make_password_reset_token(user, secret_key=client.application.config["SECRET_KEY"], now=now)
+    account_tokens.reset_password(db, reset, "a whole new passphrase", secret_key=client.application.config["SECRET_KEY"],
+                                  now=now, max_age_seconds=3600)
     db.commit()
     assert db.scalar(select(func.count()).select_from(RememberToken)) == 0
     only_cookies(client, remember=token)

@@ -15,7 +15,7 @@ from flask import Flask, template_rendered
 from sqlalchemy import select
 
 from crowdfund.accounts.models import Role, User
-from crowdfund.payouts import services
+from crowdfund.payouts import box_office, run_job, runs
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, PayoutStatement
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, make_user
@@ -26,13 +26,13 @@ COMPUTED = "computed (not yet paid)"
 
 def run_for(db: CheckSession, released, cents: int, days: int) -> PayoutRun:  # type: ignore[no-untyped-def]
     start = released["now"].date() + timedelta(days=days)
-    report = services.file_report(db, released["film"], released["studio"],
-                                  services.ReportInput(start, start + timedelta(days=6), cents, ""),
-                                  now=released["now"] + timedelta(days=days + 30))
+    report = box_office.file_report(db, released["film"], released["studio"],
+                                    box_office.ReportInput(start, start + timedelta(days=6), cents, ""),
+                                    now=released["now"] + timedelta(days=days + 30))
     db.commit()
-    services.approve_report(db, report, released["finance"], now=datetime.now(UTC))
+    box_office.approve_report(db, report, released["finance"], now=datetime.now(UTC))
     db.commit()
-    return services.run_payout(db, db.get(BoxOfficeReport, report.id), released["finance"], now=datetime.now(UTC))
+    return run_job.run_payout(db, db.get(BoxOfficeReport, report.id), released["finance"], now=datetime.now(UTC))
 
 
 def text_of(html: str) -> str:
@@ -99,7 +99,7 @@ def test_totals_count_only_paid_runs(client: Client, db: CheckSession, released)
     ann = released["backers"][0]
     first = run_for(db, released, 40_000, 0)  # Ann $100
     checker = make_user(db, roles=(Role.FINANCE,))
-    services.mark_paid(db, db.get(PayoutRun, first.id), db.get(User, checker.id), "BANK-1", now=datetime.now(UTC))
+    runs.mark_paid(db, db.get(PayoutRun, first.id), db.get(User, checker.id), "BANK-1", now=datetime.now(UTC))
     db.commit()
     second = run_for(db, released, 10_000, 7)  # pool $50: Ann $25, computed only
     later = db.scalar(select(PayoutStatement).where(PayoutStatement.user_id == ann.id,

@@ -77,7 +77,7 @@ def test_cli_creates_staff_accounts(app: Flask, db: CheckSession) -> None:
     assert again.exit_code != 0 and "already exists" in again.output
     missing = runner.invoke(args=["users", "create", "x@example.com", "--role", "studio"])
     assert missing.exit_code != 0
-    from crowdfund.accounts.services import find_user_by_email
+    from crowdfund.accounts.users import find_user_by_email
 
     assert find_user_by_email(db, "boss@example.com").role_names == {"finance"}
     assert find_user_by_email(db, "maker@example.com").role_names == {"studio"}

@@ -16,8 +16,9 @@ from crowdfund.films.models import Film
 from crowdfund.films.services import change_film_state
 from crowdfund.films.states import FilmState
 from crowdfund.workflows.reactions import cancel_order
-from crowdfund.payouts import services as payouts
-from crowdfund.rewards.services import book_ticket, redeem_ticket
+from crowdfund.payouts import box_office, run_job, runs
+from crowdfund.rewards.bookings import book_ticket
+from crowdfund.rewards.check_in import redeem_ticket
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, buy, make_film, make_studio_user, make_user
 from tests.rewards_factories import add_screening, give_ticket
@@ -74,13 +75,13 @@ def test_money_and_check_in_actions_are_recorded(db: CheckSession, app: Flask) -
     db.commit()
     finance = make_user(db, roles=(Role.FINANCE,))
     today = datetime.now(UTC).date()
-    report = payouts.file_report(db, film, studio, payouts.ReportInput(today, today, 10_000, ""),
-                                 now=datetime.now(UTC))
-    payouts.approve_report(db, report, finance, now=datetime.now(UTC))
+    report = box_office.file_report(db, film, studio, box_office.ReportInput(today, today, 10_000, ""),
+                                    now=datetime.now(UTC))
+    box_office.approve_report(db, report, finance, now=datetime.now(UTC))
     db.commit()
-    run = payouts.run_payout(db, report, finance, now=datetime.now(UTC))
+    run = run_job.run_payout(db, report, finance, now=datetime.now(UTC))
     checker = make_user(db, roles=(Role.FINANCE,))  # not the person who started the run
-    payouts.mark_paid(db, run, checker, "REF-1", now=datetime.now(UTC))
+    runs.mark_paid(db, run, checker, "REF-1", now=datetime.now(UTC))
     db.commit()
     assert events(db, "box_office.approve")[-1].actor_id == finance.id
     assert events(db, "payout.run")[-1].after_data["pool_cents"] == run.pool_cents
@@ -100,7 +101,7 @@ def test_money_and_check_in_actions_are_recorded(db: CheckSession, app: Flask) -
 
 def test_nothing_can_edit_or_delete_an_entry(db: CheckSession) -> None:
     admin = make_user(db, roles=(Role.ADMIN,))
-    from crowdfund.accounts.services import grant_role
+    from crowdfund.accounts.roles import grant_role
 
     grant_role(db, make_user(db), "finance", acting_user=admin)
     db.commit()

@@ -144,7 +144,7 @@ def _released_film_with_run(db: CheckSession, app: Flask, studio, finance):  # t
     from datetime import UTC, date, datetime
 
     from crowdfund.films.services import change_film_state
-    from crowdfund.payouts import services as payouts
+    from crowdfund.payouts import box_office, runs
 
     now = datetime.now(UTC)
     film = make_film(db, studio, FilmState.FUNDING, stake_cap=20, per_backer_limit=5, funding_goal_cents=10_000)
@@ -154,12 +154,12 @@ def _released_film_with_run(db: CheckSession, app: Flask, studio, finance):  # t
     change_film_state(db, film, FilmState.FUNDED, now=now)
     change_film_state(db, film, FilmState.RELEASED, now=now)
     db.commit()
-    filed = payouts.file_report(db, film, studio, payouts.ReportInput(date(2027, 1, 1), date(2027, 1, 28), 40_000, ""),
-                                now=now + timedelta(days=400))
+    filed = box_office.file_report(db, film, studio, box_office.ReportInput(date(2027, 1, 1), date(2027, 1, 28), 40_000, ""),
+                                   now=now + timedelta(days=400))
     db.commit()
-    payouts.approve_report(db, filed, finance, now=now + timedelta(days=400))
+    box_office.approve_report(db, filed, finance, now=now + timedelta(days=400))
     db.commit()
-    run = payouts.start_run(db, filed, finance, now=now + timedelta(days=400))
+    run = runs.start_run(db, filed, finance, now=now + timedelta(days=400))
     db.commit()
     return run
 

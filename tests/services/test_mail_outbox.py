@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select, text
 
-from crowdfund.mail import queue_email
+from crowdfund.mail.outbox import queue_email
 from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, MailCapture
 
@@ -24,7 +24,7 @@ def queue_reset_mail(session, key: str, to: str):  # type: ignore[no-untyped-def
 
 
 def rows(db: CheckSession):  # type: ignore[no-untyped-def]
-    from crowdfund.mail import OutgoingEmail
+    from crowdfund.mail.outbox import OutgoingEmail
 
     db.reread()
     return db.scalars(select(OutgoingEmail).order_by(OutgoingEmail.id)).all()
@@ -151,7 +151,9 @@ def closed_port() -> int:
 def test_smtp_down_retries_with_backoff_then_fails_and_an_admin_retry_sends(
         app: Flask, db: CheckSession, mail: MailCapture) -> None:
     from crowdfund.db import utcnow
-    from crowdfund.mail import Mailer, MailDelivery, retry_failed_email
+    from crowdfund.mail.delivery import MailDelivery
+    from crowdfund.mail.outbox import retry_failed_email
+    from crowdfund.mail.transport import Mailer
 
     sessions = app_services(app).sessions
     working = app_services(app).mail_delivery
@@ -185,7 +187,8 @@ def test_a_mail_claimed_by_a_delivery_that_died_is_sent_after_its_lease(app: Fla
     """Better twice than never: a crash after SMTP accepted, before the row was
     marked sent, sends the mail again once the claim's lease is over."""
     from crowdfund.db import utcnow
-    from crowdfund.mail import SENDING_LEASE, OutgoingEmail
+    from crowdfund.mail.delivery import SENDING_LEASE
+    from crowdfund.mail.outbox import OutgoingEmail
 
     delivery = app_services(app).mail_delivery
     with app_services(app).sessions() as session:
@@ -220,7 +223,7 @@ def test_parallel_deliveries_send_each_mail_once(app: Flask, db: CheckSession, m
         thread.join()
     assert errors == []
     assert sorted(m["To"] for m in mail.received) == sorted(f"many{n}@example.com" for n in range(20))
-    from crowdfund.mail import OutgoingEmail
+    from crowdfund.mail.outbox import OutgoingEmail
 
     db.reread()
     assert db.scalar(select(func.count()).select_from(OutgoingEmail).where(OutgoingEmail.status == "sent")) == 20

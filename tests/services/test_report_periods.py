@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from crowdfund.accounts.models import Role
 from crowdfund.errors import Conflict, DomainError
 from crowdfund.films.states import FilmState
-from crowdfund.payouts import services
+from crowdfund.payouts import box_office
 from crowdfund.payouts.models import BoxOfficeReport, ReportStatus
 from crowdfund.site.web import app_services
 from tests.conftest import POSTGRES, CheckSession
@@ -35,8 +35,8 @@ def world(db: CheckSession):  # type: ignore[no-untyped-def]
 
 def file(db: CheckSession, world, start: date, end: date, cents: int = 10_000, *, film=None,  # type: ignore[no-untyped-def]
          corrects: int | None = None) -> BoxOfficeReport:
-    report = services.file_report(db, film or world["film"], world["studio"],
-                                  services.ReportInput(start, end, cents, "", corrects_report_id=corrects), now=LATER)
+    report = box_office.file_report(db, film or world["film"], world["studio"],
+                                    box_office.ReportInput(start, end, cents, "", corrects_report_id=corrects), now=LATER)
     db.commit()
     return report
 
@@ -61,7 +61,7 @@ def test_an_overlapping_report_is_refused(db: CheckSession, world, start: date, 
                                           first_status: str) -> None:
     first = file(db, world, *JAN)
     if first_status == "approved":
-        services.approve_report(db, first, world["finance"], now=LATER)
+        box_office.approve_report(db, first, world["finance"], now=LATER)
         db.commit()
     with pytest.raises(Conflict, match=rf"overlaps report #{first.id} \(2027-01-01 to 2027-01-31, "):
         file(db, world, start, end)
@@ -73,7 +73,7 @@ def test_adjacent_periods_other_films_and_rejected_reports_do_not_block(db: Chec
     first = file(db, world, *JAN)
     file(db, world, date(2027, 2, 1), date(2027, 2, 28))
     file(db, world, *JAN, film=world["other_film"])
-    services.reject_report(db, first, world["finance"], "wrong numbers", now=LATER)
+    box_office.reject_report(db, first, world["finance"], "wrong numbers", now=LATER)
     db.commit()
     file(db, world, *JAN, cents=12_000)  # the refiled report replaces the rejected one
     assert count(db) == 4
@@ -84,7 +84,7 @@ def test_a_correction_names_an_approved_report_of_the_film_and_lies_inside_it(db
     with pytest.raises(DomainError, match="approved"):
         file(db, world, *JAN, cents=-500, corrects=original.id)  # still waiting: reject or approve it first
     db.rollback()
-    services.approve_report(db, original, world["finance"], now=LATER)
+    box_office.approve_report(db, original, world["finance"], now=LATER)
     db.commit()
     elsewhere = file(db, world, *JAN, film=world["other_film"])
     for corrects, period, message in [
@@ -98,8 +98,8 @@ def test_a_correction_names_an_approved_report_of_the_film_and_lies_inside_it(db
     correction = file(db, world, *JAN, cents=-500, corrects=original.id)
     second = file(db, world, date(2027, 1, 10), date(2027, 1, 12), cents=200, corrects=original.id)
     assert (correction.corrects_report_id, second.corrects_report_id) == (original.id, original.id)
-    services.approve_report(db, correction, world["finance"], now=LATER)
-    services.approve_report(db, second, world["finance"], now=LATER)
+    box_office.approve_report(db, correction, world["finance"], now=LATER)
+    box_office.approve_report(db, second, world["finance"], now=LATER)
     db.commit()
     # A correction of a correction is a correction of the original.
     with pytest.raises(DomainError, match=f"report #{original.id}"):
@@ -120,15 +120,15 @@ def test_two_pending_overlapping_reports_cannot_both_be_approved(db: CheckSessio
                                filed_by_id=world["studio"].id, filed_at=now) for _ in range(2)]
     db.add_all(reports)
     db.commit()
-    services.approve_report(db, reports[0], world["finance"], now=now)
+    box_office.approve_report(db, reports[0], world["finance"], now=now)
     db.commit()
     with pytest.raises(Conflict, match=f"overlaps report #{reports[0].id}"):
-        services.approve_report(db, reports[1], world["finance"], now=now)
+        box_office.approve_report(db, reports[1], world["finance"], now=now)
     db.rollback()
     db.reread()
     assert db.get(BoxOfficeReport, reports[1].id).status == ReportStatus.SUBMITTED
     # It can still be rejected.
-    services.reject_report(db, db.get(BoxOfficeReport, reports[1].id), world["finance"], "duplicate", now=now)
+    box_office.reject_report(db, db.get(BoxOfficeReport, reports[1].id), world["finance"], "duplicate", now=now)
     db.commit()
 
 
@@ -148,8 +148,8 @@ def test_concurrent_filings_of_one_period_let_one_in(app: Flask, db: CheckSessio
             session.rollback()
             barrier.wait()
             try:
-                services.file_report(session, film, studio,
-                                     services.ReportInput(JAN[0] + timedelta(days=n), JAN[1], 1_000, ""), now=LATER)
+                box_office.file_report(session, film, studio,
+                                       box_office.ReportInput(JAN[0] + timedelta(days=n), JAN[1], 1_000, ""), now=LATER)
                 session.commit()
                 result = "filed"
             except Conflict:

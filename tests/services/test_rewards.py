@@ -17,7 +17,7 @@ from crowdfund.errors import Conflict
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.workflows.reactions import refund_paid_order
-from crowdfund.rewards import services as rewards
+from crowdfund.rewards import bookings, check_in, screenings, tickets as reward_tickets, tiers
 from crowdfund.rewards.models import CheckInAttempt, Screening, Ticket
 from crowdfund.rewards.rules import TierInput
 from crowdfund.site.web import app_services
@@ -69,14 +69,14 @@ def test_funding_issues_tickets_by_highest_tier_reached(db: CheckSession, funded
 def test_issuing_again_issues_nothing_new(db: CheckSession, funded, mail) -> None:  # type: ignore[no-untyped-def]
     film = funded["film"]
     mail.messages.clear()
-    assert rewards.issue_tickets(db, film.id, now=datetime.now(UTC)) == 0
+    assert reward_tickets.issue_tickets(db, film.id, now=datetime.now(UTC)) == 0
     db.commit()
     assert db.scalar(select(func.count()).select_from(Ticket)) == 7
     # A voided ticket is replaced when the entitlement still stands, and only it.
     ticket = db.scalars(select(Ticket).where(Ticket.user_id == funded["users"][3].id)).first()
     ticket.status, ticket.voided_at = "void", datetime.now(UTC)
     db.commit()
-    assert rewards.issue_tickets(db, film.id, now=datetime.now(UTC)) == 1
+    assert reward_tickets.issue_tickets(db, film.id, now=datetime.now(UTC)) == 1
     db.commit()
     assert tickets_by_user(db, film.id, "issued")[funded["users"][3].id] == 4
     assert mail.messages == []  # the tickets-ready mail went once, at funding
@@ -87,7 +87,7 @@ def test_refund_voids_unbooked_tickets_beyond_the_new_entitlement(db: CheckSessi
     screening = add_screening(db, film)
     now = datetime.now(UTC)
     first = db.scalars(select(Ticket).where(Ticket.user_id == d.id).order_by(Ticket.id)).first()
-    rewards.book_ticket(db, d, first.id, screening.id, now=now)
+    bookings.book_ticket(db, d, first.id, screening.id, now=now)
     db.commit()
     # 10 -> 5 stakes: entitled to 2 of 4; two unbooked ones are voided.
     assert refund_paid_order(db, db.merge(funded["d_orders"][0]), now=now)
@@ -106,7 +106,7 @@ def test_refund_voids_unbooked_tickets_beyond_the_new_entitlement(db: CheckSessi
 def test_tiers_are_frozen_after_draft(db: CheckSession) -> None:
     film = film_with_tiers(db, make_studio_user(db))
     with pytest.raises(Conflict):
-        rewards.add_tier(db, film, TierInput(3, 1, ""))
+        tiers.add_tier(db, film, TierInput(3, 1, ""))
 
 
 SEATS, BOOKERS = 5, 16
@@ -128,7 +128,7 @@ def test_seat_race_books_exactly_the_seats(db: CheckSession, app: Flask) -> None
             session.rollback()  # no thread holds a lock at the barrier
             start.wait()
             try:
-                rewards.book_ticket(session, user, ticket_id, screening.id, now=now)
+                bookings.book_ticket(session, user, ticket_id, screening.id, now=now)
                 session.commit()
                 result = "booked"
             except Conflict as exc:
@@ -155,19 +155,19 @@ def test_changing_a_booking_moves_the_seat_until_the_screening_starts(db: CheckS
     later = add_screening(db, film, seats=1, starts_at=datetime.now(UTC) + timedelta(days=2), cinema="Later")
     ticket, other = give_ticket(db, film, fan), give_ticket(db, film, make_user(db))
     now = datetime.now(UTC)
-    rewards.book_ticket(db, fan, ticket.id, soon.id, now=now)
-    rewards.book_ticket(db, fan, ticket.id, later.id, now=now)
+    bookings.book_ticket(db, fan, ticket.id, soon.id, now=now)
+    bookings.book_ticket(db, fan, ticket.id, later.id, now=now)
     db.commit()
     db.reread()
     assert (db.get(Screening, soon.id).booked, db.get(Screening, later.id).booked) == (0, 1)
-    with pytest.raises(rewards.SeatsGone):  # later is full; other's ticket stays unbooked
-        rewards.book_ticket(db, other.user, other.id, later.id, now=now)
+    with pytest.raises(bookings.SeatsGone):  # later is full; other's ticket stays unbooked
+        bookings.book_ticket(db, other.user, other.id, later.id, now=now)
     db.rollback()
     assert db.get(Ticket, other.id).status == "issued"
-    rewards.book_ticket(db, fan, ticket.id, soon.id, now=now)
+    bookings.book_ticket(db, fan, ticket.id, soon.id, now=now)
     db.commit()
     with pytest.raises(Conflict, match="has started"):
-        rewards.book_ticket(db, fan, ticket.id, later.id, now=soon.starts_at)
+        bookings.book_ticket(db, fan, ticket.id, later.id, now=soon.starts_at)
     db.rollback()
     db.reread()
     assert (db.get(Screening, soon.id).booked, db.get(Screening, later.id).booked) == (1, 0)
@@ -176,15 +176,15 @@ def test_changing_a_booking_moves_the_seat_until_the_screening_starts(db: CheckS
 def test_premiere_screenings_take_only_the_tier(db: CheckSession, funded) -> None:  # type: ignore[no-untyped-def]
     film = funded["film"]
     b, d = funded["users"][1], funded["users"][3]
-    top = rewards.film_tiers(db, film.id)[-1]
+    top = tiers.film_tiers(db, film.id)[-1]
     premiere = add_screening(db, film, min_tier_id=top.id, cinema="Premiere")
     now = datetime.now(UTC)
     b_ticket = db.scalars(select(Ticket).where(Ticket.user_id == b.id)).first()
     with pytest.raises(Conflict, match="10 stakes or more"):
-        rewards.book_ticket(db, b, b_ticket.id, premiere.id, now=now)
+        bookings.book_ticket(db, b, b_ticket.id, premiere.id, now=now)
     db.rollback()
     d_ticket = db.scalars(select(Ticket).where(Ticket.user_id == d.id)).first()
-    assert rewards.book_ticket(db, d, d_ticket.id, premiere.id, now=now).status == "booked"
+    assert bookings.book_ticket(db, d, d_ticket.id, premiere.id, now=now).status == "booked"
 
 
 def test_redemption_admits_once_and_logs_every_attempt(db: CheckSession) -> None:
@@ -198,20 +198,20 @@ def test_redemption_admits_once_and_logs_every_attempt(db: CheckSession) -> None
     foreign = give_ticket(db, other_film, fan)
     unbooked = give_ticket(db, film, fan)
     now = datetime.now(UTC)
-    rewards.book_ticket(db, fan, ticket.id, here.id, now=now)
-    rewards.book_ticket(db, fan, elsewhere_ticket.id, there.id, now=now)
+    bookings.book_ticket(db, fan, ticket.id, here.id, now=now)
+    bookings.book_ticket(db, fan, elsewhere_ticket.id, there.id, now=now)
     db.commit()
 
-    first = rewards.redeem_ticket(db, studio, here, ticket.code.lower(), now=now)
+    first = check_in.redeem_ticket(db, studio, here, ticket.code.lower(), now=now)
     db.commit()
     assert first.admitted
-    second = rewards.redeem_ticket(db, studio, here, ticket.code, now=now + timedelta(minutes=3))
+    second = check_in.redeem_ticket(db, studio, here, ticket.code, now=now + timedelta(minutes=3))
     db.commit()
     assert second.result == "already_used" and "Rio, Lisbon" in second.message and "already used at" in second.message
-    assert rewards.redeem_ticket(db, studio, here, elsewhere_ticket.code, now=now).result == "other_screening"
-    assert rewards.redeem_ticket(db, studio, here, foreign.code, now=now).result == "other_film"
-    assert rewards.redeem_ticket(db, studio, here, unbooked.code, now=now).result == "not_booked"
-    assert rewards.redeem_ticket(db, studio, here, "ZZZZZ-ZZZZZ-ZZZZZ-ZZZZZ", now=now).result == "unknown"
+    assert check_in.redeem_ticket(db, studio, here, elsewhere_ticket.code, now=now).result == "other_screening"
+    assert check_in.redeem_ticket(db, studio, here, foreign.code, now=now).result == "other_film"
+    assert check_in.redeem_ticket(db, studio, here, unbooked.code, now=now).result == "not_booked"
+    assert check_in.redeem_ticket(db, studio, here, "ZZZZZ-ZZZZZ-ZZZZZ-ZZZZZ", now=now).result == "unknown"
     db.commit()
     db.reread()
     assert db.get(Ticket, ticket.id).redeemed_by_id == studio.id
@@ -220,4 +220,4 @@ def test_redemption_admits_once_and_logs_every_attempt(db: CheckSession) -> None
     assert [r for r, _, _ in log] == ["admitted", "already_used", "other_screening", "other_film", "not_booked",
                                       "unknown"]
     assert {(s, sc) for _, s, sc in log} == {(studio.id, here.id)}
-    assert rewards.screening_attendance(db, here).admitted == 1
+    assert screenings.screening_attendance(db, here).admitted == 1

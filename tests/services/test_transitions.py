@@ -36,9 +36,9 @@ from crowdfund.films.models import Film, FilmEvent
 from crowdfund.films.states import FilmState
 from crowdfund.funding import refunds
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus, RefundState
-from crowdfund.payouts import services as payouts
+from crowdfund.payouts import box_office, run_job, runs
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, ReportStatus, RunStatus
-from crowdfund.rewards import services as rewards
+from crowdfund.rewards import bookings
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
 from crowdfund.workflows import reactions
 from crowdfund.site.web import app_services
@@ -230,7 +230,7 @@ def ticket_race(db: CheckSession, app: Flask) -> Race:
 
     return Race(
         load=lambda s: (s.get(Ticket, ticket.id), s.get(User, ticket.user_id)),
-        move=lambda s, o: rewards.book_ticket(s, o[1], o[0].id, screening.id, now=NOW),
+        move=lambda s, o: bookings.book_ticket(s, o[1], o[0].id, screening.id, now=NOW),
         won=lambda outcome: isinstance(outcome, Ticket),
         lost=lambda outcome: isinstance(outcome, Conflict) and "changed meanwhile" in outcome.message,
         once=once,
@@ -250,8 +250,8 @@ def released_film_with_backers(db: CheckSession, app: Flask) -> tuple[Film, User
 
 def filed_report(db: CheckSession, app: Flask) -> tuple[BoxOfficeReport, Film]:
     film, studio = released_film_with_backers(db, app)
-    data = payouts.ReportInput(date(2027, 1, 1), date(2027, 1, 28), 50_000, "January")
-    report = payouts.file_report(db, film, studio, data, now=NOW + timedelta(days=400))
+    data = box_office.ReportInput(date(2027, 1, 1), date(2027, 1, 28), 50_000, "January")
+    report = box_office.file_report(db, film, studio, data, now=NOW + timedelta(days=400))
     db.commit()
     return report, film
 
@@ -269,7 +269,7 @@ def report_race(db: CheckSession, app: Flask) -> Race:
 
     return Race(
         load=lambda s: (s.get(BoxOfficeReport, report.id), s.get(User, next(turn).id)),
-        move=lambda s, o: payouts.approve_report(s, o[0], o[1], now=NOW),
+        move=lambda s, o: box_office.approve_report(s, o[0], o[1], now=NOW),
         won=lambda outcome: outcome is None,
         lost=lambda outcome: isinstance(outcome, Conflict) and "already been decided" in outcome.message,
         once=once,
@@ -280,9 +280,9 @@ def run_race(db: CheckSession, app: Flask) -> Race:
     """Two finance users mark the same computed run paid."""
     report, film = filed_report(db, app)
     starter = make_user(db, roles=(Role.FINANCE,))
-    payouts.approve_report(db, report, starter, now=NOW)
+    box_office.approve_report(db, report, starter, now=NOW)
     db.commit()
-    run = payouts.run_payout(db, db.get(BoxOfficeReport, report.id), starter, now=NOW)
+    run = run_job.run_payout(db, db.get(BoxOfficeReport, report.id), starter, now=NOW)
     assert run.status == RunStatus.COMPUTED and run.pool_cents > 0
     payers = [make_user(db, roles=(Role.FINANCE,)) for _ in range(2)]
     db.commit()
@@ -297,7 +297,7 @@ def run_race(db: CheckSession, app: Flask) -> Race:
 
     return Race(
         load=lambda s: (s.get(PayoutRun, run.id), s.get(User, next(turn).id)),
-        move=lambda s, o: payouts.mark_paid(s, o[0], o[1], f"BANK-{o[1].id}", now=NOW),
+        move=lambda s, o: runs.mark_paid(s, o[0], o[1], f"BANK-{o[1].id}", now=NOW),
         # Today's behaviour: marking a run paid a second time is no error, and changes nothing.
         won=lambda outcome: outcome is None,
         lost=lambda outcome: outcome is None,

@@ -2,9 +2,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from crowdfund import transitions
 from crowdfund.errors import InvalidTransition
 from crowdfund.films.rules import deadline_problem, film_input_problems, percent_funded, time_left_text
-from crowdfund.films.states import FILM_TRANSITIONS, FilmState, check_film_transition
+from crowdfund.films.services import FILM
+from crowdfund.films.states import FILM_TRANSITIONS, FilmState
 from crowdfund.films.terms import describe_terms
 from tests.factories import film_input
 
@@ -20,10 +22,10 @@ def test_film_transitions_follow_design(current: FilmState, target: FilmState) -
         ("draft", "cancelled"), ("in_review", "cancelled"), ("funding", "cancelled"),
     }
     if (current.value, target.value) in design:
-        check_film_transition(current, target)
+        transitions.check(FILM, current, target)
     else:
         with pytest.raises(InvalidTransition):
-            check_film_transition(current, target)
+            transitions.check(FILM, current, target)
 
 
 def test_valid_input_has_no_problems() -> None:

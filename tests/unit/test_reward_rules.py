@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import pytest
 
+from crowdfund import transitions
 from crowdfund.errors import InvalidTransition
 from crowdfund.rewards.rules import (
     CODE_ALPHABET,
     CODE_LENGTH,
     TierInput,
-    check_ticket_transition,
     format_code,
     new_ticket_code,
     normalise_code,
@@ -19,6 +19,7 @@ from crowdfund.rewards.rules import (
     tier_for,
     tier_problem,
 )
+from crowdfund.rewards.tickets import TICKET
 
 
 @dataclass
@@ -68,9 +69,9 @@ def test_codes_read_and_typed() -> None:
 
 
 def test_ticket_transitions() -> None:
-    check_ticket_transition("issued", "booked")
-    check_ticket_transition("booked", "booked")
-    check_ticket_transition("booked", "redeemed")
+    transitions.check(TICKET, "issued", "booked")
+    transitions.check(TICKET, "booked", "booked")
+    transitions.check(TICKET, "booked", "redeemed")
     for current, target in (("redeemed", "booked"), ("void", "booked"), ("booked", "void"), ("issued", "redeemed")):
         with pytest.raises(InvalidTransition):
-            check_ticket_transition(current, target)
+            transitions.check(TICKET, current, target)

@@ -13,10 +13,11 @@ from crowdfund.films.services import FILM
 from crowdfund.funding.models import OrderStatus, RefundState
 from crowdfund.funding.orders import ORDER, REFUND
 from crowdfund.payouts.models import ReportStatus, RunStatus
-from crowdfund.payouts.services import REPORT, RUN
+from crowdfund.payouts.box_office import REPORT
+from crowdfund.payouts.runs import RUN
 from crowdfund.films.states import FilmState
 from crowdfund.rewards.models import TicketStatus
-from crowdfund.rewards.services import TICKET
+from crowdfund.rewards.tickets import TICKET
 
 DESIGN: dict[str, tuple[transitions.Machine, list[str | None], set[tuple[str | None, str | None]]]] = {
     "film": (FILM, list(FilmState), {

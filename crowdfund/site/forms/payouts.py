@@ -7,7 +7,8 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional, Va
 
 from crowdfund.site.forms.text import SingleLine
 from crowdfund.money import parse_signed_amount
-from crowdfund.params import MAX_ID, IsoDateField, parse_int
+from crowdfund.params import MAX_ID, parse_int
+from crowdfund.site.forms.fields import IsoDateField
 
 
 def _signed_money(form: FlaskForm, field: StringField) -> None:

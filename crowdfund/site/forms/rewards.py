@@ -11,7 +11,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from crowdfund.site.forms.text import SingleLine
 from crowdfund.params import coerce_id
 from crowdfund.rewards.rules import MAX_EXTRAS, MAX_TICKETS_PER_TIER
-from crowdfund.rewards.services import MAX_SEATS, ScreeningInput
+from crowdfund.rewards.screenings import MAX_SEATS, ScreeningInput
 
 
 class TierForm(FlaskForm):
