@@ -23,10 +23,12 @@ demo: install
 	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
 	CROWDFUND_ENV=development DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) -m crowdfund.dev.server
 
-# Ruff and mypy over the project code (settings in pyproject.toml); zero findings.
+# Ruff, mypy and the layer contracts (import-linter) over the project code
+# (settings in pyproject.toml); zero findings.
 lint: install
 	$(VENV)/bin/ruff check crowdfund tests config.py wsgi.py
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 # The linters, then the whole suite on SQLite, then on PostgreSQL when TEST_DATABASE_URL is set.
 test: install lint

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from crowdfund.errors import InvalidTransition
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import OrderStatus, RefundState
 

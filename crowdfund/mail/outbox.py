@@ -13,7 +13,6 @@ crowdfund/mail/delivery.py's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast

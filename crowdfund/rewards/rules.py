@@ -10,7 +10,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from crowdfund.errors import InvalidTransition
 from crowdfund.films.states import FilmState
 from crowdfund.rewards.models import TicketStatus
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import wraps
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from flask import Flask, abort, current_app, g, request
@@ -13,8 +13,10 @@ from flask_login import current_user
 from sqlalchemy.orm import Session
 
 from crowdfund.app_services import AppServices
-from crowdfund.payments.gateway import StripeGateway
 from crowdfund.site.extensions import login_manager
+
+if TYPE_CHECKING:  # the views hand the adapter to the workflows; they never call it themselves
+    from crowdfund.payments.gateway import StripeGateway
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,7 +61,7 @@ def now() -> datetime:
 
 
 def gateway() -> StripeGateway:
-    """The process's StripeGateway (the only way views reach Stripe)."""
+    """The process's StripeGateway, for the views to hand to the workflows (never called here)."""
     return app_services().gateway
 
 
