@@ -98,7 +98,7 @@ def child_run(url: str, film_id: int) -> dict[str, object]:
 
     from crowdfund.accounts.models import User
     from crowdfund.payouts.models import BoxOfficeReport
-    from crowdfund.payouts.run_job import write_statements
+    from crowdfund.workflows.payout_run import write_statements
     from crowdfund.payouts.runs import start_run
 
     # E-mail announcements are measured apart (they are I/O, not the run).

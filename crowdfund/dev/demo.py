@@ -23,7 +23,8 @@ from crowdfund.films.models import Film
 from crowdfund.films.rules import FilmInput
 from crowdfund.films.states import FilmState
 from crowdfund.funding.holds import HoldRequest, hold_stakes
-from crowdfund.payouts import box_office, run_job
+from crowdfund.payouts import box_office
+from crowdfund.workflows import payout_run
 from crowdfund.rewards import screenings, tiers
 from crowdfund.rewards.rules import TierInput
 from crowdfund.workflows import reactions
@@ -206,7 +207,7 @@ def _box_office(session: Session, film: Film, studio_user: User, finance: User) 
                                         now=utcnow())
         box_office.approve_report(session, report, finance, now=utcnow())
         session.commit()
-        run_job.run_payout(session, report, finance, now=utcnow())
+        payout_run.run_payout(session, report, finance, now=utcnow())
     box_office.file_report(session, film, studio_user,
                            box_office.ReportInput(today - timedelta(days=6), today, 610_000, "Demo week 3"), now=utcnow())
     session.commit()

@@ -2,7 +2,7 @@
 statements written batch by batch, the run marked paid.
 
 These functions only flush. The loop that writes a run's batches and commits
-each one is a job: crowdfund/payouts/run_job.py.
+each one is a job: crowdfund/workflows/payout_run.py.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def write_batch(session: Session, run_id: int, weights: RunWeights, *, now: date
     """Write the run's next batch of statements from its resume point
     (`statements_written`), and move the resume point on. None when the run
     is no longer computing. Flushes only: the job that calls it owns the
-    transaction and commits each batch (crowdfund/payouts/run_job.py), so a
+    transaction and commits each batch (crowdfund/workflows/payout_run.py), so a
     crash loses at most one batch and a rerun writes nothing twice."""
     # Each batch holds the run's row, so two writers of the same run (two
     # "start" clicks, a click and the worker) take turns from the resume point.

@@ -8,12 +8,15 @@ from sqlalchemy import select
 from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError
 from crowdfund.films import services as films
-from crowdfund.payouts import box_office, run_job, runs as payout_runs, statements as payout_statements
+from crowdfund.payouts import box_office
+from crowdfund.payouts import runs as payout_runs
+from crowdfund.payouts import statements as payout_statements
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, ReportStatus
 from crowdfund.reports.exports import ledger_csv, run_csv, run_xlsx, stream_file
 from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.forms.payouts import LedgerExportForm, PaidForm, RejectForm, ReportForm
 from crowdfund.site.web import db, now, role_required, stream_query, user
+from crowdfund.workflows import payout_run
 
 payouts_bp = Blueprint("payouts", __name__)
 
@@ -158,7 +161,7 @@ def start_run(report_id: int) -> Any:
     if not EmptyForm(prefix="run").validate_on_submit():
         abort(400)
     try:
-        run = run_job.run_payout(db(), report, user(), now=now(), max_batches=INLINE_BATCHES)
+        run = payout_run.run_payout(db(), report, user(), now=now(), max_batches=INLINE_BATCHES)
     except DomainError as exc:
         db().rollback()
         flash(exc.message, "error")

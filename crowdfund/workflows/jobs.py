@@ -19,7 +19,7 @@ from crowdfund.films.states import FilmState
 from crowdfund.funding.inventory import release_expired_holds
 from crowdfund.jobs import UnitFailure, in_own_transaction
 from crowdfund.payouts.models import PayoutRun
-from crowdfund.payouts.run_job import write_statements
+from crowdfund.workflows.payout_run import write_statements
 from crowdfund.payouts.runs import runs_to_finish
 
 

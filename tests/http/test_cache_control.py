@@ -13,7 +13,8 @@ from sqlalchemy import select
 from crowdfund.accounts.models import Role
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from crowdfund.payouts import box_office, run_job
+from crowdfund.payouts import box_office
+from crowdfund.workflows import payout_run
 from crowdfund.payouts.models import PayoutStatement
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, make_film, make_user
@@ -36,7 +37,7 @@ def test_every_page_and_private_file_of_a_logged_in_user_is_no_store(app: Flask,
     db.commit()
     box_office.approve_report(db, report, finance, now=released["now"])
     db.commit()
-    run = run_job.run_payout(db, report, finance, now=released["now"])
+    run = payout_run.run_payout(db, report, finance, now=released["now"])
     statement = db.scalar(select(PayoutStatement).where(PayoutStatement.user_id == fan.id))
     ticket = give_ticket(db, film, fan)
     draft = make_film(db, studio, FilmState.DRAFT)

@@ -20,7 +20,8 @@ from crowdfund.films.models import Film
 from crowdfund.films.services import change_film_state
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order
-from crowdfund.payouts import box_office, run_job
+from crowdfund.payouts import box_office
+from crowdfund.workflows import payout_run
 from crowdfund.payouts.models import PayoutStatement
 from crowdfund.rewards.models import RewardTier
 from crowdfund.rewards.rules import TierInput
@@ -50,7 +51,7 @@ def owned(db: CheckSession, app: Flask):  # type: ignore[no-untyped-def]
                                     now=datetime.now(UTC), attachment=b"a,b\n1,2\n")
     box_office.approve_report(db, report, finance, now=datetime.now(UTC))
     db.commit()
-    run = run_job.run_payout(db, report, finance, now=datetime.now(UTC))
+    run = payout_run.run_payout(db, report, finance, now=datetime.now(UTC))
     statement = db.scalar(select(PayoutStatement).where(PayoutStatement.user_id == fan_a.id))
     screening = add_screening(db, film)
     ticket = give_ticket(db, film, fan_a)

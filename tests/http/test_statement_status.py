@@ -15,7 +15,8 @@ from flask import Flask, template_rendered
 from sqlalchemy import select
 
 from crowdfund.accounts.models import Role, User
-from crowdfund.payouts import box_office, run_job, runs
+from crowdfund.payouts import box_office, runs
+from crowdfund.workflows import payout_run
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, PayoutStatement
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, make_user
@@ -32,7 +33,7 @@ def run_for(db: CheckSession, released, cents: int, days: int) -> PayoutRun:  # 
     db.commit()
     box_office.approve_report(db, report, released["finance"], now=datetime.now(UTC))
     db.commit()
-    return run_job.run_payout(db, db.get(BoxOfficeReport, report.id), released["finance"], now=datetime.now(UTC))
+    return payout_run.run_payout(db, db.get(BoxOfficeReport, report.id), released["finance"], now=datetime.now(UTC))
 
 
 def text_of(html: str) -> str:

@@ -16,7 +16,8 @@ from crowdfund.films.models import Film
 from crowdfund.films.services import change_film_state
 from crowdfund.films.states import FilmState
 from crowdfund.workflows.reactions import cancel_order
-from crowdfund.payouts import box_office, run_job, runs
+from crowdfund.payouts import box_office, runs
+from crowdfund.workflows import payout_run
 from crowdfund.rewards.bookings import book_ticket
 from crowdfund.rewards.check_in import redeem_ticket
 from tests.conftest import CheckSession, Client
@@ -79,7 +80,7 @@ def test_money_and_check_in_actions_are_recorded(db: CheckSession, app: Flask) -
                                     now=datetime.now(UTC))
     box_office.approve_report(db, report, finance, now=datetime.now(UTC))
     db.commit()
-    run = run_job.run_payout(db, report, finance, now=datetime.now(UTC))
+    run = payout_run.run_payout(db, report, finance, now=datetime.now(UTC))
     checker = make_user(db, roles=(Role.FINANCE,))  # not the person who started the run
     runs.mark_paid(db, run, checker, "REF-1", now=datetime.now(UTC))
     db.commit()

@@ -15,7 +15,8 @@ from crowdfund.films.models import Film
 from crowdfund.films.services import change_film_state
 from crowdfund.films.states import FilmState
 from crowdfund.ledger import Account
-from crowdfund.payouts import box_office, run_job, runs
+from crowdfund.payouts import box_office, runs
+from crowdfund.workflows import payout_run
 from crowdfund.payouts.models import PayoutRun, PayoutStatement, RunStatus
 from tests.conftest import CheckSession
 from tests.factories import buy, make_film, make_studio_user, make_user
@@ -59,22 +60,22 @@ def test_two_periods_across_the_recoup_target_then_an_adjustment(db: CheckSessio
     finance = world["finance"]
     # Period 1: R = $400. Half is $200 < $360 target: pool $200.
     # Split 20000 over 3:2:1 = 10000, 6666.67, 3333.33 -> the spare cent to B.
-    run1 = run_job.run_payout(db, report(db, world, 40_000, 1), finance, now=NOW)
+    run1 = payout_run.run_payout(db, report(db, world, 40_000, 1), finance, now=NOW)
     assert (run1.tier1_cents, run1.tier2_cents, run1.pool_cents, run1.status) == (20_000, 0, 20_000, "computed")
     assert amounts(db, run1) == {"A": (10_000, 10_000), "B": (6_667, 6_667), "C": (3_333, 3_333)}
     # Period 2: R = $500, P = $200, $160 left to the target. Half of R is $250 > $160,
     # so tier 1 pays $160 and uses $320 of R; 10% of the other $180 = $18. Pool $178.
     # Split 17800 over 3:2:1 = 8900, 5933.33, 2966.67 -> the spare cent to C.
-    run2 = run_job.run_payout(db, report(db, world, 50_000, 2), finance, now=NOW)
+    run2 = payout_run.run_payout(db, report(db, world, 50_000, 2), finance, now=NOW)
     assert (run2.already_paid_cents, run2.tier1_cents, run2.receipts_used_by_tier1_cents) == (20_000, 16_000, 32_000)
     assert (run2.tier2_cents, run2.pool_cents) == (1_800, 17_800)
     assert amounts(db, run2) == {"A": (8_900, 18_900), "B": (5_933, 12_600), "C": (2_967, 6_300)}
     # An adjusting report of -$100 pays nothing and is carried ...
-    run3 = run_job.run_payout(db, report(db, world, -10_000, 3), finance, now=NOW)
+    run3 = payout_run.run_payout(db, report(db, world, -10_000, 3), finance, now=NOW)
     assert (run3.pool_cents, run3.carry_out_cents) == (0, -10_000)
     assert amounts(db, run3) == {"A": (0, 18_900), "B": (0, 12_600), "C": (0, 6_300)}
     # ... into the next: R = $300 - $100 = $200; recouped ($378 >= $360), so 10%: $20.
-    run4 = run_job.run_payout(db, report(db, world, 30_000, 4), finance, now=NOW)
+    run4 = payout_run.run_payout(db, report(db, world, 30_000, 4), finance, now=NOW)
     assert (run4.carried_in_cents, run4.receipts_cents, run4.tier1_cents, run4.pool_cents) == (-10_000, 20_000, 0, 2_000)
     assert amounts(db, run4) == {"A": (1_000, 19_900), "B": (667, 13_267), "C": (333, 6_633)}
     # The ledger owes backers every pool.
@@ -84,8 +85,8 @@ def test_two_periods_across_the_recoup_target_then_an_adjustment(db: CheckSessio
 
 def test_running_twice_creates_nothing_new(db: CheckSession, world, mail) -> None:  # type: ignore[no-untyped-def]
     approved = report(db, world, 40_000, 1)
-    run = run_job.run_payout(db, approved, world["finance"], now=NOW)
-    again = run_job.run_payout(db, approved, world["finance"], now=NOW)
+    run = payout_run.run_payout(db, approved, world["finance"], now=NOW)
+    again = payout_run.run_payout(db, approved, world["finance"], now=NOW)
     assert again.id == run.id
     assert db.scalar(select(func.count()).select_from(PayoutStatement)) == 3
     assert db.scalar(select(func.count()).select_from(PayoutRun)) == 1
@@ -97,13 +98,13 @@ def test_resumes_after_a_crash_midway(db: CheckSession, world) -> None:  # type:
     approved = report(db, world, 40_000, 1)
     run = runs.start_run(db, approved, world["finance"], now=NOW)
     db.commit()
-    done = run_job.write_statements(db, run, now=NOW, batch_size=1, max_batches=1)
+    done = payout_run.write_statements(db, run, now=NOW, batch_size=1, max_batches=1)
     assert not done
     db.reread()
     assert db.scalar(select(func.count()).select_from(PayoutStatement)) == 1
     # "Crash": a new process picks the run up from its resume point.
     run = db.get(PayoutRun, run.id)
-    assert run_job.write_statements(db, run, now=NOW, batch_size=1)
+    assert payout_run.write_statements(db, run, now=NOW, batch_size=1)
     db.reread()
     run = db.get(PayoutRun, run.id)
     assert run.status == RunStatus.COMPUTED and run.statements_written == 3

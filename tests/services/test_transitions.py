@@ -36,7 +36,8 @@ from crowdfund.films.models import Film, FilmEvent
 from crowdfund.films.states import FilmState
 from crowdfund.funding import refunds
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus, RefundState
-from crowdfund.payouts import box_office, run_job, runs
+from crowdfund.payouts import box_office, runs
+from crowdfund.workflows import payout_run
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, ReportStatus, RunStatus
 from crowdfund.rewards import bookings
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
@@ -282,7 +283,7 @@ def run_race(db: CheckSession, app: Flask) -> Race:
     starter = make_user(db, roles=(Role.FINANCE,))
     box_office.approve_report(db, report, starter, now=NOW)
     db.commit()
-    run = run_job.run_payout(db, db.get(BoxOfficeReport, report.id), starter, now=NOW)
+    run = payout_run.run_payout(db, db.get(BoxOfficeReport, report.id), starter, now=NOW)
     assert run.status == RunStatus.COMPUTED and run.pool_cents > 0
     payers = [make_user(db, roles=(Role.FINANCE,)) for _ in range(2)]
     db.commit()
