@@ -1,8 +1,11 @@
-"""`flask` commands. Each step commits once, like a request."""
+"""`flask` commands. Each step commits once, like a request: a one-shot
+command in `_unit_of_work()`, a batch job unit by unit (crowdfund/jobs.py)."""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import click
@@ -19,6 +22,14 @@ from crowdfund.jobs import UnitFailure, in_own_transaction
 def _session() -> Session:
     session: Session = current_app.extensions["crowdfund.sessionmaker"]()
     return session
+
+
+@contextmanager
+def _unit_of_work() -> Iterator[Session]:
+    """A one-shot command's session: committed once when the block ends, rolled
+    back (nothing written) when it raises."""
+    with _session() as session, session.begin():
+        yield session
 
 
 def _now() -> datetime:
@@ -52,17 +63,16 @@ def register_cli(app: Flask) -> None:
             raise click.UsageError("--role studio needs --studio NAME")
         generated = password is None
         password = password or secrets.token_urlsafe(12)
-        with _session() as session:
-            try:
+        try:
+            with _unit_of_work() as session:
                 stored_roles = (Role(role),) if role != Role.STUDIO else ()
                 # Made by staff, who know the address: confirmed from the start.
                 user = accounts.create_user(session, email, password, display_name or email.split("@")[0],
                                             roles=stored_roles, email_verified_at=_now())
                 if role == Role.STUDIO:
                     accounts.set_studio(session, user, accounts.get_or_create_studio(session, studio_name or ""))
-                session.commit()
-            except DomainError as exc:
-                raise click.ClickException(exc.message) from exc
+        except DomainError as exc:
+            raise click.ClickException(exc.message) from exc
         click.echo(f"Created {user.email} with role {role}.")
         if generated:
             click.echo(f"Password: {password}")

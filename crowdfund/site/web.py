@@ -12,13 +12,14 @@ from flask import abort, current_app, g, request
 from flask_login import current_user
 from sqlalchemy.orm import Session
 
+from crowdfund.site import unit_of_work
 from crowdfund.site.extensions import login_manager
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def db() -> Session:
-    """The request's session; closed (and rolled back if uncommitted) at teardown."""
+    """The request's session; its unit of work (site/unit_of_work.py) commits it, teardown closes it."""
     if "db_session" not in g:
         g.db_session = current_app.extensions["crowdfund.sessionmaker"]()
     return g.db_session
@@ -26,9 +27,9 @@ def db() -> Session:
 
 def stream_query(query: Callable[..., Iterator[Any]], *args: Any) -> Iterator[Any]:
     """Rows for a streamed response, read through a session of their own that
-    closes when the stream ends or the client goes away. The request's own
-    session is closed at once: a stream can outlive the request."""
-    db().close()
+    closes when the stream ends or the client goes away. The request's unit of
+    work ends at once (committed, its session closed): a stream can outlive the request."""
+    unit_of_work.finish()
     sessionmaker = current_app.extensions["crowdfund.sessionmaker"]
     read_only = current_app.extensions["crowdfund.engine"].execution_options(sqlite_begin="DEFERRED")
 
