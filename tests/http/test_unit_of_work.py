@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 
 from crowdfund.accounts.models import RememberToken, User
 from crowdfund.films.states import FilmState
+from crowdfund.funding import services as funding_services
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order
 from crowdfund.rewards import services as rewards_services
 from crowdfund.rewards.models import CheckInAttempt
@@ -191,3 +192,36 @@ def test_one_shot_cli_commands_commit_once(app: Flask, db: CheckSession) -> None
     assert refused.exit_code != 0
     db.reread()
     assert db.scalar(select(func.count()).select_from(User).where(User.email == "new-admin@example.com")) == 1
+
+
+@pytest.mark.parametrize("other_units, expected", [(2, "checkout"), (4, "busy")])
+def test_a_duplicate_hold_is_answered_after_the_rollback(client: Client, db: CheckSession, app: Flask,
+                                                         monkeypatch: pytest.MonkeyPatch, other_units: int,
+                                                         expected: str) -> None:
+    """The same form sent twice at once: the request that lost the race wrote
+    something, then learnt of the other (DuplicateRequest). Its writes are
+    rolled back, then it reads the other request's order by the form's key:
+    that order's checkout if it is for the same quantity, else "already being
+    processed"."""
+    film = make_film(db, make_studio_user(db), FilmState.FUNDING)
+    fan = make_user(db)
+    client.login(fan.email, PASSWORD)
+    key = form_key(client, film.slug)
+    other = hold(db, fan, film, other_units, key=key)  # the other request, committed first
+
+    def loses_the_race(session, *_args: object, **_kwargs: object) -> None:  # type: ignore[no-untyped-def]
+        session.execute(update(FilmInventory).where(FilmInventory.film_id == film.id)
+                        .values(held=FilmInventory.held + 7))
+        raise funding_services.DuplicateRequest()
+
+    monkeypatch.setattr(funding_services, "hold_stakes", loses_the_race)
+    response = client.post_form(f"/films/{film.slug}/hold", {"units": "2", "key": key})
+    assert response.status_code == 303
+    if expected == "checkout":
+        assert response.headers["Location"] == f"/orders/{other.reference}/checkout"
+    else:
+        assert response.headers["Location"] == f"/films/{film.slug}#buy"
+        page = client.get(response.headers["Location"]).get_data(as_text=True)
+        assert "This request is already being processed" in page
+    db.reread()
+    assert db.get(FilmInventory, film.id).held == other_units
