@@ -36,6 +36,7 @@ from crowdfund.site.mail_admin import mail_admin_bp
 from crowdfund.site.payouts import payouts_bp
 from crowdfund.site.remember import REMEMBER_PREFIX, load_remembered, resolve_remembered_user
 from crowdfund.site.rewards import rewards_bp
+from crowdfund.site import unit_of_work
 from crowdfund.site.web import SERVICES_EXTENSION, db, now, wants_json
 from crowdfund.site.webhooks import payments_bp
 
@@ -75,6 +76,7 @@ def create_app(config_name: str | None = None, overrides: dict[str, Any] | None 
     _register_session_lifecycle(app)
     _register_blueprints(app)
     init_limiter(app)  # after the blueprints: it wraps the views marked @rate_limit
+    unit_of_work.install(app)  # last around every view: the request commits once (site/unit_of_work.py)
     _register_errors(app)
     _register_template_helpers(app)
     _register_security_headers(app)
@@ -111,7 +113,7 @@ def _register_session_lifecycle(app: Flask) -> None:
         mode = "DEFERRED" if request.method in ("GET", "HEAD", "OPTIONS") else "IMMEDIATE"
         g.sqlite_begin_token = dbmod.sqlite_begin_mode.set(mode)
 
-    # After _begin_mode: a remember-me login commits in the request's session.
+    # After _begin_mode: a remember-me login writes in the request's session (site/remember.py).
     app.before_request(resolve_remembered_user)
 
     @app.teardown_appcontext

@@ -1,10 +1,12 @@
 """`flask` commands: each parses its arguments, calls one function and
-prints what it did. A command that changes one thing commits once, like a
-request; the batch jobs (crowdfund/workflows/) own their transactions."""
+prints what it did. A one-shot command commits once, like a request
+(`_unit_of_work()`); the batch jobs (crowdfund/workflows/) own their transactions."""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import click
@@ -24,6 +26,14 @@ from crowdfund.site.web import app_services
 
 def _session() -> Session:
     return app_services().sessions()
+
+
+@contextmanager
+def _unit_of_work() -> Iterator[Session]:
+    """A one-shot command's session: committed once when the block ends, rolled
+    back (nothing written) when it raises."""
+    with _session() as session, session.begin():
+        yield session
 
 
 def _now() -> datetime:
@@ -56,17 +66,16 @@ def register_cli(app: Flask) -> None:
             raise click.UsageError("--role studio needs --studio NAME")
         generated = password is None
         password = password or secrets.token_urlsafe(12)
-        with _session() as session:
-            try:
+        try:
+            with _unit_of_work() as session:
                 stored_roles = (Role(role),) if role != Role.STUDIO else ()
                 # Made by staff, who know the address: confirmed from the start.
                 user = account_users.create_user(session, email, password, display_name or email.split("@")[0],
                                                  roles=stored_roles, email_verified_at=_now())
                 if role == Role.STUDIO:
                     studios.set_studio(session, user, studios.get_or_create_studio(session, studio_name or ""))
-                session.commit()
-            except DomainError as exc:
-                raise click.ClickException(exc.message) from exc
+        except DomainError as exc:
+            raise click.ClickException(exc.message) from exc
         click.echo(f"Created {user.email} with role {role}.")
         if generated:
             click.echo(f"Password: {password}")

@@ -38,6 +38,7 @@ from crowdfund.site.forms.accounts import (
     StudioMembershipForm,
 )
 from crowdfund.site.remember import remember_browser
+from crowdfund.site.unit_of_work import on_error
 from crowdfund.site.web import db, login_required, now, role_required, safe_next, user
 
 bp = Blueprint("accounts", __name__)
@@ -61,7 +62,6 @@ def _log_in(account: User, remember: bool = False) -> None:
     login_user(account)
     if remember:
         remember_browser(account)  # a random token of its own, not flask-login's cookie
-        db().commit()
 
 
 def _public_link(endpoint: str, **values: Any) -> str:
@@ -83,9 +83,17 @@ SIGNED_UP = ("Check your e-mail: we have sent a message to {email}. Open the lin
 def signup() -> Any:
     form = SignUpForm()
     next_url = safe_next(request.args.get("next"))
+
+    def page() -> Any:
+        return render_template("accounts/signup.html", form=form, next_url=next_url), 400 if form.errors else 200
+
+    def refused(exc: DomainError) -> Any:
+        getattr(form, exc.field or "email").errors.append(exc.message)
+        return page()
+
     if form.validate_on_submit():
         config = current_app.config
-        try:
+        with on_error(respond=refused):
             registration.sign_up(
                 db(), form.email.data, form.password.data, form.display_name.data, now=now(),
                 secret_key=config["SECRET_KEY"], verify_link_for=_verify_link_for(next_url),
@@ -93,16 +101,11 @@ def signup() -> Any:
                              "reset_link": _public_link("accounts.forgot_password")},
                 verify_max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"],
             )
-            db().commit()
-        except DomainError as exc:
-            db().rollback()
-            getattr(form, exc.field or "email").errors.append(exc.message)
-        else:
-            # The same answer whether or not the address already had an account
-            # (its owner gets an e-mail instead of a new account).
-            flash(SIGNED_UP.format(email=form.email.data.strip()[:254]), "info")
-            return redirect(url_for("accounts.login", next=next_url), 303)
-    return render_template("accounts/signup.html", form=form, next_url=next_url), 400 if form.errors else 200
+        # The same answer whether or not the address already had an account
+        # (its owner gets an e-mail instead of a new account).
+        flash(SIGNED_UP.format(email=form.email.data.strip()[:254]), "info")
+        return redirect(url_for("accounts.login", next=next_url), 303)
+    return page()
 
 
 EMAIL_CONFIRMED = "Your e-mail address is confirmed. You can back films now."
@@ -111,24 +114,24 @@ EMAIL_CONFIRMED = "Your e-mail address is confirmed. You can back films now."
 @bp.route("/verify-email/<token>")
 def verify_email(token: str) -> Any:
     config = current_app.config
-    response: WerkzeugResponse  # make_response gives Flask's Response, redirect Werkzeug's
-    try:
+    next_url = safe_next(request.args.get("next"))
+
+    def refused(exc: DomainError) -> Any:
+        return _token_page(make_response(render_template("accounts/verify_email.html", problem=exc.message,
+                                                         form=EmptyForm(), next_url=next_url), 400))
+
+    with on_error(respond=refused):
         account = tokens.verify_email(db(), token, secret_key=config["SECRET_KEY"], now=now(),
-                                      max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"])
-        db().commit()
-    except DomainError as exc:
-        db().rollback()
-        response = make_response(render_template("accounts/verify_email.html", problem=exc.message,
-                                                 form=EmptyForm(), next_url=safe_next(request.args.get("next"))), 400)
-    else:
-        next_url = safe_next(request.args.get("next"))
-        flash(EMAIL_CONFIRMED if current_user.is_authenticated else EMAIL_CONFIRMED + " Log in to continue.",
-              "success")
-        if current_user.is_authenticated and current_user.id == account.id:
-            response = redirect(next_url or home_for(account), 303)
-        else:
-            response = redirect(url_for("accounts.login", next=next_url), 303)
-    # The token is in this page's URL: never send it on as a Referer.
+                                        max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"])
+    flash(EMAIL_CONFIRMED if current_user.is_authenticated else EMAIL_CONFIRMED + " Log in to continue.",
+          "success")
+    if current_user.is_authenticated and current_user.id == account.id:
+        return _token_page(redirect(next_url or home_for(account), 303))
+    return _token_page(redirect(url_for("accounts.login", next=next_url), 303))
+
+
+def _token_page(response: WerkzeugResponse) -> WerkzeugResponse:
+    # The token is in this page's URL: never send it on as a Referer, never cache the page.
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -148,9 +151,8 @@ def resend_verification() -> Any:
     else:
         config = current_app.config
         tokens.send_verification_email(db(), account, secret_key=config["SECRET_KEY"], now=now(),
-                                       link_for=_verify_link_for(next_url),
-                                       max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"])
-        db().commit()
+                                         link_for=_verify_link_for(next_url),
+                                         max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"])
         flash(f"We have sent a new confirmation link to {account.email}. It may take a minute to arrive.", "info")
     return redirect(next_url or url_for("accounts.my_account"), 303)
 
@@ -178,7 +180,6 @@ def _log_out_everywhere() -> None:
     # working, so a copy of either kept from before (another browser, a thief) is refused too.
     if current_user.is_authenticated:
         logins.end_all_sessions(db(), user())
-        db().commit()
     logout_user()
 
 
@@ -221,7 +222,6 @@ def forgot_password() -> Any:
             db(), form.email.data, secret_key=config["SECRET_KEY"], now=now(), link_for=link_for,
             max_age_seconds=config["PASSWORD_RESET_MAX_AGE_SECONDS"],
         )
-        db().commit()
         # The same answer whether or not the address has an account.
         flash(RESET_REQUESTED, "info")
         return redirect(url_for("accounts.login"), 303)
@@ -233,37 +233,31 @@ def forgot_password() -> Any:
 def reset_password(token: str) -> Any:
     config = current_app.config
     options = {"secret_key": config["SECRET_KEY"], "max_age_seconds": config["PASSWORD_RESET_MAX_AGE_SECONDS"]}
-    try:
+    with on_error(respond=lambda exc: _reset_page(None, exc.message, 400)):
         tokens.user_for_reset_token(db(), token, now=now(), **options)
-    except DomainError as exc:
-        return _reset_page(None, exc.message, 400)
     form = ResetPasswordForm()
+
+    def refused(exc: DomainError) -> Any:
+        if exc.field != "password":
+            return _reset_page(None, exc.message, 400)
+        form.password.errors.append(exc.message)
+        return _reset_page(form, None, 400)
+
     if form.validate_on_submit():
-        try:
+        with on_error(respond=refused):
             tokens.reset_password(db(), token, form.password.data, now=now(), **options)
-            db().commit()
-        except DomainError as exc:
-            db().rollback()
-            if exc.field == "password":
-                form.password.errors.append(exc.message)
-            else:
-                return _reset_page(None, exc.message, 400)
-        else:
-            # Whoever was logged in in this browser (perhaps someone else) is logged out too.
-            logout_user()
-            session.clear()
-            flash("Your password is changed and every other session is logged out. Log in with the new one.",
-                  "success")
-            return redirect(url_for("accounts.login"), 303)
+        # Whoever was logged in in this browser (perhaps someone else) is logged out too.
+        logout_user()
+        session.clear()
+        flash("Your password is changed and every other session is logged out. Log in with the new one.",
+              "success")
+        return redirect(url_for("accounts.login"), 303)
     return _reset_page(form, None, 400 if form.errors else 200)
 
 
 def _reset_page(form: ResetPasswordForm | None, problem: str | None, status: int) -> Any:
-    response = make_response(render_template("accounts/reset_password.html", form=form, problem=problem), status)
-    # The token is in this page's URL: never send it on as a Referer, never cache the page.
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return _token_page(make_response(render_template("accounts/reset_password.html", form=form, problem=problem),
+                                     status))
 
 
 @bp.route("/account")
@@ -330,19 +324,15 @@ def change_role(user_id: int) -> Any:
     if not form.validate_on_submit() or action not in ("grant", "revoke"):
         flash("Choose a role to grant or remove.", "error")
         return redirect(url_for("admin.user_detail", user_id=user_id)), 303
-    try:
+    back = url_for("admin.user_detail", user_id=user_id)
+    with on_error(redirect_to=back):
         if action == "grant":
             roles.grant_role(db(), account, form.role.data, acting_user=user(), now=now())
         else:
             roles.revoke_role(db(), account, form.role.data, acting_user=user(), now=now())
-        db().commit()
-    except DomainError as exc:
-        db().rollback()
-        flash(exc.message, "error")
-    else:
-        verb = "granted to" if action == "grant" else "removed from"
-        flash(f"Role {form.role.data} {verb} {account.email}.", "success")
-    return redirect(url_for("admin.user_detail", user_id=user_id), 303)
+    verb = "granted to" if action == "grant" else "removed from"
+    flash(f"Role {form.role.data} {verb} {account.email}.", "success")
+    return redirect(back, 303)
 
 
 @admin_bp.route("/users/<int:user_id>/studio", methods=["POST"])
@@ -355,7 +345,6 @@ def change_studio(user_id: int) -> Any:
         return redirect(url_for("admin.user_detail", user_id=user_id), 303)
     studio = account_studios.get_studio(db(), form.studio_id.data) if form.studio_id.data else None
     account_studios.set_studio(db(), account, studio, acting_user=user(), now=now())
-    db().commit()
     flash(f"{account.email} is now {'a member of ' + studio.name if studio else 'in no studio'}.", "success")
     return redirect(url_for("admin.user_detail", user_id=user_id), 303)
 
@@ -364,18 +353,21 @@ def change_studio(user_id: int) -> Any:
 @role_required(Role.ADMIN)
 def studios() -> Any:
     form = StudioForm()
+
+    def page() -> Any:
+        all_studios = list(db().scalars(select(Studio).order_by(Studio.name)))
+        return render_template("admin/studios.html", form=form, studios=all_studios), 400 if form.errors else 200
+
+    def refused(exc: DomainError) -> Any:
+        form.name.errors.append(exc.message)
+        return page()
+
     if form.validate_on_submit():
-        try:
+        with on_error(respond=refused):
             studio = account_studios.create_studio(db(), form.name.data)
-            db().commit()
-        except DomainError as exc:
-            db().rollback()
-            form.name.errors.append(exc.message)
-        else:
-            flash(f"Studio {studio.name} created.", "success")
-            return redirect(url_for("admin.studios"), 303)
-    all_studios = list(db().scalars(select(Studio).order_by(Studio.name)))
-    return render_template("admin/studios.html", form=form, studios=all_studios), 400 if form.errors else 200
+        flash(f"Studio {studio.name} created.", "success")
+        return redirect(url_for("admin.studios"), 303)
+    return page()
 
 
 @admin_bp.route("/audit")

@@ -19,6 +19,7 @@ from crowdfund.params import parse_int
 from crowdfund.rewards.tiers import film_tiers, tier_reached
 from crowdfund.site.extensions import rate_limit
 from crowdfund.site.forms.accounts import EmptyForm
+from crowdfund.site.unit_of_work import on_error
 from crowdfund.site.web import db, gateway, now, role_required, user
 from crowdfund.workflows.checkout import checkout_setup_intent, pay_order
 from crowdfund.workflows.reactions import cancel_order
@@ -58,22 +59,23 @@ def hold(slug: str) -> Any:
         flash("Choose how many stakes to buy.", "error")
         return redirect(url_for("catalogue.film_page", slug=film.slug), 303)
     hold_request = holds.HoldRequest(film_id=film.id, units=units, idempotency_key=key)
-    order: Order | None
-    try:
-        order = holds.hold_stakes(session, fan, hold_request, now=now(), terms=film,
-                                     hold_window=timedelta(minutes=current_app.config["HOLD_MINUTES"]))
-        session.commit()
-    except DuplicateRequest:
-        session.rollback()
-        order = queries.find_by_idempotency_key(session, fan.id, key)
-        if order is None or order.units != hold_request.units:
+    film_slug, fan_id = film.slug, fan.id  # as read before a rollback
+
+    def refused(exc: DomainError) -> Any:
+        # After the rollback: what the other request committed is visible now.
+        if isinstance(exc, DuplicateRequest):
+            other = queries.find_by_idempotency_key(db(), fan_id, key)
+            if other is not None and other.units == hold_request.units:
+                return redirect(url_for("funding.checkout", reference=other.reference), 303)
             # Never the order for another quantity: the other request is still at work.
             flash("This request is already being processed. Reload the page to see your hold.", "error")
-            return redirect(url_for("catalogue.film_page", slug=film.slug) + "#buy", 303)
-    except DomainError as exc:
-        session.rollback()
-        flash(exc.message, "error")
-        return redirect(url_for("catalogue.film_page", slug=film.slug) + "#buy", 303)
+        else:
+            flash(exc.message, "error")
+        return redirect(url_for("catalogue.film_page", slug=film_slug) + "#buy", 303)
+
+    with on_error(respond=refused):
+        order = holds.hold_stakes(session, fan, hold_request, now=now(), terms=film,
+                                     hold_window=timedelta(minutes=current_app.config["HOLD_MINUTES"]))
     return redirect(url_for("funding.checkout", reference=order.reference), 303)
 
 
@@ -84,13 +86,8 @@ def release(reference: str) -> Any:
     order = queries.own_order(db(), user(), reference)
     if not EmptyForm().validate_on_submit():
         abort(400)
-    try:
+    with on_error(redirect_to=url_for("funding.order_page", reference=order.reference)):
         released = holds.release_hold(db(), order, user(), now=now())
-        db().commit()
-    except DomainError as exc:
-        db().rollback()
-        flash(exc.message, "error")
-        return redirect(url_for("funding.order_page", reference=order.reference), 303)
     if released:
         flash(f"Your hold of {order.units} stake{'s' if order.units != 1 else ''} is released.", "success")
     else:
@@ -109,12 +106,15 @@ def checkout(reference: str) -> Any:
         flash("Your hold expired before payment. Please choose your stakes again.", "error")
         return redirect(url_for("catalogue.film_page", slug=order.film.slug), 303)
     reach = _tier_reach(order)
-    try:
-        # The order's one SetupIntent, reused on reload (ends the read transaction before Stripe is asked).
-        setup = checkout_setup_intent(db(), order, gateway())
-    except GatewayError as exc:
+    cancel_until = cancellation_deadline(order.film.deadline)
+
+    def unavailable(exc: GatewayError) -> Any:
         return render_template("funding/checkout.html", order=order, setup=None, error=str(exc), reach=reach,
-                               cancel_until=cancellation_deadline(order.film.deadline)), 503
+                               cancel_until=cancel_until), 503
+
+    # The order's one SetupIntent, reused on reload (ends the read transaction before Stripe is asked).
+    with on_error(GatewayError, respond=unavailable):
+        setup = checkout_setup_intent(db(), order, gateway())
     return render_template("funding/checkout.html", order=order, setup=setup, error=None, reach=reach,
                            cancel_until=cancellation_deadline(order.film.deadline))
 
@@ -134,13 +134,19 @@ def pay(reference: str) -> Any:
     if not EmptyForm().validate_on_submit():
         abort(400)
     setup_intent = (request.form.get("setup_intent") or "").strip()[:255] or None
-    try:
+
+    def unavailable(exc: GatewayError) -> Any:
+        return _paid(order, PaymentResult("pending", f"{exc} If your card was charged, your order completes by "
+                                                     "itself; you will not be charged twice."))
+
+    # pay_order commits its own steps around the calls to Stripe.
+    with on_error(GatewayError, respond=unavailable):
         result = pay_order(db(), order, setup_intent, gateway(), now=now())
-        db().commit()
-    except GatewayError as exc:
-        db().rollback()
-        result = PaymentResult("pending", f"{exc} If your card was charged, your order completes by itself; "
-                                          "you will not be charged twice.")
+    return _paid(order, result)
+
+
+def _paid(order: Order, result: PaymentResult) -> Any:
+    """The page after a payment attempt."""
     if result.status == "paid":
         flash("Payment received. Thank you for backing this film!", "success")
         return redirect(url_for("funding.order_page", reference=order.reference), 303)
@@ -171,20 +177,22 @@ def cancel(reference: str) -> Any:
     order = queries.own_order(db(), user(), reference)
     if not EmptyForm().validate_on_submit():
         abort(400)
-    try:
+    order_page_url = url_for("funding.order_page", reference=order.reference)
+    with on_error(redirect_to=order_page_url):
         cancel_order(db(), order, user(), now=now())
-        db().commit()
-    except DomainError as exc:
-        db().rollback()
-        flash(exc.message, "error")
-        return redirect(url_for("funding.order_page", reference=order.reference), 303)
-    try:
-        process_refund(db(), order, gateway(), now=now())
-        flash("Order cancelled. Your refund has been sent to your card.", "success")
-    except (GatewayError, OperationalError):
-        db().rollback()
+
+    def refund_later(exc: Exception) -> Any:
+        # Read again after the rollback: process_refund commits the cancellation
+        # before it asks Stripe; if even that failed, the error page says so.
+        if order.status != OrderStatus.CANCELLED:
+            raise exc
         flash("Order cancelled. Your refund is requested and will be sent shortly.", "success")
-    return redirect(url_for("funding.order_page", reference=order.reference), 303)
+        return redirect(order_page_url, 303)
+
+    with on_error(GatewayError, OperationalError, respond=refund_later):
+        process_refund(db(), order, gateway(), now=now())
+    flash("Order cancelled. Your refund has been sent to your card.", "success")
+    return redirect(order_page_url, 303)
 
 
 @funding_bp.route("/portfolio")

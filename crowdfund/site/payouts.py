@@ -11,12 +11,13 @@ from crowdfund.films import services as films
 from crowdfund.payouts import box_office
 from crowdfund.payouts import runs as payout_runs
 from crowdfund.payouts import statements as payout_statements
+from crowdfund.workflows import payout_run
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, ReportStatus
 from crowdfund.reports.exports import ledger_csv, run_csv, run_xlsx, stream_file
 from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.forms.payouts import LedgerExportForm, PaidForm, RejectForm, ReportForm
+from crowdfund.site.unit_of_work import on_error
 from crowdfund.site.web import db, now, role_required, stream_query, user
-from crowdfund.workflows import payout_run
 
 payouts_bp = Blueprint("payouts", __name__)
 
@@ -41,6 +42,21 @@ def _run_or_404(run_id: int) -> PayoutRun:
 def studio_reports(film_id: int) -> Any:
     film = films.studio_film(db(), user(), film_id)
     form = ReportForm()
+
+    def page() -> Any:
+        status = 400 if form.errors or request.method == "POST" else 200
+        return render_template("payouts/studio_reports.html", film=film, form=form,
+                               reports=box_office.film_reports(db(), film.id),
+                               runs=payout_runs.previous_runs(db(), film.id)), status
+
+    def refused(exc: DomainError) -> Any:
+        target = getattr(form, exc.field, None) if exc.field else None
+        if target is not None:
+            target.errors.append(exc.message)
+        else:
+            flash(exc.message, "error")
+        return page()
+
     if form.validate_on_submit():
         upload = form.file.data
         attachment = None
@@ -50,25 +66,13 @@ def studio_reports(film_id: int) -> Any:
         start, end = form.period_start.data, form.period_end.data
         assert start is not None and end is not None  # InputRequired; a date that does not parse fails validation
         data = box_office.ReportInput(start, end, form.net_receipts.cents,
-                                      form.note.data or "",
-                                      corrects_report_id=getattr(form.corrects_report, "report_id", None))
-        try:
+                                    form.note.data or "",
+                                    corrects_report_id=getattr(form.corrects_report, "report_id", None))
+        with on_error(respond=refused):
             box_office.file_report(db(), film, user(), data, now=now(), attachment=attachment, max_bytes=max_bytes)
-            db().commit()
-        except DomainError as exc:
-            db().rollback()
-            target = getattr(form, exc.field, None) if exc.field else None
-            if target is not None:
-                target.errors.append(exc.message)
-            else:
-                flash(exc.message, "error")
-        else:
-            flash("Report filed. Finance will review it.", "success")
-            return redirect(url_for("payouts.studio_reports", film_id=film.id), 303)
-    status = 400 if form.errors or request.method == "POST" else 200
-    return render_template("payouts/studio_reports.html", film=film, form=form,
-                           reports=box_office.film_reports(db(), film.id),
-                           runs=payout_runs.previous_runs(db(), film.id)), status
+        flash("Report filed. Finance will review it.", "success")
+        return redirect(url_for("payouts.studio_reports", film_id=film.id), 303)
+    return page()
 
 
 @payouts_bp.route("/box-office/<int:report_id>/file")
@@ -119,7 +123,13 @@ def _finance_report_page(report: BoxOfficeReport, status: int = 200) -> Any:
 
 def _decide(report_id: int, action: str) -> Any:
     report = _report_or_404(report_id)
-    try:
+
+    def refused(exc: DomainError) -> Any:
+        flash(exc.message, "error")
+        # Refused (not allowed, or an overlapping period): the page again, with the reason and the status.
+        return _finance_report_page(_report_or_404(report_id), exc.status_code)
+
+    with on_error(respond=refused):
         if action == "approve":
             if not EmptyForm(prefix="approve").validate_on_submit():
                 abort(400)
@@ -132,13 +142,7 @@ def _decide(report_id: int, action: str) -> Any:
                 return redirect(url_for("payouts.finance_report", report_id=report.id), 303)
             box_office.reject_report(db(), report, user(), form.reason.data, now=now())
             message = "Report rejected; the studio sees your reason."
-        db().commit()
-        flash(message, "success")
-    except DomainError as exc:
-        db().rollback()
-        flash(exc.message, "error")
-        # Refused (not allowed, or an overlapping period): the page again, with the reason and the status.
-        return _finance_report_page(_report_or_404(report_id), exc.status_code)
+    flash(message, "success")
     return redirect(url_for("payouts.finance_report", report_id=report.id), 303)
 
 
@@ -160,12 +164,9 @@ def start_run(report_id: int) -> Any:
     report = _report_or_404(report_id)
     if not EmptyForm(prefix="run").validate_on_submit():
         abort(400)
-    try:
+    # run_payout commits its batches itself (a long job's steps).
+    with on_error(redirect_to=url_for("payouts.finance_report", report_id=report.id)):
         run = payout_run.run_payout(db(), report, user(), now=now(), max_batches=INLINE_BATCHES)
-    except DomainError as exc:
-        db().rollback()
-        flash(exc.message, "error")
-        return redirect(url_for("payouts.finance_report", report_id=report.id), 303)
     if run.status == "computing":
         flash("The run started; the payout worker writes the remaining statements.", "info")
     else:
@@ -191,14 +192,14 @@ def mark_paid(run_id: int) -> Any:
     if not form.validate_on_submit():
         flash("Enter the bank transfer's reference.", "error")
         return redirect(url_for("payouts.finance_run", run_id=run.id), 303)
-    try:
-        payout_runs.mark_paid(db(), run, user(), form.bank_reference.data, now=now())
-        db().commit()
-        flash("Run marked paid.", "success")
-    except DomainError as exc:
-        db().rollback()
+
+    def refused(exc: DomainError) -> Any:
         flash(exc.message, "error")
         return _finance_run_page(_run_or_404(run_id), exc.status_code)
+
+    with on_error(respond=refused):
+        payout_runs.mark_paid(db(), run, user(), form.bank_reference.data, now=now())
+    flash("Run marked paid.", "success")
     return redirect(url_for("payouts.finance_run", run_id=run.id), 303)
 
 

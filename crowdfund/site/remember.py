@@ -37,13 +37,11 @@ def remember_browser(account: User) -> None:
 def load_remembered(cookie_value: str) -> User | None:
     """The user flask-login's remember cookie logs in, with the token rotated; None if it is not valid."""
     raw = cookie_value.removeprefix(REMEMBER_PREFIX)[:100]
-    # This runs before the view (resolve_remembered_user): nothing is pending in
-    # the request's session but the read of a refused session id. The rotation
-    # is a write, even on a GET: its own transaction, begun IMMEDIATE on SQLite.
-    db().commit()
-    with dbmod.sqlite_begin("IMMEDIATE"):
-        login = logins.use_remember_token(db(), raw, now=now())
-        db().commit()
+    # The rotation is a write, even on a GET: part of the request's unit of work,
+    # committed with it (and the new cookie set only then: a request that fails
+    # keeps the old token, still valid, in the browser). It begins IMMEDIATE on
+    # SQLite: see resolve_remembered_user.
+    login = logins.use_remember_token(db(), raw, now=now())
     account = users.load_user(db(), login.user_token) if login is not None else None
     if login is None or account is None:
         # flask-login put the cookie's content in the session: take it out, and the cookie with it.
@@ -58,16 +56,24 @@ def load_remembered(cookie_value: str) -> User | None:
 
 def resolve_remembered_user() -> None:
     """before_request: with a remember-me cookie, find out who is logged in now,
-    before any view begins its work (a remember login writes and commits)."""
+    before any view begins its work (a remember login writes).
+
+    Without a session cookie the remember token is used, and rotated: the
+    request's transaction then begins IMMEDIATE on SQLite (the rotation is its
+    first write; a read snapshot that another writer made stale could not be
+    upgraded to write). Reading the user of a session cookie stays DEFERRED."""
     if current_app.config["REMEMBER_COOKIE_NAME"] in request.cookies:
-        current_user._get_current_object()
+        remembered = "_user_id" not in session and session.get("_remember") != "clear"
+        with dbmod.sqlite_begin("IMMEDIATE" if remembered else dbmod.sqlite_begin_mode.get()):
+            current_user._get_current_object()
 
 
 def _set_cookie_on_response(raw: str, expires_at: datetime) -> None:
+    """The token goes into the cookie once the request's unit of work has
+    committed it: a rolled-back token never reaches the browser."""
     config = current_app.config
     value = encode_cookie(REMEMBER_PREFIX + raw)
 
-    @after_this_request
     def _set(response: Any) -> Any:
         response.set_cookie(
             config["REMEMBER_COOKIE_NAME"], value=value, expires=expires_at,
@@ -76,3 +82,8 @@ def _set_cookie_on_response(raw: str, expires_at: datetime) -> None:
             samesite=config["REMEMBER_COOKIE_SAMESITE"],
         )
         return response
+
+    def _once_committed() -> None:
+        after_this_request(_set)
+
+    dbmod.after_commit(db(), _once_committed)

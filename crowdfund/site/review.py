@@ -20,6 +20,7 @@ from crowdfund.films.terms import film_terms
 from crowdfund.rewards.tiers import film_tiers
 from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.forms.films import SendBackForm
+from crowdfund.site.unit_of_work import on_error
 from crowdfund.site.web import db, now, role_required, user
 from crowdfund.workflows.reactions import approve_film
 
@@ -55,22 +56,14 @@ def _review_page(film: Any, send_back_form: SendBackForm | None = None, status: 
 def cancel(film_id: int) -> Any:
     film = services.film_by_id(db(), film_id)
     form = SendBackForm(prefix="cancel")
+    review_page = url_for("review.review", film_id=film.id)
     if form.validate_on_submit():
-        try:
+        with on_error(redirect_to=review_page, passing=(services.FilmChanged,)):
             services.cancel_film(db(), film, user(), form.reason.data, now=now())
-            db().commit()
-        except services.FilmChanged:
-            # Moved by someone else since this request read it: a 409 page says so.
-            db().rollback()
-            raise
-        except DomainError as exc:
-            db().rollback()
-            flash(exc.message, "error")
-        else:
-            flash(f"{film.title} is cancelled. Backers are refunded by the next round-close run.", "success")
-        return redirect(url_for("review.review", film_id=film.id), 303)
+        flash(f"{film.title} is cancelled. Backers are refunded by the next round-close run.", "success")
+        return redirect(review_page, 303)
     flash("Say why the film is cancelled.", "error")
-    return redirect(url_for("review.review", film_id=film.id), 303)
+    return redirect(review_page, 303)
 
 
 @review_bp.route("/<int:film_id>/approve", methods=["POST"])
@@ -79,19 +72,16 @@ def approve(film_id: int) -> Any:
     film = services.film_by_id(db(), film_id)
     if not EmptyForm(prefix="approve").validate_on_submit():
         abort(400)
-    try:
-        approve_film(db(), film, user(), now=now())
-        db().commit()
-    except services.FilmChanged:
-        # Moved by someone else since this request read it: a 409 page says so.
-        db().rollback()
-        raise
-    except DomainError as exc:
-        db().rollback()
+
+    def refused(exc: DomainError) -> Any:
         flash(exc.message, "error")
         if exc.status_code == 403:  # not this admin's to approve: say so on the page, with the status
             return _review_page(services.film_by_id(db(), film_id), status=403)
-        return redirect(url_for("review.review", film_id=film.id), 303)
+        return redirect(url_for("review.review", film_id=film_id), 303)
+
+    # FilmChanged: moved by someone else since this request read it: a 409 page says so.
+    with on_error(respond=refused, passing=(services.FilmChanged,)):
+        approve_film(db(), film, user(), now=now())
     flash(f"{film.title} is open for funding.", "success")
     return redirect(url_for("review.queue"), 303)
 
@@ -101,18 +91,15 @@ def approve(film_id: int) -> Any:
 def send_back(film_id: int) -> Any:
     film = services.film_by_id(db(), film_id)
     form = SendBackForm(prefix="back")
+
+    def refused(exc: DomainError) -> Any:
+        flash(exc.message, "error")
+        return _review_page(film, form, 400)
+
     if form.validate_on_submit():
-        try:
+        # FilmChanged: moved by someone else since this request read it: a 409 page says so.
+        with on_error(respond=refused, passing=(services.FilmChanged,)):
             services.send_back(db(), film, user(), form.reason.data, now=now())
-            db().commit()
-        except services.FilmChanged:
-            # Moved by someone else since this request read it: a 409 page says so.
-            db().rollback()
-            raise
-        except DomainError as exc:
-            db().rollback()
-            flash(exc.message, "error")
-        else:
-            flash(f"{film.title} went back to the studio.", "success")
-            return redirect(url_for("review.queue"), 303)
+        flash(f"{film.title} went back to the studio.", "success")
+        return redirect(url_for("review.queue"), 303)
     return _review_page(film, form, 400)

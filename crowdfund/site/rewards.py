@@ -11,7 +11,7 @@ from wtforms.fields.choices import SelectChoice
 
 from config import BASE_DIR
 from crowdfund.accounts.models import Role
-from crowdfund.errors import Conflict, DomainError
+from crowdfund.errors import Conflict, DomainError, NotFound
 from crowdfund.films.services import studio_film
 from crowdfund.funding.queries import paid_units_of_backer
 from crowdfund.rewards import (
@@ -27,6 +27,7 @@ from crowdfund.site.extensions import rate_limit
 from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.forms.rewards import BookForm, CheckInForm, TierForm
 from crowdfund.site.studio_page import render_studio_film, screening_form
+from crowdfund.site.unit_of_work import on_error
 from crowdfund.site.web import db, now, role_required, user
 
 rewards_bp = Blueprint("rewards", __name__)
@@ -96,13 +97,8 @@ def book(ticket_id: int) -> Any:
     if not form.validate_on_submit():
         flash("Choose a screening.", "error")
         return _render_ticket(ticket, form, 400)
-    try:
+    with on_error(respond=lambda exc: _ticket_refused(ticket_id, exc)):
         bookings.book_ticket(db(), user(), ticket.id, form.screening_id.data, now=now())
-        db().commit()
-    except DomainError as exc:
-        db().rollback()
-        flash(exc.message, "error")
-        return _render_ticket(reward_tickets.own_ticket(db(), user(), ticket_id), status=exc.status_code)
     flash("Booked. Show this ticket's QR code at the door.", "success")
     return redirect(url_for("rewards.ticket_page", ticket_id=ticket.id), 303)
 
@@ -113,15 +109,16 @@ def unbook(ticket_id: int) -> Any:
     ticket = reward_tickets.own_ticket(db(), user(), ticket_id)
     if not EmptyForm(prefix="unbook").validate_on_submit():
         abort(400)
-    try:
+    with on_error(respond=lambda exc: _ticket_refused(ticket_id, exc)):
         bookings.cancel_booking(db(), user(), ticket.id, now=now())
-        db().commit()
-    except DomainError as exc:
-        db().rollback()
-        flash(exc.message, "error")
-        return _render_ticket(reward_tickets.own_ticket(db(), user(), ticket_id), status=exc.status_code)
     flash("Booking given up; your seat is free for someone else. Book another screening any time.", "success")
     return redirect(url_for("rewards.ticket_page", ticket_id=ticket.id), 303)
+
+
+def _ticket_refused(ticket_id: int, exc: DomainError) -> Any:
+    """The ticket's page again, read after the rollback, with the reason and the status."""
+    flash(exc.message, "error")
+    return _render_ticket(reward_tickets.own_ticket(db(), user(), ticket_id), status=exc.status_code)
 
 
 @rewards_bp.route("/tickets/<int:ticket_id>/qr.svg")
@@ -160,7 +157,9 @@ def _show_error(form: Any, exc: DomainError, field_name: str | None) -> None:
         flash(exc.message, "error")
 
 
-def _back_to_film(film_id: int) -> Any:
+def _back_to_film(film_id: int, refused: DomainError | None = None) -> Any:
+    if refused is not None:
+        flash(refused.message, "error")
     return redirect(url_for("studio.film_detail", film_id=film_id) + "#rewards", 303)
 
 
@@ -173,16 +172,16 @@ def _render_film(film: Any, **forms: Any) -> Any:
 def add_tier(film_id: int) -> Any:
     film = studio_film(db(), user(), film_id)
     form = TierForm(prefix="tier")
+
+    def refused(exc: DomainError) -> Any:
+        _show_error(form, exc, "min_stakes")
+        return _render_film(film, tier_form=form)
+
     if form.validate_on_submit():
-        try:
+        with on_error(respond=refused):
             tiers.add_tier(db(), film, TierInput(form.min_stakes.data, form.tickets.data, form.extras.data or ""))
-            db().commit()
-        except DomainError as exc:
-            db().rollback()
-            _show_error(form, exc, "min_stakes")
-        else:
-            flash("Tier added.", "success")
-            return _back_to_film(film.id)
+        flash("Tier added.", "success")
+        return _back_to_film(film.id)
     return _render_film(film, tier_form=form)
 
 
@@ -192,16 +191,9 @@ def delete_tier(film_id: int, tier_id: int) -> Any:
     film = studio_film(db(), user(), film_id)
     if not EmptyForm().validate_on_submit():
         abort(400)
-    try:
+    with on_error(respond=lambda exc: _back_to_film(film_id, exc), passing=(NotFound,)):
         tiers.remove_tier(db(), film, tier_id)
-        db().commit()
-    except DomainError as exc:
-        db().rollback()
-        if exc.status_code == 404:
-            raise
-        flash(exc.message, "error")
-    else:
-        flash("Tier removed.", "success")
+    flash("Tier removed.", "success")
     return _back_to_film(film.id)
 
 
@@ -210,16 +202,16 @@ def delete_tier(film_id: int, tier_id: int) -> Any:
 def schedule(film_id: int) -> Any:
     film = studio_film(db(), user(), film_id)
     form = screening_form(film)
+
+    def refused(exc: DomainError) -> Any:
+        _show_error(form, exc, exc.field)
+        return _render_film(film, screening_form=form)
+
     if form.validate_on_submit():
-        try:
+        with on_error(respond=refused):
             reward_screenings.schedule_screening(db(), film, form.to_input(film.timezone), now=now())
-            db().commit()
-        except DomainError as exc:
-            db().rollback()
-            _show_error(form, exc, exc.field)
-        else:
-            flash("Screening scheduled. Backers can book it now.", "success")
-            return _back_to_film(film.id)
+        flash("Screening scheduled. Backers can book it now.", "success")
+        return _back_to_film(film.id)
     return _render_film(film, screening_form=form)
 
 
@@ -244,13 +236,13 @@ def check_in(screening_id: int) -> Any:
         return _render_check_in(screening, form)
     if not form.validate_on_submit():
         return _render_check_in(screening, form, status=400)
-    try:
-        result = reward_check_in.redeem_ticket(db(), user(), screening, form.code.data, now=now())
-        db().commit()
-    except DomainError as exc:
-        db().rollback()
+
+    def refused(exc: DomainError) -> Any:
         form.code.errors = [exc.message]
         return _render_check_in(screening, form, status=exc.status_code)
+
+    with on_error(respond=refused):
+        result = reward_check_in.redeem_ticket(db(), user(), screening, form.code.data, now=now())
     # A fresh, empty form for the next person in the queue.
     return _render_check_in(screening, CheckInForm(formdata=None), result, 200 if result.admitted else 409)
 
@@ -260,20 +252,15 @@ def check_in(screening_id: int) -> Any:
 @role_required(Role.STUDIO)
 def check_in_json(screening_id: int) -> Any:
     """For door scanners logged in as studio staff; CSRF token in the X-CSRFToken header."""
-    try:
+    with on_error(respond=lambda exc: (jsonify(ok=False, result="not_found", message=exc.message), 404)):
         screening = reward_screenings.studio_screening(db(), user(), screening_id)
-    except DomainError as exc:
-        return jsonify(ok=False, result="not_found", message=exc.message), 404
     payload = request.get_json(silent=True)
     code = payload.get("code") if isinstance(payload, dict) else None
     if not isinstance(code, str) or not code.strip() or len(code) > 64:
         return jsonify(ok=False, result="bad_request",
                        message='Send JSON like {"code": "ABCDE-FGHJK-LMNPQ-RSTUV"}.'), 400
-    try:
+    with on_error(respond=lambda exc: (jsonify(ok=False, result="bad_request", message=exc.message),
+                                       exc.status_code)):
         result = reward_check_in.redeem_ticket(db(), user(), screening, code, now=now())
-        db().commit()
-    except DomainError as exc:
-        db().rollback()
-        return jsonify(ok=False, result="bad_request", message=exc.message), exc.status_code
     return jsonify(ok=result.admitted, result=result.result.value, message=result.message,
                    screening_id=screening.id), 200 if result.admitted else 409

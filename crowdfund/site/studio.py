@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import (
@@ -28,6 +29,7 @@ from crowdfund.reports.queries import backer_rows
 from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.forms.films import FilmForm
 from crowdfund.site.studio_page import render_studio_film
+from crowdfund.site.unit_of_work import on_error
 from crowdfund.site.web import db, now, role_required, stream_query, user
 
 studio_bp = Blueprint("studio", __name__, url_prefix="/studio")
@@ -61,6 +63,12 @@ def _apply_problems(form: FilmForm, exc: DomainError) -> None:
             flash(message, "error")
 
 
+def _refused(form: FilmForm, exc: DomainError, page: Callable[[], Any]) -> Any:
+    """The form again, with the service's problems beside their fields (after the rollback)."""
+    _apply_problems(form, exc)
+    return page()
+
+
 @studio_bp.errorhandler(413)
 def _upload_too_large(exc: Exception) -> Any:
     """A body over MAX_CONTENT_LENGTH is refused before it is read, so its fields
@@ -89,20 +97,19 @@ def _upload_too_large(exc: Exception) -> Any:
 @role_required(Role.STUDIO)
 def new_film() -> Any:
     form = FilmForm()
+
+    def page() -> Any:
+        return render_template("studio/film_form.html", form=form, film=None), 400 if form.errors else 200
+
     if form.validate_on_submit():
-        try:
+        with on_error(respond=lambda exc: _refused(form, exc, page)):
             film = services.create_film(
                 db(), user(), form.to_input(), poster=_poster_bytes(form),
                 poster_max_bytes=current_app.config["POSTER_MAX_BYTES"],
             )
-            db().commit()
-        except DomainError as exc:
-            db().rollback()
-            _apply_problems(form, exc)
-        else:
-            flash("Draft saved. Submit it for review when it is ready.", "success")
-            return redirect(url_for("studio.film_detail", film_id=film.id), 303)
-    return render_template("studio/film_form.html", form=form, film=None), 400 if form.errors else 200
+        flash("Draft saved. Submit it for review when it is ready.", "success")
+        return redirect(url_for("studio.film_detail", film_id=film.id), 303)
+    return page()
 
 
 @studio_bp.route("/films/<int:film_id>")
@@ -130,41 +137,34 @@ def edit_film(film_id: int) -> Any:
         flash("Only drafts can be edited.", "error")
         return redirect(url_for("studio.film_detail", film_id=film.id), 303)
     form = FilmForm()
+
+    def page() -> Any:
+        # After a refusal the film is read again: the draft as saved, not as the refused edit left it.
+        return render_template("studio/film_form.html", form=form, film=film), 400 if form.errors else 200
+
     if request.method == "GET":
         form.fill_from(film)
     elif form.validate_on_submit():
-        try:
+        with on_error(respond=lambda exc: _refused(form, exc, page)):
             services.update_film(
                 db(), film, form.to_input(), poster=_poster_bytes(form),
                 poster_max_bytes=current_app.config["POSTER_MAX_BYTES"],
             )
-            db().commit()
-        except DomainError as exc:
-            db().rollback()
-            _apply_problems(form, exc)
-        else:
-            flash("Draft saved.", "success")
-            return redirect(url_for("studio.film_detail", film_id=film.id), 303)
-    return render_template("studio/film_form.html", form=form, film=film), 400 if form.errors else 200
+        flash("Draft saved.", "success")
+        return redirect(url_for("studio.film_detail", film_id=film.id), 303)
+    return page()
 
 
 def _studio_action(film_id: int, action: Any, success: str) -> Any:
     film = services.studio_film(db(), user(), film_id)
     if not EmptyForm().validate_on_submit():
         abort(400)
-    try:
+    film_page = url_for("studio.film_detail", film_id=film.id)
+    # FilmChanged: moved by someone else since this request read it: a 409 page says so.
+    with on_error(redirect_to=film_page, passing=(services.FilmChanged,)):
         action(db(), film, user(), now=now())
-        db().commit()
-    except services.FilmChanged:
-        # Moved by someone else since this request read it: a 409 page says so.
-        db().rollback()
-        raise
-    except DomainError as exc:
-        db().rollback()
-        flash(exc.message, "error")
-    else:
-        flash(success, "success")
-    return redirect(url_for("studio.film_detail", film_id=film.id), 303)
+    flash(success, "success")
+    return redirect(film_page, 303)
 
 
 @studio_bp.route("/films/<int:film_id>/submit", methods=["POST"])

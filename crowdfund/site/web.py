@@ -13,6 +13,7 @@ from flask_login import current_user
 from sqlalchemy.orm import Session
 
 from crowdfund.app_services import AppServices
+from crowdfund.site import unit_of_work
 from crowdfund.site.extensions import login_manager
 
 if TYPE_CHECKING:  # the views hand the adapter to the workflows; they never call it themselves
@@ -33,7 +34,7 @@ def app_services(app: Flask | None = None) -> AppServices:
 
 
 def db() -> Session:
-    """The request's session; closed (and rolled back if uncommitted) at teardown."""
+    """The request's session; its unit of work (site/unit_of_work.py) commits it, teardown closes it."""
     if "db_session" not in g:
         g.db_session = app_services().sessions()
     return g.db_session
@@ -41,9 +42,9 @@ def db() -> Session:
 
 def stream_query(query: Callable[..., Iterator[Any]], *args: Any) -> Iterator[Any]:
     """Rows for a streamed response, read through a session of their own that
-    closes when the stream ends or the client goes away. The request's own
-    session is closed at once: a stream can outlive the request."""
-    db().close()
+    closes when the stream ends or the client goes away. The request's unit of
+    work ends at once (committed, its session closed): a stream can outlive the request."""
+    unit_of_work.finish()
     services = app_services()
     sessionmaker = services.sessions
     read_only = services.engine.execution_options(sqlite_begin="DEFERRED")

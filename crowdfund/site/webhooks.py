@@ -7,6 +7,7 @@ from flask import Blueprint, request
 
 from crowdfund.errors import GatewayError, InvalidWebhook
 from crowdfund.site.extensions import csrf, rate_limit
+from crowdfund.site.unit_of_work import on_error
 from crowdfund.site.web import db, gateway, now
 from crowdfund.workflows.stripe_events import handle_webhook
 
@@ -32,13 +33,15 @@ def webhook() -> Any:
     except InvalidWebhook as exc:
         log.warning("refused webhook: %s", exc)
         return {"error": "invalid signature"}, 400
-    try:
-        result = handle_webhook(db(), event, gateway(), now=now())
-    except GatewayError as exc:
+
+    def deferred(exc: GatewayError) -> Any:
         # Stripe could not be asked about the payment: it sends the event again.
-        db().rollback()
         log.warning("webhook %s deferred: %s", event.id, exc.detail or exc)
         return {"error": "try again later"}, 503
+
+    # handle_webhook commits its own steps around the calls to Stripe.
+    with on_error(GatewayError, respond=deferred):
+        result = handle_webhook(db(), event, gateway(), now=now())
     return {"received": True, "result": result}, 200
 
 
