@@ -278,6 +278,8 @@ def run_dying(app: Flask, *args: str) -> int:
     result = subprocess.run([sys.executable, "-m", "tests.faults.die_midway", json.dumps(config), *args],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                             timeout=120)
+    if result.returncode != 17:  # not the planned death: show why (pytest prints it with the failure)
+        print(f"die_midway {args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result.returncode
 
 

@@ -16,11 +16,13 @@ from sqlalchemy import event, func, select, update
 
 from crowdfund.accounts.models import RememberToken, User
 from crowdfund.films.states import FilmState
-from crowdfund.funding import services as funding_services
+from crowdfund.funding import holds
+from crowdfund.funding.hold_statement import DuplicateRequest
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order
-from crowdfund.rewards import services as rewards_services
+from crowdfund.rewards import screenings
 from crowdfund.rewards.models import CheckInAttempt
 from crowdfund.site.unit_of_work import MARK, unit_of_work
+from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, hold, make_film, make_studio_user, make_user
 from tests.rewards_factories import add_screening
@@ -35,7 +37,7 @@ class Statements:
 @contextmanager
 def watching(app: Flask) -> Iterator[Statements]:
     """What the app sends to the database meanwhile: each COMMIT, and the SQL."""
-    engine = app.extensions["crowdfund.engine"]
+    engine = app_services(app).engine
     seen = Statements()
 
     def on_commit(_conn) -> None:  # type: ignore[no-untyped-def]
@@ -156,7 +158,7 @@ def test_an_unexpected_error_after_the_service_writes_nothing(client: Client, db
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("a bug while the page is rendered")
 
-    monkeypatch.setattr(rewards_services, "screening_attendance", broken)
+    monkeypatch.setattr(screenings, "screening_attendance", broken)
     monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)
     with watching(app) as seen:
         response = client.post(f"/studio/screenings/{screening.id}/check-in",
@@ -212,9 +214,9 @@ def test_a_duplicate_hold_is_answered_after_the_rollback(client: Client, db: Che
     def loses_the_race(session, *_args: object, **_kwargs: object) -> None:  # type: ignore[no-untyped-def]
         session.execute(update(FilmInventory).where(FilmInventory.film_id == film.id)
                         .values(held=FilmInventory.held + 7))
-        raise funding_services.DuplicateRequest()
+        raise DuplicateRequest()
 
-    monkeypatch.setattr(funding_services, "hold_stakes", loses_the_race)
+    monkeypatch.setattr(holds, "hold_stakes", loses_the_race)
     response = client.post_form(f"/films/{film.slug}/hold", {"units": "2", "key": key})
     assert response.status_code == 303
     if expected == "checkout":
