@@ -10,12 +10,13 @@ import threading
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
@@ -161,9 +162,6 @@ def clock(app: Flask) -> Iterator[Clock]:
 
 
 def _truncate(app: Flask) -> None:
-    # The app may keep a film's hold terms by slug (films are never deleted in
-    # the app; here they are, and the next test reuses their slugs).
-    app.extensions["crowdfund.sessionmaker"].kw["info"]["hold_terms_cache"].clear()
     engine = app.extensions["crowdfund.engine"]
     tables = [t.name for t in reversed(metadata.sorted_tables)]
     with engine.begin() as conn:
@@ -176,12 +174,87 @@ def _truncate(app: Flask) -> None:
                 conn.execute(text(f'DELETE FROM "{table}"'))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A live server answers from its own thread, on its own connection: it
+    # sees only what was committed.
+    for item in items:
+        if "live_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.committing)
+
+
+class TestTransaction:
+    """One connection inside one transaction for the whole test. Every session
+    the app (and the `db` fixture) opens joins it with a SAVEPOINT of its own
+    (SQLAlchemy's join_transaction_mode="create_savepoint"): a session's commit
+    releases its savepoint, its rollback goes back to it, and the end of the
+    test rolls the whole transaction back. On SQLite this relies on the app's
+    engine emitting BEGIN itself (pysqlite's own transaction handling off, see
+    crowdfund/db.py), the documented workaround that makes SAVEPOINT work.
+
+    Savepoints on one connection nest, so sessions must end in the reverse
+    order they began: before any other session begins, the `db` fixture's
+    session ends its transaction (commits what it wrote), as the app would only
+    have seen committed rows anyway.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.engine = app.extensions["crowdfund.engine"]
+        self.connection = self.engine.connect()
+        self.transaction = self.connection.begin()
+        self.check_session: Session | None = None
+        self._sessions = app.extensions["crowdfund.sessionmaker"]
+        self._saved_kw = dict(self._sessions.kw)
+        self._sessions.configure(bind=self.connection, join_transaction_mode="create_savepoint")
+        event.listen(self._sessions, "after_transaction_create", self._before_other_session)
+        # The two places the app binds a session to the engine itself (the mail
+        # outbox's reader and writer, streamed exports) use the connection too.
+        self._delivery = app.extensions.get("crowdfund.mail_delivery")
+        if self._delivery is not None:
+            self._saved_delivery = (self._delivery._reader, self._delivery._writer)
+            self._delivery._reader = self._delivery._writer = self.connection
+        app.extensions["crowdfund.engine"] = self.connection
+
+    def _before_other_session(self, session: Session, transaction: Any) -> None:
+        check = self.check_session
+        if transaction.parent is None and session is not check and check is not None and check.in_transaction():
+            check.commit()
+
+    def close(self) -> None:
+        self.app.extensions["crowdfund.engine"] = self.engine
+        if self._delivery is not None:
+            self._delivery._reader, self._delivery._writer = self._saved_delivery
+        event.remove(self._sessions, "after_transaction_create", self._before_other_session)
+        self._sessions.kw.clear()
+        self._sessions.kw.update(self._saved_kw)
+        if self.transaction.is_active:
+            self.transaction.rollback()
+        self.connection.close()
+
+
 @pytest.fixture(autouse=True)
-def clean_database(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every test that touches the app starts from empty tables."""
-    yield
-    if "app" in request.fixturenames:
-        _truncate(request.getfixturevalue("app"))
+def isolation(request: pytest.FixtureRequest) -> Iterator[TestTransaction | None]:
+    """Every test that touches the app starts from empty tables and leaves
+    them empty. By default it runs inside one transaction that is rolled back
+    at the end (`TestTransaction`). Tests marked `committing` (threads,
+    subprocesses, a live server, other connections: they see only what is
+    committed) commit for real, and the tables are emptied after them."""
+    if "app" not in request.fixturenames:
+        yield None
+        return
+    app: Flask = request.getfixturevalue("app")
+    # The app may keep a film's hold terms by slug (films are never deleted in
+    # the app; here they are, and the next test reuses their slugs).
+    app.extensions["crowdfund.sessionmaker"].kw["info"]["hold_terms_cache"].clear()
+    if request.node.get_closest_marker("committing"):
+        yield None
+        app.extensions["crowdfund.sessionmaker"].kw["info"]["hold_terms_cache"].clear()
+        _truncate(app)
+        return
+    outer = TestTransaction(app)
+    yield outer
+    app.extensions["crowdfund.sessionmaker"].kw["info"]["hold_terms_cache"].clear()
+    outer.close()
 
 
 class CheckSession(Session):
@@ -192,12 +265,18 @@ class CheckSession(Session):
 
 
 @pytest.fixture
-def db(app: Flask) -> Iterator[CheckSession]:
+def db(app: Flask, isolation: TestTransaction | None) -> Iterator[CheckSession]:
     """A session for arranging and checking data. Writes must be committed
     before the app sees them; call `db.reread()` to see what the app wrote."""
     token = sqlite_begin_mode.set("DEFERRED")
-    session = CheckSession(bind=app.extensions["crowdfund.engine"], expire_on_commit=False,
-                           info=dict(app.extensions["crowdfund.sessionmaker"].kw["info"]))
+    if isolation is None:
+        session = CheckSession(bind=app.extensions["crowdfund.engine"], expire_on_commit=False,
+                               info=dict(app.extensions["crowdfund.sessionmaker"].kw["info"]))
+    else:
+        session = CheckSession(bind=isolation.connection, expire_on_commit=False,
+                               join_transaction_mode="create_savepoint",
+                               info=dict(app.extensions["crowdfund.sessionmaker"].kw["info"]))
+        isolation.check_session = session
     yield session
     session.close()
     sqlite_begin_mode.reset(token)
