@@ -9,6 +9,7 @@ import socket
 import threading
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from pathlib import Path
@@ -280,6 +281,39 @@ def db(app: Flask, isolation: TestTransaction | None) -> Iterator[CheckSession]:
     yield session
     session.close()
     sqlite_begin_mode.reset(token)
+
+
+class Statements:
+    """The SQL statements the app sends while `counting()` is open, as the
+    database receives them (before_cursor_execute on the app's engine, or on
+    the test's connection). Transaction control is left out (BEGIN, SAVEPOINT,
+    RELEASE, ROLLBACK TO: COMMIT never goes through a cursor), so a count is
+    the same whether the test rolls back or commits."""
+
+    _CONTROL = ("BEGIN", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self.seen: list[str] = []
+
+    def _record(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not statement.lstrip().upper().startswith(self._CONTROL):
+            self.seen.append(statement)
+
+    @contextmanager
+    def counting(self) -> Iterator[list[str]]:
+        self.seen = []
+        event.listen(self._target, "before_cursor_execute", self._record)
+        try:
+            yield self.seen
+        finally:
+            event.remove(self._target, "before_cursor_execute", self._record)
+
+
+@pytest.fixture
+def statements(app: Flask) -> Statements:
+    """`with statements.counting() as seen:` lists the SQL the app runs meanwhile."""
+    return Statements(app.extensions["crowdfund.engine"])
 
 
 _CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"')
