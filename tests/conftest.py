@@ -183,7 +183,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.committing)
 
 
-class TestTransaction:
+class RolledBackTransaction:
     """One connection inside one transaction for the whole test. Every session
     the app (and the `db` fixture) opens joins it with a SAVEPOINT of its own
     (SQLAlchemy's join_transaction_mode="create_savepoint"): a session's commit
@@ -194,8 +194,16 @@ class TestTransaction:
 
     Savepoints on one connection nest, so sessions must end in the reverse
     order they began: before any other session begins, the `db` fixture's
-    session ends its transaction (commits what it wrote), as the app would only
-    have seen committed rows anyway.
+    session ends its transaction (commits what it wrote). Otherwise a later
+    `db.rollback()` would go back to a savepoint from before the app's work and
+    undo it. (The one difference from separate connections: rows `db` flushed
+    but did not commit stay, where a later rollback would drop them.) Sessions
+    the app or a test opens one inside another must end innermost first; the
+    tests that interleave them are marked `committing`.
+
+    The app binds sessions to its engine in two more places (the mail outbox's
+    reader and writer, streamed exports, through the "crowdfund.engine"
+    extension): both are pointed at the connection for the test.
     """
 
     def __init__(self, app: Flask) -> None:
@@ -208,8 +216,6 @@ class TestTransaction:
         self._saved_kw = dict(self._sessions.kw)
         self._sessions.configure(bind=self.connection, join_transaction_mode="create_savepoint")
         event.listen(self._sessions, "after_transaction_create", self._before_other_session)
-        # The two places the app binds a session to the engine itself (the mail
-        # outbox's reader and writer, streamed exports) use the connection too.
         self._delivery = app.extensions.get("crowdfund.mail_delivery")
         if self._delivery is not None:
             self._saved_delivery = (self._delivery._reader, self._delivery._writer)
@@ -234,10 +240,10 @@ class TestTransaction:
 
 
 @pytest.fixture(autouse=True)
-def isolation(request: pytest.FixtureRequest) -> Iterator[TestTransaction | None]:
+def isolation(request: pytest.FixtureRequest) -> Iterator[RolledBackTransaction | None]:
     """Every test that touches the app starts from empty tables and leaves
     them empty. By default it runs inside one transaction that is rolled back
-    at the end (`TestTransaction`). Tests marked `committing` (threads,
+    at the end (`RolledBackTransaction`). Tests marked `committing` (threads,
     subprocesses, a live server, other connections: they see only what is
     committed) commit for real, and the tables are emptied after them."""
     if "app" not in request.fixturenames:
@@ -252,7 +258,7 @@ def isolation(request: pytest.FixtureRequest) -> Iterator[TestTransaction | None
         app.extensions["crowdfund.sessionmaker"].kw["info"]["hold_terms_cache"].clear()
         _truncate(app)
         return
-    outer = TestTransaction(app)
+    outer = RolledBackTransaction(app)
     yield outer
     app.extensions["crowdfund.sessionmaker"].kw["info"]["hold_terms_cache"].clear()
     outer.close()
@@ -266,7 +272,7 @@ class CheckSession(Session):
 
 
 @pytest.fixture
-def db(app: Flask, isolation: TestTransaction | None) -> Iterator[CheckSession]:
+def db(app: Flask, isolation: RolledBackTransaction | None) -> Iterator[CheckSession]:
     """A session for arranging and checking data. Writes must be committed
     before the app sees them; call `db.reread()` to see what the app wrote."""
     token = sqlite_begin_mode.set("DEFERRED")

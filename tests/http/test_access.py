@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from crowdfund.accounts.models import Role
 from crowdfund.films.states import FilmState
 from tests.conftest import Client
-from tests.factories import PASSWORD, make_film, make_studio_user, make_user
+from tests.factories import PASSWORD, hold, make_film, make_studio_user, make_user
+from tests.rewards_factories import add_screening, give_ticket
 
 PUBLIC_ENDPOINTS = {
     "static", "catalogue.home", "catalogue.films", "catalogue.film_page", "catalogue.stored_file",
@@ -25,13 +26,13 @@ PUBLIC_ENDPOINTS = {
 }
 #: Public endpoints that only take a POST carrying the caller's own credentials.
 ALL_ROLES = {"fan", "studio", "finance", "admin"}
-#: An id no row has (the world below makes no tickets, statements, reports, runs, screenings,
-#: tiers or e-mails).
+#: An id no row has (the world below makes no statements, reports, runs, tiers or e-mails).
 NO_SUCH_ID = 999_999
 
-#: What each role gets on each GET page it may open, in the world below (which
-#: has a film, its studio and one user per role, and no order, ticket, statement,
-#: report, run or screening: those pages are 404). A redirect names its target.
+#: What each role gets on each GET page it may open, in the world below (a draft
+#: film, its studio, one user per role, the fan's hold and ticket of an open film,
+#: a screening of it, and no statement, report or run: those pages are 404). A
+#: redirect names its target.
 EXPECTED_PAGES: dict[str, dict[str, int | str]] = {
     "admin": {
         "accounts.my_account": 200,
@@ -51,13 +52,13 @@ EXPECTED_PAGES: dict[str, dict[str, int | str]] = {
     "fan": {
         "accounts.my_account": 200,
         "accounts.home": "/portfolio",
-        "funding.checkout": 404,
-        "funding.order_page": 404,
+        "funding.checkout": 200,
+        "funding.order_page": 200,
         "funding.portfolio_page": 200,
         "rewards.my_tickets": 200,
-        "rewards.ticket_page": 404,
-        "rewards.ticket_qr": 404,
-        "rewards.ticket_pdf": 404,
+        "rewards.ticket_page": 200,
+        "rewards.ticket_qr": 200,
+        "rewards.ticket_pdf": 200,
         "payouts.statements": 200,
         "payouts.statement": 404,
         "payouts.statement_pdf": 404,
@@ -84,7 +85,7 @@ EXPECTED_PAGES: dict[str, dict[str, int | str]] = {
         "studio.film_detail": 200,
         "studio.backers_csv": 200,
         "studio.edit_film": 200,
-        "rewards.check_in": 404,
+        "rewards.check_in": 200,
         "payouts.studio_reports": 200,
         "payouts.report_file": 404,
     },
@@ -123,9 +124,15 @@ def world(db: Session) -> dict[str, object]:
         "finance": make_user(db, roles=(Role.FINANCE,)),
         "admin": make_user(db, roles=(Role.ADMIN,)),
     }
-    return {"users": users, "ids": {"film_id": film.id, "user_id": users["fan"].id, "slug": film.slug, "reference": "RS-NOSUCHORDER",
-                                       **{name: NO_SUCH_ID for name in ("ticket_id", "statement_id", "report_id", "run_id",
-                                                                        "screening_id", "tier_id", "email_id")}}}
+    # The fan's own hold and ticket, and a screening of the studio's film: their pages open.
+    open_film = make_film(db, studio, FilmState.FUNDING, title="Access Open Film")
+    order = hold(db, users["fan"], open_film, 1)
+    ticket = give_ticket(db, open_film, users["fan"])
+    screening = add_screening(db, open_film)
+    ids = {"film_id": film.id, "user_id": users["fan"].id, "slug": film.slug, "reference": order.reference,
+           "ticket_id": ticket.id, "screening_id": screening.id}
+    ids.update({name: NO_SUCH_ID for name in ("statement_id", "report_id", "run_id", "tier_id", "email_id")})
+    return {"users": users, "ids": ids}
 
 
 def test_every_route_is_public_or_protected(app: Flask) -> None:
