@@ -177,9 +177,10 @@ def _truncate(app: Flask) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # A live server answers from its own thread, on its own connection: it
-    # sees only what was committed.
+    # sees only what was committed. Browser tests all drive one (some ask for
+    # it by name at run time, which collection cannot see).
     for item in items:
-        if "live_server" in getattr(item, "fixturenames", ()):
+        if "live_server" in getattr(item, "fixturenames", ()) or item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.committing)
 
 
@@ -211,6 +212,10 @@ class RolledBackTransaction:
         self.engine = app.extensions["crowdfund.engine"]
         self.connection = self.engine.connect()
         self.transaction = self.connection.begin()
+        # One connection serves one thread: a thread (a live server, a race) in a
+        # test that rolls back fails at once instead of sharing it by chance.
+        self._thread = threading.get_ident()
+        event.listen(self.connection, "before_cursor_execute", self._same_thread)
         self.check_session: Session | None = None
         self._sessions = app.extensions["crowdfund.sessionmaker"]
         self._saved_kw = dict(self._sessions.kw)
@@ -221,6 +226,11 @@ class RolledBackTransaction:
             self._saved_delivery = (self._delivery._reader, self._delivery._writer)
             self._delivery._reader = self._delivery._writer = self.connection
         app.extensions["crowdfund.engine"] = self.connection
+
+    def _same_thread(self, *_args: Any) -> None:
+        if threading.get_ident() != self._thread:
+            raise RuntimeError("another thread used the connection of a test that rolls back: "
+                               "mark the test @pytest.mark.committing")
 
     def _before_other_session(self, session: Session, transaction: Any) -> None:
         check = self.check_session

@@ -17,7 +17,7 @@ def test_single_head() -> None:
     assert len(script.get_heads()) == 1
 
 
-@pytest.mark.committing
+@pytest.mark.committing  # compares through the engine itself (a connection of its own)
 def test_migrated_schema_matches_models(app: Flask) -> None:
     engine = app.extensions["crowdfund.engine"]
     with engine.connect() as conn:

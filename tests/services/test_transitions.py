@@ -326,7 +326,7 @@ def test_of_two_stale_movers_exactly_one_wins(db: CheckSession, app: Flask, mach
     check_one_winner(db, race, run_stale(app, race))
 
 
-@pytest.mark.committing
+@pytest.mark.committing  # a thread on a connection of its own
 @pytest.mark.postgres_only
 @pytest.mark.skipif(not POSTGRES, reason="needs row locks (PostgreSQL)")
 @pytest.mark.parametrize("machine", list(RACES))
