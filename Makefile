@@ -30,8 +30,20 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
+# Chromium for the browser tests, with Pango and fonts for WeasyPrint's PDFs. Where
+# /usr/bin/chromium is missing it is installed when this user may (root, with
+# apt-get); otherwise the run stops at once with one line naming the command.
+CHROMIUM := /usr/bin/chromium
+BROWSER_PACKAGES := chromium fonts-dejavu-core libpango-1.0-0 libpangoft2-1.0-0
+APT_MAY := $(and $(filter 0,$(shell id -u)),$(shell command -v apt-get))
+
+browser:
+	$(if $(wildcard $(CHROMIUM)),@true,$(if $(APT_MAY),DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y $(BROWSER_PACKAGES),$(error \
+		$(CHROMIUM) is missing; install it with: sudo apt-get install -y $(BROWSER_PACKAGES))))
+
 # The linters, then the whole suite on SQLite, then on PostgreSQL when TEST_DATABASE_URL is set.
-test: install lint
+test: browser install lint
 	env -u TEST_DATABASE_URL $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 	@if [ -n "$$TEST_DATABASE_URL" ]; then \
 		echo "== again on PostgreSQL: $$TEST_DATABASE_URL"; \

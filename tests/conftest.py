@@ -4,18 +4,21 @@ app, a test client with a real CSRF flow, and a clean database for each test.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
@@ -177,12 +180,102 @@ def _truncate(app: Flask) -> None:
                 conn.execute(text(f'DELETE FROM "{table}"'))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A live server answers from its own thread, on its own connection: it
+    # sees only what was committed. Browser tests all drive one (some ask for
+    # it by name at run time, which collection cannot see).
+    for item in items:
+        if "live_server" in getattr(item, "fixturenames", ()) or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.committing)
+
+
+class RolledBackTransaction:
+    """One connection inside one transaction for the whole test. Every session
+    the app (and the `db` fixture) opens joins it with a SAVEPOINT of its own
+    (SQLAlchemy's join_transaction_mode="create_savepoint"): a session's commit
+    releases its savepoint, its rollback goes back to it, and the end of the
+    test rolls the whole transaction back. On SQLite this relies on the app's
+    engine emitting BEGIN itself (pysqlite's own transaction handling off, see
+    crowdfund/db.py), the documented workaround that makes SAVEPOINT work.
+
+    Savepoints on one connection nest, so sessions must end in the reverse
+    order they began: before any other session begins, the `db` fixture's
+    session ends its transaction (commits what it wrote). Otherwise a later
+    `db.rollback()` would go back to a savepoint from before the app's work and
+    undo it. (The one difference from separate connections: rows `db` flushed
+    but did not commit stay, where a later rollback would drop them.) Sessions
+    the app or a test opens one inside another must end innermost first; the
+    tests that interleave them are marked `committing`.
+
+    The app binds sessions to its engine in two more places (the mail outbox's
+    reader and writer, streamed exports, through AppServices.engine): both are
+    pointed at the connection for the test (a copy of the app's services).
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.services = app_services(app)
+        self.engine = self.services.engine
+        self.connection = self.engine.connect()
+        self.transaction = self.connection.begin()
+        # One connection serves one thread: a thread (a live server, a race) in a
+        # test that rolls back fails at once instead of sharing it by chance.
+        self._thread = threading.get_ident()
+        event.listen(self.connection, "before_cursor_execute", self._same_thread)
+        self.check_session: Session | None = None
+        self._sessions = self.services.sessions
+        self._saved_kw = dict(self._sessions.kw)
+        self._sessions.configure(bind=self.connection, join_transaction_mode="create_savepoint")
+        event.listen(self._sessions, "after_transaction_create", self._before_other_session)
+        self._delivery = self.services.mail_delivery
+        self._saved_delivery = (self._delivery._reader, self._delivery._writer)
+        self._delivery._reader = self._delivery._writer = self.connection
+        install_services(app, dataclasses.replace(self.services, engine=self.connection))
+
+    def _same_thread(self, *_args: Any) -> None:
+        if threading.get_ident() != self._thread:
+            raise RuntimeError("another thread used the connection of a test that rolls back: "
+                               "mark the test @pytest.mark.committing")
+
+    def _before_other_session(self, session: Session, transaction: Any) -> None:
+        check = self.check_session
+        if transaction.parent is None and session is not check and check is not None and check.in_transaction():
+            check.commit()
+
+    def close(self) -> None:
+        install_services(self.app, self.services)
+        self._delivery._reader, self._delivery._writer = self._saved_delivery
+        event.remove(self._sessions, "after_transaction_create", self._before_other_session)
+        self._sessions.kw.clear()
+        self._sessions.kw.update(self._saved_kw)
+        if self.transaction.is_active:
+            self.transaction.rollback()
+        self.connection.close()
+
+
 @pytest.fixture(autouse=True)
-def clean_database(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every test that touches the app starts from empty tables."""
-    yield
-    if "app" in request.fixturenames:
-        _truncate(request.getfixturevalue("app"))
+def isolation(request: pytest.FixtureRequest) -> Iterator[RolledBackTransaction | None]:
+    """Every test that touches the app starts from empty tables and leaves
+    them empty. By default it runs inside one transaction that is rolled back
+    at the end (`RolledBackTransaction`). Tests marked `committing` (threads,
+    subprocesses, a live server, other connections: they see only what is
+    committed) commit for real, and the tables are emptied after them."""
+    if "app" not in request.fixturenames:
+        yield None
+        return
+    app: Flask = request.getfixturevalue("app")
+    # The app may keep a film's hold terms by slug (films are never deleted in
+    # the app; here they are, and the next test reuses their slugs).
+    app_services(app).hold_terms_cache.clear()
+    if request.node.get_closest_marker("committing"):
+        yield None
+        app_services(app).hold_terms_cache.clear()
+        _truncate(app)
+        return
+    outer = RolledBackTransaction(app)
+    yield outer
+    app_services(app).hold_terms_cache.clear()
+    outer.close()
 
 
 class CheckSession(Session):
@@ -193,15 +286,54 @@ class CheckSession(Session):
 
 
 @pytest.fixture
-def db(app: Flask) -> Iterator[CheckSession]:
+def db(app: Flask, isolation: RolledBackTransaction | None) -> Iterator[CheckSession]:
     """A session for arranging and checking data. Writes must be committed
     before the app sees them; call `db.reread()` to see what the app wrote."""
     token = sqlite_begin_mode.set("DEFERRED")
-    session = CheckSession(bind=app_services(app).engine, expire_on_commit=False,
-                           info={SERVICES_KEY: app_services(app)})
+    if isolation is None:
+        session = CheckSession(bind=app_services(app).engine, expire_on_commit=False,
+                               info={SERVICES_KEY: app_services(app)})
+    else:
+        session = CheckSession(bind=isolation.connection, expire_on_commit=False,
+                               join_transaction_mode="create_savepoint",
+                               info={SERVICES_KEY: app_services(app)})
+        isolation.check_session = session
     yield session
     session.close()
     sqlite_begin_mode.reset(token)
+
+
+class Statements:
+    """The SQL statements the app sends while `counting()` is open, as the
+    database receives them (before_cursor_execute on the app's engine, or on
+    the test's connection). Transaction control is left out (BEGIN, SAVEPOINT,
+    RELEASE, ROLLBACK TO: COMMIT never goes through a cursor), so a count is
+    the same whether the test rolls back or commits."""
+
+    _CONTROL = ("BEGIN", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self.seen: list[str] = []
+
+    def _record(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not statement.lstrip().upper().startswith(self._CONTROL):
+            self.seen.append(statement)
+
+    @contextmanager
+    def counting(self) -> Iterator[list[str]]:
+        self.seen = []
+        event.listen(self._target, "before_cursor_execute", self._record)
+        try:
+            yield self.seen
+        finally:
+            event.remove(self._target, "before_cursor_execute", self._record)
+
+
+@pytest.fixture
+def statements(app: Flask) -> Statements:
+    """`with statements.counting() as seen:` lists the SQL the app runs meanwhile."""
+    return Statements(app_services(app).engine)
 
 
 _CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"')

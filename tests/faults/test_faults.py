@@ -38,6 +38,9 @@ from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client
 from tests.factories import GOOD_CARD, PASSWORD, buy, hold, make_film, make_studio_user, make_user
 
+# Subprocesses, other app instances and killed connections: only committed rows are seen.
+pytestmark = pytest.mark.committing
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

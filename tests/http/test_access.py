@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from crowdfund.accounts.models import Role
 from crowdfund.films.states import FilmState
 from tests.conftest import Client
-from tests.factories import PASSWORD, make_film, make_studio_user, make_user
+from tests.factories import PASSWORD, hold, make_film, make_studio_user, make_user
+from tests.rewards_factories import add_screening, give_ticket
 
 PUBLIC_ENDPOINTS = {
     "static", "catalogue.home", "catalogue.films", "catalogue.film_page", "catalogue.stored_file",
@@ -25,6 +26,70 @@ PUBLIC_ENDPOINTS = {
 }
 #: Public endpoints that only take a POST carrying the caller's own credentials.
 ALL_ROLES = {"fan", "studio", "finance", "admin"}
+#: An id no row has (the world below makes no statements, reports, runs, tiers or e-mails).
+NO_SUCH_ID = 999_999
+
+#: What each role gets on each GET page it may open, in the world below (a draft
+#: film, its studio, one user per role, the fan's hold and ticket of an open film,
+#: a screening of it, and no statement, report or run: those pages are 404). A
+#: redirect names its target.
+EXPECTED_PAGES: dict[str, dict[str, int | str]] = {
+    "admin": {
+        "accounts.my_account": 200,
+        "accounts.home": "/admin/",
+        "admin.dashboard": 200,
+        "admin.users": 200,
+        "admin.user_detail": 200,
+        "admin.studios": 200,
+        "admin.audit_log": 200,
+        "review.queue": 200,
+        "review.review": 200,
+        "finance.dashboard": 200,
+        "finance.film_money_page": 200,
+        "finance.reconciliation_page": 200,
+        "mail_admin.failed": 200,
+    },
+    "fan": {
+        "accounts.my_account": 200,
+        "accounts.home": "/portfolio",
+        "funding.checkout": 200,
+        "funding.order_page": 200,
+        "funding.portfolio_page": 200,
+        "rewards.my_tickets": 200,
+        "rewards.ticket_page": 200,
+        "rewards.ticket_qr": 200,
+        "rewards.ticket_pdf": 200,
+        "payouts.statements": 200,
+        "payouts.statement": 404,
+        "payouts.statement_pdf": 404,
+    },
+    "finance": {
+        "accounts.my_account": 200,
+        "accounts.home": "/finance/",
+        "finance.dashboard": 200,
+        "finance.film_money_page": 200,
+        "finance.reconciliation_page": 200,
+        "payouts.report_file": 404,
+        "payouts.finance_reports": 200,
+        "payouts.finance_report": 404,
+        "payouts.finance_run": 404,
+        "payouts.export_csv": 404,
+        "payouts.export_xlsx": 404,
+        "payouts.ledger_export": 200,
+    },
+    "studio": {
+        "accounts.my_account": 200,
+        "accounts.home": "/studio/",
+        "studio.dashboard": 200,
+        "studio.new_film": 200,
+        "studio.film_detail": 200,
+        "studio.backers_csv": 200,
+        "studio.edit_film": 200,
+        "rewards.check_in": 200,
+        "payouts.studio_reports": 200,
+        "payouts.report_file": 404,
+    },
+}
 
 
 def _protected_rules(app: Flask) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -42,7 +107,7 @@ def _protected_rules(app: Flask) -> list[tuple[str, str, tuple[str, ...]]]:
 
 def _url(app: Flask, endpoint: str, ids: dict[str, object]) -> str:
     rule = next(r for r in app.url_map.iter_rules() if r.endpoint == endpoint)
-    values = {arg: ids.get(arg, 1) for arg in rule.arguments}
+    values = {arg: ids[arg] for arg in rule.arguments}
     with app.test_request_context():
         from flask import url_for
 
@@ -59,7 +124,15 @@ def world(db: Session) -> dict[str, object]:
         "finance": make_user(db, roles=(Role.FINANCE,)),
         "admin": make_user(db, roles=(Role.ADMIN,)),
     }
-    return {"users": users, "ids": {"film_id": film.id, "user_id": users["fan"].id, "slug": film.slug, "reference": "RS-NOSUCHORDER"}}
+    # The fan's own hold and ticket, and a screening of the studio's film: their pages open.
+    open_film = make_film(db, studio, FilmState.FUNDING, title="Access Open Film")
+    order = hold(db, users["fan"], open_film, 1)
+    ticket = give_ticket(db, open_film, users["fan"])
+    screening = add_screening(db, open_film)
+    ids = {"film_id": film.id, "user_id": users["fan"].id, "slug": film.slug, "reference": order.reference,
+           "ticket_id": ticket.id, "screening_id": screening.id}
+    ids.update({name: NO_SUCH_ID for name in ("statement_id", "report_id", "run_id", "tier_id", "email_id")})
+    return {"users": users, "ids": ids}
 
 
 def test_every_route_is_public_or_protected(app: Flask) -> None:
@@ -91,10 +164,12 @@ def test_users_without_the_role_get_403(app: Flask, client: Client, world: dict,
 @pytest.mark.parametrize("kind", sorted(ALL_ROLES))
 def test_users_with_the_role_get_their_pages(app: Flask, client: Client, world: dict, kind: str) -> None:
     client.login(world["users"][kind].email, PASSWORD)
+    got: dict[str, int | str] = {}
     for endpoint, method, roles in _protected_rules(app):
         if method != "GET" or (roles and kind not in roles):
             continue
         response = client.get(_url(app, endpoint, world["ids"]))
         response.get_data()  # run streamed bodies to the end, as a server would
         response.close()
-        assert response.status_code in (200, 302, 404), f"{kind} on {endpoint}: {response.status_code}"
+        got[endpoint] = response.headers["Location"] if response.status_code == 302 else response.status_code
+    assert got == EXPECTED_PAGES[kind]

@@ -76,6 +76,7 @@ def test_non_ascii_units_on_the_hold_form_get_a_message(client: Client, db: Chec
     assert db.scalar(select(func.count()).select_from(Order)) == 0
 
 
+@pytest.mark.committing  # threads, each on a connection of its own
 @pytest.mark.skipif(not POSTGRES, reason="needs PostgreSQL row locks")
 @pytest.mark.postgres_only
 def test_ten_parallel_run_starts_make_one_run(app: Flask, client: Client, db: CheckSession, released) -> None:  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@ the page with the user's navigation, though the request's session is gone."""
 
 from __future__ import annotations
 
+import pytest
 from flask import Flask
 
 from crowdfund.app import create_app
@@ -14,6 +15,7 @@ SHARED_KEYS = ("DATABASE_URL", "STRIPE_API_BASE", "STRIPE_SECRET_KEY", "STRIPE_P
                "STRIPE_WEBHOOK_SECRET", "STRIPE_JS_URL", "STRIPE_TIMEOUT_SECONDS", "MAIL_BACKEND", "MAIL_PORT")
 
 
+@pytest.mark.committing  # a second app, with an engine of its own, must see the user
 def test_an_unexpected_error_for_a_logged_in_user_is_the_500_page(app: Flask, db: CheckSession) -> None:
     broken_app = create_app("testing", {key: app.config[key] for key in SHARED_KEYS})
 

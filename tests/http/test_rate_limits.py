@@ -20,6 +20,9 @@ from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, make_film, make_studio_user, make_user
 
+# Each test builds an app of its own (its own engine): it sees only what is committed.
+pytestmark = pytest.mark.committing
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
 SHARED_KEYS = ("DATABASE_URL", "STRIPE_API_BASE", "STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY",
                "STRIPE_WEBHOOK_SECRET", "STRIPE_JS_URL", "STRIPE_TIMEOUT_SECONDS", "MAIL_BACKEND", "MAIL_PORT")

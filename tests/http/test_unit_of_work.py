@@ -28,6 +28,10 @@ from tests.factories import PASSWORD, hold, make_film, make_studio_user, make_us
 from tests.rewards_factories import add_screening
 
 
+# These count the real COMMITs a request sends, so they commit for real (not inside a test's savepoint).
+pytestmark = pytest.mark.committing
+
+
 @dataclass
 class Statements:
     commits: int = 0

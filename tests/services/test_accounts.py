@@ -102,6 +102,7 @@ def test_loaded_user_knows_roles_and_studio_and_sees_changes_made_in_the_same_se
         assert as_member.studio_id is None and as_member.role_names == set()
 
 
+@pytest.mark.committing  # threads, each on a connection of its own
 def test_one_remember_token_used_by_parallel_requests_is_replaced_once(db: Session, app: Flask) -> None:
     """A browser opening with several tabs sends one remember token in parallel
     requests: every one logs in, exactly one issues the successor, none fails."""

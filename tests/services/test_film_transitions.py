@@ -81,6 +81,7 @@ def test_cancel_from_a_stale_read_conflicts_with_close_rounds(db: CheckSession, 
     assert ledger.trial_balance(db) == 0
 
 
+@pytest.mark.committing  # threads, each on a connection of its own
 @pytest.mark.postgres_only
 @pytest.mark.skipif(not POSTGRES, reason="needs row locks (PostgreSQL)")
 @pytest.mark.parametrize("goal_cents, decided", [(50_000, FilmState.FAILED), (10_000, FilmState.FUNDED)])
@@ -139,6 +140,7 @@ def wait_until_blocked(db: CheckSession, pid: int, thread: threading.Thread) -> 
     raise AssertionError("the second session never waited for the lock")
 
 
+@pytest.mark.committing  # threads, each on a connection of its own
 @pytest.mark.postgres_only
 @pytest.mark.skipif(not POSTGRES, reason="needs row locks (PostgreSQL)")
 def test_admin_cancel_of_a_film_decided_meanwhile_is_a_409_page(db: CheckSession, app: Flask, client) -> None:  # type: ignore[no-untyped-def]

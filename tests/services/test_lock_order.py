@@ -31,7 +31,8 @@ from crowdfund.site.web import app_services
 from tests.conftest import POSTGRES, CheckSession
 from tests.factories import hold, make_film, make_studio_user, make_user
 
-pytestmark = [pytest.mark.postgres_only, pytest.mark.skipif(not POSTGRES, reason="needs row locks (PostgreSQL)")]
+pytestmark = [pytest.mark.postgres_only, pytest.mark.committing,  # threads on their own connections
+              pytest.mark.skipif(not POSTGRES, reason="needs row locks (PostgreSQL)")]
 
 HOLD = timedelta(minutes=15)
 

@@ -202,6 +202,7 @@ def test_a_mail_claimed_by_a_delivery_that_died_is_sent_after_its_lease(app: Fla
     assert len(mail.to("lease@example.com")) == 1
 
 
+@pytest.mark.committing  # threads, each on a connection of its own
 def test_parallel_deliveries_send_each_mail_once(app: Flask, db: CheckSession, mail: MailCapture) -> None:
     delivery = app_services(app).mail_delivery
     with app_services(app).sessions() as session:

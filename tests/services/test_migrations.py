@@ -4,6 +4,7 @@ models and the migrated database (which the session fixture built)."""
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+import pytest
 from flask import Flask
 from sqlalchemy import inspect
 
@@ -17,6 +18,7 @@ def test_single_head() -> None:
     assert len(script.get_heads()) == 1
 
 
+@pytest.mark.committing  # compares through the engine itself (a connection of its own)
 def test_migrated_schema_matches_models(app: Flask) -> None:
     engine = app_services(app).engine
     with engine.connect() as conn:

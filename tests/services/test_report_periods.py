@@ -132,6 +132,7 @@ def test_two_pending_overlapping_reports_cannot_both_be_approved(db: CheckSessio
     db.commit()
 
 
+@pytest.mark.committing  # threads, each on a connection of its own
 @pytest.mark.skipif(not POSTGRES, reason="needs PostgreSQL row locks")
 @pytest.mark.postgres_only
 def test_concurrent_filings_of_one_period_let_one_in(app: Flask, db: CheckSession, world) -> None:  # type: ignore[no-untyped-def]

@@ -112,6 +112,7 @@ def test_tiers_are_frozen_after_draft(db: CheckSession) -> None:
 SEATS, BOOKERS = 5, 16
 
 
+@pytest.mark.committing  # threads, each on a connection of its own
 def test_seat_race_books_exactly_the_seats(db: CheckSession, app: Flask) -> None:
     film = make_film(db, make_studio_user(db), FilmState.FUNDED)
     screening = add_screening(db, film, seats=SEATS)

@@ -320,12 +320,16 @@ def check_one_winner(db: CheckSession, race: Race, outcomes: list[Any]) -> None:
     race.once(db)
 
 
+# Two sessions whose transactions overlap and end out of order: savepoints on
+# one connection cannot, so these commit on connections of their own.
+@pytest.mark.committing
 @pytest.mark.parametrize("machine", list(RACES))
 def test_of_two_stale_movers_exactly_one_wins(db: CheckSession, app: Flask, machine: str) -> None:
     race = RACES[machine](db, app)
     check_one_winner(db, race, run_stale(app, race))
 
 
+@pytest.mark.committing  # a thread on a connection of its own
 @pytest.mark.postgres_only
 @pytest.mark.skipif(not POSTGRES, reason="needs row locks (PostgreSQL)")
 @pytest.mark.parametrize("machine", list(RACES))
@@ -334,6 +338,9 @@ def test_of_two_concurrent_movers_exactly_one_wins(db: CheckSession, app: Flask,
     check_one_winner(db, race, run_blocked(db, app, race))
 
 
+# Two sessions whose transactions overlap and end out of order: savepoints on
+# one connection cannot, so these commit on connections of their own.
+@pytest.mark.committing
 def test_run_paid_by_the_winner_only(db: CheckSession, app: Flask) -> None:
     """The run's loser changes nothing: the bank reference is the winner's."""
     race = run_race(db, app)
