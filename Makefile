@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 DEMO_DB := instance/demo.db
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint test-sqlite test-postgres install browser clean
+.PHONY: demo test lint install browser clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,12 @@ demo: install
 	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
 	CROWDFUND_ENV=development DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) -m crowdfund.dev.server
 
-# Ruff, mypy and the layer contracts (import-linter) over the project code
-# (settings in pyproject.toml); zero findings.
+# Ruff (rules and format), mypy and the layer contracts (import-linter) over
+# the project code (settings in pyproject.toml); zero findings.
+LINTED := crowdfund tests migrations config.py wsgi.py
 lint: install
-	$(VENV)/bin/ruff check crowdfund tests config.py wsgi.py
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 

@@ -24,19 +24,20 @@ from crowdfund.errors import DomainError
 from crowdfund.films.rules import percent_funded, time_left_text
 from crowdfund.films.states import STATE_LABELS, FilmState
 from crowdfund.money import format_bps, format_cents, format_multiple
-from crowdfund.site.accounts import admin_bp, bp as accounts_bp
+from crowdfund.site import unit_of_work
+from crowdfund.site.accounts import admin_bp
+from crowdfund.site.accounts import bp as accounts_bp
 from crowdfund.site.actions import actions_bp
+from crowdfund.site.catalogue import catalogue_bp
 from crowdfund.site.extensions import csrf, init_limiter, login_manager, retry_after_seconds
 from crowdfund.site.finance import finance_bp
-from crowdfund.site.catalogue import catalogue_bp
-from crowdfund.site.review import review_bp
-from crowdfund.site.studio import studio_bp
 from crowdfund.site.funding import funding_bp
 from crowdfund.site.mail_admin import mail_admin_bp
 from crowdfund.site.payouts import payouts_bp
 from crowdfund.site.remember import REMEMBER_PREFIX, load_remembered, resolve_remembered_user
+from crowdfund.site.review import review_bp
 from crowdfund.site.rewards import rewards_bp
-from crowdfund.site import unit_of_work
+from crowdfund.site.studio import studio_bp
 from crowdfund.site.web import SERVICES_EXTENSION, db, now, wants_json
 from crowdfund.site.webhooks import payments_bp
 
@@ -127,8 +128,20 @@ def _register_session_lifecycle(app: Flask) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
-    for blueprint in (accounts_bp, admin_bp, catalogue_bp, studio_bp, review_bp, finance_bp, funding_bp,
-                      payments_bp, rewards_bp, payouts_bp, mail_admin_bp, actions_bp):
+    for blueprint in (
+        accounts_bp,
+        admin_bp,
+        catalogue_bp,
+        studio_bp,
+        review_bp,
+        finance_bp,
+        funding_bp,
+        payments_bp,
+        rewards_bp,
+        payouts_bp,
+        mail_admin_bp,
+        actions_bp,
+    ):
         app.register_blueprint(blueprint)
 
 
@@ -144,7 +157,9 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def _csrf_error(exc: CSRFError) -> Any:
         return render_error(
-            400, "Form expired", "The form expired or came from elsewhere. Go back, reload the page and try again."
+            400,
+            "Form expired",
+            "The form expired or came from elsewhere. Go back, reload the page and try again.",
         )
 
     @app.errorhandler(OperationalError)
@@ -178,7 +193,9 @@ def _register_errors(app: Flask) -> None:
             429: "Too many requests. Please wait a moment and try again.",
         }
         response = exc.get_response()
-        body, status = render_error(exc.code or 500, exc.name, messages.get(exc.code or 500, exc.description or ""))
+        body, status = render_error(
+            exc.code or 500, exc.name, messages.get(exc.code or 500, exc.description or "")
+        )
         response.set_data(body)
         response.content_type = "text/html; charset=utf-8"
         return response
@@ -187,7 +204,11 @@ def _register_errors(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Any:
         log.exception("unhandled error")
         _abandon_session()
-        return render_error(500, "Something went wrong", "An unexpected error occurred. Nothing was charged twice; please try again.")
+        return render_error(
+            500,
+            "Something went wrong",
+            "An unexpected error occurred. Nothing was charged twice; please try again.",
+        )
 
 
 def _abandon_session() -> None:

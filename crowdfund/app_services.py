@@ -30,10 +30,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from crowdfund import db as dbmod
-from crowdfund.mail.delivery import MailDelivery
-from crowdfund.mail.transport import Mailer, mailer_from_config
 from crowdfund.accounts import passwords
 from crowdfund.funding.hold_terms import HoldTermsCache
+from crowdfund.mail.delivery import MailDelivery
+from crowdfund.mail.transport import Mailer, mailer_from_config
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.session_services import SERVICES_KEY
 
@@ -70,9 +70,12 @@ class AppServices:
 
 def build_services(settings: Mapping[str, Any]) -> AppServices:
     """The services for `settings` (an app's config: see config.py for the keys)."""
-    engine = dbmod.make_engine(settings["DATABASE_URL"], pool_size=settings["DATABASE_POOL_SIZE"],
-                               ping_idle_seconds=settings["DATABASE_PING_IDLE_SECONDS"],
-                               recycle_seconds=settings["DATABASE_POOL_RECYCLE_SECONDS"])
+    engine = dbmod.make_engine(
+        settings["DATABASE_URL"],
+        pool_size=settings["DATABASE_POOL_SIZE"],
+        ping_idle_seconds=settings["DATABASE_PING_IDLE_SECONDS"],
+        recycle_seconds=settings["DATABASE_POOL_RECYCLE_SECONDS"],
+    )
     sessions = dbmod.make_sessionmaker(engine)
     mailer = mailer_from_config(settings)
     services = AppServices(
@@ -90,11 +93,17 @@ def build_services(settings: Mapping[str, Any]) -> AppServices:
         # The outbox's sender: woken after each commit that queued mail (never
         # sending inside the request), plus `flask mail deliver` for a cron sweep.
         mail_delivery=MailDelivery(
-            sessions, mailer, batch_size=settings["MAIL_BATCH_SIZE"], max_attempts=settings["MAIL_MAX_ATTEMPTS"],
-            retry_seconds=settings["MAIL_RETRY_SECONDS"], sweep_seconds=settings["MAIL_SWEEP_SECONDS"],
+            sessions,
+            mailer,
+            batch_size=settings["MAIL_BATCH_SIZE"],
+            max_attempts=settings["MAIL_MAX_ATTEMPTS"],
+            retry_seconds=settings["MAIL_RETRY_SECONDS"],
+            sweep_seconds=settings["MAIL_SWEEP_SECONDS"],
             background=settings["MAIL_DELIVERY_THREAD"],
         ),
-        password_hasher=passwords.make_hasher(settings["PASSWORD_TIME_COST"], settings["PASSWORD_MEMORY_COST_KIB"]),
+        password_hasher=passwords.make_hasher(
+            settings["PASSWORD_TIME_COST"], settings["PASSWORD_MEMORY_COST_KIB"]
+        ),
         hold_terms_cache=HoldTermsCache(),
     )
     services.bind_sessions()

@@ -71,12 +71,18 @@ def record(
     detail: str = "",
 ) -> None:
     actor_id = actor if actor is None or isinstance(actor, int) else actor.id
-    session.add(AuditEvent(
-        at=now, actor_id=actor_id, action=action, object_type=object_type, object_id=str(object_id),
-        before=json.dumps(before or {}, default=str, sort_keys=True),
-        after=json.dumps(after or {}, default=str, sort_keys=True),
-        detail=detail[:2000],
-    ))
+    session.add(
+        AuditEvent(
+            at=now,
+            actor_id=actor_id,
+            action=action,
+            object_type=object_type,
+            object_id=str(object_id),
+            before=json.dumps(before or {}, default=str, sort_keys=True),
+            after=json.dumps(after or {}, default=str, sort_keys=True),
+            detail=detail[:2000],
+        )
+    )
 
 
 @event.listens_for(Session, "before_flush")

@@ -18,8 +18,14 @@ class LineChart:
     summary: str  # the text alternative
 
 
-def line_chart(values: list[tuple[str, int]], title: str, fmt: Callable[[int], str], width: int = 560,
-               height: int = 220, pad: int = 48) -> LineChart:
+def line_chart(
+    values: list[tuple[str, int]],
+    title: str,
+    fmt: Callable[[int], str],
+    width: int = 560,
+    height: int = 220,
+    pad: int = 48,
+) -> LineChart:
     """`values` are (x label, y) in order; y may be cents, formatted by `fmt`."""
     if not values:
         return LineChart(width, height, "", [], [], title, f"{title}: no data yet.")
@@ -34,5 +40,7 @@ def line_chart(values: list[tuple[str, int]], title: str, fmt: Callable[[int], s
     every = max(1, len(values) // 6)
     x_labels = [(pad + i * step, label) for i, (label, _) in enumerate(values) if i % every == 0]
     y_labels = [(pad + inner_h - inner_h * f, fmt(int(top * f))) for f in (0, 0.5, 1)]
-    summary = f"{title}: from {fmt(values[0][1])} on {values[0][0]} to {fmt(values[-1][1])} on {values[-1][0]}."
+    summary = (
+        f"{title}: from {fmt(values[0][1])} on {values[0][0]} to {fmt(values[-1][1])} on {values[-1][0]}."
+    )
     return LineChart(width, height, " ".join(coords), x_labels, y_labels, title, summary)

@@ -14,14 +14,15 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy.orm import Session
 
-from crowdfund.accounts import studios, users as account_users
+from crowdfund.accounts import studios
+from crowdfund.accounts import users as account_users
 from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError
 from crowdfund.jobs import UnitFailure
+from crowdfund.site.web import app_services
 from crowdfund.workflows.jobs import finish_payout_runs, release_holds
 from crowdfund.workflows.reconcile import reconcile
 from crowdfund.workflows.round_close import close_rounds
-from crowdfund.site.web import app_services
 
 
 def _session() -> Session:
@@ -57,10 +58,15 @@ def register_cli(app: Flask) -> None:
     @click.argument("email")
     @click.option("--role", "role", type=click.Choice([r.value for r in Role]), default=Role.FAN.value)
     @click.option("--studio", "studio_name", help="Studio organisation (required for --role studio).")
-    @click.option("--name", "display_name", default=None, help="Display name (default: the e-mail's local part).")
-    @click.option("--password", default=None, help="Password; a random one is generated and printed if omitted.")
-    def create_user(email: str, role: str, studio_name: str | None, display_name: str | None,
-                    password: str | None) -> None:
+    @click.option(
+        "--name", "display_name", default=None, help="Display name (default: the e-mail's local part)."
+    )
+    @click.option(
+        "--password", default=None, help="Password; a random one is generated and printed if omitted."
+    )
+    def create_user(
+        email: str, role: str, studio_name: str | None, display_name: str | None, password: str | None
+    ) -> None:
         """Create an account with ROLE (fan, studio, finance, admin)."""
         if role == Role.STUDIO and not studio_name:
             raise click.UsageError("--role studio needs --studio NAME")
@@ -70,10 +76,18 @@ def register_cli(app: Flask) -> None:
             with _unit_of_work() as session:
                 stored_roles = (Role(role),) if role != Role.STUDIO else ()
                 # Made by staff, who know the address: confirmed from the start.
-                user = account_users.create_user(session, email, password, display_name or email.split("@")[0],
-                                                 roles=stored_roles, email_verified_at=_now())
+                user = account_users.create_user(
+                    session,
+                    email,
+                    password,
+                    display_name or email.split("@")[0],
+                    roles=stored_roles,
+                    email_verified_at=_now(),
+                )
                 if role == Role.STUDIO:
-                    studios.set_studio(session, user, studios.get_or_create_studio(session, studio_name or ""))
+                    studios.set_studio(
+                        session, user, studios.get_or_create_studio(session, studio_name or "")
+                    )
         except DomainError as exc:
             raise click.ClickException(exc.message) from exc
         click.echo(f"Created {user.email} with role {role}.")
@@ -90,12 +104,17 @@ def register_cli(app: Flask) -> None:
         """Decide every film past its deadline; refund failed rounds. Safe to rerun."""
         with _session() as session:
             report = close_rounds(
-                session, app_services().gateway, now=_now(),
+                session,
+                app_services().gateway,
+                now=_now(),
                 hold_window=timedelta(minutes=current_app.config["HOLD_MINUTES"]),
-                fee_bps=current_app.config["PLATFORM_FEE_BPS"], batch_size=batch_size,
+                fee_bps=current_app.config["PLATFORM_FEE_BPS"],
+                batch_size=batch_size,
             )
-        click.echo(f"funded: {len(report.funded)} film(s), failed: {len(report.failed)} film(s), "
-                   f"refunds decided: {report.refunds_decided}, refunds made: {report.refunds_made}")
+        click.echo(
+            f"funded: {len(report.funded)} film(s), failed: {len(report.failed)} film(s), "
+            f"refunds decided: {report.refunds_decided}, refunds made: {report.refunds_made}"
+        )
         _exit_on_failures(report.failures)
 
     @funding.command("release-holds")

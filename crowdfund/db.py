@@ -90,8 +90,9 @@ def sqlite_begin(mode: str) -> Iterator[None]:
         sqlite_begin_mode.reset(token)
 
 
-def make_engine(url: str, pool_size: int = 5, ping_idle_seconds: float = 10, recycle_seconds: int = -1,
-                **kwargs: Any) -> Engine:
+def make_engine(
+    url: str, pool_size: int = 5, ping_idle_seconds: float = 10, recycle_seconds: int = -1, **kwargs: Any
+) -> Engine:
     if url.startswith("sqlite"):
         connect_args = {"timeout": 30, "check_same_thread": False}
         if url in ("sqlite://", "sqlite:///:memory:"):
@@ -119,7 +120,9 @@ def make_engine(url: str, pool_size: int = 5, ping_idle_seconds: float = 10, rec
 
         return engine
     # recycle_seconds: see DATABASE_POOL_RECYCLE_SECONDS in config.py.
-    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=recycle_seconds, **kwargs)
+    engine = create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=recycle_seconds, **kwargs
+    )
     _ping_idle_connections(engine, ping_idle_seconds)
     return engine
 

@@ -32,8 +32,9 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
-def in_own_transaction(session: Session, unit: str, failures: list[UnitFailure],
-                       work: Callable[[], T]) -> T | None:
+def in_own_transaction(
+    session: Session, unit: str, failures: list[UnitFailure], work: Callable[[], T]
+) -> T | None:
     """Run `work` and commit it; if it raises, roll back only its transaction,
     record the failure and return None."""
     try:

@@ -175,8 +175,9 @@ def post(
         raise UnbalancedEntry("an entry needs lines")
     if sum(amount for _, amount in lines) != 0:
         raise UnbalancedEntry(f"entry {key} does not balance: {list(lines)}")
-    entry = JournalEntry(key=key, kind=kind.value, film_id=film_id, order_id=order_id, memo=memo,
-                         created_at=now)
+    entry = JournalEntry(
+        key=key, kind=kind.value, film_id=film_id, order_id=order_id, memo=memo, created_at=now
+    )
     entry.lines = [
         JournalLine(account=str(account), amount_cents=amount, line_no=n)
         for n, (account, amount) in enumerate(lines)

@@ -1,8 +1,7 @@
 """Imports every model so that `Base.metadata` is complete (Alembic, tests)."""
 
+from crowdfund.accounts.models import RememberToken, Studio, StudioMember, User, UserRole
 from crowdfund.audit import AuditEvent
-from crowdfund.accounts.models import Studio, StudioMember, User, UserRole
-from crowdfund.accounts.models import RememberToken
 from crowdfund.db import Base
 from crowdfund.films.models import Film, FilmEvent
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, PaymentAnomaly, StripeEvent
@@ -15,8 +14,29 @@ from crowdfund.uploads import StoredFile
 metadata = Base.metadata
 
 __all__ = [
-    "BackerPosition", "BoxOfficeReport", "PayoutRun", "PayoutStatement", "Film", "JournalEntry", "JournalLine", "SentEmail", "StripeEvent", "PaymentAnomaly", "FilmEvent", "FilmInventory", "Order", "StoredFile", "Studio",
-    "StudioMember", "User", "UserRole", "metadata", "AuditEvent",
-    "CheckInAttempt", "RewardTier", "Screening", "Ticket",
+    "BackerPosition",
+    "BoxOfficeReport",
+    "PayoutRun",
+    "PayoutStatement",
+    "Film",
+    "JournalEntry",
+    "JournalLine",
+    "SentEmail",
+    "StripeEvent",
+    "PaymentAnomaly",
+    "FilmEvent",
+    "FilmInventory",
+    "Order",
+    "StoredFile",
+    "Studio",
+    "StudioMember",
+    "User",
+    "UserRole",
+    "metadata",
+    "AuditEvent",
+    "CheckInAttempt",
+    "RewardTier",
+    "Screening",
+    "Ticket",
     "RememberToken",
 ]

@@ -51,8 +51,10 @@ def single_line(value: str | None, field: str) -> str:
         if char in "\r\n\v\f" or char in LINE_SEPARATORS:
             raise TextProblem(f"{field} must be on one line: remove the line break.")
         if _refused(char, allow=frozenset()):
-            raise TextProblem(f"{field} cannot contain control or invisible formatting characters "
-                              f"(found U+{ord(char):04X}).")
+            raise TextProblem(
+                f"{field} cannot contain control or invisible formatting characters "
+                f"(found U+{ord(char):04X})."
+            )
     return text.strip()
 
 
@@ -71,8 +73,10 @@ def multi_line(value: str | None, field: str) -> str:
     text = unicodedata.normalize("NFC", _NEWLINES.sub("\n", value or ""))
     for char in text:
         if _refused(char, allow=frozenset("\n\t")):
-            raise TextProblem(f"{field} cannot contain control or invisible formatting characters "
-                              f"(found U+{ord(char):04X}).")
+            raise TextProblem(
+                f"{field} cannot contain control or invisible formatting characters "
+                f"(found U+{ord(char):04X})."
+            )
     return text.strip()
 
 

@@ -103,10 +103,14 @@ def move(
     action = machine.audit_actions.get(target)
     audited_id = machine.audit_object_id(obj) if action else None
     read = state_column.is_(None) if current is None else state_column == current
-    moved = rowcount(session.execute(
-        update(model).where(model.id == object_id, read, *where).values(**assignments)
-        .execution_options(synchronize_session=False)
-    ))
+    moved = rowcount(
+        session.execute(
+            update(model)
+            .where(model.id == object_id, read, *where)
+            .values(**assignments)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if moved != 1:
         session.refresh(obj)
         return False
@@ -120,9 +124,17 @@ def move(
         return True
     assert now is not None, f"a {machine.name} move is recorded: pass now="
     if action:
-        audit.record(session, action=action, object_type=machine.audit_object_type, object_id=audited_id,
-                     now=now, actor=actor_id, before={machine.column: current},
-                     after={machine.column: target_value, **(audit_after or {})}, detail=reason or "")
+        audit.record(
+            session,
+            action=action,
+            object_type=machine.audit_object_type,
+            object_id=audited_id,
+            now=now,
+            actor=actor_id,
+            before={machine.column: current},
+            after={machine.column: target_value, **(audit_after or {})},
+            detail=reason or "",
+        )
     if machine.history is not None:
         session.add(machine.history(object_id, current, target_value, actor_id, reason, now))
     return True

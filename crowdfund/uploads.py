@@ -43,8 +43,11 @@ class StoredFile(Base):
 
 
 def _too_many_pixels() -> DomainError:
-    return DomainError(f"The image has too many pixels: at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels "
-                       "(for example 5000 × 8000).", field="poster")
+    return DomainError(
+        f"The image has too many pixels: at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels "
+        "(for example 5000 × 8000).",
+        field="poster",
+    )
 
 
 def check_image(data: bytes, max_bytes: int) -> str:
@@ -63,9 +66,7 @@ def clean_image(data: bytes, max_bytes: int) -> tuple[bytes, str]:
     if not data:
         raise DomainError("The file is empty.", field="poster")
     if len(data) > max_bytes:
-        raise DomainError(
-            f"The image is too large: at most {max_bytes // (1024 * 1024)} MB.", field="poster"
-        )
+        raise DomainError(f"The image is too large: at most {max_bytes // (1024 * 1024)} MB.", field="poster")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -43,9 +43,10 @@ def run_migrations() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    url = config.get_main_option("sqlalchemy.url") or config_for(
-        config.attributes.get("env_name")
-    )["DATABASE_URL"]
+    url = (
+        config.get_main_option("sqlalchemy.url")
+        or config_for(config.attributes.get("env_name"))["DATABASE_URL"]
+    )
     engine = make_engine(url)
     with engine.connect() as conn:
         _configure(conn)

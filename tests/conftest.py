@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import threading
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -23,18 +26,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
-from email import message_from_bytes
-from email.message import EmailMessage
-from email.policy import default as default_policy
-
 from crowdfund.app import create_app, install_services
-from crowdfund.dev.localstripe_server import LocalStripe
-from tests.localstripe_fixture import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, localstripe  # noqa: F401
 from crowdfund.db import sqlite_begin_mode
+from crowdfund.dev.localstripe_server import LocalStripe
 from crowdfund.migrate import create_database, drop_database, upgrade
 from crowdfund.models import metadata
 from crowdfund.session_services import SERVICES_KEY
 from crowdfund.site.web import app_services
+from tests.localstripe_fixture import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, localstripe  # noqa: F401
 
 POSTGRES = bool(os.environ.get("TEST_DATABASE_URL"))
 
@@ -43,7 +42,9 @@ POSTGRES = bool(os.environ.get("TEST_DATABASE_URL"))
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if POSTGRES:
         # A brand-new database next to TEST_DATABASE_URL's: one run never sees another's tables.
-        url = create_database(os.environ["TEST_DATABASE_URL"], make_url(os.environ["TEST_DATABASE_URL"]).database)
+        url = create_database(
+            os.environ["TEST_DATABASE_URL"], make_url(os.environ["TEST_DATABASE_URL"]).database
+        )
         upgrade(url)
         yield url
         drop_database(url)
@@ -116,24 +117,29 @@ def mail(smtp_server: MailCapture, request: pytest.FixtureRequest) -> Iterator[M
         # before that write could not write afterwards (its snapshot is stale),
         # so the test's session ends its transaction first, keeping what it wrote.
         check_session = request.getfixturevalue("db")
-        smtp_server.before_delivery = lambda: check_session.commit() if check_session.in_transaction() else None
+        smtp_server.before_delivery = lambda: (
+            check_session.commit() if check_session.in_transaction() else None
+        )
     yield smtp_server
     smtp_server.before_delivery = None
 
 
 @pytest.fixture(scope="session")
 def app(database_url: str, localstripe: LocalStripe, smtp_server: MailCapture) -> Iterator[Flask]:
-    app = create_app("testing", {
-        "DATABASE_URL": database_url,
-        "STRIPE_API_BASE": localstripe.url,
-        "STRIPE_SECRET_KEY": SECRET_KEY,
-        "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "STRIPE_JS_URL": localstripe.js_url,
-        "STRIPE_TIMEOUT_SECONDS": 10,
-        "MAIL_BACKEND": "smtp",
-        "MAIL_PORT": smtp_server.port,
-    })
+    app = create_app(
+        "testing",
+        {
+            "DATABASE_URL": database_url,
+            "STRIPE_API_BASE": localstripe.url,
+            "STRIPE_SECRET_KEY": SECRET_KEY,
+            "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
+            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "STRIPE_JS_URL": localstripe.js_url,
+            "STRIPE_TIMEOUT_SECONDS": 10,
+            "MAIL_BACKEND": "smtp",
+            "MAIL_PORT": smtp_server.port,
+        },
+    )
     smtp_server.deliver = app_services(app).mail_delivery.deliver_pending
     yield app
     smtp_server.deliver = None
@@ -174,7 +180,9 @@ def _truncate(app: Flask) -> None:
         if engine.dialect.name == "postgresql":
             # A connection left inside a transaction must fail the run, not hang it.
             conn.execute(text("SET LOCAL lock_timeout = '20s'"))
-            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+            conn.execute(
+                text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
+            )
         else:
             for table in tables:
                 conn.execute(text(f'DELETE FROM "{table}"'))
@@ -234,12 +242,19 @@ class RolledBackTransaction:
 
     def _same_thread(self, *_args: Any) -> None:
         if threading.get_ident() != self._thread:
-            raise RuntimeError("another thread used the connection of a test that rolls back: "
-                               "mark the test @pytest.mark.committing")
+            raise RuntimeError(
+                "another thread used the connection of a test that rolls back: "
+                "mark the test @pytest.mark.committing"
+            )
 
     def _before_other_session(self, session: Session, transaction: Any) -> None:
         check = self.check_session
-        if transaction.parent is None and session is not check and check is not None and check.in_transaction():
+        if (
+            transaction.parent is None
+            and session is not check
+            and check is not None
+            and check.in_transaction()
+        ):
             check.commit()
 
     def close(self) -> None:
@@ -291,12 +306,16 @@ def db(app: Flask, isolation: RolledBackTransaction | None) -> Iterator[CheckSes
     before the app sees them; call `db.reread()` to see what the app wrote."""
     token = sqlite_begin_mode.set("DEFERRED")
     if isolation is None:
-        session = CheckSession(bind=app_services(app).engine, expire_on_commit=False,
-                               info={SERVICES_KEY: app_services(app)})
+        session = CheckSession(
+            bind=app_services(app).engine, expire_on_commit=False, info={SERVICES_KEY: app_services(app)}
+        )
     else:
-        session = CheckSession(bind=isolation.connection, expire_on_commit=False,
-                               join_transaction_mode="create_savepoint",
-                               info={SERVICES_KEY: app_services(app)})
+        session = CheckSession(
+            bind=isolation.connection,
+            expire_on_commit=False,
+            join_transaction_mode="create_savepoint",
+            info={SERVICES_KEY: app_services(app)},
+        )
         isolation.check_session = session
     yield session
     session.close()

@@ -15,8 +15,8 @@ from crowdfund.films import services as films
 from crowdfund.films.models import Film
 from crowdfund.films.rules import FilmInput
 from crowdfund.films.states import FilmState
-from crowdfund.workflows import reactions
 from crowdfund.site.web import app_services
+from crowdfund.workflows import reactions
 
 PASSWORD = "correct horse battery"
 _seq = itertools.count(1)
@@ -28,18 +28,35 @@ def png_bytes(width: int = 40, height: int = 60, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def make_user(db: Session, email: str | None = None, roles: tuple[Role, ...] = (Role.FAN,),
-              name: str = "Test User", verified: bool = True) -> User:
+def make_user(
+    db: Session,
+    email: str | None = None,
+    roles: tuple[Role, ...] = (Role.FAN,),
+    name: str = "Test User",
+    verified: bool = True,
+) -> User:
     """A user whose e-mail address is confirmed (verified=False: as just signed up)."""
-    user = users.create_user(db, email or f"user{next(_seq)}@example.com", PASSWORD, name, roles=roles,
-                             email_verified_at=datetime.now(UTC) if verified else None)
+    user = users.create_user(
+        db,
+        email or f"user{next(_seq)}@example.com",
+        PASSWORD,
+        name,
+        roles=roles,
+        email_verified_at=datetime.now(UTC) if verified else None,
+    )
     db.commit()
     return user
 
 
 def make_studio_user(db: Session, studio_name: str = "Studio One", email: str | None = None) -> User:
-    user = users.create_user(db, email or f"studio{next(_seq)}@example.com", PASSWORD, "Studio Person", roles=(),
-                             email_verified_at=datetime.now(UTC))
+    user = users.create_user(
+        db,
+        email or f"studio{next(_seq)}@example.com",
+        PASSWORD,
+        "Studio Person",
+        roles=(),
+        email_verified_at=datetime.now(UTC),
+    )
     studios.set_studio(db, user, studios.get_or_create_studio(db, studio_name))
     db.commit()
     return user
@@ -68,11 +85,17 @@ def film_input(now: datetime | None = None, **overrides: object) -> FilmInput:
     return FilmInput(**values)  # type: ignore[arg-type]
 
 
-def make_film(db: Session, studio_user: User, state: FilmState = FilmState.FUNDING,
-              admin: User | None = None, **overrides: object) -> Film:
+def make_film(
+    db: Session,
+    studio_user: User,
+    state: FilmState = FilmState.FUNDING,
+    admin: User | None = None,
+    **overrides: object,
+) -> Film:
     now = datetime.now(UTC)
-    film = films.create_film(db, studio_user, film_input(now, **overrides), poster=png_bytes(),
-                             poster_max_bytes=2_000_000)
+    film = films.create_film(
+        db, studio_user, film_input(now, **overrides), poster=png_bytes(), poster_max_bytes=2_000_000
+    )
     if state != FilmState.DRAFT:
         films.change_film_state(db, film, FilmState.IN_REVIEW, now=now, actor=studio_user)
     if state not in (FilmState.DRAFT, FilmState.IN_REVIEW):
@@ -98,12 +121,18 @@ DECLINED_CARD = "4000000000000341"
 THREE_DS_CARD = "4000002500003155"
 
 
-def hold(db: Session, user: User, film: Film, units: int, *, now: datetime | None = None,
-         key: str | None = None):  # type: ignore[no-untyped-def]
+def hold(
+    db: Session, user: User, film: Film, units: int, *, now: datetime | None = None, key: str | None = None
+):  # type: ignore[no-untyped-def]
     from crowdfund.funding.holds import HoldRequest, hold_stakes
 
-    order = hold_stakes(db, user, HoldRequest(film.id, units, key or f"key-{next(_seq):012d}-xxxxxxxx"),
-                        now=now or datetime.now(UTC), hold_window=timedelta(minutes=15))
+    order = hold_stakes(
+        db,
+        user,
+        HoldRequest(film.id, units, key or f"key-{next(_seq):012d}-xxxxxxxx"),
+        now=now or datetime.now(UTC),
+        hold_window=timedelta(minutes=15),
+    )
     db.commit()
     return order
 
@@ -121,7 +150,9 @@ def pay(db: Session, app, order, card: str = GOOD_CARD, *, now: datetime | None 
     except Conflict:
         # The hold is gone (the page would not offer to pay); pay_order says so.
         setup = gateway.create_setup_intent({})
-    confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret, card)
+    confirm_card_setup(
+        app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret, card
+    )
     result = pay_order(db, order, setup.id, gateway, now=now or datetime.now(UTC))
     db.commit()
     return result

@@ -13,8 +13,8 @@ from crowdfund.films.states import FilmState
 from crowdfund.rewards import tiers as reward_tiers
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
 from crowdfund.rewards.rules import TierInput, new_ticket_code
-from crowdfund.workflows import reactions
 from crowdfund.site.web import app_services
+from crowdfund.workflows import reactions
 from tests.factories import make_film
 
 HOLD = timedelta(minutes=15)
@@ -38,23 +38,46 @@ def film_with_tiers(db: Session, studio: User, tiers=TIERS, **overrides: object)
 def close_after_deadline(db: Session, app, film: Film):  # type: ignore[no-untyped-def]
     from crowdfund.workflows.round_close import close_rounds
 
-    return close_rounds(db, app_services(app).gateway, now=film.deadline + HOLD + timedelta(seconds=1),
-                        hold_window=HOLD, fee_bps=500)
+    return close_rounds(
+        db,
+        app_services(app).gateway,
+        now=film.deadline + HOLD + timedelta(seconds=1),
+        hold_window=HOLD,
+        fee_bps=500,
+    )
 
 
-def add_screening(db: Session, film: Film, seats: int = 10, starts_at: datetime | None = None,
-                  cinema: str = "Rio", min_tier_id: int | None = None) -> Screening:
+def add_screening(
+    db: Session,
+    film: Film,
+    seats: int = 10,
+    starts_at: datetime | None = None,
+    cinema: str = "Rio",
+    min_tier_id: int | None = None,
+) -> Screening:
     """Inserted directly: a screening may start before the clock the test uses."""
-    screening = Screening(film_id=film.id, cinema=cinema, city="Lisbon", seats=seats, booked=0,
-                          starts_at=starts_at or datetime.now(UTC) + timedelta(days=60), min_tier_id=min_tier_id)
+    screening = Screening(
+        film_id=film.id,
+        cinema=cinema,
+        city="Lisbon",
+        seats=seats,
+        booked=0,
+        starts_at=starts_at or datetime.now(UTC) + timedelta(days=60),
+        min_tier_id=min_tier_id,
+    )
     db.add(screening)
     db.commit()
     return screening
 
 
 def give_ticket(db: Session, film: Film, user: User) -> Ticket:
-    ticket = Ticket(code=new_ticket_code(), film_id=film.id, user_id=user.id, status=TicketStatus.ISSUED.value,
-                    issued_at=datetime.now(UTC))
+    ticket = Ticket(
+        code=new_ticket_code(),
+        film_id=film.id,
+        user_id=user.id,
+        status=TicketStatus.ISSUED.value,
+        issued_at=datetime.now(UTC),
+    )
     db.add(ticket)
     db.commit()
     return ticket

@@ -23,12 +23,16 @@ class AuditFilter:
     until: date | None = None
 
 
-def search_audit_log(session: Session, filters: AuditFilter, page: int,
-           per_page: int = 50) -> tuple[list[tuple[AuditEvent, User | None]], bool]:
+def search_audit_log(
+    session: Session, filters: AuditFilter, page: int, per_page: int = 50
+) -> tuple[list[tuple[AuditEvent, User | None]], bool]:
     """Newest first; returns ((event, the user who acted or None for the
     system) per event, there is a next page)."""
-    statement = (select(AuditEvent, User).outerjoin(User, User.id == AuditEvent.actor_id)
-                 .order_by(AuditEvent.id.desc()))
+    statement = (
+        select(AuditEvent, User)
+        .outerjoin(User, User.id == AuditEvent.actor_id)
+        .order_by(AuditEvent.id.desc())
+    )
     if filters.action:
         statement = statement.where(AuditEvent.action == filters.action)
     if filters.object_type:
@@ -40,9 +44,13 @@ def search_audit_log(session: Session, filters: AuditFilter, page: int,
     if filters.since:
         statement = statement.where(AuditEvent.at >= datetime.combine(filters.since, time.min, tzinfo=UTC))
     if filters.until:
-        statement = statement.where(AuditEvent.at < datetime.combine(filters.until + timedelta(days=1), time.min,
-                                                                     tzinfo=UTC))
+        statement = statement.where(
+            AuditEvent.at < datetime.combine(filters.until + timedelta(days=1), time.min, tzinfo=UTC)
+        )
     rows: list[tuple[AuditEvent, User | None]] = [
-        (event, actor) for event, actor in session.execute(statement.limit(per_page + 1)
-                                                           .offset((page - 1) * per_page)).tuples()]
+        (event, actor)
+        for event, actor in session.execute(
+            statement.limit(per_page + 1).offset((page - 1) * per_page)
+        ).tuples()
+    ]
     return rows[:per_page], len(rows) > per_page

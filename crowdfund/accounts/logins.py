@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 from crowdfund.accounts.models import RememberToken, User
 from crowdfund.db import rowcount
 
-
 # A session cookie names "<id>.<session_version>" (User.get_id); load_user
 # refuses it once session_version has moved on. Logging out moves it on, so a
 # copy of the cookie kept from before stops working, in every browser.
@@ -42,12 +41,20 @@ class RememberedLogin:
     new_token: str | None
 
 
-def issue_remember_token(session: Session, user: User, *, now: datetime, lifetime: timedelta,
-                         expires_at: datetime | None = None) -> tuple[str, datetime]:
+def issue_remember_token(
+    session: Session, user: User, *, now: datetime, lifetime: timedelta, expires_at: datetime | None = None
+) -> tuple[str, datetime]:
     raw = secrets.token_urlsafe(32)
     expires_at = expires_at or now + lifetime
-    session.add(RememberToken(user_id=user.id, token_hash=_token_hash(raw), session_version=user.session_version,
-                              created_at=now, expires_at=expires_at))
+    session.add(
+        RememberToken(
+            user_id=user.id,
+            token_hash=_token_hash(raw),
+            session_version=user.session_version,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
     session.flush()
     return raw, expires_at
 
@@ -74,17 +81,27 @@ def use_remember_token(session: Session, raw: str, *, now: datetime) -> Remember
         return None
     # Conditional: of two requests rotating one token at once, one issues the successor.
     rotated = session.execute(
-        update(RememberToken).where(RememberToken.id == token.id, RememberToken.rotated_at.is_(None))
-        .values(rotated_at=now).execution_options(synchronize_session=False)
+        update(RememberToken)
+        .where(RememberToken.id == token.id, RememberToken.rotated_at.is_(None))
+        .values(rotated_at=now)
+        .execution_options(synchronize_session=False)
     )
     if rowcount(rotated) != 1:
         return RememberedLogin(user_token, token.expires_at, None)
     # Replaced tokens are kept until they expire, so that one coming back is recognised as a copy.
-    session.execute(delete(RememberToken).where(RememberToken.user_id == token.user_id,
-                                                RememberToken.expires_at <= now))
+    session.execute(
+        delete(RememberToken).where(RememberToken.user_id == token.user_id, RememberToken.expires_at <= now)
+    )
     new_raw = secrets.token_urlsafe(32)
-    session.add(RememberToken(user_id=token.user_id, token_hash=_token_hash(new_raw), session_version=session_version,
-                              created_at=now, expires_at=token.expires_at))
+    session.add(
+        RememberToken(
+            user_id=token.user_id,
+            token_hash=_token_hash(new_raw),
+            session_version=session_version,
+            created_at=now,
+            expires_at=token.expires_at,
+        )
+    )
     session.flush()
     return RememberedLogin(user_token, token.expires_at, new_raw)
 
@@ -92,7 +109,9 @@ def use_remember_token(session: Session, raw: str, *, now: datetime) -> Remember
 def end_all_sessions(session: Session, user: User) -> None:
     """Log `user` out everywhere: every session cookie and every remember-me token stops working."""
     session.execute(
-        update(User).where(User.id == user.id).values(session_version=User.session_version + 1)
+        update(User)
+        .where(User.id == user.id)
+        .values(session_version=User.session_version + 1)
         .execution_options(synchronize_session=False)
     )
     session.execute(delete(RememberToken).where(RememberToken.user_id == user.id))

@@ -1,5 +1,4 @@
-"""Signing up: a fan account, unverified, with a verification link e-mailed to it.
-"""
+"""Signing up: a fan account, unverified, with a verification link e-mailed to it."""
 
 from __future__ import annotations
 
@@ -16,9 +15,18 @@ from crowdfund.errors import Conflict
 from crowdfund.mail.outbox import queue_email
 
 
-def sign_up(session: Session, email: str, password: str, display_name: str, *, now: datetime,
-            secret_key: str, verify_link_for: Callable[[str], str], owner_links: dict[str, str],
-            verify_max_age_seconds: int) -> User | None:
+def sign_up(
+    session: Session,
+    email: str,
+    password: str,
+    display_name: str,
+    *,
+    now: datetime,
+    secret_key: str,
+    verify_link_for: Callable[[str], str],
+    owner_links: dict[str, str],
+    verify_max_age_seconds: int,
+) -> User | None:
     """A fan account, unverified, with a verification link e-mailed to it.
 
     When the address already has an account nothing is created and its owner
@@ -35,12 +43,24 @@ def sign_up(session: Session, email: str, password: str, display_name: str, *, n
         except Conflict:
             existing = find_user_by_email(session, email)  # the same address signed up at the same moment
         else:
-            send_verification_email(session, user, secret_key=secret_key, now=now, link_for=verify_link_for,
-                                    max_age_seconds=verify_max_age_seconds)
+            send_verification_email(
+                session,
+                user,
+                secret_key=secret_key,
+                now=now,
+                link_for=verify_link_for,
+                max_age_seconds=verify_max_age_seconds,
+            )
             return user
     else:
         passwords.hash_password(passwords.hasher_for(session), password)  # the time a new account takes
     if existing is not None and existing.is_active:
-        queue_email(session, key=f"signup-exists:{existing.id}:{now:%Y%m%d%H%M}", to=existing.email,
-                    template="signup_exists", name=existing.display_name, **owner_links)
+        queue_email(
+            session,
+            key=f"signup-exists:{existing.id}:{now:%Y%m%d%H%M}",
+            to=existing.email,
+            template="signup_exists",
+            name=existing.display_name,
+            **owner_links,
+        )
     return None

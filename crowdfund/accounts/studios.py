@@ -1,5 +1,4 @@
-"""Studios and their members.
-"""
+"""Studios and their members."""
 
 from __future__ import annotations
 
@@ -33,16 +32,30 @@ def get_or_create_studio(session: Session, name: str) -> Studio:
     return existing or create_studio(session, name)
 
 
-def set_studio(session: Session, user: User, studio: Studio | None, *, acting_user: User | None = None,
-               now: datetime | None = None) -> None:
+def set_studio(
+    session: Session,
+    user: User,
+    studio: Studio | None,
+    *,
+    acting_user: User | None = None,
+    now: datetime | None = None,
+) -> None:
     """Make `user` a member of `studio`, or of none (removes the studio role)."""
     current = user.membership.studio_id if user.membership else None
     if current == (studio.id if studio else None):
         return
     user.membership = StudioMember(studio_id=studio.id) if studio is not None else None
     user.session_version += 1
-    audit.record(session, action="role.studio", object_type="user", object_id=user.id, now=now or utcnow(),
-                 actor=acting_user, before={"studio_id": current}, after={"studio_id": studio.id if studio else None})
+    audit.record(
+        session,
+        action="role.studio",
+        object_type="user",
+        object_id=user.id,
+        now=now or utcnow(),
+        actor=acting_user,
+        before={"studio_id": current},
+        after={"studio_id": studio.id if studio else None},
+    )
     session.flush()
 
 

@@ -22,7 +22,6 @@ from crowdfund.db import rowcount
 from crowdfund.errors import DomainError
 from crowdfund.mail.outbox import queue_email
 
-
 # The password reset.
 #
 # The token is signed (itsdangerous, with the app's secret key and its own salt)
@@ -49,8 +48,9 @@ def _clocked_serializer(secret_key: str, salt: str, now: datetime) -> URLSafeTim
     return URLSafeTimedSerializer(secret_key, salt=salt, signer=_ClockSigner)
 
 
-def _load_link_token(serializer: URLSafeTimedSerializer, token: str, max_age_seconds: int, *,
-                     expired: str, invalid: str) -> dict[str, Any]:
+def _load_link_token(
+    serializer: URLSafeTimedSerializer, token: str, max_age_seconds: int, *, expired: str, invalid: str
+) -> dict[str, Any]:
     """The payload of an e-mailed link's token, naming a user id ("u"); the
     link's own message (expired or invalid) as a DomainError otherwise."""
     try:
@@ -77,20 +77,37 @@ def make_password_reset_token(user: User, *, secret_key: str, now: datetime) -> 
     return _reset_serializer(secret_key, now).dumps(payload)
 
 
-def user_for_reset_token(session: Session, token: str, *, secret_key: str, now: datetime,
-                         max_age_seconds: int) -> User:
+def user_for_reset_token(
+    session: Session, token: str, *, secret_key: str, now: datetime, max_age_seconds: int
+) -> User:
     """The user a valid, unused, unexpired token belongs to; DomainError otherwise."""
-    payload = _load_link_token(_reset_serializer(secret_key, now), token, max_age_seconds,
-                               expired=EXPIRED_RESET_LINK, invalid=INVALID_RESET_LINK)
+    payload = _load_link_token(
+        _reset_serializer(secret_key, now),
+        token,
+        max_age_seconds,
+        expired=EXPIRED_RESET_LINK,
+        invalid=INVALID_RESET_LINK,
+    )
     user = session.get(User, payload["u"])
-    if (user is None or not user.is_active or payload.get("v") != user.session_version
-            or payload.get("p") != _password_fingerprint(user)):
+    if (
+        user is None
+        or not user.is_active
+        or payload.get("v") != user.session_version
+        or payload.get("p") != _password_fingerprint(user)
+    ):
         raise DomainError(INVALID_RESET_LINK, field="token")
     return user
 
 
-def request_password_reset(session: Session, email: str, *, secret_key: str, now: datetime,
-                           link_for: Callable[[str], str], max_age_seconds: int) -> bool:
+def request_password_reset(
+    session: Session,
+    email: str,
+    *,
+    secret_key: str,
+    now: datetime,
+    link_for: Callable[[str], str],
+    max_age_seconds: int,
+) -> bool:
     """E-mail a reset link if `email` belongs to an active account.
 
     Returns whether a mail was queued; the caller must not show it (the page
@@ -111,10 +128,13 @@ def request_password_reset(session: Session, email: str, *, secret_key: str, now
     )
 
 
-def reset_password(session: Session, token: str, new_password: str, *, secret_key: str, now: datetime,
-                   max_age_seconds: int) -> User:
+def reset_password(
+    session: Session, token: str, new_password: str, *, secret_key: str, now: datetime, max_age_seconds: int
+) -> User:
     """Set a new password with a reset token; the token (and every open session) stops working."""
-    user = user_for_reset_token(session, token, secret_key=secret_key, now=now, max_age_seconds=max_age_seconds)
+    user = user_for_reset_token(
+        session, token, secret_key=secret_key, now=now, max_age_seconds=max_age_seconds
+    )
     problem = passwords.password_problem(new_password or "")
     if problem:
         raise DomainError(problem, field="password")
@@ -142,8 +162,12 @@ def reset_password(session: Session, token: str, new_password: str, *, secret_ke
 # marks the address verified; opening it again changes nothing.
 
 VERIFY_SALT = "crowdfund.email-verify"
-INVALID_VERIFY_LINK = "This confirmation link is invalid. Log in and ask for a new one from your account page."
-EXPIRED_VERIFY_LINK = "This confirmation link has expired. Log in and ask for a new one from your account page."
+INVALID_VERIFY_LINK = (
+    "This confirmation link is invalid. Log in and ask for a new one from your account page."
+)
+EXPIRED_VERIFY_LINK = (
+    "This confirmation link has expired. Log in and ask for a new one from your account page."
+)
 
 
 def _verify_serializer(secret_key: str, now: datetime) -> URLSafeTimedSerializer:
@@ -154,21 +178,41 @@ def make_verification_token(user: User, *, secret_key: str, now: datetime) -> st
     return _verify_serializer(secret_key, now).dumps({"u": user.id, "e": user.email})
 
 
-def send_verification_email(session: Session, user: User, *, secret_key: str, now: datetime,
-                            link_for: Callable[[str], str], max_age_seconds: int) -> bool:
+def send_verification_email(
+    session: Session,
+    user: User,
+    *,
+    secret_key: str,
+    now: datetime,
+    link_for: Callable[[str], str],
+    max_age_seconds: int,
+) -> bool:
     """Queue a mail with a link that confirms `user`'s address (sign-up, or "send it again")."""
     if user.email_verified_at is not None:
         return False
     token = make_verification_token(user, secret_key=secret_key, now=now)
-    return queue_email(session, key=f"verify:{user.id}:{int(now.timestamp())}", to=user.email,
-                       template="verify_email", name=user.display_name, link=link_for(token),
-                       hours=max(1, max_age_seconds // 3600))
+    return queue_email(
+        session,
+        key=f"verify:{user.id}:{int(now.timestamp())}",
+        to=user.email,
+        template="verify_email",
+        name=user.display_name,
+        link=link_for(token),
+        hours=max(1, max_age_seconds // 3600),
+    )
 
 
-def verify_email(session: Session, token: str, *, secret_key: str, now: datetime, max_age_seconds: int) -> User:
+def verify_email(
+    session: Session, token: str, *, secret_key: str, now: datetime, max_age_seconds: int
+) -> User:
     """Mark the address a valid token names verified; DomainError otherwise."""
-    payload = _load_link_token(_verify_serializer(secret_key, now), token, max_age_seconds,
-                               expired=EXPIRED_VERIFY_LINK, invalid=INVALID_VERIFY_LINK)
+    payload = _load_link_token(
+        _verify_serializer(secret_key, now),
+        token,
+        max_age_seconds,
+        expired=EXPIRED_VERIFY_LINK,
+        invalid=INVALID_VERIFY_LINK,
+    )
     user = session.get(User, payload["u"])
     if user is None or not user.is_active or payload.get("e") != user.email:
         raise DomainError(INVALID_VERIFY_LINK, field="token")

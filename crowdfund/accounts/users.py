@@ -16,7 +16,6 @@ from crowdfund.accounts.models import STORED_ROLES, Role, StudioMember, User, Us
 from crowdfund.errors import Conflict, DomainError
 from crowdfund.text import single_line_field
 
-
 # A hash of nothing, verified when the e-mail is unknown so that a failed
 # log-in takes the same time whether or not the account exists.
 _DUMMY_HASH: str | None = None
@@ -110,7 +109,9 @@ def load_user(session: Session, user_token: str) -> User | None:
 _LOAD_USER = (
     select(
         User,
-        select(func.aggregate_strings(UserRole.role, ",")).where(UserRole.user_id == User.id).scalar_subquery(),
+        select(func.aggregate_strings(UserRole.role, ","))
+        .where(UserRole.user_id == User.id)
+        .scalar_subquery(),
         select(StudioMember.studio_id).where(StudioMember.user_id == User.id).scalar_subquery(),
     )
     .where(User.id == bindparam("user_id"))

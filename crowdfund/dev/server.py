@@ -12,10 +12,10 @@ from typing import Any
 from flask import Flask
 
 from crowdfund.app import create_app
-from crowdfund.site.web import app_services
 from crowdfund.dev.demo import DEMO_PASSWORD, demo_command, seed
-from crowdfund.migrate import upgrade
 from crowdfund.dev.localstripe_server import LocalStripe, register_webhook, start_in_thread
+from crowdfund.migrate import upgrade
+from crowdfund.site.web import app_services
 
 HOST = "127.0.0.1"
 # localstripe takes any key of the right shape; these authenticate us to it, not anyone to us.
@@ -26,13 +26,16 @@ PUBLISHABLE_KEY = "pk_test_demo"
 def make_app(stripe: LocalStripe, overrides: dict[str, Any] | None = None) -> Flask:
     """The development app against localstripe. Its session and webhook secrets
     come from its instance folder (config.development_secrets), made on first run."""
-    app = create_app("development", {
-        "STRIPE_API_BASE": stripe.url,
-        "STRIPE_SECRET_KEY": STRIPE_SECRET_KEY,
-        "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
-        "STRIPE_JS_URL": stripe.js_url,
-        **(overrides or {}),
-    })
+    app = create_app(
+        "development",
+        {
+            "STRIPE_API_BASE": stripe.url,
+            "STRIPE_SECRET_KEY": STRIPE_SECRET_KEY,
+            "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
+            "STRIPE_JS_URL": stripe.js_url,
+            **(overrides or {}),
+        },
+    )
     return app
 
 
@@ -59,13 +62,16 @@ def main() -> None:
     upgrade(app.config["DATABASE_URL"])
     print("Seeding demo data (fans buy stakes through localstripe)...")
     with services.sessions() as session:
-        logins = seed(session, services.gateway, stripe.url, PUBLISHABLE_KEY,
-                      fee_bps=app.config["PLATFORM_FEE_BPS"])
+        logins = seed(
+            session, services.gateway, stripe.url, PUBLISHABLE_KEY, fee_bps=app.config["PLATFORM_FEE_BPS"]
+        )
     print(f"\nReelshare demo at http://{HOST}:{port}   (localstripe at {stripe.url})")
     print(f"Logins (password for all: {DEMO_PASSWORD}):")
     for role, email in logins:
         print(f"  {role:8} {email}")
-    print("Test cards: 4242 4242 4242 4242 pays, 4000 0000 0000 0341 declines, 4000 0025 0000 3155 asks for 3-D Secure.")
+    print(
+        "Test cards: 4242 4242 4242 4242 pays, 4000 0000 0000 0341 declines, 4000 0025 0000 3155 asks for 3-D Secure."
+    )
     print(f"Mail is written to {app.config['MAIL_FOLDER']}\n")
     app.run(host=HOST, port=port, debug=False, use_reloader=False, threaded=True)
 

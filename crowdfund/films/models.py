@@ -16,9 +16,7 @@ class Film(Base):
         CheckConstraint("funding_goal_cents > 0", name="goal_positive"),
         CheckConstraint("stake_price_cents > 0", name="price_positive"),
         CheckConstraint("stake_cap > 0", name="cap_positive"),
-        CheckConstraint(
-            "per_backer_limit > 0 AND per_backer_limit <= stake_cap", name="per_backer_limit"
-        ),
+        CheckConstraint("per_backer_limit > 0 AND per_backer_limit <= stake_cap", name="per_backer_limit"),
         CheckConstraint("recoup_share_bps BETWEEN 0 AND 10000", name="recoup_share"),
         CheckConstraint("recoup_multiple_bps BETWEEN 0 AND 100000", name="recoup_multiple"),
         CheckConstraint("profit_share_bps BETWEEN 0 AND 10000", name="profit_share"),

@@ -41,8 +41,11 @@ class FilmInput:
 SINGLE_LINE_FIELDS = {"title": "The title", "logline": "The logline"}
 MULTI_LINE_FIELDS = {"synopsis": "The synopsis", "risks": "The risks"}
 TEXT_LIMITS = {"title": 120, "logline": 200, "synopsis": 20_000, "risks": 20_000}
-_REQUIRED_TEXT = {"title": "Enter a title.", "logline": "Enter a logline: one sentence about the film.",
-                  "synopsis": "Enter a synopsis."}
+_REQUIRED_TEXT = {
+    "title": "Enter a title.",
+    "logline": "Enter a logline: one sentence about the film.",
+    "synopsis": "Enter a synopsis.",
+}
 
 
 def _cleaned_text(data: FilmInput) -> tuple[dict[str, str], dict[str, str]]:
@@ -122,7 +125,7 @@ def deadline_problem(deadline: datetime, now: datetime) -> str | None:
 
 
 def time_left_text(deadline: datetime, now: datetime) -> str:
-    """"12 days left", "5 hours left", "40 minutes left" or "Ended"."""
+    """ "12 days left", "5 hours left", "40 minutes left" or "Ended"."""
     remaining = deadline - now
     seconds = int(remaining.total_seconds())
     if seconds <= 0:
@@ -211,8 +214,11 @@ def offered_moves(moves: Mapping[FilmAction, FilmMove], state: str) -> frozenset
     """The moves of `moves` a film in `state` may make: allowed by the table and offered from there."""
     current = FilmState(state)
     allowed = FILM_TRANSITIONS[current]
-    return frozenset(action for action, move in moves.items()
-                     if move.target in allowed and (move.sources is None or current in move.sources))
+    return frozenset(
+        action
+        for action, move in moves.items()
+        if move.target in allowed and (move.sources is None or current in move.sources)
+    )
 
 
 def studio_actions(state: str) -> frozenset[FilmAction]:
@@ -228,7 +234,9 @@ def studio_actions(state: str) -> frozenset[FilmAction]:
     return frozenset(actions)
 
 
-def review_actions(state: str, film_studio_id: int | None, reviewer_studio_id: int | None) -> frozenset[FilmAction]:
+def review_actions(
+    state: str, film_studio_id: int | None, reviewer_studio_id: int | None
+) -> frozenset[FilmAction]:
     """What the review page offers an admin. A member of the film's studio may
     send it back or cancel it, never approve it (another admin must)."""
     actions = offered_moves(REVIEW_MOVES, state)
@@ -238,12 +246,12 @@ def review_actions(state: str, film_studio_id: int | None, reviewer_studio_id: i
 
 
 def funding_time_left(state: str, deadline: datetime, now: datetime) -> str | None:
-    """"12 days left" (or "Ended") while the film is open for funding, else None."""
+    """ "12 days left" (or "Ended") while the film is open for funding, else None."""
     return time_left_text(deadline, now) if state == FilmState.FUNDING else None
 
 
 def funding_end_word(state: str, deadline: datetime, now: datetime) -> str:
-    """"Funding ends ..." or "Funding ended ...", as the film page says it."""
+    """ "Funding ends ..." or "Funding ended ...", as the film page says it."""
     return "ends" if state in UNDECIDED_STATES and deadline > now else "ended"
 
 

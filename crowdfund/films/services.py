@@ -33,21 +33,35 @@ class FilmChanged(Conflict):
     """Another transaction moved the film since it was read."""
 
     def __init__(self, state: str) -> None:
-        super().__init__(f"This film changed meanwhile: it is now {STATE_LABELS[FilmState(state)].lower()}; "
-                         "reload the page.")
+        super().__init__(
+            f"This film changed meanwhile: it is now {STATE_LABELS[FilmState(state)].lower()}; "
+            "reload the page."
+        )
         self.state = state
 
 
-def _film_event(film_id: int, from_state: str | None, to_state: str | None, actor_id: int | None,
-                reason: str | None, now: datetime) -> FilmEvent:
-    return FilmEvent(film_id=film_id, from_state=from_state, to_state=to_state, actor_id=actor_id, reason=reason,
-                     at=now)
+def _film_event(
+    film_id: int,
+    from_state: str | None,
+    to_state: str | None,
+    actor_id: int | None,
+    reason: str | None,
+    now: datetime,
+) -> FilmEvent:
+    return FilmEvent(
+        film_id=film_id, from_state=from_state, to_state=to_state, actor_id=actor_id, reason=reason, at=now
+    )
 
 
 FILM = transitions.Machine(
-    name="film", model=Film, column="state", transitions=FILM_TRANSITIONS,
-    audit_actions={state: "film.state" for state in FilmState}, audit_object_type="film",
-    history=_film_event, keep_loaded=True,
+    name="film",
+    model=Film,
+    column="state",
+    transitions=FILM_TRANSITIONS,
+    audit_actions={state: "film.state" for state in FilmState},
+    audit_object_type="film",
+    history=_film_event,
+    keep_loaded=True,
 )
 
 
@@ -175,7 +189,9 @@ def approve(session: Session, film: Film, admin: User, *, now: datetime) -> None
         raise Conflict("Only films in review can be approved.")
     if admin.studio_id is not None and admin.studio_id == film.studio_id:
         # Separation of duty: nobody opens their own studio's film for funding.
-        raise Forbidden("You are a member of this film's studio, so you cannot approve it: another admin must.")
+        raise Forbidden(
+            "You are a member of this film's studio, so you cannot approve it: another admin must."
+        )
     _check_ready(film, now)
     change_film_state(session, film, FilmState.FUNDING, now=now, actor=admin)
 
@@ -246,9 +262,7 @@ def studio_film(session: Session, user: User, film_id: int) -> Film:
 
 def studio_films(session: Session, studio_id: int) -> list[Film]:
     return list(
-        session.scalars(
-            select(Film).where(Film.studio_id == studio_id).order_by(Film.created_at.desc())
-        )
+        session.scalars(select(Film).where(Film.studio_id == studio_id).order_by(Film.created_at.desc()))
     )
 
 
@@ -264,8 +278,15 @@ _FILM_BY_SLUG = select(Film).where(Film.slug == bindparam("slug"))
 #: the flash-sale path reads these, not the synopsis, terms and studio of the
 #: page. Built once: composing load_only() per call costs more than it saves.
 _FILM_BY_SLUG_FOR_HOLD = _FILM_BY_SLUG.options(
-    load_only(Film.id, Film.slug, Film.studio_id, Film.state, Film.deadline, Film.per_backer_limit,
-              Film.stake_price_cents),
+    load_only(
+        Film.id,
+        Film.slug,
+        Film.studio_id,
+        Film.state,
+        Film.deadline,
+        Film.per_backer_limit,
+        Film.stake_price_cents,
+    ),
     lazyload(Film.studio),
 )
 
@@ -293,16 +314,17 @@ def cancellation(session: Session, film: Film) -> FilmEvent | None:
     """The state change that cancelled the film: when, by whom and why."""
     if film.state != FilmState.CANCELLED:
         return None
-    return session.scalar(select(FilmEvent).where(FilmEvent.film_id == film.id,
-                                                  FilmEvent.to_state == FilmState.CANCELLED)
-                          .order_by(FilmEvent.id.desc()).limit(1))
+    return session.scalar(
+        select(FilmEvent)
+        .where(FilmEvent.film_id == film.id, FilmEvent.to_state == FilmState.CANCELLED)
+        .order_by(FilmEvent.id.desc())
+        .limit(1)
+    )
 
 
 def films_in_review(session: Session) -> list[Film]:
     return list(
-        session.scalars(
-            select(Film).where(Film.state == FilmState.IN_REVIEW).order_by(Film.submitted_at)
-        )
+        session.scalars(select(Film).where(Film.state == FilmState.IN_REVIEW).order_by(Film.submitted_at))
     )
 
 
@@ -326,9 +348,7 @@ class Page:
         return self.page < self.pages
 
 
-def catalogue_page(
-    session: Session, states: tuple[FilmState, ...], page: int, per_page: int = 12
-) -> Page:
+def catalogue_page(session: Session, states: tuple[FilmState, ...], page: int, per_page: int = 12) -> Page:
     condition = Film.state.in_([s.value for s in states])
     total = session.scalar(select(func.count()).select_from(Film).where(condition)) or 0
     order = Film.deadline.asc() if states == (FilmState.FUNDING,) else Film.decided_at.desc()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from enum import StrEnum
 
 
-
 class FilmState(StrEnum):
     DRAFT = "draft"
     IN_REVIEW = "in_review"

@@ -27,9 +27,7 @@ def describe_terms(
             else "After that, backers receive nothing more."
         )
     else:
-        lines.append(
-            f"Backers share {format_bps(profit_share_bps)} of the film's net box-office receipts."
-        )
+        lines.append(f"Backers share {format_bps(profit_share_bps)} of the film's net box-office receipts.")
     lines.append(
         "Each backer's part is in proportion to their paid stakes, split to the cent, "
         "and every payout statement shows how it was computed."

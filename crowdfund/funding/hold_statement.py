@@ -21,8 +21,10 @@ from crowdfund.funding.models import BackerPosition, FilmInventory, Order, Order
 
 class HoldInProgress(Conflict):
     def __init__(self) -> None:
-        super().__init__("You are already holding stakes in this film from another window. Reload the "
-                         "page to see your hold.")
+        super().__init__(
+            "You are already holding stakes in this film from another window. Reload the "
+            "page to see your hold."
+        )
 
 
 class DuplicateRequest(Conflict):
@@ -127,10 +129,15 @@ def insert_order(session: Session, order: Order) -> None:
 def attempt_hold_postgresql(session: Session, film: Film | HoldTerms, order: Order) -> HoldAttempt:
     """HOLD_STATEMENT_PG: the whole attempt in one round trip."""
     params = {
-        "film_id": film.id, "user_id": order.user_id, "units": order.units,
-        "per_backer_limit": film.per_backer_limit, "reference": order.reference,
-        "unit_price_cents": order.unit_price_cents, "amount_cents": order.amount_cents,
-        "idempotency_key": order.idempotency_key, "created_at": order.created_at,
+        "film_id": film.id,
+        "user_id": order.user_id,
+        "units": order.units,
+        "per_backer_limit": film.per_backer_limit,
+        "reference": order.reference,
+        "unit_price_cents": order.unit_price_cents,
+        "amount_cents": order.amount_cents,
+        "idempotency_key": order.idempotency_key,
+        "created_at": order.created_at,
         "expires_at": order.expires_at,
     }
     try:
@@ -143,8 +150,16 @@ def attempt_hold_postgresql(session: Session, film: Film | HoldTerms, order: Ord
         # Written by the statement above: enter it into the session as loaded,
         # with every column as written, so nothing is read back.
         order.id = attempt.order_id
-        for name in ("paid_at", "closed_at", "stripe_setup_intent_id", "stripe_payment_intent_id",
-                     "stripe_refund_id", "refund_state", "refund_claimed_at", "failure_message"):
+        for name in (
+            "paid_at",
+            "closed_at",
+            "stripe_setup_intent_id",
+            "stripe_payment_intent_id",
+            "stripe_refund_id",
+            "refund_state",
+            "refund_claimed_at",
+            "failure_message",
+        ):
             setattr(order, name, None)
         make_transient_to_detached(order)
         session.add(order)
@@ -162,21 +177,33 @@ def attempt_hold_sqlite(session: Session, film: Film | HoldTerms, order: Order) 
             .where(Order.user_id == user_id, Order.idempotency_key == order.idempotency_key)
             .scalar_subquery(),
             select(Film.id)
-            .where(Film.id == film.id, Film.state == FilmState.FUNDING, Film.deadline > order.created_at,
-                   Film.per_backer_limit == film.per_backer_limit,
-                   Film.stake_price_cents == order.unit_price_cents).exists(),
+            .where(
+                Film.id == film.id,
+                Film.state == FilmState.FUNDING,
+                Film.deadline > order.created_at,
+                Film.per_backer_limit == film.per_backer_limit,
+                Film.stake_price_cents == order.unit_price_cents,
+            )
+            .exists(),
             select(FilmInventory.sold + FilmInventory.held)
-            .where(FilmInventory.film_id == film.id).scalar_subquery(),
+            .where(FilmInventory.film_id == film.id)
+            .scalar_subquery(),
             select(FilmInventory.cap).where(FilmInventory.film_id == film.id).scalar_subquery(),
             select(BackerPosition.units)
-            .where(BackerPosition.film_id == film.id, BackerPosition.user_id == user_id).scalar_subquery(),
+            .where(BackerPosition.film_id == film.id, BackerPosition.user_id == user_id)
+            .scalar_subquery(),
             select(Order.id)
             .where(Order.user_id == user_id, Order.film_id == film.id, Order.status == OrderStatus.PENDING)
-            .limit(1).scalar_subquery(),
+            .limit(1)
+            .scalar_subquery(),
         )
     ).one()
-    clear = (cap is not None and (sold_held or 0) + units <= cap
-             and (position or 0) + units <= film.per_backer_limit and pending_id is None)
+    clear = (
+        cap is not None
+        and (sold_held or 0) + units <= cap
+        and (position or 0) + units <= film.per_backer_limit
+        and pending_id is None
+    )
     if prior_id is not None or not film_open or not clear:
         return HoldAttempt(prior_id, bool(film_open), clear, False, False, None)
     insert_order(session, order)

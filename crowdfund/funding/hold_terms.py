@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from crowdfund.accounts.models import User
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from crowdfund.session_services import services_of
 from crowdfund.funding.queries import visible_film
+from crowdfund.session_services import services_of
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,15 @@ class HoldTerms:
 
     @classmethod
     def of(cls, film: Film) -> HoldTerms:
-        return cls(film.id, film.slug, film.studio_id, film.state, film.deadline, film.per_backer_limit,
-                   film.stake_price_cents)
+        return cls(
+            film.id,
+            film.slug,
+            film.studio_id,
+            film.state,
+            film.deadline,
+            film.per_backer_limit,
+            film.stake_price_cents,
+        )
 
 
 class HoldTermsCache:

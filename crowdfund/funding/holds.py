@@ -38,9 +38,11 @@ class SoldOut(Conflict):
     def __init__(self, next_release: datetime | None) -> None:
         message = "Sold out: every stake is sold or held."
         if next_release is not None:
-            message += " Held stakes that are not paid for come free again; check back after " + next_release.strftime(
-                "%H:%M UTC"
-            ) + "."
+            message += (
+                " Held stakes that are not paid for come free again; check back after "
+                + next_release.strftime("%H:%M UTC")
+                + "."
+            )
         else:
             message = "Sold out: every stake has been sold."
         super().__init__(message)
@@ -73,8 +75,9 @@ def _hold_refusal(film: Film | HoldTerms | None, request: HoldRequest, now: date
     return None
 
 
-def _refusal_of_film(session: Session, film: Film | None, user: User, request: HoldRequest,
-                     now: datetime) -> DomainError | None:
+def _refusal_of_film(
+    session: Session, film: Film | None, user: User, request: HoldRequest, now: datetime
+) -> DomainError | None:
     """The refusal decided on the film as read: a film the user may not see
     (no longer public, as after cached terms of it) is not found, as the film
     page would say (visible_film: one more read, on refusals only)."""
@@ -95,8 +98,15 @@ def _refuse(session: Session, user: User, key: str, request: HoldRequest, refusa
     raise refusal
 
 
-def hold_stakes(session: Session, user: User, request: HoldRequest, *, now: datetime,
-                hold_window: timedelta, terms: HoldTerms | None = None) -> Order:
+def hold_stakes(
+    session: Session,
+    user: User,
+    request: HoldRequest,
+    *,
+    now: datetime,
+    hold_window: timedelta,
+    terms: HoldTerms | None = None,
+) -> Order:
     """Hold `units` stakes for `user` in a new pending order, or return the order
     this same request created before (double click, retry).
 
@@ -227,14 +237,19 @@ def _free_form_key(session: Session, prior: Order, key: str) -> None:
     button): unless `prior` is paid or being paid, it gives its key up to the
     new hold (and, still pending, is released with the buyer's pending orders)."""
     if prior.stripe_payment_intent_id is None and prior.status in (OrderStatus.PENDING, OrderStatus.EXPIRED):
-        freed = rowcount(session.execute(
-            update(Order)
-            .where(Order.id == prior.id, Order.idempotency_key == key,
-                   Order.stripe_payment_intent_id.is_(None),
-                   Order.status.in_((OrderStatus.PENDING, OrderStatus.EXPIRED)))
-            .values(idempotency_key=f"replaced:{prior.id}")
-            .execution_options(synchronize_session=False)
-        ))
+        freed = rowcount(
+            session.execute(
+                update(Order)
+                .where(
+                    Order.id == prior.id,
+                    Order.idempotency_key == key,
+                    Order.stripe_payment_intent_id.is_(None),
+                    Order.status.in_((OrderStatus.PENDING, OrderStatus.EXPIRED)),
+                )
+                .values(idempotency_key=f"replaced:{prior.id}")
+                .execution_options(synchronize_session=False)
+            )
+        )
         if freed == 1:
             session.expire(prior)
             return
@@ -244,13 +259,16 @@ def _free_form_key(session: Session, prior: Order, key: str) -> None:
     stakes = f"{prior.units} stake{'s' if prior.units != 1 else ''}"
     if prior.status == OrderStatus.PAID:
         what = f"bought {stakes} (order {prior.reference}), which stays as it is"
-    elif prior.stripe_payment_intent_id is not None and prior.status in (OrderStatus.PENDING,
-                                                                         OrderStatus.EXPIRED):
+    elif prior.stripe_payment_intent_id is not None and prior.status in (
+        OrderStatus.PENDING,
+        OrderStatus.EXPIRED,
+    ):
         what = f"is paying for {stakes} (order {prior.reference}); that payment is not changed"
     else:
         what = f"was used for order {prior.reference} ({stakes})"
-    raise FormAlreadyUsed(f"This form already {what}. Nothing else was ordered: choose again on the film "
-                          "page.")
+    raise FormAlreadyUsed(
+        f"This form already {what}. Nothing else was ordered: choose again on the film page."
+    )
 
 
 class PaymentUnderWay(Conflict):
@@ -270,14 +288,21 @@ def _refuse_while_paying(session: Session, film_id: int, user_id: int) -> None:
         return
     if row.stripe_payment_intent_id is None:
         raise HoldInProgress()
-    raise PaymentUnderWay(f"Your payment for order {row.reference} is still being processed. Wait until it "
-                          "completes (its order page shows the result) before holding more stakes.")
+    raise PaymentUnderWay(
+        f"Your payment for order {row.reference} is still being processed. Wait until it "
+        "completes (its order page shows the result) before holding more stakes."
+    )
 
 
 def _raise_limit_reached(session: Session, film: Film | HoldTerms, user_id: int) -> None:
-    current = session.scalar(
-        select(BackerPosition.units).where(BackerPosition.film_id == film.id, BackerPosition.user_id == user_id)
-    ) or 0
+    current = (
+        session.scalar(
+            select(BackerPosition.units).where(
+                BackerPosition.film_id == film.id, BackerPosition.user_id == user_id
+            )
+        )
+        or 0
+    )
     left = max(0, film.per_backer_limit - current)
     raise LimitReached(
         f"Each backer may hold at most {film.per_backer_limit} stakes in this film; you have {current} "
@@ -294,12 +319,15 @@ def release_hold(session: Session, order: Order, user: User, *, now: datetime) -
     units = order.units
     if order.status != OrderStatus.PENDING:
         session.refresh(order)
-    elif move_order(session, order, OrderStatus.EXPIRED, now=now, where=(Order.stripe_payment_intent_id.is_(None),)):
+    elif move_order(
+        session, order, OrderStatus.EXPIRED, now=now, where=(Order.stripe_payment_intent_id.is_(None),)
+    ):
         adjust(session, order.film_id, order.user_id, position=-units, held=-units)
         return True
     if order.status == OrderStatus.PENDING:
-        raise Conflict("Your payment for this order is being processed, so the hold can no longer be "
-                       "released.")
+        raise Conflict(
+            "Your payment for this order is being processed, so the hold can no longer be released."
+        )
     if order.status == OrderStatus.PAID:
         raise Conflict("This order is paid. To get your money back, cancel the order instead.")
     return False

@@ -93,8 +93,9 @@ def reserve_units(session: Session, film_id: int, units: int) -> bool:
     return rowcount(result) == 1
 
 
-def adjust(session: Session, film_id: int, user_id: int | None, *, held: int = 0, sold: int = 0,
-            position: int = 0) -> None:
+def adjust(
+    session: Session, film_id: int, user_id: int | None, *, held: int = 0, sold: int = 0, position: int = 0
+) -> None:
     """Unconditional counter moves for units this transaction already owns."""
     if position and user_id is not None:
         session.execute(
@@ -127,8 +128,9 @@ def release_expired_holds(session: Session, film_id: int, now: datetime) -> int:
     return total
 
 
-def expire_releasable(session: Session, film_id: int, now: datetime, *,
-                       buyer_id: int | None) -> dict[int, int]:
+def expire_releasable(
+    session: Session, film_id: int, now: datetime, *, buyer_id: int | None
+) -> dict[int, int]:
     """Move the film's lapsed holds, and with `buyer_id` that buyer's pending
     orders whose payment has not started (a new hold replaces them), to
     expired in one conditional UPDATE. Units released, by user id."""

@@ -43,13 +43,9 @@ class FilmInventory(Base):
     """A film's stake counters: the one hot row every hold updates conditionally."""
 
     __tablename__ = "film_inventory"
-    __table_args__ = (
-        CheckConstraint("sold >= 0 AND held >= 0 AND sold + held <= cap", name="within_cap"),
-    )
+    __table_args__ = (CheckConstraint("sold >= 0 AND held >= 0 AND sold + held <= cap", name="within_cap"),)
 
-    film_id: Mapped[int] = mapped_column(
-        ForeignKey("films.id", ondelete="CASCADE"), primary_key=True
-    )
+    film_id: Mapped[int] = mapped_column(ForeignKey("films.id", ondelete="CASCADE"), primary_key=True)
     cap: Mapped[int] = mapped_column(Integer)
     #: Units in paid orders.
     sold: Mapped[int] = mapped_column(Integer, default=0)
@@ -63,9 +59,7 @@ class BackerPosition(Base):
     __tablename__ = "backer_positions"
     __table_args__ = (CheckConstraint("units >= 0", name="units"),)
 
-    film_id: Mapped[int] = mapped_column(
-        ForeignKey("films.id", ondelete="CASCADE"), primary_key=True
-    )
+    film_id: Mapped[int] = mapped_column(ForeignKey("films.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
     units: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -90,8 +84,14 @@ class Order(Base):
         # One pending order per backer and film: a new hold replaces the old
         # one (funding.holds.hold_stakes); this refuses a second one made
         # at the same moment from another window.
-        Index("uq_orders_one_pending_per_film", "user_id", "film_id", unique=True,
-              sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
+        Index(
+            "uq_orders_one_pending_per_film",
+            "user_id",
+            "film_id",
+            unique=True,
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -14,7 +14,6 @@ from crowdfund import transitions
 from crowdfund.funding.models import Order, OrderStatus, RefundState
 from crowdfund.funding.rules import ORDER_TRANSITIONS, REFUND_TRANSITIONS
 
-
 REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
@@ -31,8 +30,12 @@ def new_reference() -> str:
 ORDER = transitions.Machine(name="order", model=Order, column="status", transitions=ORDER_TRANSITIONS)
 #: Refund moves are audited only when Stripe has the refund; the claims are not.
 REFUND = transitions.Machine(
-    name="refund", model=Order, column="refund_state", transitions=REFUND_TRANSITIONS,
-    audit_actions={RefundState.DONE: "refund.done"}, audit_object_type="order",
+    name="refund",
+    model=Order,
+    column="refund_state",
+    transitions=REFUND_TRANSITIONS,
+    audit_actions={RefundState.DONE: "refund.done"},
+    audit_object_type="order",
     audit_object_id=lambda order: order.reference,
     # The refund worker calls Stripe between its transactions: the order must
     # not need a reload (a transaction) after its claim.
@@ -40,8 +43,15 @@ REFUND = transitions.Machine(
 )
 
 
-def move_order(session: Session, order: Order, target: OrderStatus, *, now: datetime,
-               where: Sequence[ColumnElement[bool]] = (), **values: object) -> bool:
+def move_order(
+    session: Session,
+    order: Order,
+    target: OrderStatus,
+    *,
+    now: datetime,
+    where: Sequence[ColumnElement[bool]] = (),
+    **values: object,
+) -> bool:
     """Move `order` to `target` if it is still in the status we last saw.
 
     Checks the transition, then updates conditionally on the old status so

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
@@ -31,31 +30,40 @@ def paid_orders_of(film_id: int) -> ColumnElement[bool]:
 
 def paid_total(session: Session, film_id: int) -> int:
     """What a film's paid orders paid, in cents (the waterfall's principal K)."""
-    return int(session.scalar(select(func.coalesce(func.sum(Order.amount_cents), 0))
-                              .where(paid_orders_of(film_id))) or 0)
+    return int(
+        session.scalar(select(func.coalesce(func.sum(Order.amount_cents), 0)).where(paid_orders_of(film_id)))
+        or 0
+    )
 
 
 def paid_units_and_backers(session: Session, film_id: int) -> tuple[int, int]:
     """(units of the film's paid orders, number of backers who hold them)."""
     units, backers = session.execute(
-        select(func.coalesce(func.sum(Order.units), 0), func.count(func.distinct(Order.user_id)))
-        .where(paid_orders_of(film_id))
+        select(func.coalesce(func.sum(Order.units), 0), func.count(func.distinct(Order.user_id))).where(
+            paid_orders_of(film_id)
+        )
     ).one()
     return int(units), int(backers)
 
 
 def paid_units_of_backer(session: Session, film_id: int, user_id: int) -> int:
     """The units of one backer's paid orders of a film (their paid stakes)."""
-    return int(session.scalar(select(func.coalesce(func.sum(Order.units), 0))
-                              .where(paid_orders_of(film_id), Order.user_id == user_id)) or 0)
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(Order.units), 0)).where(
+                paid_orders_of(film_id), Order.user_id == user_id
+            )
+        )
+        or 0
+    )
 
 
 def paid_units_by_backer(session: Session, film_id: int, user_id: int | None = None) -> dict[int, int]:
     """{backer: units of their paid orders of a film}, for every backer or one;
     a user with no paid order is absent."""
-    query = (select(Order.user_id, func.sum(Order.units))
-             .where(paid_orders_of(film_id))
-             .group_by(Order.user_id))
+    query = (
+        select(Order.user_id, func.sum(Order.units)).where(paid_orders_of(film_id)).group_by(Order.user_id)
+    )
     if user_id is not None:
         query = query.where(Order.user_id == user_id)
     return {uid: int(units) for uid, units in session.execute(query).all()}
@@ -144,9 +152,14 @@ def portfolio(session: Session, user_id: int) -> list[PortfolioRow]:
         paid = [o for o in film_orders if o.status == OrderStatus.PAID]
         rows.append(
             PortfolioRow(
-                film_id=film_id, title=film.title, slug=film.slug, film_state=film.state,
-                paid_units=sum(o.units for o in paid), paid_cents=sum(o.amount_cents for o in paid),
-                film_paid_units=film_units.get(film_id, 0), orders=film_orders,
+                film_id=film_id,
+                title=film.title,
+                slug=film.slug,
+                film_state=film.state,
+                paid_units=sum(o.units for o in paid),
+                paid_cents=sum(o.amount_cents for o in paid),
+                film_paid_units=film_units.get(film_id, 0),
+                orders=film_orders,
             )
         )
     return rows
@@ -169,16 +182,27 @@ class RefundProgress:
 def refund_progress(session: Session, film_id: int, user_id: int | None = None) -> RefundProgress:
     """Orders of a failed or cancelled film owed a refund: paid ones (the next
     round close decides their refund) and those refunded or being refunded."""
-    condition = [Order.film_id == film_id, or_(Order.status == OrderStatus.PAID, Order.refund_state.is_not(None))]
+    condition = [
+        Order.film_id == film_id,
+        or_(Order.status == OrderStatus.PAID, Order.refund_state.is_not(None)),
+    ]
     if user_id is not None:
         condition.append(Order.user_id == user_id)
-    rows = session.execute(select(Order.refund_state, func.count(), func.coalesce(func.sum(Order.amount_cents), 0))
-                           .where(*condition).group_by(Order.refund_state)).all()
+    rows = session.execute(
+        select(Order.refund_state, func.count(), func.coalesce(func.sum(Order.amount_cents), 0))
+        .where(*condition)
+        .group_by(Order.refund_state)
+    ).all()
     orders = sum(int(n) for _, n, _ in rows)
     amount = sum(int(cents) for _, _, cents in rows)
     done = [(int(n), int(cents)) for state, n, cents in rows if state == "done"]
-    return RefundProgress(orders=orders, done=sum(n for n, _ in done), amount_cents=amount,
-                          done_cents=sum(cents for _, cents in done))
+    return RefundProgress(
+        orders=orders,
+        done=sum(n for n, _ in done),
+        amount_cents=amount,
+        done_cents=sum(cents for _, cents in done),
+    )
+
 
 # --- an order, a hold ------------------------------------------------------------------
 
@@ -210,12 +234,13 @@ def current_hold(session: Session, film_id: int, user_id: int) -> Order | None:
     return session.scalar(
         select(Order)
         .where(Order.film_id == film_id, Order.user_id == user_id, Order.status == OrderStatus.PENDING)
-        .order_by(Order.id.desc()).limit(1)
+        .order_by(Order.id.desc())
+        .limit(1)
     )
 
 
 def hold_state(order: Order, now: datetime) -> str | None:
-    """"held", "paying" or "lapsed" for a pending order, None otherwise."""
+    """ "held", "paying" or "lapsed" for a pending order, None otherwise."""
     if order.status != OrderStatus.PENDING:
         return None
     if order.stripe_payment_intent_id:
@@ -224,9 +249,14 @@ def hold_state(order: Order, now: datetime) -> str | None:
 
 
 def held_or_owned(session: Session, film_id: int, user_id: int) -> int:
-    return session.scalar(
-        select(BackerPosition.units).where(and_(BackerPosition.film_id == film_id, BackerPosition.user_id == user_id))
-    ) or 0
+    return (
+        session.scalar(
+            select(BackerPosition.units).where(
+                and_(BackerPosition.film_id == film_id, BackerPosition.user_id == user_id)
+            )
+        )
+        or 0
+    )
 
 
 # --- who may see a film: its backers see it cancelled -------------------------------
@@ -250,8 +280,10 @@ def visible_film(session: Session, slug: str, viewer: User | None, *, for_hold: 
 
 def has_orders(session: Session, film_id: int, user_id: int) -> bool:
     """Whether the user holds or held any order of the film (their portfolio lists it)."""
-    return session.scalar(select(Order.id).where(Order.film_id == film_id, Order.user_id == user_id).limit(1)) \
+    return (
+        session.scalar(select(Order.id).where(Order.film_id == film_id, Order.user_id == user_id).limit(1))
         is not None
+    )
 
 
 def poster_visible(session: Session, file_id: int, viewer: User | None) -> bool:

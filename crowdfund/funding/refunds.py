@@ -22,16 +22,27 @@ from crowdfund.funding.rules import cancellation_deadline
 from crowdfund.ledger import Account, EntryKind
 
 
-def book_refund_decision(session: Session, order: Order, film: Film, now: datetime,
-                          actor: User | None = None, why: str = "") -> None:
-    audit.record(session, action="refund.decided", object_type="order", object_id=order.reference, now=now,
-                 actor=actor, after={"status": order.status, "amount_cents": order.amount_cents}, detail=why)
+def book_refund_decision(
+    session: Session, order: Order, film: Film, now: datetime, actor: User | None = None, why: str = ""
+) -> None:
+    audit.record(
+        session,
+        action="refund.decided",
+        object_type="order",
+        object_id=order.reference,
+        now=now,
+        actor=actor,
+        after={"status": order.status, "amount_cents": order.amount_cents},
+        detail=why,
+    )
     ledger.post(
         session,
         key=EntryKind.REFUND_DECIDED.key(order.id),
         kind=EntryKind.REFUND_DECIDED,
-        lines=[(Account.escrow(film.id), order.amount_cents),
-               (Account.refunds_payable(film.id), -order.amount_cents)],
+        lines=[
+            (Account.escrow(film.id), order.amount_cents),
+            (Account.refunds_payable(film.id), -order.amount_cents),
+        ],
         now=now,
         film_id=film.id,
         order_id=order.id,
@@ -49,8 +60,15 @@ def claim_refund(session: Session, order: Order, *, now: datetime, stale_before:
         where = (Order.refund_claimed_at <= stale_before,)
     else:
         return False
-    return transitions.move(session, REFUND, order, RefundState.PROCESSING, now=now,
-                            values={"refund_claimed_at": now}, where=where)
+    return transitions.move(
+        session,
+        REFUND,
+        order,
+        RefundState.PROCESSING,
+        now=now,
+        values={"refund_claimed_at": now},
+        where=where,
+    )
 
 
 def give_back_refund_claim(session: Session, order: Order, *, now: datetime) -> bool:
@@ -58,7 +76,8 @@ def give_back_refund_claim(session: Session, order: Order, *, now: datetime) -> 
     refund_claimed_at stays set, so that run asks Stripe first (the failed
     call may have been carried out after all)."""
     return order.refund_state == RefundState.PROCESSING and transitions.move(
-        session, REFUND, order, RefundState.REQUESTED, now=now)
+        session, REFUND, order, RefundState.REQUESTED, now=now
+    )
 
 
 def book_refund_done(session: Session, order: Order, refund_id: str, *, now: datetime) -> bool:
@@ -66,8 +85,15 @@ def book_refund_done(session: Session, order: Order, refund_id: str, *, now: dat
     if order.refund_state == RefundState.DONE:
         return False
     order_id, film_id, amount = order.id, order.film_id, order.amount_cents  # the move expires `order`
-    if not transitions.move(session, REFUND, order, RefundState.DONE, now=now,
-                            values={"stripe_refund_id": refund_id}, audit_after={"stripe_refund_id": refund_id}):
+    if not transitions.move(
+        session,
+        REFUND,
+        order,
+        RefundState.DONE,
+        now=now,
+        values={"stripe_refund_id": refund_id},
+        audit_after={"stripe_refund_id": refund_id},
+    ):
         return False
     ledger.post(
         session,
@@ -95,8 +121,12 @@ def cancel_order(session: Session, order: Order, user: User, *, now: datetime) -
     if order.status != OrderStatus.PAID:
         raise Conflict("Only paid orders can be cancelled.")
     if film.state != FilmState.FUNDING or now >= cancellation_deadline(film.deadline):
-        raise Conflict("Orders can be cancelled until 48 hours before the funding deadline; that time has passed.")
-    if not move_order(session, order, OrderStatus.CANCELLED, now=now, refund_state=RefundState.REQUESTED.value):
+        raise Conflict(
+            "Orders can be cancelled until 48 hours before the funding deadline; that time has passed."
+        )
+    if not move_order(
+        session, order, OrderStatus.CANCELLED, now=now, refund_state=RefundState.REQUESTED.value
+    ):
         if order.status == OrderStatus.CANCELLED:
             return False
         raise Conflict("This order changed meanwhile; reload the page.")
@@ -109,7 +139,9 @@ def refund_paid_order(session: Session, order: Order, *, now: datetime) -> bool:
     """The round failed or the film was cancelled: a paid order is refunded."""
     film = session.get(Film, order.film_id)
     assert film is not None
-    if not move_order(session, order, OrderStatus.REFUNDED, now=now, refund_state=RefundState.REQUESTED.value):
+    if not move_order(
+        session, order, OrderStatus.REFUNDED, now=now, refund_state=RefundState.REQUESTED.value
+    ):
         return False
     adjust(session, film.id, order.user_id, position=-order.units, sold=-order.units)
     book_refund_decision(session, order, film, now, why=f"film {film.state}")

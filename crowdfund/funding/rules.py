@@ -75,7 +75,9 @@ class CancellationNote:
         return self.state == "closing"
 
 
-def cancellation_note(film_deadline: datetime, now: datetime, pay_by: datetime | None = None) -> CancellationNote:
+def cancellation_note(
+    film_deadline: datetime, now: datetime, pay_by: datetime | None = None
+) -> CancellationNote:
     """A film closing within the cutoff has no cancellation window left; say
     so rather than show a deadline in the past. `pay_by`: when the hold lapses."""
     until = cancellation_deadline(film_deadline)
@@ -89,7 +91,11 @@ def cancellation_note(film_deadline: datetime, now: datetime, pay_by: datetime |
 
 
 def can_cancel(status: str, film_state: str, film_deadline: datetime, now: datetime) -> bool:
-    return status == OrderStatus.PAID and film_state == FilmState.FUNDING and now < cancellation_deadline(film_deadline)
+    return (
+        status == OrderStatus.PAID
+        and film_state == FilmState.FUNDING
+        and now < cancellation_deadline(film_deadline)
+    )
 
 
 def round_closes_at(film_deadline: datetime, hold_window: timedelta) -> datetime:
@@ -145,7 +151,7 @@ class FilmLike(Protocol):
 
 
 def hold_phase(order: OrderLike, now: datetime) -> HoldPhase | None:
-    """"held" (payment can start), "paying" (a payment is under way), "lapsed"
+    """ "held" (payment can start), "paying" (a payment is under way), "lapsed"
     (the hold expired) for a pending order; None for other orders."""
     if order.status != OrderStatus.PENDING:
         return None
@@ -187,7 +193,7 @@ def shown_status(order: OrderLike, now: datetime) -> OrderStatus:
 
 
 def refund_word(refund_state: str | None) -> str | None:
-    """"done" or "requested" (also while a worker processes it); None: no refund owed."""
+    """ "done" or "requested" (also while a worker processes it); None: no refund owed."""
     if not refund_state:
         return None
     return "done" if refund_state == RefundState.DONE else "requested"

@@ -78,7 +78,9 @@ def settle_success(session: Session, order: Order, *, now: datetime) -> Settleme
         # No stakes for this money: book it and owe it back at once.
         _book_payment(session, order, film, now)
         move_order(session, order, OrderStatus.REFUNDED, now=now, refund_state=RefundState.REQUESTED.value)
-        book_refund_decision(session, order, film, now, why="paid after the hold lapsed and the stakes were gone")
+        book_refund_decision(
+            session, order, film, now, why="paid after the hold lapsed and the stakes were gone"
+        )
         return Settlement("refund", order)
     # cancelled or refunded: the money was already recorded and handled.
     return Settlement("already", order)

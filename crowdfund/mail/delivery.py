@@ -48,9 +48,17 @@ class MailDelivery:
     or process at any time; with `background` a thread per process runs it
     when woken after a commit that queued mail, and every `sweep_seconds`."""
 
-    def __init__(self, sessions: sessionmaker[Session], mailer: Mailer, *, batch_size: int = 50,
-                 max_attempts: int = 5, retry_seconds: float = 60, sweep_seconds: float = 60,
-                 background: bool = False) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        mailer: Mailer,
+        *,
+        batch_size: int = 50,
+        max_attempts: int = 5,
+        retry_seconds: float = 60,
+        sweep_seconds: float = 60,
+        background: bool = False,
+    ) -> None:
         self._sessions = sessions
         self.mailer = mailer
         self.batch_size = batch_size
@@ -85,39 +93,67 @@ class MailDelivery:
             self._record(claimed, outcomes, now or utcnow(), report)
 
     def _claim(self, now: datetime) -> list[tuple[int, int, str | None]]:
-        due = (OutgoingEmail.status.in_((EmailStatus.PENDING, EmailStatus.SENDING)),
-               OutgoingEmail.next_attempt_at <= now)
+        due = (
+            OutgoingEmail.status.in_((EmailStatus.PENDING, EmailStatus.SENDING)),
+            OutgoingEmail.next_attempt_at <= now,
+        )
         with self._sessions(bind=self._reader) as session:
-            ids = list(session.scalars(select(OutgoingEmail.id).where(*due)
-                                       .order_by(OutgoingEmail.next_attempt_at, OutgoingEmail.id)
-                                       .limit(self.batch_size)))
+            ids = list(
+                session.scalars(
+                    select(OutgoingEmail.id)
+                    .where(*due)
+                    .order_by(OutgoingEmail.next_attempt_at, OutgoingEmail.id)
+                    .limit(self.batch_size)
+                )
+            )
         if not ids:
             return []
         with self._sessions(bind=self._writer) as session:
             won = []
             for email_id in ids:
                 result = session.execute(
-                    update(OutgoingEmail).where(OutgoingEmail.id == email_id, *due)
-                    .values(status=EmailStatus.SENDING, attempts=OutgoingEmail.attempts + 1,
-                            next_attempt_at=now + SENDING_LEASE)
+                    update(OutgoingEmail)
+                    .where(OutgoingEmail.id == email_id, *due)
+                    .values(
+                        status=EmailStatus.SENDING,
+                        attempts=OutgoingEmail.attempts + 1,
+                        next_attempt_at=now + SENDING_LEASE,
+                    )
                 )
                 if rowcount(result) == 1:  # another deliverer may have claimed it since
                     won.append(email_id)
-            claimed = [tuple(row) for row in session.execute(
-                select(OutgoingEmail.id, OutgoingEmail.attempts, OutgoingEmail.message)
-                .where(OutgoingEmail.id.in_(won)).order_by(OutgoingEmail.id)
-            )] if won else []
+            claimed = (
+                [
+                    tuple(row)
+                    for row in session.execute(
+                        select(OutgoingEmail.id, OutgoingEmail.attempts, OutgoingEmail.message)
+                        .where(OutgoingEmail.id.in_(won))
+                        .order_by(OutgoingEmail.id)
+                    )
+                ]
+                if won
+                else []
+            )
             session.commit()
         return claimed
 
-    def _record(self, claimed: list[tuple[int, int, str | None]], outcomes: list[str | None], now: datetime,
-                report: DeliveryReport) -> None:
+    def _record(
+        self,
+        claimed: list[tuple[int, int, str | None]],
+        outcomes: list[str | None],
+        now: datetime,
+        report: DeliveryReport,
+    ) -> None:
         with self._sessions(bind=self._writer) as session:
             for (email_id, attempts, _text), error in zip(claimed, outcomes, strict=True):
                 mine = (OutgoingEmail.id == email_id, OutgoingEmail.status == EmailStatus.SENDING)
                 if error is None:
-                    values: dict[str, Any] = {"status": EmailStatus.SENT, "sent_at": now, "next_attempt_at": None,
-                                              "last_error": None}
+                    values: dict[str, Any] = {
+                        "status": EmailStatus.SENT,
+                        "sent_at": now,
+                        "next_attempt_at": None,
+                        "last_error": None,
+                    }
                     report.sent += 1
                 elif attempts >= self.max_attempts:
                     values = {"status": EmailStatus.FAILED, "last_error": error, "next_attempt_at": None}
@@ -125,10 +161,19 @@ class MailDelivery:
                     log.error("e-mail %s failed after %d attempts: %s", email_id, attempts, error)
                 else:
                     delay = timedelta(seconds=self.retry_seconds * 2 ** (attempts - 1))
-                    values = {"status": EmailStatus.PENDING, "last_error": error, "next_attempt_at": now + delay}
+                    values = {
+                        "status": EmailStatus.PENDING,
+                        "last_error": error,
+                        "next_attempt_at": now + delay,
+                    }
                     report.retried += 1
-                    log.warning("e-mail %s not sent (attempt %d), retrying in %s: %s", email_id, attempts, delay,
-                                error)
+                    log.warning(
+                        "e-mail %s not sent (attempt %d), retrying in %s: %s",
+                        email_id,
+                        attempts,
+                        delay,
+                        error,
+                    )
                 session.execute(update(OutgoingEmail).where(*mine).values(**values))
             session.commit()
 

@@ -8,14 +8,13 @@ import unicodedata
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 
 from config import BASE_DIR
 from crowdfund.money import format_cents
-
 
 _email_loader = FileSystemLoader(str(BASE_DIR / "templates" / "emails"))
 _templates = Environment(
@@ -28,7 +27,7 @@ _templates.filters["cents"] = format_cents
 _templates.filters["utc"] = lambda d: d.strftime("%d %b %Y, %H:%M UTC") if d else ""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled(template: str) -> tuple[Template, Template]:
     """templates/emails/<template>.txt: the first line is "Subject: ...", the rest the body.
 
@@ -53,8 +52,10 @@ def _refuse_unsafe_header(name: str, value: str) -> None:
     whatever the Python version."""
     for char in value:
         if (unicodedata.category(char) in ("Cc", "Zl", "Zp")) and char != "\t":
-            raise ValueError(f"Header values may not contain line breaks or control characters: "
-                             f"the {name} has U+{ord(char):04X}")
+            raise ValueError(
+                f"Header values may not contain line breaks or control characters: "
+                f"the {name} has U+{ord(char):04X}"
+            )
 
 
 def build_message(*, to: str, subject: str, body: str, sender: str, now: datetime) -> str:

@@ -26,7 +26,6 @@ from crowdfund.mail.messages import build_message, render
 from crowdfund.mail.transport import displayable, error_text
 from crowdfund.session_services import services_of
 
-
 log = logging.getLogger(__name__)
 
 
@@ -92,8 +91,13 @@ def queue_email(session: Session, *, key: str, to: str, template: str, **context
         return False
     services = services_of(session)
     now = utcnow()
-    values: dict[str, Any] = {"key": key, "to_address": displayable(to)[:254], "subject": f"({template})",
-                              "created_at": now, "attempts": 0}
+    values: dict[str, Any] = {
+        "key": key,
+        "to_address": displayable(to)[:254],
+        "subject": f"({template})",
+        "created_at": now,
+        "attempts": 0,
+    }
     try:
         subject, body = render(template, **context)
         values["subject"] = displayable(subject)[:200]
@@ -114,8 +118,11 @@ def retry_failed_email(session: Session, email_id: int) -> bool:
     """Put a failed row that has a message back to pending; False if it is not such a row."""
     result = session.execute(
         update(OutgoingEmail)
-        .where(OutgoingEmail.id == email_id, OutgoingEmail.status == EmailStatus.FAILED,
-               OutgoingEmail.message.is_not(None))
+        .where(
+            OutgoingEmail.id == email_id,
+            OutgoingEmail.status == EmailStatus.FAILED,
+            OutgoingEmail.message.is_not(None),
+        )
         .values(status=EmailStatus.PENDING, attempts=0, next_attempt_at=utcnow())
     )
     if rowcount(result) != 1:
@@ -125,12 +132,20 @@ def retry_failed_email(session: Session, email_id: int) -> bool:
 
 
 def failed_emails(session: Session, limit: int = 200) -> list[OutgoingEmail]:
-    return list(session.scalars(
-        select(OutgoingEmail).where(OutgoingEmail.status == EmailStatus.FAILED)
-        .order_by(OutgoingEmail.created_at.desc(), OutgoingEmail.id.desc()).limit(limit)
-    ))
+    return list(
+        session.scalars(
+            select(OutgoingEmail)
+            .where(OutgoingEmail.status == EmailStatus.FAILED)
+            .order_by(OutgoingEmail.created_at.desc(), OutgoingEmail.id.desc())
+            .limit(limit)
+        )
+    )
 
 
 def count_failed_emails(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(OutgoingEmail)
-                          .where(OutgoingEmail.status == EmailStatus.FAILED)) or 0
+    return (
+        session.scalar(
+            select(func.count()).select_from(OutgoingEmail).where(OutgoingEmail.status == EmailStatus.FAILED)
+        )
+        or 0
+    )

@@ -21,6 +21,7 @@ STATUS: dict[str, PaymentStatus] = {
     "requires_capture": "pending",
 }
 
+
 @dataclass(frozen=True)
 class SetupIntentInfo:
     id: str

@@ -33,13 +33,19 @@ def terms_of(film: Film) -> Terms:
 
 #: Finishing a run is not audited (the start was); marking it paid is.
 RUN = transitions.Machine(
-    name="payout run", model=PayoutRun, column="status", transitions=RUN_TRANSITIONS,
-    audit_actions={RunStatus.PAID: "payout.paid"}, audit_object_type="payout_run",
+    name="payout run",
+    model=PayoutRun,
+    column="status",
+    transitions=RUN_TRANSITIONS,
+    audit_actions={RunStatus.PAID: "payout.paid"},
+    audit_object_type="payout_run",
 )
 
 
 def previous_runs(session: Session, film_id: int) -> list[PayoutRun]:
-    return list(session.scalars(select(PayoutRun).where(PayoutRun.film_id == film_id).order_by(PayoutRun.sequence)))
+    return list(
+        session.scalars(select(PayoutRun).where(PayoutRun.film_id == film_id).order_by(PayoutRun.sequence))
+    )
 
 
 def next_report_to_run(session: Session, film_id: int) -> BoxOfficeReport | None:
@@ -47,8 +53,11 @@ def next_report_to_run(session: Session, film_id: int) -> BoxOfficeReport | None
     return session.scalar(
         select(BoxOfficeReport)
         .outerjoin(PayoutRun, PayoutRun.report_id == BoxOfficeReport.id)
-        .where(BoxOfficeReport.film_id == film_id, BoxOfficeReport.status == ReportStatus.APPROVED,
-               PayoutRun.id.is_(None))
+        .where(
+            BoxOfficeReport.film_id == film_id,
+            BoxOfficeReport.status == ReportStatus.APPROVED,
+            PayoutRun.id.is_(None),
+        )
         .order_by(BoxOfficeReport.decided_at, BoxOfficeReport.id)
         .limit(1)
     )
@@ -78,34 +87,64 @@ def start_run(session: Session, report: BoxOfficeReport, finance: User, *, now: 
         raise Conflict("Only approved reports are paid out.")
     first = next_report_to_run(session, report.film_id)
     if first is None or first.id != report.id:
-        raise Conflict("Run the earlier approved reports of this film first, in the order they were approved.")
+        raise Conflict(
+            "Run the earlier approved reports of this film first, in the order they were approved."
+        )
     figures = preview(session, report)
     total_stakes, backers = paid_units_and_backers(session, report.film_id)
     sequence = len(previous_runs(session, report.film_id)) + 1
     run = PayoutRun(
-        report_id=report.id, film_id=report.film_id, sequence=sequence, status=RunStatus.COMPUTING.value,
-        started_by_id=finance.id, started_at=now,
-        reported_cents=figures.reported_cents, carried_in_cents=figures.carried_in_cents,
-        receipts_cents=figures.receipts_cents, carry_out_cents=figures.carry_out_cents,
-        principal_cents=figures.principal_cents, target_cents=figures.target_cents,
-        already_paid_cents=figures.already_paid_cents, tier1_cents=figures.tier1_cents,
-        receipts_used_by_tier1_cents=figures.receipts_used_by_tier1_cents, tier2_cents=figures.tier2_cents,
-        pool_cents=figures.pool_cents if total_stakes else 0, total_stakes=total_stakes, backers=backers,
+        report_id=report.id,
+        film_id=report.film_id,
+        sequence=sequence,
+        status=RunStatus.COMPUTING.value,
+        started_by_id=finance.id,
+        started_at=now,
+        reported_cents=figures.reported_cents,
+        carried_in_cents=figures.carried_in_cents,
+        receipts_cents=figures.receipts_cents,
+        carry_out_cents=figures.carry_out_cents,
+        principal_cents=figures.principal_cents,
+        target_cents=figures.target_cents,
+        already_paid_cents=figures.already_paid_cents,
+        tier1_cents=figures.tier1_cents,
+        receipts_used_by_tier1_cents=figures.receipts_used_by_tier1_cents,
+        tier2_cents=figures.tier2_cents,
+        pool_cents=figures.pool_cents if total_stakes else 0,
+        total_stakes=total_stakes,
+        backers=backers,
         statements_written=0,
     )
     if not total_stakes:
         run.tier1_cents = run.tier2_cents = 0
     session.add(run)
     session.flush()
-    audit.record(session, action="payout.run", object_type="payout_run", object_id=run.id, now=now, actor=finance,
-                 after={"report_id": report.id, "pool_cents": run.pool_cents, "receipts_cents": run.receipts_cents,
-                        "backers": backers})
+    audit.record(
+        session,
+        action="payout.run",
+        object_type="payout_run",
+        object_id=run.id,
+        now=now,
+        actor=finance,
+        after={
+            "report_id": report.id,
+            "pool_cents": run.pool_cents,
+            "receipts_cents": run.receipts_cents,
+            "backers": backers,
+        },
+    )
     if run.pool_cents:
         ledger.post(
-            session, key=EntryKind.PAYOUT_POOL.key(run.id), kind=EntryKind.PAYOUT_POOL,
-            lines=[(Account.studio(report.film.studio_id), run.pool_cents),
-                   (Account.payouts_payable(run.film_id), -run.pool_cents)],
-            now=now, film_id=run.film_id, memo=f"Backers' pool for report {report.id}",
+            session,
+            key=EntryKind.PAYOUT_POOL.key(run.id),
+            kind=EntryKind.PAYOUT_POOL,
+            lines=[
+                (Account.studio(report.film.studio_id), run.pool_cents),
+                (Account.payouts_payable(run.film_id), -run.pool_cents),
+            ],
+            now=now,
+            film_id=run.film_id,
+            memo=f"Backers' pool for report {report.id}",
         )
     return run
 
@@ -161,8 +200,9 @@ class Batch:
         return self.written == 0
 
 
-def write_batch(session: Session, run_id: int, weights: RunWeights, *, now: datetime,
-                batch_size: int = 2000) -> Batch | None:
+def write_batch(
+    session: Session, run_id: int, weights: RunWeights, *, now: datetime, batch_size: int = 2000
+) -> Batch | None:
     """Write the run's next batch of statements from its resume point
     (`statements_written`), and move the resume point on. None when the run
     is no longer computing. Flushes only: the job that calls it owns the
@@ -170,8 +210,12 @@ def write_batch(session: Session, run_id: int, weights: RunWeights, *, now: date
     crash loses at most one batch and a rerun writes nothing twice."""
     # Each batch holds the run's row, so two writers of the same run (two
     # "start" clicks, a click and the worker) take turns from the resume point.
-    run = session.scalar(select(PayoutRun).where(PayoutRun.id == run_id).with_for_update(of=PayoutRun)
-                         .execution_options(populate_existing=True))
+    run = session.scalar(
+        select(PayoutRun)
+        .where(PayoutRun.id == run_id)
+        .with_for_update(of=PayoutRun)
+        .execution_options(populate_existing=True)
+    )
     assert run is not None
     if run.status != RunStatus.COMPUTING:
         return None
@@ -181,20 +225,37 @@ def write_batch(session: Session, run_id: int, weights: RunWeights, *, now: date
     user_ids, stakes, parts = weights.user_ids, weights.stakes, weights.parts
     chunk = range(position, min(position + batch_size, len(user_ids)))
     chunk_users = [user_ids[i] for i in chunk]
-    before = dict(session.execute(
-        select(PayoutStatement.user_id, func.sum(PayoutStatement.amount_cents))
-        .join(PayoutRun, PayoutRun.id == PayoutStatement.run_id)
-        .where(PayoutRun.film_id == run.film_id, PayoutRun.sequence < run.sequence,
-               PayoutStatement.user_id.in_(chunk_users))
-        .group_by(PayoutStatement.user_id)
-    ).tuples().all())
+    before = dict(
+        session.execute(
+            select(PayoutStatement.user_id, func.sum(PayoutStatement.amount_cents))
+            .join(PayoutRun, PayoutRun.id == PayoutStatement.run_id)
+            .where(
+                PayoutRun.film_id == run.film_id,
+                PayoutRun.sequence < run.sequence,
+                PayoutStatement.user_id.in_(chunk_users),
+            )
+            .group_by(PayoutStatement.user_id)
+        )
+        .tuples()
+        .all()
+    )
     # Core insert: a batch of plain rows, no ORM objects to track.
-    session.execute(insert(PayoutStatement), [
-        {"number": statement_number(run.film_id, run.sequence, i), "run_id": run.id, "user_id": user_ids[i],
-         "position": i, "stakes": stakes[i], "amount_cents": parts[i],
-         "cumulative_cents": int(before.get(user_ids[i], 0)) + parts[i], "created_at": now}
-        for i in chunk
-    ])
+    session.execute(
+        insert(PayoutStatement),
+        [
+            {
+                "number": statement_number(run.film_id, run.sequence, i),
+                "run_id": run.id,
+                "user_id": user_ids[i],
+                "position": i,
+                "stakes": stakes[i],
+                "amount_cents": parts[i],
+                "cumulative_cents": int(before.get(user_ids[i], 0)) + parts[i],
+                "created_at": now,
+            }
+            for i in chunk
+        ],
+    )
     run.statements_written = chunk.stop
     session.flush()
     return Batch(run, len(chunk))
@@ -203,8 +264,9 @@ def write_batch(session: Session, run_id: int, weights: RunWeights, *, now: date
 def finish_run(session: Session, run: PayoutRun, *, now: datetime) -> None:
     """Check the written statements add up to the pool and move the run to computed."""
     written = session.execute(
-        select(func.count(), func.coalesce(func.sum(PayoutStatement.amount_cents), 0))
-        .where(PayoutStatement.run_id == run.id)
+        select(func.count(), func.coalesce(func.sum(PayoutStatement.amount_cents), 0)).where(
+            PayoutStatement.run_id == run.id
+        )
     ).one()
     if int(written[1]) != run.pool_cents or int(written[0]) != run.backers:
         raise Conflict(f"Run {run.id}: statements sum to {written[1]} cents, the pool is {run.pool_cents}.")
@@ -214,8 +276,11 @@ def finish_run(session: Session, run: PayoutRun, *, now: datetime) -> None:
 
 
 def runs_to_finish(session: Session) -> list[int]:
-    return list(session.scalars(select(PayoutRun.id).where(PayoutRun.status == RunStatus.COMPUTING)
-                                .order_by(PayoutRun.id)))
+    return list(
+        session.scalars(
+            select(PayoutRun.id).where(PayoutRun.status == RunStatus.COMPUTING).order_by(PayoutRun.id)
+        )
+    )
 
 
 def mark_paid(session: Session, run: PayoutRun, finance: User, bank_reference: str, *, now: datetime) -> None:
@@ -229,14 +294,27 @@ def mark_paid(session: Session, run: PayoutRun, finance: User, bank_reference: s
         return
     if run.status != RunStatus.COMPUTED:
         raise Conflict("The run's statements are not all written yet.")
-    if not transitions.move(session, RUN, run, RunStatus.PAID, now=now, actor=finance,
-                            values={"paid_at": now, "paid_by_id": finance.id, "bank_reference": reference[:120]},
-                            audit_after={"bank_reference": reference[:120]}):
+    if not transitions.move(
+        session,
+        RUN,
+        run,
+        RunStatus.PAID,
+        now=now,
+        actor=finance,
+        values={"paid_at": now, "paid_by_id": finance.id, "bank_reference": reference[:120]},
+        audit_after={"bank_reference": reference[:120]},
+    ):
         return  # another finance user marked it paid a moment ago
     if run.pool_cents:
         ledger.post(
-            session, key=EntryKind.PAYOUT_PAID.key(run.id), kind=EntryKind.PAYOUT_PAID,
-            lines=[(Account.payouts_payable(run.film_id), run.pool_cents),
-                   (Account.PAID_OUT, -run.pool_cents)],
-            now=now, film_id=run.film_id, memo=f"Run {run.id} paid, bank reference {reference[:80]}",
+            session,
+            key=EntryKind.PAYOUT_PAID.key(run.id),
+            kind=EntryKind.PAYOUT_PAID,
+            lines=[
+                (Account.payouts_payable(run.film_id), run.pool_cents),
+                (Account.PAID_OUT, -run.pool_cents),
+            ],
+            now=now,
+            film_id=run.film_id,
+            memo=f"Run {run.id} paid, bank reference {reference[:80]}",
         )

@@ -16,14 +16,23 @@ from crowdfund.mail.outbox import queue_email
 from crowdfund.payouts.models import PayoutRun, PayoutStatement, RunStatus
 
 
-def announce_batch(session: Session, run_id: int, *, after: int = -1, batch_size: int = 1000) -> tuple[int, int] | None:
+def announce_batch(
+    session: Session, run_id: int, *, after: int = -1, batch_size: int = 1000
+) -> tuple[int, int] | None:
     """Queue one e-mail per statement of the run after position `after`, for
     the next `batch_size` statements (keyed, so a rerun sends nothing twice).
     Returns (e-mails queued, the last position announced), or None when no
     statement is left."""
     rows = session.execute(
-        select(PayoutStatement.id, PayoutStatement.number, PayoutStatement.amount_cents, User.email,
-               User.display_name, Film.title, PayoutStatement.position)
+        select(
+            PayoutStatement.id,
+            PayoutStatement.number,
+            PayoutStatement.amount_cents,
+            User.email,
+            User.display_name,
+            Film.title,
+            PayoutStatement.position,
+        )
         .join(User, User.id == PayoutStatement.user_id)
         .join(PayoutRun, PayoutRun.id == PayoutStatement.run_id)
         .join(Film, Film.id == PayoutRun.film_id)
@@ -35,9 +44,18 @@ def announce_batch(session: Session, run_id: int, *, after: int = -1, batch_size
         return None
     sent = 0
     for statement_id, number, amount, email, name, title, position in rows:
-        sent += queue_email(session, key=f"statement:{statement_id}", to=email, template="statement_ready",
-                            number=number, amount_cents=amount, name=name, film_title=title,
-                            statement_id=statement_id, payment_status="computed (not yet paid)")
+        sent += queue_email(
+            session,
+            key=f"statement:{statement_id}",
+            to=email,
+            template="statement_ready",
+            number=number,
+            amount_cents=amount,
+            name=name,
+            film_title=title,
+            statement_id=statement_id,
+            payment_status="computed (not yet paid)",
+        )
         after = position
     return sent, after
 
@@ -50,8 +68,13 @@ def own_statement(session: Session, user: User, statement_id: int) -> PayoutStat
 
 
 def user_statements(session: Session, user_id: int) -> list[PayoutStatement]:
-    return list(session.scalars(select(PayoutStatement).where(PayoutStatement.user_id == user_id)
-                                .order_by(PayoutStatement.created_at.desc(), PayoutStatement.id.desc())))
+    return list(
+        session.scalars(
+            select(PayoutStatement)
+            .where(PayoutStatement.user_id == user_id)
+            .order_by(PayoutStatement.created_at.desc(), PayoutStatement.id.desc())
+        )
+    )
 
 
 def paid_to_user(session: Session, user_id: int, film_ids: list[int]) -> dict[int, int]:
@@ -62,8 +85,11 @@ def paid_to_user(session: Session, user_id: int, film_ids: list[int]) -> dict[in
     rows = session.execute(
         select(PayoutRun.film_id, func.sum(PayoutStatement.amount_cents))
         .join(PayoutRun, PayoutRun.id == PayoutStatement.run_id)
-        .where(PayoutStatement.user_id == user_id, PayoutRun.status == RunStatus.PAID,
-               PayoutRun.film_id.in_(film_ids))
+        .where(
+            PayoutStatement.user_id == user_id,
+            PayoutRun.status == RunStatus.PAID,
+            PayoutRun.film_id.in_(film_ids),
+        )
         .group_by(PayoutRun.film_id)
     ).all()
     paid = {film_id: 0 for film_id in film_ids}
@@ -71,11 +97,19 @@ def paid_to_user(session: Session, user_id: int, film_ids: list[int]) -> dict[in
     return paid
 
 
-def export_rows(session: Session, run_id: int, batch_size: int = 5000) -> Iterator[tuple[str, int, str, str, int, int]]:
+def export_rows(
+    session: Session, run_id: int, batch_size: int = 5000
+) -> Iterator[tuple[str, int, str, str, int, int]]:
     """(number, backer id, name, e-mail, stakes, amount cents) per statement, streamed."""
     statement = (
-        select(PayoutStatement.number, User.id, User.display_name, User.email, PayoutStatement.stakes,
-               PayoutStatement.amount_cents)
+        select(
+            PayoutStatement.number,
+            User.id,
+            User.display_name,
+            User.email,
+            PayoutStatement.stakes,
+            PayoutStatement.amount_cents,
+        )
         .join(User, User.id == PayoutStatement.user_id)
         .where(PayoutStatement.run_id == run_id)
         .order_by(PayoutStatement.position)

@@ -54,7 +54,9 @@ def filing_note(film_state: str) -> str:
     return "Reports are filed once the film is marked released."
 
 
-def report_actions(status: str, film_studio_id: int | None, decider_studio_id: int | None) -> frozenset[PayoutAction]:
+def report_actions(
+    status: str, film_studio_id: int | None, decider_studio_id: int | None
+) -> frozenset[PayoutAction]:
     """A submitted report is approved or rejected, never by a member of the film's studio."""
     allowed = REPORT_TRANSITIONS[ReportStatus(status)]
     if decider_studio_id and decider_studio_id == film_studio_id:

@@ -37,14 +37,23 @@ class FilmMoney:
 
 
 def _orders_sum(session: Session, film_id: int, statuses: tuple[OrderStatus, ...]) -> int:
-    return int(session.scalar(
-        select(func.coalesce(func.sum(Order.amount_cents), 0))
-        .where(Order.film_id == film_id, Order.status.in_([s.value for s in statuses]))
-    ) or 0)
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(Order.amount_cents), 0)).where(
+                Order.film_id == film_id, Order.status.in_([s.value for s in statuses])
+            )
+        )
+        or 0
+    )
 
 
-def _orders_missing_entry(session: Session, film_id: int, statuses: tuple[OrderStatus, ...], kind: EntryKind,
-                          refund_done: bool = False) -> list[str]:
+def _orders_missing_entry(
+    session: Session,
+    film_id: int,
+    statuses: tuple[OrderStatus, ...],
+    kind: EntryKind,
+    refund_done: bool = False,
+) -> list[str]:
     entry = aliased(JournalEntry)
     statement = (
         select(Order.reference)
@@ -86,8 +95,9 @@ def film_money(session: Session, film: Film) -> FilmMoney:
     _check_payouts(session, film, money)
     for reference in _orders_missing_entry(session, film.id, (OrderStatus.PAID,), EntryKind.PAYMENT):
         money.problems.append(f"Order {reference} is paid but has no payment entry.")
-    for reference in _orders_missing_entry(session, film.id, (OrderStatus.CANCELLED, OrderStatus.REFUNDED),
-                                           EntryKind.REFUND, refund_done=True):
+    for reference in _orders_missing_entry(
+        session, film.id, (OrderStatus.CANCELLED, OrderStatus.REFUNDED), EntryKind.REFUND, refund_done=True
+    ):
         money.problems.append(f"Order {reference} is refunded but has no refund entry.")
     return money
 
@@ -96,10 +106,7 @@ def raised_by_day(session: Session, film_id: int) -> list[tuple[date, int]]:
     """Cumulative paid amount per day (paid orders that stayed paid)."""
     day = func.date(Order.paid_at)
     rows = session.execute(
-        select(day, func.sum(Order.amount_cents))
-        .where(paid_orders_of(film_id))
-        .group_by(day)
-        .order_by(day)
+        select(day, func.sum(Order.amount_cents)).where(paid_orders_of(film_id)).group_by(day).order_by(day)
     ).all()
     total, points = 0, []
     for when, amount in rows:
@@ -108,7 +115,9 @@ def raised_by_day(session: Session, film_id: int) -> list[tuple[date, int]]:
     return points
 
 
-def backer_rows(session: Session, film_id: int, batch_size: int = 1000) -> Iterator[tuple[str, str, int, int]]:
+def backer_rows(
+    session: Session, film_id: int, batch_size: int = 1000
+) -> Iterator[tuple[str, str, int, int]]:
     """(name, e-mail, paid stakes, paid cents) per backer, streamed."""
     statement = (
         select(User.display_name, User.email, func.sum(Order.units), func.sum(Order.amount_cents))
@@ -124,8 +133,13 @@ def backer_rows(session: Session, film_id: int, batch_size: int = 1000) -> Itera
 
 def _check_payouts(session: Session, film: Film, money: FilmMoney) -> None:
     runs = session.execute(
-        select(PayoutRun.id, PayoutRun.sequence, PayoutRun.status, PayoutRun.pool_cents,
-               func.coalesce(func.sum(PayoutStatement.amount_cents), 0))
+        select(
+            PayoutRun.id,
+            PayoutRun.sequence,
+            PayoutRun.status,
+            PayoutRun.pool_cents,
+            func.coalesce(func.sum(PayoutStatement.amount_cents), 0),
+        )
         .outerjoin(PayoutStatement, PayoutStatement.run_id == PayoutRun.id)
         .where(PayoutRun.film_id == film.id)
         .group_by(PayoutRun.id, PayoutRun.sequence, PayoutRun.status, PayoutRun.pool_cents)
@@ -137,13 +151,19 @@ def _check_payouts(session: Session, film: Film, money: FilmMoney) -> None:
     money.payouts_paid = ledger.total_by_kind(session, film.id, EntryKind.PAYOUT_PAID, payable)
     for _run_id, sequence, status, pool, written in runs:
         if status != "computing" and int(written) != int(pool):
-            money.problems.append(f"Payout run {sequence}: statements sum to {int(written)} cents, the pool is {int(pool)}.")
+            money.problems.append(
+                f"Payout run {sequence}: statements sum to {int(written)} cents, the pool is {int(pool)}."
+            )
     booked_pools = -ledger.total_by_kind(session, film.id, EntryKind.PAYOUT_POOL, payable)
     if booked_pools != money.pools:
-        money.problems.append(f"Pools booked in the ledger ({booked_pools} cents) differ from the runs ({money.pools}).")
+        money.problems.append(
+            f"Pools booked in the ledger ({booked_pools} cents) differ from the runs ({money.pools})."
+        )
     paid_runs = sum(int(r.pool_cents) for r in runs if r.status == "paid")
     if money.payouts_paid != paid_runs:
-        money.problems.append(f"Payouts marked paid in the ledger ({money.payouts_paid}) differ from paid runs ({paid_runs}).")
+        money.problems.append(
+            f"Payouts marked paid in the ledger ({money.payouts_paid}) differ from paid runs ({paid_runs})."
+        )
 
 
 def reconciliation(session: Session) -> list[tuple[Film, FilmMoney]]:

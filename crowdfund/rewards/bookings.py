@@ -30,9 +30,13 @@ class SeatsGone(Conflict):
 
 def bookable_screenings(session: Session, ticket: Ticket, *, now: datetime) -> list[Screening]:
     """Screenings of the ticket's film that have not started, for the booking form."""
-    return list(session.scalars(select(Screening).where(Screening.film_id == ticket.film_id,
-                                                        Screening.starts_at > now)
-                                .order_by(Screening.starts_at, Screening.id)))
+    return list(
+        session.scalars(
+            select(Screening)
+            .where(Screening.film_id == ticket.film_id, Screening.starts_at > now)
+            .order_by(Screening.starts_at, Screening.id)
+        )
+    )
 
 
 def _check_tier(session: Session, ticket: Ticket, screening: Screening) -> None:

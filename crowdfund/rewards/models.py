@@ -31,7 +31,7 @@ class CheckInResult(StrEnum):
 
 
 class RewardTier(Base):
-    """"`min_stakes` paid stakes or more give `tickets` screening tickets and `extras`."
+    """ "`min_stakes` paid stakes or more give `tickets` screening tickets and `extras`."
     Set while the film is a draft; frozen with the terms."""
 
     __tablename__ = "reward_tiers"

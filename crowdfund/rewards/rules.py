@@ -49,7 +49,7 @@ def normalise_code(raw: str) -> str:
 
 def format_code(code: str) -> str:
     """Grouped in fives for reading aloud: ABCDE-FGHJK-..."""
-    return "-".join(code[i:i + 5] for i in range(0, len(code), 5))
+    return "-".join(code[i : i + 5] for i in range(0, len(code), 5))
 
 
 class TierLike(Protocol):
@@ -92,11 +92,15 @@ def tier_problem(existing: Sequence[TierLike], new: TierInput, per_backer_limit:
         if tier.min_stakes == new.min_stakes:
             return f"There is already a tier at {new.min_stakes} stakes."
         if tier.min_stakes < new.min_stakes and tier.tickets > new.tickets:
-            return (f"The tier at {tier.min_stakes} stakes gives {tier.tickets} tickets; "
-                    "a higher tier must give at least as many.")
+            return (
+                f"The tier at {tier.min_stakes} stakes gives {tier.tickets} tickets; "
+                "a higher tier must give at least as many."
+            )
         if tier.min_stakes > new.min_stakes and tier.tickets < new.tickets:
-            return (f"The tier at {tier.min_stakes} stakes gives {tier.tickets} tickets; "
-                    "a lower tier cannot give more.")
+            return (
+                f"The tier at {tier.min_stakes} stakes gives {tier.tickets} tickets; "
+                "a lower tier cannot give more."
+            )
     return None
 
 
@@ -153,4 +157,6 @@ TIER_EDITABLE_STATES = frozenset({FilmState.DRAFT})
 
 
 def tier_actions(film_state: str) -> frozenset[TierAction]:
-    return frozenset({TierAction.EDIT_TIERS}) if FilmState(film_state) in TIER_EDITABLE_STATES else frozenset()
+    return (
+        frozenset({TierAction.EDIT_TIERS}) if FilmState(film_state) in TIER_EDITABLE_STATES else frozenset()
+    )

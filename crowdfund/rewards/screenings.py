@@ -1,5 +1,4 @@
-"""Screenings a studio schedules for a funded film's backers, and their attendance.
-"""
+"""Screenings a studio schedules for a funded film's backers, and their attendance."""
 
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ from crowdfund.rewards.models import (
 )
 from crowdfund.text import single_line_field
 
-
 #: Films whose backers may hold screenings and book them.
 SCREENING_STATES = (FilmState.FUNDED, FilmState.RELEASED)
 
@@ -43,7 +41,10 @@ class ScreeningInput:
 def schedule_screening(session: Session, film: Film, data: ScreeningInput, *, now: datetime) -> Screening:
     if film.state not in SCREENING_STATES:
         raise Conflict("Screenings can be scheduled once the film is funded.")
-    cinema, city = single_line_field(data.cinema, "The cinema", "cinema"), single_line_field(data.city, "The city", "city")
+    cinema, city = (
+        single_line_field(data.cinema, "The cinema", "cinema"),
+        single_line_field(data.city, "The city", "city"),
+    )
     if not cinema or len(cinema) > 120:
         raise DomainError("Enter the cinema (at most 120 characters).", field="cinema")
     if not city or len(city) > 80:
@@ -56,16 +57,27 @@ def schedule_screening(session: Session, film: Film, data: ScreeningInput, *, no
         tier = session.get(RewardTier, data.min_tier_id)
         if tier is None or tier.film_id != film.id:
             raise DomainError("Choose one of this film's tiers.", field="min_tier_id")
-    screening = Screening(film_id=film.id, cinema=cinema, city=city, starts_at=data.starts_at, seats=data.seats,
-                          booked=0, min_tier_id=data.min_tier_id, created_at=now)
+    screening = Screening(
+        film_id=film.id,
+        cinema=cinema,
+        city=city,
+        starts_at=data.starts_at,
+        seats=data.seats,
+        booked=0,
+        min_tier_id=data.min_tier_id,
+        created_at=now,
+    )
     session.add(screening)
     session.flush()
     return screening
 
 
 def film_screenings(session: Session, film_id: int) -> list[Screening]:
-    return list(session.scalars(select(Screening).where(Screening.film_id == film_id)
-                                .order_by(Screening.starts_at, Screening.id)))
+    return list(
+        session.scalars(
+            select(Screening).where(Screening.film_id == film_id).order_by(Screening.starts_at, Screening.id)
+        )
+    )
 
 
 def studio_screening(session: Session, user: User, screening_id: int) -> Screening:
@@ -96,12 +108,22 @@ def _attendance(session: Session, screenings: list[Screening]) -> list[Attendanc
     ids = [s.id for s in screenings]
     if not ids:
         return []
-    admitted = dict(session.execute(
-        select(Ticket.screening_id, func.count()).where(Ticket.screening_id.in_(ids),
-                                                        Ticket.status == TicketStatus.REDEEMED)
-        .group_by(Ticket.screening_id)).tuples().all())
-    refused = dict(session.execute(
-        select(CheckInAttempt.screening_id, func.count()).where(CheckInAttempt.screening_id.in_(ids),
-                                                                CheckInAttempt.result != CheckInResult.ADMITTED)
-        .group_by(CheckInAttempt.screening_id)).tuples().all())
+    admitted = dict(
+        session.execute(
+            select(Ticket.screening_id, func.count())
+            .where(Ticket.screening_id.in_(ids), Ticket.status == TicketStatus.REDEEMED)
+            .group_by(Ticket.screening_id)
+        )
+        .tuples()
+        .all()
+    )
+    refused = dict(
+        session.execute(
+            select(CheckInAttempt.screening_id, func.count())
+            .where(CheckInAttempt.screening_id.in_(ids), CheckInAttempt.result != CheckInResult.ADMITTED)
+            .group_by(CheckInAttempt.screening_id)
+        )
+        .tuples()
+        .all()
+    )
     return [Attendance(s, s.booked, admitted.get(s.id, 0), refused.get(s.id, 0)) for s in screenings]

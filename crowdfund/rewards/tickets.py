@@ -22,7 +22,6 @@ from crowdfund.rewards.rules import TICKET_TRANSITIONS, new_ticket_code, tickets
 from crowdfund.rewards.screenings import SCREENING_STATES
 from crowdfund.rewards.tiers import film_tiers
 
-
 ISSUE_BATCH = 1000
 
 
@@ -33,15 +32,20 @@ def move_ticket(session: Session, ticket: Ticket, target: TicketStatus, **values
     """Move `ticket` to `target` if it is still as we last saw it (status and
     screening). Of two concurrent movers exactly one wins; the loser gets
     False and a refreshed ticket."""
-    read_screening = (Ticket.screening_id.is_(None) if ticket.screening_id is None
-                      else Ticket.screening_id == ticket.screening_id)
+    read_screening = (
+        Ticket.screening_id.is_(None)
+        if ticket.screening_id is None
+        else Ticket.screening_id == ticket.screening_id
+    )
     return transitions.move(session, TICKET, ticket, target, values=values, where=(read_screening,))
 
 
 def _live_tickets_by_backer(session: Session, film_id: int, user_id: int | None = None) -> dict[int, int]:
-    query = (select(Ticket.user_id, func.count())
-             .where(Ticket.film_id == film_id, Ticket.status != TicketStatus.VOID)
-             .group_by(Ticket.user_id))
+    query = (
+        select(Ticket.user_id, func.count())
+        .where(Ticket.film_id == film_id, Ticket.status != TicketStatus.VOID)
+        .group_by(Ticket.user_id)
+    )
     if user_id is not None:
         query = query.where(Ticket.user_id == user_id)
     return {uid: int(n) for uid, n in session.execute(query).all()}
@@ -69,8 +73,15 @@ def issue_tickets(session: Session, film_id: int, *, now: datetime) -> int:
             continue
         newly_served.append((user_id, missing))
         for _ in range(missing):
-            rows.append({"code": new_ticket_code(), "film_id": film_id, "user_id": user_id,
-                         "status": TicketStatus.ISSUED.value, "issued_at": now})
+            rows.append(
+                {
+                    "code": new_ticket_code(),
+                    "film_id": film_id,
+                    "user_id": user_id,
+                    "status": TicketStatus.ISSUED.value,
+                    "issued_at": now,
+                }
+            )
         if len(rows) >= ISSUE_BATCH:
             session.execute(insert(Ticket), rows)
             issued += len(rows)
@@ -82,8 +93,16 @@ def issue_tickets(session: Session, film_id: int, *, now: datetime) -> int:
         backer = session.get(User, user_id)
         assert backer is not None
         tier = tier_for(tiers, stakes[user_id])
-        queue_email(session, key=f"tickets-ready:{film_id}:{user_id}", to=backer.email, template="tickets_ready",
-                    film=film, name=backer.display_name, count=count, tier=tier)
+        queue_email(
+            session,
+            key=f"tickets-ready:{film_id}:{user_id}",
+            to=backer.email,
+            template="tickets_ready",
+            film=film,
+            name=backer.display_name,
+            count=count,
+            tier=tier,
+        )
     session.flush()
     return issued
 
@@ -96,14 +115,19 @@ def void_unbooked_tickets(session: Session, film_id: int, user_id: int, *, now: 
     live = _live_tickets_by_backer(session, film_id, user_id).get(user_id, 0)
     if not live:
         return 0
-    entitled = tickets_for(film_tiers(session, film_id), paid_units_by_backer(session, film_id, user_id)
-                           .get(user_id, 0))
+    entitled = tickets_for(
+        film_tiers(session, film_id), paid_units_by_backer(session, film_id, user_id).get(user_id, 0)
+    )
     excess = live - entitled
     if excess <= 0:
         return 0
     transitions.check(TICKET, TicketStatus.ISSUED, TicketStatus.VOID)
-    unbooked = select(Ticket.id).where(Ticket.film_id == film_id, Ticket.user_id == user_id,
-                                       Ticket.status == TicketStatus.ISSUED).order_by(Ticket.id.desc()).limit(excess)
+    unbooked = (
+        select(Ticket.id)
+        .where(Ticket.film_id == film_id, Ticket.user_id == user_id, Ticket.status == TicketStatus.ISSUED)
+        .order_by(Ticket.id.desc())
+        .limit(excess)
+    )
     result = session.execute(
         update(Ticket)
         .where(Ticket.id.in_(list(session.scalars(unbooked))), Ticket.status == TicketStatus.ISSUED)
@@ -122,5 +146,6 @@ def own_ticket(session: Session, user: User, ticket_id: int) -> Ticket:
 
 
 def user_tickets(session: Session, user_id: int) -> list[Ticket]:
-    return list(session.scalars(select(Ticket).where(Ticket.user_id == user_id)
-                                .order_by(Ticket.film_id, Ticket.id)))
+    return list(
+        session.scalars(select(Ticket).where(Ticket.user_id == user_id).order_by(Ticket.film_id, Ticket.id))
+    )

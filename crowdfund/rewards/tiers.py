@@ -19,8 +19,11 @@ from crowdfund.text import single_line_field
 
 
 def film_tiers(session: Session, film_id: int) -> list[RewardTier]:
-    return list(session.scalars(select(RewardTier).where(RewardTier.film_id == film_id)
-                                .order_by(RewardTier.min_stakes)))
+    return list(
+        session.scalars(
+            select(RewardTier).where(RewardTier.film_id == film_id).order_by(RewardTier.min_stakes)
+        )
+    )
 
 
 def add_tier(session: Session, film: Film, data: TierInput) -> RewardTier:

@@ -20,12 +20,22 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from wtforms.fields.choices import SelectChoice
 
 from crowdfund import audit
-from crowdfund.accounts import logins, registration, roles, studios as account_studios, tokens, users as account_users
+from crowdfund.accounts import (
+    logins,
+    registration,
+    roles,
+    tokens,
+)
+from crowdfund.accounts import (
+    studios as account_studios,
+)
+from crowdfund.accounts import (
+    users as account_users,
+)
 from crowdfund.accounts.audit_log import AuditFilter, search_audit_log
 from crowdfund.accounts.models import Role, Studio, User
 from crowdfund.errors import DomainError
 from crowdfund.films.services import films_in_review
-from crowdfund.site.params import date_arg, int_arg
 from crowdfund.site.extensions import rate_limit
 from crowdfund.site.forms.accounts import (
     EmptyForm,
@@ -37,6 +47,7 @@ from crowdfund.site.forms.accounts import (
     StudioForm,
     StudioMembershipForm,
 )
+from crowdfund.site.params import date_arg, int_arg
 from crowdfund.site.remember import remember_browser
 from crowdfund.site.unit_of_work import on_error
 from crowdfund.site.web import db, login_required, now, role_required, safe_next, user
@@ -73,8 +84,10 @@ def _verify_link_for(next_url: str | None) -> Any:
     return lambda token: _public_link("accounts.verify_email", token=token, next=next_url)
 
 
-SIGNED_UP = ("Check your e-mail: we have sent a message to {email}. Open the link in it to confirm your "
-             "address, then log in.")
+SIGNED_UP = (
+    "Check your e-mail: we have sent a message to {email}. Open the link in it to confirm your "
+    "address, then log in."
+)
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -85,7 +98,9 @@ def signup() -> Any:
     next_url = safe_next(request.args.get("next"))
 
     def page() -> Any:
-        return render_template("accounts/signup.html", form=form, next_url=next_url), 400 if form.errors else 200
+        return render_template(
+            "accounts/signup.html", form=form, next_url=next_url
+        ), 400 if form.errors else 200
 
     def refused(exc: DomainError) -> Any:
         getattr(form, exc.field or "email").errors.append(exc.message)
@@ -95,10 +110,17 @@ def signup() -> Any:
         config = current_app.config
         with on_error(respond=refused):
             registration.sign_up(
-                db(), form.email.data, form.password.data, form.display_name.data, now=now(),
-                secret_key=config["SECRET_KEY"], verify_link_for=_verify_link_for(next_url),
-                owner_links={"login_link": _public_link("accounts.login"),
-                             "reset_link": _public_link("accounts.forgot_password")},
+                db(),
+                form.email.data,
+                form.password.data,
+                form.display_name.data,
+                now=now(),
+                secret_key=config["SECRET_KEY"],
+                verify_link_for=_verify_link_for(next_url),
+                owner_links={
+                    "login_link": _public_link("accounts.login"),
+                    "reset_link": _public_link("accounts.forgot_password"),
+                },
                 verify_max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"],
             )
         # The same answer whether or not the address already had an account
@@ -117,14 +139,27 @@ def verify_email(token: str) -> Any:
     next_url = safe_next(request.args.get("next"))
 
     def refused(exc: DomainError) -> Any:
-        return _token_page(make_response(render_template("accounts/verify_email.html", problem=exc.message,
-                                                         form=EmptyForm(), next_url=next_url), 400))
+        return _token_page(
+            make_response(
+                render_template(
+                    "accounts/verify_email.html", problem=exc.message, form=EmptyForm(), next_url=next_url
+                ),
+                400,
+            )
+        )
 
     with on_error(respond=refused):
-        account = tokens.verify_email(db(), token, secret_key=config["SECRET_KEY"], now=now(),
-                                        max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"])
-    flash(EMAIL_CONFIRMED if current_user.is_authenticated else EMAIL_CONFIRMED + " Log in to continue.",
-          "success")
+        account = tokens.verify_email(
+            db(),
+            token,
+            secret_key=config["SECRET_KEY"],
+            now=now(),
+            max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"],
+        )
+    flash(
+        EMAIL_CONFIRMED if current_user.is_authenticated else EMAIL_CONFIRMED + " Log in to continue.",
+        "success",
+    )
     if current_user.is_authenticated and current_user.id == account.id:
         return _token_page(redirect(next_url or home_for(account), 303))
     return _token_page(redirect(url_for("accounts.login", next=next_url), 303))
@@ -150,10 +185,18 @@ def resend_verification() -> Any:
         flash("Your e-mail address is already confirmed.", "info")
     else:
         config = current_app.config
-        tokens.send_verification_email(db(), account, secret_key=config["SECRET_KEY"], now=now(),
-                                         link_for=_verify_link_for(next_url),
-                                         max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"])
-        flash(f"We have sent a new confirmation link to {account.email}. It may take a minute to arrive.", "info")
+        tokens.send_verification_email(
+            db(),
+            account,
+            secret_key=config["SECRET_KEY"],
+            now=now(),
+            link_for=_verify_link_for(next_url),
+            max_age_seconds=config["EMAIL_VERIFY_MAX_AGE_SECONDS"],
+        )
+        flash(
+            f"We have sent a new confirmation link to {account.email}. It may take a minute to arrive.",
+            "info",
+        )
     return redirect(next_url or url_for("accounts.my_account"), 303)
 
 
@@ -171,8 +214,10 @@ def login() -> Any:
         else:
             _log_in(account, remember=bool(form.remember.data))
             return redirect(safe_next(request.args.get("next")) or home_for(account))
-    return (render_template("accounts/login.html", form=form, next_url=safe_next(request.args.get("next"))),
-            400 if form.errors else 200)
+    return (
+        render_template("accounts/login.html", form=form, next_url=safe_next(request.args.get("next"))),
+        400 if form.errors else 200,
+    )
 
 
 def _log_out_everywhere() -> None:
@@ -201,8 +246,10 @@ def logout_everywhere() -> Any:
     return redirect(url_for("accounts.login"), 303)
 
 
-RESET_REQUESTED = ("If an account uses that address, we have sent it a link to choose a new password. "
-                   "Check your inbox (and spam folder) in a minute.")
+RESET_REQUESTED = (
+    "If an account uses that address, we have sent it a link to choose a new password. "
+    "Check your inbox (and spam folder) in a minute."
+)
 
 
 @bp.route("/forgot-password", methods=["GET", "POST"])
@@ -219,7 +266,11 @@ def forgot_password() -> Any:
             return config["PUBLIC_URL"].rstrip("/") + url_for("accounts.reset_password", token=token)
 
         tokens.request_password_reset(
-            db(), form.email.data, secret_key=config["SECRET_KEY"], now=now(), link_for=link_for,
+            db(),
+            form.email.data,
+            secret_key=config["SECRET_KEY"],
+            now=now(),
+            link_for=link_for,
             max_age_seconds=config["PASSWORD_RESET_MAX_AGE_SECONDS"],
         )
         # The same answer whether or not the address has an account.
@@ -232,7 +283,10 @@ def forgot_password() -> Any:
 @rate_limit("RATELIMIT_RESET_ADDRESS", key="address")
 def reset_password(token: str) -> Any:
     config = current_app.config
-    options = {"secret_key": config["SECRET_KEY"], "max_age_seconds": config["PASSWORD_RESET_MAX_AGE_SECONDS"]}
+    options = {
+        "secret_key": config["SECRET_KEY"],
+        "max_age_seconds": config["PASSWORD_RESET_MAX_AGE_SECONDS"],
+    }
     with on_error(respond=lambda exc: _reset_page(None, exc.message, 400)):
         tokens.user_for_reset_token(db(), token, now=now(), **options)
     form = ResetPasswordForm()
@@ -249,15 +303,18 @@ def reset_password(token: str) -> Any:
         # Whoever was logged in in this browser (perhaps someone else) is logged out too.
         logout_user()
         session.clear()
-        flash("Your password is changed and every other session is logged out. Log in with the new one.",
-              "success")
+        flash(
+            "Your password is changed and every other session is logged out. Log in with the new one.",
+            "success",
+        )
         return redirect(url_for("accounts.login"), 303)
     return _reset_page(form, None, 400 if form.errors else 200)
 
 
 def _reset_page(form: ResetPasswordForm | None, problem: str | None, status: int) -> Any:
-    return _token_page(make_response(render_template("accounts/reset_password.html", form=form, problem=problem),
-                                     status))
+    return _token_page(
+        make_response(render_template("accounts/reset_password.html", form=form, problem=problem), status)
+    )
 
 
 @bp.route("/account")
@@ -299,7 +356,9 @@ def users() -> Any:
 def _membership_form(account: User) -> StudioMembershipForm:
     form = StudioMembershipForm(prefix="membership")
     studios = db().scalars(select(Studio).order_by(Studio.name))
-    form.studio_id.choices = [SelectChoice("0", "No studio")] + [SelectChoice(str(s.id), s.name) for s in studios]
+    form.studio_id.choices = [SelectChoice("0", "No studio")] + [
+        SelectChoice(str(s.id), s.name) for s in studios
+    ]
     if request.method == "GET":
         form.studio_id.data = account.studio_id or 0
     return form
@@ -310,7 +369,10 @@ def _membership_form(account: User) -> StudioMembershipForm:
 def user_detail(user_id: int) -> Any:
     account = db().get(User, user_id) or abort(404)
     return render_template(
-        "admin/user.html", account=account, role_form=RoleForm(), membership_form=_membership_form(account),
+        "admin/user.html",
+        account=account,
+        role_form=RoleForm(),
+        membership_form=_membership_form(account),
         empty_form=EmptyForm(),
     )
 
@@ -356,7 +418,9 @@ def studios() -> Any:
 
     def page() -> Any:
         all_studios = list(db().scalars(select(Studio).order_by(Studio.name)))
-        return render_template("admin/studios.html", form=form, studios=all_studios), 400 if form.errors else 200
+        return render_template(
+            "admin/studios.html", form=form, studios=all_studios
+        ), 400 if form.errors else 200
 
     def refused(exc: DomainError) -> Any:
         form.name.errors.append(exc.message)
@@ -378,10 +442,19 @@ def audit_log() -> Any:
     since, until = date_arg("since"), date_arg("until")
 
     filters = AuditFilter(
-        action=args.get("action", "")[:64], actor_email=args.get("actor", "")[:254],
-        object_type=args.get("object_type", "")[:32], object_id=args.get("object_id", "")[:64],
-        since=since, until=until,
+        action=args.get("action", "")[:64],
+        actor_email=args.get("actor", "")[:254],
+        object_type=args.get("object_type", "")[:32],
+        object_id=args.get("object_id", "")[:64],
+        since=since,
+        until=until,
     )
     events, has_next = search_audit_log(db(), filters, page)
-    return render_template("admin/audit.html", events=events, filters=filters, page=page, has_next=has_next,
-                           actions=audit.actions(db()))
+    return render_template(
+        "admin/audit.html",
+        events=events,
+        filters=filters,
+        page=page,
+        has_next=has_next,
+        actions=audit.actions(db()),
+    )

@@ -26,11 +26,11 @@ from crowdfund.funding.queries import (
     visible_film,
 )
 from crowdfund.money import format_cents, format_cents_plain, parse_amount
-from crowdfund.site.params import int_arg
 from crowdfund.payouts.calculator import backer_return, curve
 from crowdfund.payouts.runs import terms_of
 from crowdfund.rewards.tiers import film_tiers, tier_reached
 from crowdfund.site.buy_panel import buy_panel_context
+from crowdfund.site.params import int_arg
 from crowdfund.site.web import db
 from crowdfund.uploads import IMAGE_TYPES, StoredFile
 
@@ -45,7 +45,6 @@ SECTIONS = {
 
 def _page_number() -> int:
     return int_arg("page", 1, 1, 100_000)
-
 
 
 # --- public catalogue ---------------------------------------------------------------
@@ -87,8 +86,16 @@ def film_page(slug: str) -> Any:
         buy["reach"] = tier_reached(tiers, buy["paid"] + 1)
     tier_data = [{"min": t.min_stakes, "tickets": t.tickets, "extras": t.extras} for t in tiers]
     return render_template(
-        "films/film.html", film=film, stats=stats, terms=film_terms(film), platform_risks=PLATFORM_RISKS, buy=buy,
-        tiers=tiers, tier_data=tier_data, calculator=_calculator(film), outcome=_outcome(film, viewer),
+        "films/film.html",
+        film=film,
+        stats=stats,
+        terms=film_terms(film),
+        platform_risks=PLATFORM_RISKS,
+        buy=buy,
+        tiers=tiers,
+        tier_data=tier_data,
+        calculator=_calculator(film),
+        outcome=_outcome(film, viewer),
     )
 
 
@@ -126,14 +133,29 @@ def _calculator(film: Any) -> dict[str, Any]:
         error = None
     stakes = int_arg("stakes", 1, 1, total_stakes)
     terms = terms_of(film)
-    scenario = backer_return(terms, principal_cents=principal, total_stakes=total_stakes, receipts_cents=receipts,
-                             stakes=stakes)
-    points = curve(terms, principal_cents=principal, total_stakes=total_stakes, stakes=stakes,
-                   top_cents=max(receipts, principal * 4))
-    chart = line_chart([(format_cents(p.receipts_cents).split(".")[0], p.amount_cents) for p in points],
-                       f"Payout for {stakes} stake{'s' if stakes != 1 else ''} against net receipts", format_cents)
-    return {"available": True, "scenario": scenario, "chart": chart, "error": error,
-            "receipts_text": format_cents_plain(receipts), "assumes_goal": film.state == FilmState.FUNDING}
+    scenario = backer_return(
+        terms, principal_cents=principal, total_stakes=total_stakes, receipts_cents=receipts, stakes=stakes
+    )
+    points = curve(
+        terms,
+        principal_cents=principal,
+        total_stakes=total_stakes,
+        stakes=stakes,
+        top_cents=max(receipts, principal * 4),
+    )
+    chart = line_chart(
+        [(format_cents(p.receipts_cents).split(".")[0], p.amount_cents) for p in points],
+        f"Payout for {stakes} stake{'s' if stakes != 1 else ''} against net receipts",
+        format_cents,
+    )
+    return {
+        "available": True,
+        "scenario": scenario,
+        "chart": chart,
+        "error": error,
+        "receipts_text": format_cents_plain(receipts),
+        "assumes_goal": film.state == FilmState.FUNDING,
+    }
 
 
 @catalogue_bp.route("/files/<int:file_id>")

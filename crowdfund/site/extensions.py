@@ -66,8 +66,13 @@ class RateLimitSpec:
     count_statuses: tuple[int, ...] | None
 
 
-def rate_limit(setting: str, *, key: str = "address", methods: tuple[str, ...] = ("POST",),
-               count_statuses: tuple[int, ...] | None = None) -> Callable[[F], F]:
+def rate_limit(
+    setting: str,
+    *,
+    key: str = "address",
+    methods: tuple[str, ...] = ("POST",),
+    count_statuses: tuple[int, ...] | None = None,
+) -> Callable[[F], F]:
     """Mark a view as rate limited by the limit in `app.config[setting]`, per `key`."""
     if key not in KEY_FUNCS:
         raise ValueError(f"unknown rate-limit key {key!r}")
@@ -103,7 +108,9 @@ def rate_limit_storage(config: Any) -> str:
     if storage.startswith("memory://") and enabled and not config["TESTING"]:
         (log.critical if production else log.warning)(
             "Rate limits are counted in process memory (%s): each worker process counts on its own, so with "
-            "N workers every limit is N times higher. Set REDIS_URL for shared counts.", storage)
+            "N workers every limit is N times higher. Set REDIS_URL for shared counts.",
+            storage,
+        )
     if production and not enabled:
         log.warning("Rate limits are switched off (RATELIMIT_ENABLED=0).")
     return storage

@@ -28,22 +28,34 @@ def dashboard() -> Any:
         )
     )
     # Money that reached Stripe for no order: newest first, refunded or not.
-    anomalies = db().execute(
-        select(PaymentAnomaly, Order.reference)
-        .outerjoin(Order, Order.id == PaymentAnomaly.order_id)
-        .order_by(PaymentAnomaly.detected_at.desc(), PaymentAnomaly.id.desc())
-        .limit(200)
-    ).all()
-    return render_template("finance/dashboard.html", films=films, stats=funding_stats(db(), [f.id for f in films]),
-                           anomalies=anomalies)
+    anomalies = (
+        db()
+        .execute(
+            select(PaymentAnomaly, Order.reference)
+            .outerjoin(Order, Order.id == PaymentAnomaly.order_id)
+            .order_by(PaymentAnomaly.detected_at.desc(), PaymentAnomaly.id.desc())
+            .limit(200)
+        )
+        .all()
+    )
+    return render_template(
+        "finance/dashboard.html",
+        films=films,
+        stats=funding_stats(db(), [f.id for f in films]),
+        anomalies=anomalies,
+    )
 
 
 @finance_bp.route("/films/<int:film_id>")
 @role_required(Role.FINANCE, Role.ADMIN)
 def film_money_page(film_id: int) -> Any:
     film = db().get(Film, film_id) or abort(404)
-    return render_template("finance/film.html", film=film, money=film_money(db(), film),
-                           stats=funding_stats(db(), [film.id])[film.id])
+    return render_template(
+        "finance/film.html",
+        film=film,
+        money=film_money(db(), film),
+        stats=funding_stats(db(), [film.id])[film.id],
+    )
 
 
 @finance_bp.route("/reconciliation")

@@ -74,8 +74,14 @@ def hold(slug: str) -> Any:
         return redirect(url_for("catalogue.film_page", slug=film_slug) + "#buy", 303)
 
     with on_error(respond=refused):
-        order = holds.hold_stakes(session, fan, hold_request, now=now(), terms=film,
-                                     hold_window=timedelta(minutes=current_app.config["HOLD_MINUTES"]))
+        order = holds.hold_stakes(
+            session,
+            fan,
+            hold_request,
+            now=now(),
+            terms=film,
+            hold_window=timedelta(minutes=current_app.config["HOLD_MINUTES"]),
+        )
     return redirect(url_for("funding.checkout", reference=order.reference), 303)
 
 
@@ -109,14 +115,26 @@ def checkout(reference: str) -> Any:
     cancel_until = cancellation_deadline(order.film.deadline)
 
     def unavailable(exc: GatewayError) -> Any:
-        return render_template("funding/checkout.html", order=order, setup=None, error=str(exc), reach=reach,
-                               cancel_until=cancel_until), 503
+        return render_template(
+            "funding/checkout.html",
+            order=order,
+            setup=None,
+            error=str(exc),
+            reach=reach,
+            cancel_until=cancel_until,
+        ), 503
 
     # The order's one SetupIntent, reused on reload (ends the read transaction before Stripe is asked).
     with on_error(GatewayError, respond=unavailable):
         setup = checkout_setup_intent(db(), order, gateway())
-    return render_template("funding/checkout.html", order=order, setup=setup, error=None, reach=reach,
-                           cancel_until=cancellation_deadline(order.film.deadline))
+    return render_template(
+        "funding/checkout.html",
+        order=order,
+        setup=setup,
+        error=None,
+        reach=reach,
+        cancel_until=cancellation_deadline(order.film.deadline),
+    )
 
 
 def _tier_reach(order: Any) -> Any:
@@ -136,8 +154,14 @@ def pay(reference: str) -> Any:
     setup_intent = (request.form.get("setup_intent") or "").strip()[:255] or None
 
     def unavailable(exc: GatewayError) -> Any:
-        return _paid(order, PaymentResult("pending", f"{exc} If your card was charged, your order completes by "
-                                                     "itself; you will not be charged twice."))
+        return _paid(
+            order,
+            PaymentResult(
+                "pending",
+                f"{exc} If your card was charged, your order completes by "
+                "itself; you will not be charged twice.",
+            ),
+        )
 
     # pay_order commits its own steps around the calls to Stripe.
     with on_error(GatewayError, respond=unavailable):
@@ -151,9 +175,15 @@ def _paid(order: Order, result: PaymentResult) -> Any:
         flash("Payment received. Thank you for backing this film!", "success")
         return redirect(url_for("funding.order_page", reference=order.reference), 303)
     if result.status == "requires_action":
-        return render_template("funding/checkout.html", order=order, setup=None, error=None,
-                               action_secret=result.client_secret, reach=_tier_reach(order),
-                               cancel_until=cancellation_deadline(order.film.deadline))
+        return render_template(
+            "funding/checkout.html",
+            order=order,
+            setup=None,
+            error=None,
+            action_secret=result.client_secret,
+            reach=_tier_reach(order),
+            cancel_until=cancellation_deadline(order.film.deadline),
+        )
     flash(result.message, "error" if result.status in ("failed", "refunded") else "info")
     if result.status == "failed" and order.status != OrderStatus.PENDING:
         return redirect(url_for("catalogue.film_page", slug=order.film.slug) + "#buy", 303)
@@ -166,7 +196,10 @@ def order_page(reference: str) -> Any:
     order = queries.own_order(db(), user(), reference)
     film = order.film
     return render_template(
-        "funding/order.html", order=order, film=film, cancel_until=cancellation_deadline(film.deadline),
+        "funding/order.html",
+        order=order,
+        film=film,
+        cancel_until=cancellation_deadline(film.deadline),
         form=EmptyForm(),
     )
 

@@ -39,7 +39,16 @@ def retry(email_id: int) -> Any:
     to_address = email.to_address
     if not retry_failed_email(db(), email_id):
         raise Conflict("This e-mail cannot be sent again: it is not failed, or it could not be built at all.")
-    audit.record(db(), action="email.retry", object_type="email", object_id=email_id, now=now(), actor=user(),
-                 before={"status": "failed"}, after={"status": "pending"}, detail=to_address)
+    audit.record(
+        db(),
+        action="email.retry",
+        object_type="email",
+        object_id=email_id,
+        now=now(),
+        actor=user(),
+        before={"status": "failed"},
+        after={"status": "pending"},
+        detail=to_address,
+    )
     flash(f"The e-mail to {to_address} will be sent again.", "success")
     return redirect(url_for("mail_admin.failed"), 303)

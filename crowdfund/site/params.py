@@ -27,8 +27,14 @@ def int_arg(name: str, default: int, minimum: int, maximum: int, *, source: Any 
         raise BadParameter(f"The value of “{name}” is not valid. {exc}") from exc
 
 
-def date_arg(name: str, default: date | None = None, minimum: date = MIN_DATE, maximum: date = MAX_DATE, *,
-             source: Any = None) -> date | None:
+def date_arg(
+    name: str,
+    default: date | None = None,
+    minimum: date = MIN_DATE,
+    maximum: date = MAX_DATE,
+    *,
+    source: Any = None,
+) -> date | None:
     """`name` from the query string (or `source`) as a date, `default` when absent or empty."""
     raw = _source(source).get(name, "")
     if raw == "":

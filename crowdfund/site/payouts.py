@@ -11,13 +11,13 @@ from crowdfund.films import services as films
 from crowdfund.payouts import box_office
 from crowdfund.payouts import runs as payout_runs
 from crowdfund.payouts import statements as payout_statements
-from crowdfund.workflows import payout_run
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, ReportStatus
 from crowdfund.reports.exports import ledger_csv, run_csv, run_xlsx, stream_file
 from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.forms.payouts import LedgerExportForm, PaidForm, RejectForm, ReportForm
 from crowdfund.site.unit_of_work import on_error
 from crowdfund.site.web import db, now, role_required, stream_query, user
+from crowdfund.workflows import payout_run
 
 payouts_bp = Blueprint("payouts", __name__)
 
@@ -45,9 +45,13 @@ def studio_reports(film_id: int) -> Any:
 
     def page() -> Any:
         status = 400 if form.errors or request.method == "POST" else 200
-        return render_template("payouts/studio_reports.html", film=film, form=form,
-                               reports=box_office.film_reports(db(), film.id),
-                               runs=payout_runs.previous_runs(db(), film.id)), status
+        return render_template(
+            "payouts/studio_reports.html",
+            film=film,
+            form=form,
+            reports=box_office.film_reports(db(), film.id),
+            runs=payout_runs.previous_runs(db(), film.id),
+        ), status
 
     def refused(exc: DomainError) -> Any:
         target = getattr(form, exc.field, None) if exc.field else None
@@ -64,12 +68,20 @@ def studio_reports(film_id: int) -> Any:
         if upload is not None and getattr(upload, "filename", None):
             attachment = upload.read(max_bytes + 1)
         start, end = form.period_start.data, form.period_end.data
-        assert start is not None and end is not None  # InputRequired; a date that does not parse fails validation
-        data = box_office.ReportInput(start, end, form.net_receipts.cents,
-                                    form.note.data or "",
-                                    corrects_report_id=getattr(form.corrects_report, "report_id", None))
+        assert (
+            start is not None and end is not None
+        )  # InputRequired; a date that does not parse fails validation
+        data = box_office.ReportInput(
+            start,
+            end,
+            form.net_receipts.cents,
+            form.note.data or "",
+            corrects_report_id=getattr(form.corrects_report, "report_id", None),
+        )
         with on_error(respond=refused):
-            box_office.file_report(db(), film, user(), data, now=now(), attachment=attachment, max_bytes=max_bytes)
+            box_office.file_report(
+                db(), film, user(), data, now=now(), attachment=attachment, max_bytes=max_bytes
+            )
         flash("Report filed. Finance will review it.", "success")
         return redirect(url_for("payouts.studio_reports", film_id=film.id), 303)
     return page()
@@ -96,12 +108,27 @@ def report_file(report_id: int) -> Any:
 @payouts_bp.route("/finance/reports")
 @role_required(Role.FINANCE)
 def finance_reports() -> Any:
-    approved = list(db().scalars(select(BoxOfficeReport).where(BoxOfficeReport.status == ReportStatus.APPROVED)
-                                 .order_by(BoxOfficeReport.decided_at.desc()).limit(200)))
-    runs = {run.report_id: run for run in db().scalars(select(PayoutRun).where(
-        PayoutRun.report_id.in_([r.id for r in approved])))} if approved else {}
-    return render_template("payouts/finance_reports.html", waiting=box_office.reports_waiting(db()),
-                           approved=approved, runs=runs)
+    approved = list(
+        db().scalars(
+            select(BoxOfficeReport)
+            .where(BoxOfficeReport.status == ReportStatus.APPROVED)
+            .order_by(BoxOfficeReport.decided_at.desc())
+            .limit(200)
+        )
+    )
+    runs = (
+        {
+            run.report_id: run
+            for run in db().scalars(
+                select(PayoutRun).where(PayoutRun.report_id.in_([r.id for r in approved]))
+            )
+        }
+        if approved
+        else {}
+    )
+    return render_template(
+        "payouts/finance_reports.html", waiting=box_office.reports_waiting(db()), approved=approved, runs=runs
+    )
 
 
 @payouts_bp.route("/finance/reports/<int:report_id>")
@@ -115,9 +142,14 @@ def _finance_report_page(report: BoxOfficeReport, status: int = 200) -> Any:
     next_up = payout_runs.next_report_to_run(db(), report.film_id)
     figures = payout_runs.preview(db(), report) if run is None and report.status == "approved" else None
     return render_template(
-        "payouts/finance_report.html", report=report, run=run, figures=figures,
-        can_run=next_up is not None and next_up.id == report.id, approve_form=EmptyForm(prefix="approve"),
-        reject_form=RejectForm(prefix="reject"), run_form=EmptyForm(prefix="run"),
+        "payouts/finance_report.html",
+        report=report,
+        run=run,
+        figures=figures,
+        can_run=next_up is not None and next_up.id == report.id,
+        approve_form=EmptyForm(prefix="approve"),
+        reject_form=RejectForm(prefix="reject"),
+        run_form=EmptyForm(prefix="run"),
     ), status
 
 
@@ -214,8 +246,10 @@ def export_csv(run_id: int) -> Any:
     if run.status == "computing":
         abort(409)
     pool, name = run.pool_cents, _export_name(run, "csv")
-    response = Response(run_csv(stream_query(payout_statements.export_rows, run.id), pool, run.payment_status),
-                        mimetype="text/csv")
+    response = Response(
+        run_csv(stream_query(payout_statements.export_rows, run.id), pool, run.payment_status),
+        mimetype="text/csv",
+    )
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
@@ -226,10 +260,16 @@ def export_xlsx(run_id: int) -> Any:
     run = _run_or_404(run_id)
     if run.status == "computing":
         abort(409)
-    pool, name, title, status = run.pool_cents, _export_name(run, "xlsx"), f"Run {run.sequence}", run.payment_status
+    pool, name, title, status = (
+        run.pool_cents,
+        _export_name(run, "xlsx"),
+        f"Run {run.sequence}",
+        run.payment_status,
+    )
     path = run_xlsx(stream_query(payout_statements.export_rows, run.id), pool, title, status)
-    response = Response(stream_file(path),
-                        mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    response = Response(
+        stream_file(path), mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    )
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
@@ -240,7 +280,9 @@ def ledger_export() -> Any:
     form = LedgerExportForm(request.args)
     if request.args and form.validate():
         start, end = form.start.data, form.end.data
-        assert start is not None and end is not None  # InputRequired; a date that does not parse fails validation
+        assert (
+            start is not None and end is not None
+        )  # InputRequired; a date that does not parse fails validation
         if end < start:
             form.end.errors.append("The end comes before the start.")
         else:
@@ -264,8 +306,13 @@ def statements() -> Any:
 def _statement_context(statement_id: int) -> dict[str, Any]:
     statement = payout_statements.own_statement(db(), user(), statement_id)
     paid = payout_statements.paid_to_user(db(), user().id, [statement.run.film_id])[statement.run.film_id]
-    return {"statement": statement, "run": statement.run, "film": statement.run.film,
-            "report": statement.run.report, "paid_to_you": paid}
+    return {
+        "statement": statement,
+        "run": statement.run,
+        "film": statement.run.film,
+        "report": statement.run.report,
+        "paid_to_you": paid,
+    }
 
 
 @payouts_bp.route("/statements/<int:statement_id>")
@@ -283,5 +330,7 @@ def statement_pdf(statement_id: int) -> Any:
     html = render_template("payouts/statement_pdf.html", **context)
     pdf = HTML(string=html, base_url=request.url_root).write_pdf()
     response = Response(pdf, mimetype="application/pdf")
-    response.headers["Content-Disposition"] = f'attachment; filename="statement-{context["statement"].number}.pdf"'
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="statement-{context["statement"].number}.pdf"'
+    )
     return response

@@ -30,7 +30,8 @@ REMEMBER_PREFIX = "remember:"
 def remember_browser(account: User) -> None:
     """After log-in with "keep me logged in": a new token, in a cookie on this response."""
     raw, expires_at = logins.issue_remember_token(
-        db(), account, now=now(), lifetime=current_app.config["REMEMBER_COOKIE_DURATION"])
+        db(), account, now=now(), lifetime=current_app.config["REMEMBER_COOKIE_DURATION"]
+    )
     _set_cookie_on_response(raw, expires_at)
 
 
@@ -76,9 +77,13 @@ def _set_cookie_on_response(raw: str, expires_at: datetime) -> None:
 
     def _set(response: Any) -> Any:
         response.set_cookie(
-            config["REMEMBER_COOKIE_NAME"], value=value, expires=expires_at,
-            domain=config.get("REMEMBER_COOKIE_DOMAIN"), path=config.get("REMEMBER_COOKIE_PATH", "/"),
-            secure=config["REMEMBER_COOKIE_SECURE"], httponly=config["REMEMBER_COOKIE_HTTPONLY"],
+            config["REMEMBER_COOKIE_NAME"],
+            value=value,
+            expires=expires_at,
+            domain=config.get("REMEMBER_COOKIE_DOMAIN"),
+            path=config.get("REMEMBER_COOKIE_PATH", "/"),
+            secure=config["REMEMBER_COOKIE_SECURE"],
+            httponly=config["REMEMBER_COOKIE_HTTPONLY"],
             samesite=config["REMEMBER_COOKIE_SAMESITE"],
         )
         return response

@@ -33,8 +33,9 @@ review_bp = Blueprint("review", __name__, url_prefix="/admin/reviews")
 @review_bp.route("/")
 @role_required(Role.ADMIN)
 def queue() -> Any:
-    return render_template("admin/reviews.html", films=services.films_in_review(db()),
-                           all_films=services.all_films(db()))
+    return render_template(
+        "admin/reviews.html", films=services.films_in_review(db()), all_films=services.all_films(db())
+    )
 
 
 @review_bp.route("/<int:film_id>", methods=["GET"])
@@ -45,9 +46,13 @@ def review(film_id: int) -> Any:
 
 def _review_page(film: Any, send_back_form: SendBackForm | None = None, status: int = 200) -> Any:
     return render_template(
-        "admin/review.html", film=film, terms=film_terms(film), tiers=film_tiers(db(), film.id),
+        "admin/review.html",
+        film=film,
+        terms=film_terms(film),
+        tiers=film_tiers(db(), film.id),
         approve_form=EmptyForm(prefix="approve"),
-        send_back_form=send_back_form or SendBackForm(prefix="back"), cancel_form=SendBackForm(prefix="cancel"),
+        send_back_form=send_back_form or SendBackForm(prefix="back"),
+        cancel_form=SendBackForm(prefix="cancel"),
     ), status
 
 

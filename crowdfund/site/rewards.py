@@ -16,10 +16,16 @@ from crowdfund.films.services import studio_film
 from crowdfund.funding.queries import paid_units_of_backer
 from crowdfund.rewards import (
     bookings,
-    check_in as reward_check_in,
-    screenings as reward_screenings,
-    tickets as reward_tickets,
     tiers,
+)
+from crowdfund.rewards import (
+    check_in as reward_check_in,
+)
+from crowdfund.rewards import (
+    screenings as reward_screenings,
+)
+from crowdfund.rewards import (
+    tickets as reward_tickets,
 )
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
 from crowdfund.rewards.rules import STATUS_LABELS, TierInput, format_code
@@ -60,8 +66,11 @@ def my_tickets() -> Any:
     by_film: dict[int, list[Ticket]] = {}
     for ticket in tickets:
         by_film.setdefault(ticket.film_id, []).append(ticket)
-    return render_template("rewards/tickets.html", by_film=by_film,
-                           qr={t.id: qr_data_uri(t.code) for t in tickets if t.status != TicketStatus.VOID})
+    return render_template(
+        "rewards/tickets.html",
+        by_film=by_film,
+        qr={t.id: qr_data_uri(t.code) for t in tickets if t.status != TicketStatus.VOID},
+    )
 
 
 def _render_ticket(ticket: Ticket, form: BookForm | None = None, status: int = 200) -> Any:
@@ -69,14 +78,25 @@ def _render_ticket(ticket: Ticket, form: BookForm | None = None, status: int = 2
     stakes = paid_units_of_backer(db(), ticket.film_id, ticket.user_id)
     form = form or BookForm()
     form.screening_id.choices = [
-        SelectChoice(str(s.id), f"{s.cinema}, {s.city}, {s.starts_at.astimezone(_zone(ticket)).strftime('%d %b %Y %H:%M %Z')}"
-               f" ({s.seats_left} seats left)") for s in screenings
-        if s.min_tier is None or stakes >= s.min_tier.min_stakes]
+        SelectChoice(
+            str(s.id),
+            f"{s.cinema}, {s.city}, {s.starts_at.astimezone(_zone(ticket)).strftime('%d %b %Y %H:%M %Z')}"
+            f" ({s.seats_left} seats left)",
+        )
+        for s in screenings
+        if s.min_tier is None or stakes >= s.min_tier.min_stakes
+    ]
     locked = [s for s in screenings if s.min_tier is not None and stakes < s.min_tier.min_stakes]
     if ticket.screening_id and request.method == "GET":
         form.screening_id.data = ticket.screening_id
-    return render_template("rewards/ticket.html", ticket=ticket, qr=qr_data_uri(ticket.code), form=form,
-                           locked=locked, cancel_form=EmptyForm(prefix="unbook")), status
+    return render_template(
+        "rewards/ticket.html",
+        ticket=ticket,
+        qr=qr_data_uri(ticket.code),
+        form=form,
+        locked=locked,
+        cancel_form=EmptyForm(prefix="unbook"),
+    ), status
 
 
 def _zone(ticket: Ticket) -> Any:
@@ -179,7 +199,9 @@ def add_tier(film_id: int) -> Any:
 
     if form.validate_on_submit():
         with on_error(respond=refused):
-            tiers.add_tier(db(), film, TierInput(form.min_stakes.data, form.tickets.data, form.extras.data or ""))
+            tiers.add_tier(
+                db(), film, TierInput(form.min_stakes.data, form.tickets.data, form.extras.data or "")
+            )
         flash("Tier added.", "success")
         return _back_to_film(film.id)
     return _render_film(film, tier_form=form)
@@ -220,7 +242,10 @@ def schedule(film_id: int) -> Any:
 
 def _render_check_in(screening: Screening, form: CheckInForm, result: Any = None, status: int = 200) -> Any:
     return render_template(
-        "rewards/check_in.html", screening=screening, form=form, result=result,
+        "rewards/check_in.html",
+        screening=screening,
+        form=form,
+        result=result,
         log=reward_check_in.check_in_log(db(), screening.id),
         attendance=reward_screenings.screening_attendance(db(), screening),
     ), status
@@ -257,10 +282,13 @@ def check_in_json(screening_id: int) -> Any:
     payload = request.get_json(silent=True)
     code = payload.get("code") if isinstance(payload, dict) else None
     if not isinstance(code, str) or not code.strip() or len(code) > 64:
-        return jsonify(ok=False, result="bad_request",
-                       message='Send JSON like {"code": "ABCDE-FGHJK-LMNPQ-RSTUV"}.'), 400
-    with on_error(respond=lambda exc: (jsonify(ok=False, result="bad_request", message=exc.message),
-                                       exc.status_code)):
+        return jsonify(
+            ok=False, result="bad_request", message='Send JSON like {"code": "ABCDE-FGHJK-LMNPQ-RSTUV"}.'
+        ), 400
+    with on_error(
+        respond=lambda exc: (jsonify(ok=False, result="bad_request", message=exc.message), exc.status_code)
+    ):
         result = reward_check_in.redeem_ticket(db(), user(), screening, code, now=now())
-    return jsonify(ok=result.admitted, result=result.result.value, message=result.message,
-                   screening_id=screening.id), 200 if result.admitted else 409
+    return jsonify(
+        ok=result.admitted, result=result.result.value, message=result.message, screening_id=screening.id
+    ), 200 if result.admitted else 409

@@ -76,21 +76,29 @@ def _upload_too_large(exc: Exception) -> Any:
     with the poster's limit, instead of a bare error page."""
     limit_mb = current_app.config["POSTER_MAX_BYTES"] // (1024 * 1024)
     message = f"The poster is too large: at most {limit_mb} MB. Nothing was saved; choose a smaller image."
-    if (request.endpoint in ("studio.new_film", "studio.edit_film") and current_user.is_authenticated
-            and current_user.has_role(Role.STUDIO)):
+    if (
+        request.endpoint in ("studio.new_film", "studio.edit_film")
+        and current_user.is_authenticated
+        and current_user.has_role(Role.STUDIO)
+    ):
         film = None
         form = FilmForm(formdata=None)
         if request.endpoint == "studio.edit_film":
             try:
                 film = services.studio_film(db(), user(), int((request.view_args or {}).get("film_id", 0)))
             except DomainError as not_theirs:
-                return render_template("errors/error.html", status=not_theirs.status_code, title="Not found",
-                                       message=not_theirs.message), not_theirs.status_code
+                return render_template(
+                    "errors/error.html",
+                    status=not_theirs.status_code,
+                    title="Not found",
+                    message=not_theirs.message,
+                ), not_theirs.status_code
             form.fill_from(film)
         form.poster.errors = [message]
         return render_template("studio/film_form.html", form=form, film=film), 413
-    return render_template("errors/error.html", status=413, title="Request Entity Too Large",
-                           message="The upload is too large."), 413
+    return render_template(
+        "errors/error.html", status=413, title="Request Entity Too Large", message="The upload is too large."
+    ), 413
 
 
 @studio_bp.route("/films/new", methods=["GET", "POST"])
@@ -104,7 +112,10 @@ def new_film() -> Any:
     if form.validate_on_submit():
         with on_error(respond=lambda exc: _refused(form, exc, page)):
             film = services.create_film(
-                db(), user(), form.to_input(), poster=_poster_bytes(form),
+                db(),
+                user(),
+                form.to_input(),
+                poster=_poster_bytes(form),
                 poster_max_bytes=current_app.config["POSTER_MAX_BYTES"],
             )
         flash("Draft saved. Submit it for review when it is ready.", "success")
@@ -122,8 +133,10 @@ def film_detail(film_id: int) -> Any:
 @role_required(Role.STUDIO)
 def backers_csv(film_id: int) -> Any:
     film = services.studio_film(db(), user(), film_id)
-    rows = ((name, email, units, format_cents_plain(cents)) for name, email, units, cents in
-            stream_query(backer_rows, film.id))
+    rows = (
+        (name, email, units, format_cents_plain(cents))
+        for name, email, units, cents in stream_query(backer_rows, film.id)
+    )
     response = Response(stream_csv(["name", "email", "stakes", "amount_usd"], rows), mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{film.slug}-backers.csv"'
     return response
@@ -147,7 +160,10 @@ def edit_film(film_id: int) -> Any:
     elif form.validate_on_submit():
         with on_error(respond=lambda exc: _refused(form, exc, page)):
             services.update_film(
-                db(), film, form.to_input(), poster=_poster_bytes(form),
+                db(),
+                film,
+                form.to_input(),
+                poster=_poster_bytes(form),
                 poster_max_bytes=current_app.config["POSTER_MAX_BYTES"],
             )
         flash("Draft saved.", "success")
@@ -170,7 +186,9 @@ def _studio_action(film_id: int, action: Any, success: str) -> Any:
 @studio_bp.route("/films/<int:film_id>/submit", methods=["POST"])
 @role_required(Role.STUDIO)
 def submit_film(film_id: int) -> Any:
-    return _studio_action(film_id, services.submit_for_review, "Submitted for review. An admin will look at it soon.")
+    return _studio_action(
+        film_id, services.submit_for_review, "Submitted for review. An admin will look at it soon."
+    )
 
 
 @studio_bp.route("/films/<int:film_id>/withdraw", methods=["POST"])
@@ -188,4 +206,6 @@ def release_film(film_id: int) -> Any:
 @studio_bp.route("/films/<int:film_id>/close", methods=["POST"])
 @role_required(Role.STUDIO)
 def close_film(film_id: int) -> Any:
-    return _studio_action(film_id, services.close_film, "The film is closed: it accepts no more box-office reports.")
+    return _studio_action(
+        film_id, services.close_film, "The film is closed: it accepts no more box-office reports."
+    )

@@ -20,25 +20,37 @@ from crowdfund.site.forms.rewards import ScreeningForm, TierForm
 from crowdfund.site.web import db
 
 
-def render_studio_film(film: Any, status: int = 200, tier_form: Any = None, screening_form: Any = None) -> Any:
+def render_studio_film(
+    film: Any, status: int = 200, tier_form: Any = None, screening_form: Any = None
+) -> Any:
     """The studio's film page; rewards forms come back here with their errors."""
     stats = funding_stats(db(), [film.id])[film.id]
     points = [(day.strftime("%d %b"), cents) for day, cents in raised_by_day(db(), film.id)]
     chart = line_chart(points, "Raised over time", format_cents)
     rewards = studio_rewards_context(film, tier_form, screening_form)
-    return render_template("studio/film.html", film=film, stats=stats, terms=film_terms(film), form=EmptyForm(),
-                           chart=chart, rewards=rewards), status
+    return render_template(
+        "studio/film.html",
+        film=film,
+        stats=stats,
+        terms=film_terms(film),
+        form=EmptyForm(),
+        chart=chart,
+        rewards=rewards,
+    ), status
 
 
 def screening_form(film: Any) -> ScreeningForm:
     form = ScreeningForm(prefix="screening")
     form.min_tier_id.choices = [SelectChoice("0", "Every ticket holder")] + [
-        SelectChoice(str(t.id), f"Backers with {t.min_stakes}+ stakes") for t in tiers.film_tiers(db(), film.id)]
+        SelectChoice(str(t.id), f"Backers with {t.min_stakes}+ stakes")
+        for t in tiers.film_tiers(db(), film.id)
+    ]
     return form
 
 
-def studio_rewards_context(film: Any, tier_form: TierForm | None = None,
-                           screening_form_: ScreeningForm | None = None) -> dict[str, Any]:
+def studio_rewards_context(
+    film: Any, tier_form: TierForm | None = None, screening_form_: ScreeningForm | None = None
+) -> dict[str, Any]:
     """What the studio's film page shows of rewards."""
     return {
         "tiers": tiers.film_tiers(db(), film.id),

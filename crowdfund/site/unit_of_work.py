@@ -81,9 +81,13 @@ def unit_of_work(view: F) -> F:
 
 
 @contextmanager
-def on_error(*errors: type[Exception], redirect_to: str | None = None, anchor: str | None = None,
-             respond: Callable[[Any], Any] | None = None,
-             passing: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+def on_error(
+    *errors: type[Exception],
+    redirect_to: str | None = None,
+    anchor: str | None = None,
+    respond: Callable[[Any], Any] | None = None,
+    passing: tuple[type[Exception], ...] = (),
+) -> Iterator[None]:
     """An error of `errors` (DomainError if none is named) raised in the block
     is answered, after the unit of work has rolled the request back: by
     `respond(error)`, or by flashing the error's message and a 303 to

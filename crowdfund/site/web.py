@@ -29,7 +29,9 @@ def app_services(app: Flask | None = None) -> AppServices:
     """The services of `app` (default: the current app): the web layer's one way to them."""
     services: AppServices | None = (app or current_app).extensions.get(SERVICES_EXTENSION)
     if services is None:
-        raise RuntimeError("This Flask app has no crowdfund services: make it with crowdfund.app.create_app().")
+        raise RuntimeError(
+            "This Flask app has no crowdfund services: make it with crowdfund.app.create_app()."
+        )
     return services
 
 

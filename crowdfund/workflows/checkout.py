@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 #: SetupIntent statuses in which the checkout page can still collect a card with it.
 REUSABLE_SETUP_STATUSES = ("requires_payment_method", "requires_confirmation", "requires_action")
-NOT_THIS_ORDERS_CARD = ("This card was not set up for this order. Nothing was charged; please enter your card "
-                        "again on this order's payment page.")
+NOT_THIS_ORDERS_CARD = (
+    "This card was not set up for this order. Nothing was charged; please enter your card "
+    "again on this order's payment page."
+)
 
 
 def _metadata(order: Order) -> dict[str, str]:
@@ -47,12 +49,16 @@ def _setup_metadata(order: Order) -> dict[str, str]:
 
 def _names(metadata: Mapping[str, str], order: Order) -> bool:
     """Whether a SetupIntent's metadata names this order and its backer."""
-    return (metadata.get("order_id") == str(order.id) and metadata.get("order_reference") == order.reference
-            and metadata.get("user_id") == str(order.user_id))
+    return (
+        metadata.get("order_id") == str(order.id)
+        and metadata.get("order_reference") == order.reference
+        and metadata.get("user_id") == str(order.user_id)
+    )
 
 
-def checkout_setup_intent(session: Session, order: Order, gateway: StripeGateway, *,
-                          _attempts: int = 2) -> SetupIntentInfo:
+def checkout_setup_intent(
+    session: Session, order: Order, gateway: StripeGateway, *, _attempts: int = 2
+) -> SetupIntentInfo:
     """The order's one SetupIntent, for the checkout page: made once, recorded
     on the order with metadata naming the order and its backer, and reused on
     every load of the page until it can no longer collect a card (then
@@ -66,21 +72,29 @@ def checkout_setup_intent(session: Session, order: Order, gateway: StripeGateway
             if exc.retryable:
                 raise
             current = None  # Stripe does not know it (any more): replace it
-        if current is not None and current.status in REUSABLE_SETUP_STATUSES and _names(current.metadata, order):
+        if (
+            current is not None
+            and current.status in REUSABLE_SETUP_STATUSES
+            and _names(current.metadata, order)
+        ):
             return SetupIntentInfo(id=current.id, client_secret=current.client_secret)
     created = gateway.create_setup_intent(_setup_metadata(order))
     with writing(session):
-        claimed = rowcount(session.execute(
-            update(Order)
-            .where(
-                Order.id == order.id,
-                Order.status == OrderStatus.PENDING,
-                Order.stripe_payment_intent_id.is_(None),
-                Order.stripe_setup_intent_id == recorded if recorded else Order.stripe_setup_intent_id.is_(None),
+        claimed = rowcount(
+            session.execute(
+                update(Order)
+                .where(
+                    Order.id == order.id,
+                    Order.status == OrderStatus.PENDING,
+                    Order.stripe_payment_intent_id.is_(None),
+                    Order.stripe_setup_intent_id == recorded
+                    if recorded
+                    else Order.stripe_setup_intent_id.is_(None),
+                )
+                .values(stripe_setup_intent_id=created.id)
+                .execution_options(synchronize_session=False)
             )
-            .values(stripe_setup_intent_id=created.id)
-            .execution_options(synchronize_session=False)
-        ))
+        )
         session.refresh(order)
     if claimed:
         return created
@@ -124,38 +138,53 @@ def pay_order(
         assert setup_intent_id is not None
         setup = gateway.setup_intent(setup_intent_id)
         if not _names(setup.metadata, order):
-            log.warning("order %s: SetupIntent %s names another order or user", order.reference, setup_intent_id)
+            log.warning(
+                "order %s: SetupIntent %s names another order or user", order.reference, setup_intent_id
+            )
             return PaymentResult("failed", NOT_THIS_ORDERS_CARD)
         if setup.status != "succeeded" or setup.payment_method_id is None:
             return PaymentResult("failed", "Your card was not confirmed. Please enter it again.")
         intent_id = gateway.create_payment_intent(
-            order.amount_cents, CURRENCY, _metadata(order), payment_method_id=setup.payment_method_id,
+            order.amount_cents,
+            CURRENCY,
+            _metadata(order),
+            payment_method_id=setup.payment_method_id,
             idempotency_key=f"order-{order.id}",
         )
         # On record before any money moves: a crash from here on is settled by
         # the webhook or `flask payments reconcile`.
         with writing(session):
-            claimed = rowcount(session.execute(
-                update(Order)
-                .where(Order.id == order.id, Order.stripe_payment_intent_id.is_(None),
-                       Order.status == OrderStatus.PENDING, Order.stripe_setup_intent_id == setup_intent_id)
-                .values(stripe_payment_intent_id=intent_id)
-                .execution_options(synchronize_session=False)
-            ))
+            claimed = rowcount(
+                session.execute(
+                    update(Order)
+                    .where(
+                        Order.id == order.id,
+                        Order.stripe_payment_intent_id.is_(None),
+                        Order.status == OrderStatus.PENDING,
+                        Order.stripe_setup_intent_id == setup_intent_id,
+                    )
+                    .values(stripe_payment_intent_id=intent_id)
+                    .execution_options(synchronize_session=False)
+                )
+            )
             session.refresh(order)
         if not claimed:
             # Another request for the same order got there first; ours never charges.
             if order.stripe_payment_intent_id != intent_id:
                 gateway.cancel_payment_intent(intent_id)
             return pay_order(session, order, None, gateway, now=now)
-        outcome = gateway.confirm_payment_intent(intent_id, setup.payment_method_id,
-                                                 idempotency_key=f"order-{order.id}")
+        outcome = gateway.confirm_payment_intent(
+            intent_id, setup.payment_method_id, idempotency_key=f"order-{order.id}"
+        )
     else:
         outcome = gateway.retrieve_payment_intent(order.stripe_payment_intent_id)
     with writing(session):
         settled = settle_intent(session, outcome, now=now)
     if settled.anomaly_id is not None:
         refund_anomaly_now(session, settled.anomaly_id, gateway, now=now)
-        return PaymentResult("failed", "Your payment did not match this order, so it is being refunded in full.")
-    return settled.result or PaymentResult("pending", "Your payment is being processed. This page will show it "
-                                                      "once it completes.")
+        return PaymentResult(
+            "failed", "Your payment did not match this order, so it is being refunded in full."
+        )
+    return settled.result or PaymentResult(
+        "pending", "Your payment is being processed. This page will show it once it completes."
+    )

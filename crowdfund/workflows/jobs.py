@@ -19,8 +19,8 @@ from crowdfund.films.states import FilmState
 from crowdfund.funding.inventory import release_expired_holds
 from crowdfund.jobs import UnitFailure, in_own_transaction
 from crowdfund.payouts.models import PayoutRun
-from crowdfund.workflows.payout_run import write_statements
 from crowdfund.payouts.runs import runs_to_finish
+from crowdfund.workflows.payout_run import write_statements
 
 
 def release_holds(session: Session, now: Callable[[], datetime]) -> tuple[int, list[UnitFailure]]:
@@ -28,6 +28,7 @@ def release_holds(session: Session, now: Callable[[], datetime]) -> tuple[int, l
     a transaction of its own. Returns (stakes released, failures)."""
     released, failures = 0, list[UnitFailure]()
     for film_id in session.scalars(select(Film.id).where(Film.state == FilmState.FUNDING)).all():
+
         def release(film_id: int = film_id) -> int:
             return release_expired_holds(session, film_id, now())
 
@@ -35,16 +36,19 @@ def release_holds(session: Session, now: Callable[[], datetime]) -> tuple[int, l
     return released, failures
 
 
-def finish_payout_runs(session: Session, now: Callable[[], datetime], *,
-                       batch_size: int) -> tuple[list[int], list[UnitFailure]]:
+def finish_payout_runs(
+    session: Session, now: Callable[[], datetime], *, batch_size: int
+) -> tuple[list[int], list[UnitFailure]]:
     """Finish every payout run still writing statements; each batch of
     statements commits, and a failure rolls back only the batch in progress.
     Returns (the runs completed, failures)."""
     completed, failures = list[int](), list[UnitFailure]()
     for run_id in runs_to_finish(session):
+
         def finish(run_id: int = run_id) -> bool:
-            return write_statements(session, session.get_one(PayoutRun, run_id), now=now(),
-                                    batch_size=batch_size)
+            return write_statements(
+                session, session.get_one(PayoutRun, run_id), now=now(), batch_size=batch_size
+            )
 
         if in_own_transaction(session, f"payout run {run_id}", failures, finish):
             completed.append(run_id)

@@ -78,8 +78,15 @@ def announce_statements(session: Session, run_id: int, *, batch_size: int = 1000
         session.commit()
 
 
-def run_payout(session: Session, report: BoxOfficeReport, finance: User, *, now: datetime,
-               batch_size: int = 2000, max_batches: int | None = None) -> PayoutRun:
+def run_payout(
+    session: Session,
+    report: BoxOfficeReport,
+    finance: User,
+    *,
+    now: datetime,
+    batch_size: int = 2000,
+    max_batches: int | None = None,
+) -> PayoutRun:
     """Start (or resume) the run for a report, committing as it goes."""
     run = start_run(session, report, finance, now=now)
     session.commit()

@@ -32,8 +32,15 @@ from crowdfund.funding.models import Order
 from crowdfund.rewards.tickets import void_unbooked_tickets
 
 
-def change_film_state(session: Session, film: Film, target: FilmState, *, now: datetime,
-                      actor: User | None = None, reason: str | None = None) -> None:
+def change_film_state(
+    session: Session,
+    film: Film,
+    target: FilmState,
+    *,
+    now: datetime,
+    actor: User | None = None,
+    reason: str | None = None,
+) -> None:
     """films.services.change_film_state, and what the move sets off: a film
     opened for funding gets its stake counters."""
     films.change_film_state(session, film, target, now=now, actor=actor, reason=reason)

@@ -46,8 +46,9 @@ def _reconcile_order(session: Session, order_id: int, gateway: StripeGateway, *,
     """Ask Stripe about one order's PaymentIntent and settle from its answer."""
     with reading(session):
         order = session.get(Order, order_id, populate_existing=True)
-        if order is None or (order.status != OrderStatus.PENDING
-                             and ledger.has_entry(session, EntryKind.PAYMENT.key(order.id))):
+        if order is None or (
+            order.status != OrderStatus.PENDING and ledger.has_entry(session, EntryKind.PAYMENT.key(order.id))
+        ):
             return "unchanged"
         intent_id, status, expires_at = order.stripe_payment_intent_id, order.status, order.expires_at
     assert intent_id is not None
@@ -72,8 +73,17 @@ def reconcile(session: Session, gateway: StripeGateway, *, now: datetime, batch_
     Stripe; refund payment anomalies and carry out refunds owed. Safe to run at
     any time. Each order in transactions of its own: one that fails is rolled
     back, logged and reported, and the others go on."""
-    report = JobReport({"paid": 0, "failed": 0, "refunded": 0, "unchanged": 0, "anomalies": 0,
-                        "anomaly_refunds": 0, "refunds": 0})
+    report = JobReport(
+        {
+            "paid": 0,
+            "failed": 0,
+            "refunded": 0,
+            "unchanged": 0,
+            "anomalies": 0,
+            "anomaly_refunds": 0,
+            "refunds": 0,
+        }
+    )
     after_id = 0
     while True:
         with reading(session):
@@ -114,6 +124,7 @@ def reconcile(session: Session, gateway: StripeGateway, *, now: datetime, batch_
             session.rollback()
             log.exception("refund of payment anomaly %s failed; the next run retries it", intent_id)
             report.failures.append(UnitFailure(f"payment anomaly {intent_id}", describe(exc)))
-    report.counts["refunds"] = process_refunds(session, gateway, now=now, batch_size=batch_size,
-                                               failures=report.failures)
+    report.counts["refunds"] = process_refunds(
+        session, gateway, now=now, batch_size=batch_size, failures=report.failures
+    )
     return report

@@ -49,10 +49,15 @@ def process_refund(session: Session, order: Order, gateway: StripeGateway, *, no
     try:
         existing = (
             [r for r in gateway.find_refunds(order.stripe_payment_intent_id) if r.status != "failed"]
-            if tried_before else []
+            if tried_before
+            else []
         )
-        refund = existing[0] if existing else gateway.refund(
-            order.stripe_payment_intent_id, order.amount_cents, idempotency_key=f"refund-{order.id}"
+        refund = (
+            existing[0]
+            if existing
+            else gateway.refund(
+                order.stripe_payment_intent_id, order.amount_cents, idempotency_key=f"refund-{order.id}"
+            )
         )
     except GatewayError:
         # Give the claim back at once; the next run retries, and since
@@ -67,20 +72,32 @@ def process_refund(session: Session, order: Order, gateway: StripeGateway, *, no
     return True
 
 
-def process_refunds(session: Session, gateway: StripeGateway, *, now: datetime, batch_size: int = 200,
-                    failures: list[UnitFailure] | None = None) -> int:
+def process_refunds(
+    session: Session,
+    gateway: StripeGateway,
+    *,
+    now: datetime,
+    batch_size: int = 200,
+    failures: list[UnitFailure] | None = None,
+) -> int:
     """Every refund owed, in batches; returns how many were carried out. Each
     order in transactions of its own: one that fails is rolled back, logged
     and added to `failures`, and the others go on."""
     done, after_id = 0, 0
     while True:
         with reading(session):
-            batch = [(order, order.reference) for order in session.scalars(
-                select(Order)
-                .where(Order.id > after_id, Order.refund_state.in_((RefundState.REQUESTED, RefundState.PROCESSING)))
-                .order_by(Order.id)
-                .limit(batch_size)
-            ).all()]
+            batch = [
+                (order, order.reference)
+                for order in session.scalars(
+                    select(Order)
+                    .where(
+                        Order.id > after_id,
+                        Order.refund_state.in_((RefundState.REQUESTED, RefundState.PROCESSING)),
+                    )
+                    .order_by(Order.id)
+                    .limit(batch_size)
+                ).all()
+            ]
             if batch:
                 after_id = batch[-1][0].id
         if not batch:
@@ -105,30 +122,40 @@ def refund_anomaly(session: Session, anomaly_id: int, gateway: StripeGateway, *,
         anomaly = session.get(PaymentAnomaly, anomaly_id, populate_existing=True)
         assert anomaly is not None
         tried_before = anomaly.refund_claimed_at is not None
-        claimed = rowcount(session.execute(
-            update(PaymentAnomaly)
-            .where(
-                PaymentAnomaly.id == anomaly_id,
-                or_(
-                    PaymentAnomaly.state == AnomalyState.REFUND_OWED,
-                    (PaymentAnomaly.state == AnomalyState.REFUNDING)
-                    & (PaymentAnomaly.refund_claimed_at <= now - REFUND_CLAIM_TIMEOUT),
-                ),
+        claimed = rowcount(
+            session.execute(
+                update(PaymentAnomaly)
+                .where(
+                    PaymentAnomaly.id == anomaly_id,
+                    or_(
+                        PaymentAnomaly.state == AnomalyState.REFUND_OWED,
+                        (PaymentAnomaly.state == AnomalyState.REFUNDING)
+                        & (PaymentAnomaly.refund_claimed_at <= now - REFUND_CLAIM_TIMEOUT),
+                    ),
+                )
+                .values(state=AnomalyState.REFUNDING, refund_claimed_at=now)
+                .execution_options(synchronize_session=False)
             )
-            .values(state=AnomalyState.REFUNDING, refund_claimed_at=now)
-            .execution_options(synchronize_session=False)
-        ))
+        )
         intent_id = anomaly.payment_intent_id
     if not claimed:
         return False
     try:
-        existing = [r for r in gateway.find_refunds(intent_id) if r.status != "failed"] if tried_before else []
-        refund = existing[0] if existing else gateway.refund(intent_id, None,
-                                                             idempotency_key=f"anomaly-refund-{anomaly_id}")
+        existing = (
+            [r for r in gateway.find_refunds(intent_id) if r.status != "failed"] if tried_before else []
+        )
+        refund = (
+            existing[0]
+            if existing
+            else gateway.refund(intent_id, None, idempotency_key=f"anomaly-refund-{anomaly_id}")
+        )
     except GatewayError:
         with writing(session):
-            session.execute(update(PaymentAnomaly).where(PaymentAnomaly.id == anomaly_id)
-                            .values(state=AnomalyState.REFUND_OWED))
+            session.execute(
+                update(PaymentAnomaly)
+                .where(PaymentAnomaly.id == anomaly_id)
+                .values(state=AnomalyState.REFUND_OWED)
+            )
         raise
     with writing(session):
         anomaly = session.get(PaymentAnomaly, anomaly_id, populate_existing=True)
@@ -138,13 +165,25 @@ def refund_anomaly(session: Session, anomaly_id: int, gateway: StripeGateway, *,
         anomaly.refunded_at = now
         if ledger.has_entry(session, EntryKind.UNMATCHED_PAYMENT.key(anomaly_id)):
             ledger.post(
-                session, key=EntryKind.UNMATCHED_REFUND.key(anomaly_id), kind=EntryKind.UNMATCHED_REFUND,
-                lines=[(Account.UNMATCHED_PAYMENTS, anomaly.actual_amount_cents),
-                       (Account.BACKER_CASH, -anomaly.actual_amount_cents)],
-                now=now, order_id=anomaly.order_id, memo=f"Refund {refund.id} of unmatched {intent_id}",
+                session,
+                key=EntryKind.UNMATCHED_REFUND.key(anomaly_id),
+                kind=EntryKind.UNMATCHED_REFUND,
+                lines=[
+                    (Account.UNMATCHED_PAYMENTS, anomaly.actual_amount_cents),
+                    (Account.BACKER_CASH, -anomaly.actual_amount_cents),
+                ],
+                now=now,
+                order_id=anomaly.order_id,
+                memo=f"Refund {refund.id} of unmatched {intent_id}",
             )
-        audit.record(session, action="payment.anomaly_refunded", object_type="payment_intent", object_id=intent_id,
-                     now=now, after={"stripe_refund_id": refund.id})
+        audit.record(
+            session,
+            action="payment.anomaly_refunded",
+            object_type="payment_intent",
+            object_id=intent_id,
+            now=now,
+            after={"stripe_refund_id": refund.id},
+        )
     return True
 
 

@@ -24,8 +24,8 @@ of ids, never all at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -34,10 +34,10 @@ from crowdfund import ledger
 from crowdfund.films.models import Film
 from crowdfund.films.services import cancellation, change_film_state
 from crowdfund.films.states import FilmState
+from crowdfund.funding.inventory import release_expired_holds
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.funding.queries import paid_orders_of, paid_total
 from crowdfund.funding.rules import fee_split, goal_met, round_closes_at
-from crowdfund.funding.inventory import release_expired_holds
 from crowdfund.jobs import UnitFailure, in_own_transaction, in_savepoint
 from crowdfund.ledger import Account, EntryKind
 from crowdfund.mail.outbox import queue_email
@@ -67,7 +67,9 @@ def films_due(session: Session, now: datetime, hold_window: timedelta) -> list[i
     )
 
 
-def decide_film(session: Session, film_id: int, *, now: datetime, hold_window: timedelta, fee_bps: int) -> str:
+def decide_film(
+    session: Session, film_id: int, *, now: datetime, hold_window: timedelta, fee_bps: int
+) -> str:
     """Decide one film in the caller's transaction: "funded", "failed" or "skipped"."""
     film = session.scalar(select(Film).where(Film.id == film_id).with_for_update(of=Film))
     if film is None or film.state != FilmState.FUNDING or now < round_closes_at(film.deadline, hold_window):
@@ -82,8 +84,11 @@ def decide_film(session: Session, film_id: int, *, now: datetime, hold_window: t
             session,
             key=EntryKind.ESCROW_RELEASE.key(film.id),
             kind=EntryKind.ESCROW_RELEASE,
-            lines=[(Account.escrow(film.id), in_escrow), (Account.studio(film.studio_id), -to_studio),
-                   (Account.PLATFORM_FEES, -fee)],
+            lines=[
+                (Account.escrow(film.id), in_escrow),
+                (Account.studio(film.studio_id), -to_studio),
+                (Account.PLATFORM_FEES, -fee),
+            ],
             now=now,
             film_id=film.id,
             memo=f"{film.title} funded: escrow released less {fee_bps} bps fee",
@@ -94,8 +99,14 @@ def decide_film(session: Session, film_id: int, *, now: datetime, hold_window: t
     return "failed"
 
 
-def decide_refunds(session: Session, film_id: int, *, now: datetime, batch_size: int,
-                   failures: list[UnitFailure] | None = None) -> int:
+def decide_refunds(
+    session: Session,
+    film_id: int,
+    *,
+    now: datetime,
+    batch_size: int,
+    failures: list[UnitFailure] | None = None,
+) -> int:
     """Every paid order of a failed or cancelled film is refunded (decided
     here, carried out by process_refunds); each backer is told once, with the
     film's real reason. Each batch of orders is committed. An order whose
@@ -135,7 +146,9 @@ def decide_refunds(session: Session, film_id: int, *, now: datetime, batch_size:
             if failures is None:
                 refunded = decide()
             else:
-                refunded = in_savepoint(session, f"order {order.reference} (film {film_id})", failures, decide)
+                refunded = in_savepoint(
+                    session, f"order {order.reference} (film {film_id})", failures, decide
+                )
             decided += bool(refunded)
         session.commit()
         session.expunge_all()
@@ -174,7 +187,9 @@ def close_rounds(
     report = CloseReport()
     for film_id in films_due(session, now, hold_window):
         outcome = in_own_transaction(
-            session, f"film {film_id}", report.failures,
+            session,
+            f"film {film_id}",
+            report.failures,
             partial(decide_film, session, film_id, now=now, hold_window=hold_window, fee_bps=fee_bps),
         )
         if outcome == "funded":
@@ -184,11 +199,16 @@ def close_rounds(
     # Includes films a crashed earlier run decided but did not finish refunding.
     for film_id in films_owing_refunds(session):
         decided = in_own_transaction(
-            session, f"film {film_id} refunds", report.failures,
-            partial(decide_refunds, session, film_id, now=now, batch_size=batch_size, failures=report.failures),
+            session,
+            f"film {film_id} refunds",
+            report.failures,
+            partial(
+                decide_refunds, session, film_id, now=now, batch_size=batch_size, failures=report.failures
+            ),
         )
         report.refunds_decided += decided or 0
     # Isolates each order itself: one that fails is reported, the others go on.
-    report.refunds_made = process_refunds(session, gateway, now=now, batch_size=batch_size,
-                                          failures=report.failures)
+    report.refunds_made = process_refunds(
+        session, gateway, now=now, batch_size=batch_size, failures=report.failures
+    )
     return report

@@ -68,19 +68,27 @@ def apply_outcome(session: Session, order: Order, outcome: PaymentOutcome, *, no
     if outcome.status == "succeeded":
         settlement = settle_success(session, order, now=now)
         if settlement.result == "refund":
-            return PaymentResult("refunded", "Your payment arrived after your hold expired and the stakes were "
-                                 "taken, so it is being refunded in full.")
+            return PaymentResult(
+                "refunded",
+                "Your payment arrived after your hold expired and the stakes were "
+                "taken, so it is being refunded in full.",
+            )
         if order.status == OrderStatus.PAID:
             queue_receipt(session, order)
             return PaymentResult("paid")
         return PaymentResult(order.status)
     if outcome.status == "failed":
         settle_failure(session, order, outcome.failure_message or "The payment failed.", now=now)
-        return PaymentResult("failed", (outcome.failure_message or "The payment failed.")
-                             + " Your hold was released; you can try again with another card.")
+        return PaymentResult(
+            "failed",
+            (outcome.failure_message or "The payment failed.")
+            + " Your hold was released; you can try again with another card.",
+        )
     if outcome.status == "requires_action":
         return PaymentResult("requires_action", client_secret=outcome.client_secret)
-    return PaymentResult("pending", "Your payment is being processed. This page will show it once it completes.")
+    return PaymentResult(
+        "pending", "Your payment is being processed. This page will show it once it completes."
+    )
 
 
 @dataclass(frozen=True)
@@ -114,8 +122,11 @@ def match_intent(session: Session, intent: PaymentOutcome) -> tuple[Order | None
     if named is None and intent.metadata.get("order_reference") is None:
         return None, None  # made by something else using this Stripe account
     # ASCII digits only: "²" is a digit to isdigit() but not to int().
-    order = (session.get(Order, int(named))
-             if named and named.isascii() and named.isdigit() and len(named) < 19 else None)
+    order = (
+        session.get(Order, int(named))
+        if named and named.isascii() and named.isdigit() and len(named) < 19
+        else None
+    )
     if order is None:
         return None, "unknown_order"
     if intent.metadata.get("order_reference") != order.reference:
@@ -147,15 +158,23 @@ def settle_intent(session: Session, intent: PaymentOutcome, *, now: datetime) ->
     """Settle from a PaymentIntent retrieved from Stripe (never from an event
     body), in the caller's transaction. The outcome is the intent's status."""
     order, problem = match_intent(session, intent)
-    if problem is not None and order is not None and order.stripe_payment_intent_id == intent.payment_intent_id \
-            and intent.status != "succeeded":
+    if (
+        problem is not None
+        and order is not None
+        and order.stripe_payment_intent_id == intent.payment_intent_id
+        and intent.status != "succeeded"
+    ):
         # The order's own PaymentIntent took no money (a decline reports no
         # amount): its outcome stands; only money that does not match is refused.
         problem = None
     if problem is not None:
         if intent.status != "succeeded":
-            log.warning("payment intent %s (%s) does not match order %s, and took no money", intent.payment_intent_id,
-                        problem, order.reference if order else None)
+            log.warning(
+                "payment intent %s (%s) does not match order %s, and took no money",
+                intent.payment_intent_id,
+                problem,
+                order.reference if order else None,
+            )
             return IntentSettlement("ignored", order)
         anomaly, new = record_anomaly(session, intent, order, problem, now=now)
         return IntentSettlement("anomaly" if new else "known_anomaly", order, anomaly_id=anomaly.id)
@@ -164,12 +183,15 @@ def settle_intent(session: Session, intent: PaymentOutcome, *, now: datetime) ->
     return IntentSettlement("settled", order, apply_outcome(session, order, intent, now=now))
 
 
-def record_anomaly(session: Session, intent: PaymentOutcome, order: Order | None, kind: str, *,
-                   now: datetime) -> tuple[PaymentAnomaly, bool]:
+def record_anomaly(
+    session: Session, intent: PaymentOutcome, order: Order | None, kind: str, *, now: datetime
+) -> tuple[PaymentAnomaly, bool]:
     """Record money that arrived for no order, once per PaymentIntent, and
     owe it back. Returns the anomaly and whether it is new."""
     assert intent.payment_intent_id is not None
-    existing = session.scalar(select(PaymentAnomaly).where(PaymentAnomaly.payment_intent_id == intent.payment_intent_id))
+    existing = session.scalar(
+        select(PaymentAnomaly).where(PaymentAnomaly.payment_intent_id == intent.payment_intent_id)
+    )
     if existing is not None:
         return existing, False
     anomaly = PaymentAnomaly(
@@ -189,23 +211,46 @@ def record_anomaly(session: Session, intent: PaymentOutcome, order: Order | None
             session.flush()
     except IntegrityError:
         # Another settler (webhook, reconcile, the fan's return) recorded it first.
-        return session.scalars(select(PaymentAnomaly).where(
-            PaymentAnomaly.payment_intent_id == intent.payment_intent_id)).one(), False
+        return session.scalars(
+            select(PaymentAnomaly).where(PaymentAnomaly.payment_intent_id == intent.payment_intent_id)
+        ).one(), False
     if anomaly.actual_currency == CURRENCY and anomaly.actual_amount_cents:
         # The money is at Stripe (backer_cash) but belongs to no order: owed back to the payer.
         ledger.post(
-            session, key=EntryKind.UNMATCHED_PAYMENT.key(anomaly.id), kind=EntryKind.UNMATCHED_PAYMENT,
-            lines=[(Account.BACKER_CASH, anomaly.actual_amount_cents),
-                   (Account.UNMATCHED_PAYMENTS, -anomaly.actual_amount_cents)],
-            now=now, order_id=anomaly.order_id, memo=f"Unmatched payment {anomaly.payment_intent_id} ({kind})",
+            session,
+            key=EntryKind.UNMATCHED_PAYMENT.key(anomaly.id),
+            kind=EntryKind.UNMATCHED_PAYMENT,
+            lines=[
+                (Account.BACKER_CASH, anomaly.actual_amount_cents),
+                (Account.UNMATCHED_PAYMENTS, -anomaly.actual_amount_cents),
+            ],
+            now=now,
+            order_id=anomaly.order_id,
+            memo=f"Unmatched payment {anomaly.payment_intent_id} ({kind})",
         )
-    audit.record(session, action="payment.anomaly", object_type="payment_intent",
-                 object_id=anomaly.payment_intent_id, now=now, detail=kind,
-                 after={"order": order.reference if order else None, "kind": kind,
-                        "expected_amount_cents": anomaly.expected_amount_cents,
-                        "actual_amount_cents": anomaly.actual_amount_cents,
-                        "actual_currency": anomaly.actual_currency})
-    log.warning("payment anomaly: %s for order %s (%s): expected %s %s, Stripe has %s %s",
-                anomaly.payment_intent_id, order.reference if order else None, kind, anomaly.expected_amount_cents,
-                anomaly.expected_currency, anomaly.actual_amount_cents, anomaly.actual_currency)
+    audit.record(
+        session,
+        action="payment.anomaly",
+        object_type="payment_intent",
+        object_id=anomaly.payment_intent_id,
+        now=now,
+        detail=kind,
+        after={
+            "order": order.reference if order else None,
+            "kind": kind,
+            "expected_amount_cents": anomaly.expected_amount_cents,
+            "actual_amount_cents": anomaly.actual_amount_cents,
+            "actual_currency": anomaly.actual_currency,
+        },
+    )
+    log.warning(
+        "payment anomaly: %s for order %s (%s): expected %s %s, Stripe has %s %s",
+        anomaly.payment_intent_id,
+        order.reference if order else None,
+        kind,
+        anomaly.expected_amount_cents,
+        anomaly.expected_currency,
+        anomaly.actual_amount_cents,
+        anomaly.actual_currency,
+    )
     return anomaly, True

@@ -56,8 +56,12 @@ def handle_webhook(session: Session, event: WebhookEvent, gateway: StripeGateway
         except GatewayError as exc:
             if exc.retryable:
                 raise
-            log.warning("webhook %s names payment intent %s, which Stripe does not know: %s", event.id, intent_id,
-                        exc.detail)
+            log.warning(
+                "webhook %s names payment intent %s, which Stripe does not know: %s",
+                event.id,
+                intent_id,
+                exc.detail,
+            )
     with writing(session):
         if not _record_event(session, event, now):
             return "duplicate"

@@ -14,14 +14,14 @@ Revises: holds0001
 Create Date: 2026-12-01 11:00:00
 
 """
+
 from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-
-revision: str = 'transitions0001'
-down_revision: str | None = 'holds0001'
+revision: str = "transitions0001"
+down_revision: str | None = "holds0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -29,8 +29,11 @@ CHECK = "refund_state IS NULL OR refund_state IN ('requested', 'processing', 'do
 
 
 def _replace_column_sqlite(check: str | None) -> None:
-    constraint = f" CONSTRAINT ck_orders_refund_state CHECK ({check.replace('refund_state', 'refund_state_new')})" \
-        if check else ""
+    constraint = (
+        f" CONSTRAINT ck_orders_refund_state CHECK ({check.replace('refund_state', 'refund_state_new')})"
+        if check
+        else ""
+    )
     op.execute(f"ALTER TABLE orders ADD COLUMN refund_state_new VARCHAR(16){constraint}")
     op.execute("UPDATE orders SET refund_state_new = refund_state")
     op.execute("DROP INDEX ix_orders_refund_state")
@@ -40,16 +43,16 @@ def _replace_column_sqlite(check: str | None) -> None:
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == 'sqlite':
+    if op.get_bind().dialect.name == "sqlite":
         _replace_column_sqlite(CHECK)
         return
-    with op.batch_alter_table('orders', schema=None) as batch_op:
-        batch_op.create_check_constraint(op.f('ck_orders_refund_state'), sa.text(CHECK))
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.create_check_constraint(op.f("ck_orders_refund_state"), sa.text(CHECK))
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == 'sqlite':
+    if op.get_bind().dialect.name == "sqlite":
         _replace_column_sqlite(None)
         return
-    with op.batch_alter_table('orders', schema=None) as batch_op:
-        batch_op.drop_constraint(op.f('ck_orders_refund_state'), type_='check')
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.drop_constraint(op.f("ck_orders_refund_state"), type_="check")

@@ -4,8 +4,8 @@ approves and runs the payout, downloads the CSV, and a backer reads the statemen
 from __future__ import annotations
 
 import csv
-import re
 import io
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,8 +31,15 @@ def log_out(page) -> None:  # type: ignore[no-untyped-def]
 
 def test_box_office_to_statement(page, db: CheckSession, app: Flask) -> None:  # type: ignore[no-untyped-def]
     studio = make_studio_user(db)
-    film = make_film(db, studio, FilmState.FUNDING, title="Projector Nights", stake_cap=20, per_backer_limit=5,
-                     funding_goal_cents=10_000)
+    film = make_film(
+        db,
+        studio,
+        FilmState.FUNDING,
+        title="Projector Nights",
+        stake_cap=20,
+        per_backer_limit=5,
+        funding_goal_cents=10_000,
+    )
     backer = make_user(db, "reader@example.com", name="Rae Reader")
     other = make_user(db, "other@example.com")
     buy(db, app, backer, film, 3)

@@ -11,7 +11,15 @@ from sqlalchemy.orm import Session
 
 from crowdfund.funding.models import FilmInventory, Order, OrderStatus
 from tests.browser.conftest import assert_accessible
-from tests.factories import DECLINED_CARD, GOOD_CARD, PASSWORD, THREE_DS_CARD, make_film, make_studio_user, make_user
+from tests.factories import (
+    DECLINED_CARD,
+    GOOD_CARD,
+    PASSWORD,
+    THREE_DS_CARD,
+    make_film,
+    make_studio_user,
+    make_user,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -28,8 +36,13 @@ def log_in(page, email: str) -> None:  # type: ignore[no-untyped-def]
 
 def fill_card(page, number: str) -> None:  # type: ignore[no-untyped-def]
     card = page.locator("#card-element")
-    for placeholder, value in (("number", number), ("exp_month", "12"), ("exp_year", "30"),
-                               ("cvc", "123"), ("postal_code", "10001")):
+    for placeholder, value in (
+        ("number", number),
+        ("exp_month", "12"),
+        ("exp_year", "30"),
+        ("cvc", "123"),
+        ("postal_code", "10001"),
+    ):
         card.get_by_placeholder(placeholder, exact=True).fill(value)
 
 

@@ -55,7 +55,8 @@ def deadline_in(days: int) -> datetime:
 
 @pytest.mark.parametrize(("fixture", "zone"), [("tokyo", "Asia/Tokyo"), ("new_york", "America/New_York")])
 def test_film_page_shows_the_deadline_in_the_viewers_time_zone(
-        request, db: Session, fixture: str, zone: str) -> None:  # type: ignore[no-untyped-def]
+    request, db: Session, fixture: str, zone: str
+) -> None:  # type: ignore[no-untyped-def]
     page, errors = request.getfixturevalue(fixture)
     film = make_film(db, make_studio_user(db), FilmState.FUNDING, title="Clockwork", deadline=deadline_in(40))
     local = film.deadline.astimezone(ZoneInfo(zone))

@@ -53,8 +53,13 @@ def main() -> None:
             from crowdfund.workflows.round_close import close_rounds
 
             die_on(engine, "INSERT INTO journal_entries", nth=int(sys.argv[3]))
-            close_rounds(session, gateway, now=datetime.fromisoformat(sys.argv[4]),
-                         hold_window=timedelta(minutes=15), fee_bps=500)
+            close_rounds(
+                session,
+                gateway,
+                now=datetime.fromisoformat(sys.argv[4]),
+                hold_window=timedelta(minutes=15),
+                fee_bps=500,
+            )
     sys.exit(0)  # reaching here means the fault never fired
 
 

@@ -23,18 +23,17 @@ from flask import Flask
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
-from crowdfund.app import create_app
 from crowdfund import ledger
+from crowdfund.app import create_app
+from crowdfund.dev.localstripe_server import confirm_card_setup
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from crowdfund.funding.models import FilmInventory, Order, OrderStatus
+from crowdfund.funding.models import FilmInventory, Order, OrderStatus, StripeEvent
 from crowdfund.ledger import Account
-from crowdfund.dev.localstripe_server import confirm_card_setup
-from crowdfund.funding.models import StripeEvent
+from crowdfund.site.web import app_services
 from crowdfund.workflows.checkout import checkout_setup_intent
 from crowdfund.workflows.reconcile import reconcile
 from crowdfund.workflows.refunds import REFUND_CLAIM_TIMEOUT
-from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client
 from tests.factories import GOOD_CARD, PASSWORD, buy, hold, make_film, make_studio_user, make_user
 
@@ -45,9 +44,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def other_app(app: Flask, **overrides: object) -> Flask:
-    config = {key: app.config[key] for key in (
-        "DATABASE_URL", "STRIPE_API_BASE", "STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET",
-        "STRIPE_JS_URL", "MAIL_BACKEND", "MAIL_PORT")}
+    config = {
+        key: app.config[key]
+        for key in (
+            "DATABASE_URL",
+            "STRIPE_API_BASE",
+            "STRIPE_SECRET_KEY",
+            "STRIPE_PUBLISHABLE_KEY",
+            "STRIPE_WEBHOOK_SECRET",
+            "STRIPE_JS_URL",
+            "MAIL_BACKEND",
+            "MAIL_PORT",
+        )
+    }
     config.update(overrides)
     return create_app("testing", config)
 
@@ -59,15 +68,23 @@ def client_for(app: Flask) -> Client:
 
 @pytest.fixture
 def film(db: CheckSession):  # type: ignore[no-untyped-def]
-    return make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
-                     funding_goal_cents=20_000)
+    return make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=10,
+        per_backer_limit=5,
+        funding_goal_cents=20_000,
+    )
 
 
 # --- the database ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
-                                 "sqlite:////nonexistent-directory/crowdfund.db"])
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql+psycopg://postgres@127.0.0.1:1/nowhere", "sqlite:////nonexistent-directory/crowdfund.db"],
+)
 def test_database_unreachable_gives_a_503_page(url: str) -> None:
     broken = create_app("testing", {"DATABASE_URL": url})
     try:
@@ -88,7 +105,9 @@ def test_database_lost_mid_request_writes_nothing(client: Client, db: CheckSessi
     def connection_dies(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
         # The hold has reserved the backer's position and the film's units by now.
         if "INSERT INTO orders" in statement:
-            raise OperationalError(statement, parameters, Exception("server closed the connection unexpectedly"))
+            raise OperationalError(
+                statement, parameters, Exception("server closed the connection unexpectedly")
+            )
 
     event.listen(engine, "before_cursor_execute", connection_dies)
     try:
@@ -135,8 +154,9 @@ def test_a_pooled_connection_killed_while_idle(app: Flask, ping_idle_seconds: in
 
 
 @pytest.mark.parametrize("recycle_seconds, replaced", [(1, True), (-1, False)])
-def test_pooled_connections_are_replaced_after_recycle_seconds(app: Flask, recycle_seconds: int,
-                                                               replaced: bool) -> None:
+def test_pooled_connections_are_replaced_after_recycle_seconds(
+    app: Flask, recycle_seconds: int, replaced: bool
+) -> None:
     """The pool replaces a connection older than DATABASE_POOL_RECYCLE_SECONDS,
     so no backend keeps query plans from long ago (bench/README.md, "Generic
     plans cached while the tables were empty")."""
@@ -160,8 +180,9 @@ def test_pooled_connections_are_replaced_after_recycle_seconds(app: Flask, recyc
 
 
 def test_stripe_down_gives_a_clear_message_and_charges_nothing(db: CheckSession, app: Flask, film) -> None:  # type: ignore[no-untyped-def]
-    down = other_app(app, STRIPE_API_BASE="http://127.0.0.1:1", STRIPE_TIMEOUT_SECONDS=2,
-                     STRIPE_MAX_NETWORK_RETRIES=0)
+    down = other_app(
+        app, STRIPE_API_BASE="http://127.0.0.1:1", STRIPE_TIMEOUT_SECONDS=2, STRIPE_MAX_NETWORK_RETRIES=0
+    )
     try:
         fan = make_user(db)
         order = hold(db, fan, film, 2)
@@ -172,10 +193,15 @@ def test_stripe_down_gives_a_clear_message_and_charges_nothing(db: CheckSession,
         assert b"The payment service could not be reached" in checkout.data
         # The card was set up while Stripe answered; it is down when the fan pays.
         setup = checkout_setup_intent(db, order, app_services(app).gateway)
-        confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret,
-                           GOOD_CARD)
-        paid = client.post_form(f"/orders/{order.reference}/pay", {"setup_intent": setup.id},
-                                follow_redirects=True)
+        confirm_card_setup(
+            app.config["STRIPE_API_BASE"],
+            app.config["STRIPE_PUBLISHABLE_KEY"],
+            setup.client_secret,
+            GOOD_CARD,
+        )
+        paid = client.post_form(
+            f"/orders/{order.reference}/pay", {"setup_intent": setup.id}, follow_redirects=True
+        )
         assert paid.status_code == 200 and b"could not be reached" in paid.data
         db.reread()
         order = db.get(Order, order.id)
@@ -240,7 +266,9 @@ def slow_stripe(app: Flask) -> Iterator[SlowProxy]:
 
 
 def test_stripe_slow_during_payment_then_reconciled(db: CheckSession, app: Flask, film, slow_stripe) -> None:  # type: ignore[no-untyped-def]
-    slow = other_app(app, STRIPE_API_BASE=slow_stripe.url, STRIPE_TIMEOUT_SECONDS=1, STRIPE_MAX_NETWORK_RETRIES=0)
+    slow = other_app(
+        app, STRIPE_API_BASE=slow_stripe.url, STRIPE_TIMEOUT_SECONDS=1, STRIPE_MAX_NETWORK_RETRIES=0
+    )
     try:
         fan = make_user(db)
         order = hold(db, fan, film, 2)
@@ -248,10 +276,12 @@ def test_stripe_slow_during_payment_then_reconciled(db: CheckSession, app: Flask
         client.login(fan.email, PASSWORD)
         page = client.get(f"/orders/{order.reference}/checkout").get_data(as_text=True)
         secret = page.split('data-client-secret="')[1].split('"')[0]
-        setup = confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret,
-                                   GOOD_CARD)
-        response = client.post_form(f"/orders/{order.reference}/pay", {"setup_intent": setup["id"]},
-                                    follow_redirects=True)
+        setup = confirm_card_setup(
+            app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret, GOOD_CARD
+        )
+        response = client.post_form(
+            f"/orders/{order.reference}/pay", {"setup_intent": setup["id"]}, follow_redirects=True
+        )
         text = response.get_data(as_text=True)
         assert "If your card was charged, your order completes by itself" in text
         time.sleep(2)  # the held-back charge reaches Stripe
@@ -275,12 +305,25 @@ def test_stripe_slow_during_payment_then_reconciled(db: CheckSession, app: Flask
 
 
 def run_dying(app: Flask, *args: str) -> int:
-    config = {key: app.config[key] for key in (
-        "DATABASE_URL", "STRIPE_API_BASE", "STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET")}
+    config = {
+        key: app.config[key]
+        for key in (
+            "DATABASE_URL",
+            "STRIPE_API_BASE",
+            "STRIPE_SECRET_KEY",
+            "STRIPE_PUBLISHABLE_KEY",
+            "STRIPE_WEBHOOK_SECRET",
+        )
+    }
     config["MAIL_BACKEND"] = "none"
-    result = subprocess.run([sys.executable, "-m", "tests.faults.die_midway", json.dumps(config), *args],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.faults.die_midway", json.dumps(config), *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if result.returncode != 17:  # not the planned death: show why (pytest prints it with the failure)
         print(f"die_midway {args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result.returncode
@@ -291,8 +334,9 @@ def test_killed_after_the_charge_before_the_commit(db: CheckSession, app: Flask,
     order = hold(db, fan, film, 2)
     gateway = app_services(app).gateway
     setup = checkout_setup_intent(db, order, gateway)
-    confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret,
-                       GOOD_CARD)
+    confirm_card_setup(
+        app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret, GOOD_CARD
+    )
     assert run_dying(app, "after-charge", str(order.id), setup.id) == 17
     db.reread()
     order = db.get(Order, order.id)
@@ -318,11 +362,18 @@ def test_close_rounds_killed_midway_refunds_each_order_once(db: CheckSession, ap
 
     # The dead worker's claim on the second refund is honoured until it goes stale
     # (another worker might still be finishing it); then a rerun checks Stripe first.
-    report = close_rounds(db, gateway, now=closing + REFUND_CLAIM_TIMEOUT + timedelta(minutes=1),
-                          hold_window=timedelta(minutes=15), fee_bps=500)
+    report = close_rounds(
+        db,
+        gateway,
+        now=closing + REFUND_CLAIM_TIMEOUT + timedelta(minutes=1),
+        hold_window=timedelta(minutes=15),
+        fee_bps=500,
+    )
     db.reread()
     orders = db.scalars(select(Order).where(Order.film_id == film.id)).all()
-    assert {o.status for o in orders} == {OrderStatus.REFUNDED} and {o.refund_state for o in orders} == {"done"}
+    assert {o.status for o in orders} == {OrderStatus.REFUNDED} and {o.refund_state for o in orders} == {
+        "done"
+    }
     for order in orders:
         assert len(gateway.find_refunds(order.stripe_payment_intent_id)) == 1, order.reference
     assert report.refunds_made == 2  # the one finished before the crash is not touched again
@@ -344,9 +395,14 @@ class StripeProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
                 refusal = proxy.before(self.command, self.path.split("?")[0])
                 if refusal is not None:
-                    status, payload = refusal, b'{"error": {"type": "api_error", "message": "refused by the test"}}'
+                    status, payload = (
+                        refusal,
+                        b'{"error": {"type": "api_error", "message": "refused by the test"}}',
+                    )
                 else:
-                    request = urllib.request.Request(target + self.path, data=body or None, method=self.command)
+                    request = urllib.request.Request(
+                        target + self.path, data=body or None, method=self.command
+                    )
                     for name in ("Authorization", "Content-Type", "Idempotency-Key", "Stripe-Version"):
                         if self.headers.get(name):
                             request.add_header(name, self.headers[name])
@@ -405,24 +461,32 @@ class GatedProxy(StripeProxy):
 def open_transactions(app: Flask) -> int:
     """Other connections to the test database sitting inside a transaction."""
     with app_services(app).engine.connect() as conn:
-        return int(conn.exec_driver_sql(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND state IN ('idle in transaction', 'idle in transaction (aborted)')"
-        ).scalar_one())
+        return int(
+            conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state IN ('idle in transaction', 'idle in transaction (aborted)')"
+            ).scalar_one()
+        )
 
 
-@pytest.mark.parametrize("gate_on", [("GET", "/v1/setup_intents/"), ("POST", "/confirm")],
-                         ids=["reading-the-card", "charging"])
-def test_pay_waiting_on_stripe_holds_no_database_lock(db: CheckSession, app: Flask, film,  # type: ignore[no-untyped-def]
-                                                      gate_on: tuple[str, str]) -> None:
+@pytest.mark.parametrize(
+    "gate_on", [("GET", "/v1/setup_intents/"), ("POST", "/confirm")], ids=["reading-the-card", "charging"]
+)
+def test_pay_waiting_on_stripe_holds_no_database_lock(
+    db: CheckSession,
+    app: Flask,
+    film,  # type: ignore[no-untyped-def]
+    gate_on: tuple[str, str],
+) -> None:
     payer, other_fan = make_user(db), make_user(db)
     order = hold(db, payer, film, 2)
     paying = client_for(app)
     paying.login(payer.email, PASSWORD)
     secret = paying.get(f"/orders/{order.reference}/checkout").get_data(as_text=True)
     secret = secret.split('data-client-secret="')[1].split('"')[0]
-    setup = confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret,
-                               GOOD_CARD)
+    setup = confirm_card_setup(
+        app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret, GOOD_CARD
+    )
     proxy = GatedProxy(app.config["STRIPE_API_BASE"], gate_on)
     slow = other_app(app, STRIPE_API_BASE=proxy.url, STRIPE_MAX_NETWORK_RETRIES=0, STRIPE_TIMEOUT_SECONDS=90)
     try:
@@ -433,8 +497,14 @@ def test_pay_waiting_on_stripe_holds_no_database_lock(db: CheckSession, app: Fla
         token = pay_client.csrf_token()
         db.close()  # the test's own session holds nothing either
         paid: dict[str, int] = {}
-        pay_thread = threading.Thread(target=lambda: paid.setdefault("status", pay_client.post(
-            f"/orders/{order.reference}/pay", data={"setup_intent": setup["id"], "csrf_token": token}).status_code))
+        pay_thread = threading.Thread(
+            target=lambda: paid.setdefault(
+                "status",
+                pay_client.post(
+                    f"/orders/{order.reference}/pay", data={"setup_intent": setup["id"], "csrf_token": token}
+                ).status_code,
+            )
+        )
         pay_thread.start()
         assert proxy.held.wait(timeout=30), "pay never reached Stripe"
         # The pay request is inside Stripe now. Another fan holds stakes meanwhile.
@@ -446,7 +516,9 @@ def test_pay_waiting_on_stripe_holds_no_database_lock(db: CheckSession, app: Fla
         def take_a_hold() -> None:
             page = other.get(f"/films/{film.slug}").get_data(as_text=True)
             key = page.split('name="key" value="')[1].split('"')[0]
-            held["status"] = other.post_form(f"/films/{film.slug}/hold", {"units": "1", "key": key}).status_code
+            held["status"] = other.post_form(
+                f"/films/{film.slug}/hold", {"units": "1", "key": key}
+            ).status_code
             done.set()
 
         hold_thread = threading.Thread(target=take_a_hold)
@@ -470,7 +542,9 @@ def test_pay_waiting_on_stripe_holds_no_database_lock(db: CheckSession, app: Fla
 # --- one bad order never stops a batch job (issue 12, item 1: per-order isolation) -----------------
 
 
-def test_reconcile_goes_on_past_an_order_that_fails_and_exits_non_zero(db: CheckSession, app: Flask, film) -> None:  # type: ignore[no-untyped-def]
+def test_reconcile_goes_on_past_an_order_that_fails_and_exits_non_zero(
+    db: CheckSession, app: Flask, film
+) -> None:  # type: ignore[no-untyped-def]
     from crowdfund.workflows.reactions import cancel_order
 
     fans = [make_user(db) for _ in range(2)]
@@ -560,18 +634,29 @@ def test_no_transaction_is_open_while_stripe_is_asked(db: CheckSession, app: Fla
         checkout = f"/orders/{order.reference}/checkout"
         client.get(checkout)
         secret = client.get(checkout).get_data(as_text=True).split('data-client-secret="')[1].split('"')[0]
-        setup = confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret,
-                                   GOOD_CARD)
-        assert client.post_form(f"/orders/{order.reference}/pay", {"setup_intent": setup["id"]}).status_code == 303
+        setup = confirm_card_setup(
+            app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret, GOOD_CARD
+        )
+        assert (
+            client.post_form(f"/orders/{order.reference}/pay", {"setup_intent": setup["id"]}).status_code
+            == 303
+        )
         cancelled = client.post_form(f"/orders/{order.reference}/cancel", follow_redirects=True)
         assert "Your refund has been sent" in cancelled.get_data(as_text=True)
-        payload = event("evt_probe", "payment_intent.succeeded", unrecorded.stripe_payment_intent_id, "succeeded")
+        payload = event(
+            "evt_probe", "payment_intent.succeeded", unrecorded.stripe_payment_intent_id, "succeeded"
+        )
         assert post(client, payload).status_code == 200
         assert probed.test_cli_runner().invoke(args=["payments", "reconcile"]).exit_code == 0
         assert proxy.violations == []
-        assert {"POST /v1/setup_intents", "GET /v1/setup_intents/" + setup["id"], "POST /v1/payment_intents",
-                "POST /v1/refunds", "GET /v1/payment_intents/" + unrecorded.stripe_payment_intent_id,
-                "GET /v1/payment_intents/" + for_reconcile.stripe_payment_intent_id} <= set(proxy.calls)
+        assert {
+            "POST /v1/setup_intents",
+            "GET /v1/setup_intents/" + setup["id"],
+            "POST /v1/payment_intents",
+            "POST /v1/refunds",
+            "GET /v1/payment_intents/" + unrecorded.stripe_payment_intent_id,
+            "GET /v1/payment_intents/" + for_reconcile.stripe_payment_intent_id,
+        } <= set(proxy.calls)
         db.reread()
         assert db.get(Order, order.id).refund_state == "done"
         assert db.get(Order, unrecorded.id).status == OrderStatus.PAID
@@ -587,11 +672,14 @@ def test_the_webhook_answers_503_while_stripe_cannot_be_asked(db: CheckSession, 
     event is refused for now (Stripe sends it again) and nothing changes."""
     from tests.http.test_webhooks import charged_but_unrecorded, event, post
 
-    down = other_app(app, STRIPE_API_BASE="http://127.0.0.1:1", STRIPE_TIMEOUT_SECONDS=2,
-                     STRIPE_MAX_NETWORK_RETRIES=0)
+    down = other_app(
+        app, STRIPE_API_BASE="http://127.0.0.1:1", STRIPE_TIMEOUT_SECONDS=2, STRIPE_MAX_NETWORK_RETRIES=0
+    )
     try:
         order = charged_but_unrecorded(db, app)
-        payload = event("evt_while_down", "payment_intent.succeeded", order.stripe_payment_intent_id, "succeeded")
+        payload = event(
+            "evt_while_down", "payment_intent.succeeded", order.stripe_payment_intent_id, "succeeded"
+        )
         assert post(client_for(down), payload).status_code == 503
         db.reread()
         assert db.get(Order, order.id).status == OrderStatus.PENDING
@@ -625,7 +713,10 @@ def test_an_anomaly_refund_stripe_refused_is_made_by_reconcile(db: CheckSession,
         db.reread()
         assert db.get(PaymentAnomaly, anomaly.id).state == "refunded"
         assert [r.amount_cents for r in gateway.find_refunds(intent_id)] == [700]
-        assert ledger.balance(db, Account.UNMATCHED_PAYMENTS) == 0 and ledger.balance(db, Account.BACKER_CASH) == 0
+        assert (
+            ledger.balance(db, Account.UNMATCHED_PAYMENTS) == 0
+            and ledger.balance(db, Account.BACKER_CASH) == 0
+        )
         assert db.get(Order, order.id).status == OrderStatus.PENDING
     finally:
         refusing.close()

@@ -15,10 +15,17 @@ from tests.factories import PASSWORD, hold, make_film, make_studio_user, make_us
 from tests.rewards_factories import add_screening, give_ticket
 
 PUBLIC_ENDPOINTS = {
-    "static", "catalogue.home", "catalogue.films", "catalogue.film_page", "catalogue.stored_file",
-    "accounts.signup", "accounts.login", "accounts.logout",
+    "static",
+    "catalogue.home",
+    "catalogue.films",
+    "catalogue.film_page",
+    "catalogue.stored_file",
+    "accounts.signup",
+    "accounts.login",
+    "accounts.logout",
     # Password reset is for people who cannot log in: the e-mailed signed token is the credential.
-    "accounts.forgot_password", "accounts.reset_password",
+    "accounts.forgot_password",
+    "accounts.reset_password",
     # E-mail confirmation: the signed token names the address; opening it logs no one in.
     "accounts.verify_email",
     # Authenticated by Stripe's signature instead of a login (tests/http/test_webhooks.py).
@@ -129,8 +136,14 @@ def world(db: Session) -> dict[str, object]:
     order = hold(db, users["fan"], open_film, 1)
     ticket = give_ticket(db, open_film, users["fan"])
     screening = add_screening(db, open_film)
-    ids = {"film_id": film.id, "user_id": users["fan"].id, "slug": film.slug, "reference": order.reference,
-           "ticket_id": ticket.id, "screening_id": screening.id}
+    ids = {
+        "film_id": film.id,
+        "user_id": users["fan"].id,
+        "slug": film.slug,
+        "reference": order.reference,
+        "ticket_id": ticket.id,
+        "screening_id": screening.id,
+    }
     ids.update({name: NO_SUCH_ID for name in ("statement_id", "report_id", "run_id", "tier_id", "email_id")})
     return {"users": users, "ids": ids}
 

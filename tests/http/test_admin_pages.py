@@ -33,7 +33,12 @@ def test_the_review_page_shows_tiers_and_the_synopsis_line_breaks(client: Client
     page = admin_client(client, db).get(f"/admin/reviews/{film.id}").get_data(as_text=True)
     assert "First paragraph.<br>Second line.<br><br>&lt;b&gt;Third&lt;/b&gt;" in page
     tiers = page.split("<h2>Reward tiers</h2>")[1].split("</section>")[0]
-    assert "2 or more" in tiers and "5 or more" in tiers and "10 or more" in tiers and "Premiere invitation" in tiers
+    assert (
+        "2 or more" in tiers
+        and "5 or more" in tiers
+        and "10 or more" in tiers
+        and "Premiere invitation" in tiers
+    )
     plain = make_film(db, studio, FilmState.IN_REVIEW, title="Fish & <Chips>")
     page = client.get(f"/admin/reviews/{plain.id}").get_data(as_text=True)
     assert "No reward tiers" in page
@@ -45,11 +50,19 @@ def test_audit_paging_keeps_the_date_filter(client: Client, db: CheckSession) ->
     day = datetime(2026, 6, 15, 12, tzinfo=UTC)
     for n in range(120):  # three pages on one day, one entry the day after
         audit.record(db, action="test.event", object_type="thing", object_id=str(n), now=day, actor=admin)
-    audit.record(db, action="test.event", object_type="thing", object_id="later", now=day + timedelta(days=1),
-                 actor=admin)
+    audit.record(
+        db,
+        action="test.event",
+        object_type="thing",
+        object_id="later",
+        now=day + timedelta(days=1),
+        actor=admin,
+    )
     db.commit()
     client.login(admin.email, PASSWORD)
-    first = client.get("/admin/audit?action=test.event&since=2026-06-15&until=2026-06-15").get_data(as_text=True)
+    first = client.get("/admin/audit?action=test.event&since=2026-06-15&until=2026-06-15").get_data(
+        as_text=True
+    )
     older = re.search(r'rel="next" href="([^"]+)"', first).group(1).replace("&amp;", "&")
     assert "since=2026-06-15" in older and "until=2026-06-15" in older and "action=test.event" in older
     second = client.get(older).get_data(as_text=True)

@@ -9,7 +9,6 @@ from crowdfund.accounts.models import Role, User
 from tests.conftest import Client, MailCapture
 from tests.factories import PASSWORD, make_studio_user, make_user
 
-
 VERIFY_LINK = re.compile(r"(https?://\S+/verify-email/\S+)")
 
 
@@ -24,11 +23,15 @@ def local(link: str) -> str:
     return parts.path + ("?" + parts.query if parts.query else "")
 
 
-def test_sign_up_confirm_the_address_log_in(client: Client, db: Session, mail: MailCapture, app: Flask) -> None:
+def test_sign_up_confirm_the_address_log_in(
+    client: Client, db: Session, mail: MailCapture, app: Flask
+) -> None:
     page = client.get("/signup")
     assert page.status_code == 200 and b'name="csrf_token"' in page.data
-    response = client.post_form("/signup", {"display_name": "Nia", "email": "Nia@Example.com",
-                                            "password": PASSWORD, "confirm": PASSWORD})
+    response = client.post_form(
+        "/signup",
+        {"display_name": "Nia", "email": "Nia@Example.com", "password": PASSWORD, "confirm": PASSWORD},
+    )
     assert response.status_code == 303 and response.headers["Location"] == "/login"
     assert "Check your e-mail" in client.get("/login").get_data(as_text=True)
     account = db.scalar(select(User).where(User.email == "nia@example.com"))
@@ -50,7 +53,10 @@ def test_sign_up_errors_come_back_on_the_form(client: Client, db: Session) -> No
     make_user(db, "taken@example.com")
     cases = [
         ({"display_name": "A", "email": "bad", "password": PASSWORD, "confirm": PASSWORD}, "valid e-mail"),
-        ({"display_name": "A", "email": "a@example.com", "password": "short", "confirm": "short"}, "at least 10"),
+        (
+            {"display_name": "A", "email": "a@example.com", "password": "short", "confirm": "short"},
+            "at least 10",
+        ),
         ({"display_name": "A", "email": "a@example.com", "password": PASSWORD, "confirm": "other"}, "differ"),
         ({"email": "a@example.com"}, "Enter your name"),
     ]
@@ -63,7 +69,9 @@ def test_sign_up_errors_come_back_on_the_form(client: Client, db: Session) -> No
 
 def test_login_does_not_say_which_part_is_wrong(client: Client, db: Session) -> None:
     make_user(db, "known@example.com")
-    wrong_password = client.post_form("/login", {"email": "known@example.com", "password": "not the password"})
+    wrong_password = client.post_form(
+        "/login", {"email": "known@example.com", "password": "not the password"}
+    )
     unknown = client.post_form("/login", {"email": "nobody@example.com", "password": "not the password"})
     assert wrong_password.status_code == unknown.status_code == 400
     message = "That e-mail and password do not match an account."
@@ -80,11 +88,16 @@ def test_post_without_csrf_token_is_refused(client: Client, db: Session) -> None
 def test_login_redirects_only_to_local_next(client: Client, db: Session) -> None:
     make_user(db, "next@example.com")
     token = client.csrf_token()
-    response = client.post("/login?next=//evil.example/x", data={"email": "next@example.com", "password": PASSWORD, "csrf_token": token})
+    response = client.post(
+        "/login?next=//evil.example/x",
+        data={"email": "next@example.com", "password": PASSWORD, "csrf_token": token},
+    )
     assert response.headers["Location"] == "/portfolio"
     client.post_form("/logout")
     token = client.csrf_token()
-    response = client.post("/login?next=/studio/", data={"email": "next@example.com", "password": PASSWORD, "csrf_token": token})
+    response = client.post(
+        "/login?next=/studio/", data={"email": "next@example.com", "password": PASSWORD, "csrf_token": token}
+    )
     assert response.headers["Location"] == "/studio/"
 
 
@@ -126,24 +139,51 @@ def test_production_refuses_to_start_without_secret_key(monkeypatch) -> None:  #
     monkeypatch.setattr(config.ProductionConfig, "SECRET_KEY", None)
     with pytest.raises(RuntimeError, match="SECRET_KEY"):
         create_app("production", {"DATABASE_URL": "sqlite://", "RATELIMIT_STORAGE_URI": "memory://"})
-    app = create_app("production", {"DATABASE_URL": "sqlite://", "SECRET_KEY": "x" * 32,
-                                       "RATELIMIT_STORAGE_URI": "memory://", "MAIL_DELIVERY_THREAD": False})
+    app = create_app(
+        "production",
+        {
+            "DATABASE_URL": "sqlite://",
+            "SECRET_KEY": "x" * 32,
+            "RATELIMIT_STORAGE_URI": "memory://",
+            "MAIL_DELIVERY_THREAD": False,
+        },
+    )
     assert app.config["SESSION_COOKIE_SECURE"] and app.config["SESSION_COOKIE_HTTPONLY"]
     assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
 
 
 OFF_SITE_NEXT = [
-    "/\t/evil.example", "//evil.example/x", "/\\evil.example", "\\\\evil.example", "https:evil.example",
-    "https://evil.example/", "//evil", "/\t/evil", "/\r\n/evil", " //evil", "\x01//evil", "/\\/evil",
-    "javascript:alert(1)", "\t//evil", "/\n/evil.example", "//\tevil", "http:/evil", "///evil", "/\x7f/evil",
-    "/\u3000/evil", "\u00a0//evil",
+    "/\t/evil.example",
+    "//evil.example/x",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "https:evil.example",
+    "https://evil.example/",
+    "//evil",
+    "/\t/evil",
+    "/\r\n/evil",
+    " //evil",
+    "\x01//evil",
+    "/\\/evil",
+    "javascript:alert(1)",
+    "\t//evil",
+    "/\n/evil.example",
+    "//\tevil",
+    "http:/evil",
+    "///evil",
+    "/\x7f/evil",
+    "/\u3000/evil",
+    "\u00a0//evil",
 ]
 
 
 def _log_in_with_next(client: Client, next_url: str):  # type: ignore[no-untyped-def]
     token = client.csrf_token()
-    return client.post("/login", query_string={"next": next_url},
-                       data={"email": "next@example.com", "password": PASSWORD, "csrf_token": token})
+    return client.post(
+        "/login",
+        query_string={"next": next_url},
+        data={"email": "next@example.com", "password": PASSWORD, "csrf_token": token},
+    )
 
 
 def test_login_never_redirects_off_site(client: Client, db: Session) -> None:
@@ -160,16 +200,22 @@ def test_login_never_redirects_off_site(client: Client, db: Session) -> None:
         assert location == "/portfolio", (next_url, location)
         client.post_form("/logout")
     # The report's own request, percent-encoded in the URL as a browser sends it.
-    response = client.post("/login?next=/%09/evil.example",
-                           data={"email": "next@example.com", "password": PASSWORD, "csrf_token": client.csrf_token()})
+    response = client.post(
+        "/login?next=/%09/evil.example",
+        data={"email": "next@example.com", "password": PASSWORD, "csrf_token": client.csrf_token()},
+    )
     assert response.headers["Location"] == "/portfolio"
 
 
 def test_login_follows_same_site_next_cleaned(client: Client, db: Session) -> None:
     make_user(db, "next@example.com")
-    for next_url, expected in [("/studio/", "/studio/"), ("/films/x?a=1#b", "/films/x?a=1#b"),
-                               ("/%0d%0aSet-Cookie:x", "/%0d%0aSet-Cookie:x"), ("/fi\tlms/x", "/films/x"),
-                               ("/films/caf\u00e9", "/films/caf%C3%A9")]:
+    for next_url, expected in [
+        ("/studio/", "/studio/"),
+        ("/films/x?a=1#b", "/films/x?a=1#b"),
+        ("/%0d%0aSet-Cookie:x", "/%0d%0aSet-Cookie:x"),
+        ("/fi\tlms/x", "/films/x"),
+        ("/films/caf\u00e9", "/films/caf%C3%A9"),
+    ]:
         response = _log_in_with_next(client, next_url)
         assert response.status_code == 302, (next_url, response.status_code)
         assert response.headers["Location"] == expected
@@ -187,15 +233,22 @@ def test_cr_or_lf_in_next_is_not_a_500(client: Client, db: Session) -> None:
 
 
 def test_sign_up_answers_the_same_whether_or_not_the_address_has_an_account(
-        client: Client, db: Session, mail: MailCapture) -> None:
+    client: Client, db: Session, mail: MailCapture
+) -> None:
     owner = make_user(db, "taken@example.com", name="Tara")
     answers = []
     for email in ("TAKEN@example.com", "fresh@example.com"):
-        response = client.post_form("/signup", {"display_name": "Someone", "email": email,
-                                                "password": PASSWORD, "confirm": PASSWORD})
+        response = client.post_form(
+            "/signup", {"display_name": "Someone", "email": email, "password": PASSWORD, "confirm": PASSWORD}
+        )
         page = client.get(response.headers["Location"]).get_data(as_text=True)
-        answers.append((response.status_code, response.headers["Location"],
-                        re.sub(r'name="csrf_token"[^>]*>', "", page).replace(email, "EMAIL")))
+        answers.append(
+            (
+                response.status_code,
+                response.headers["Location"],
+                re.sub(r'name="csrf_token"[^>]*>', "", page).replace(email, "EMAIL"),
+            )
+        )
     assert answers[0] == answers[1]
     assert answers[0][0] == 303 and "Check your e-mail" in answers[0][2]
     assert "already exists" not in answers[0][2]

@@ -31,7 +31,9 @@ def assert_bad_request(response, name: str) -> None:  # type: ignore[no-untyped-
 
 
 @pytest.mark.parametrize("value", NON_ASCII_NUMBERS)
-def test_non_ascii_page_numbers_are_400_on_catalogue_and_audit(client: Client, db: CheckSession, value: str) -> None:
+def test_non_ascii_page_numbers_are_400_on_catalogue_and_audit(
+    client: Client, db: CheckSession, value: str
+) -> None:
     make_film(db, make_studio_user(db), FilmState.FUNDING)
     for path, args in (("/", {}), ("/films", {}), ("/films", {"section": "funded"})):
         assert_bad_request(client.get(path, query_string={**args, "page": value}), "page")
@@ -61,7 +63,10 @@ def test_far_but_sane_dates_still_work(client: Client, db: CheckSession) -> None
     client.login(make_user(db, roles=(Role.FINANCE, Role.ADMIN)).email, PASSWORD)
     ledger = client.get("/finance/ledger", query_string={"start": "2000-01-01", "end": "2100-12-31"})
     assert ledger.status_code == 200 and ledger.mimetype == "text/csv"
-    assert client.get("/admin/audit", query_string={"since": "2000-01-01", "until": "2100-12-31"}).status_code == 200
+    assert (
+        client.get("/admin/audit", query_string={"since": "2000-01-01", "until": "2100-12-31"}).status_code
+        == 200
+    )
 
 
 @pytest.mark.parametrize("value", NON_ASCII_NUMBERS)
@@ -70,7 +75,9 @@ def test_non_ascii_units_on_the_hold_form_get_a_message(client: Client, db: Chec
     client.login(make_user(db).email, PASSWORD)
     page = client.get(f"/films/{film.slug}").get_data(as_text=True)
     key = re.search(r'name="key" value="([^"]+)"', page).group(1)
-    response = client.post_form(f"/films/{film.slug}/hold", {"units": value, "key": key}, follow_redirects=True)
+    response = client.post_form(
+        f"/films/{film.slug}/hold", {"units": value, "key": key}, follow_redirects=True
+    )
     assert response.status_code == 200 and "Choose how many stakes" in response.get_data(as_text=True)
     db.reread()
     assert db.scalar(select(func.count()).select_from(Order)) == 0
@@ -89,8 +96,12 @@ def test_ten_parallel_run_starts_make_one_run(app: Flask, client: Client, db: Ch
     app.test_client_class = Client
     finance_client = app.test_client()
     finance_client.login(approver.email, PASSWORD)
-    assert finance_client.post_form(f"/finance/reports/{report.id}/approve",
-                                    {"approve-csrf_token": finance_client.csrf_token()}).status_code == 303
+    assert (
+        finance_client.post_form(
+            f"/finance/reports/{report.id}/approve", {"approve-csrf_token": finance_client.csrf_token()}
+        ).status_code
+        == 303
+    )
 
     clients = []
     for _ in range(10):

@@ -14,8 +14,8 @@ from crowdfund.accounts.models import Role
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.payouts import box_office
-from crowdfund.workflows import payout_run
 from crowdfund.payouts.models import PayoutStatement
+from crowdfund.workflows import payout_run
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, make_film, make_user
 from tests.http.test_payouts_http import released  # noqa: F401
@@ -26,14 +26,23 @@ def no_store(response) -> bool:  # type: ignore[no-untyped-def]
     return "no-store" in response.headers.get("Cache-Control", "")
 
 
-def test_every_page_and_private_file_of_a_logged_in_user_is_no_store(app: Flask, client: Client,  # type: ignore[no-untyped-def]
-                                                                      other_client: Client, db: CheckSession,
-                                                                      released) -> None:
+def test_every_page_and_private_file_of_a_logged_in_user_is_no_store(
+    app: Flask,
+    client: Client,  # type: ignore[no-untyped-def]
+    other_client: Client,
+    db: CheckSession,
+    released,
+) -> None:
     film, studio, finance = released["film"], released["studio"], released["finance"]
     fan = released["backers"][0]
     today = released["now"].date()
-    report = box_office.file_report(db, film, studio, box_office.ReportInput(today, today, 40_000, ""),
-                                    now=released["now"] + timedelta(days=30))
+    report = box_office.file_report(
+        db,
+        film,
+        studio,
+        box_office.ReportInput(today, today, 40_000, ""),
+        now=released["now"] + timedelta(days=30),
+    )
     db.commit()
     box_office.approve_report(db, report, finance, now=released["now"])
     db.commit()
@@ -51,28 +60,55 @@ def test_every_page_and_private_file_of_a_logged_in_user_is_no_store(app: Flask,
     assert "max-age" in client.get(f"/files/{public_poster}").headers["Cache-Control"]
 
     client.login(fan.email, PASSWORD)
-    for url in ("/", f"/films/{film.slug}", "/portfolio", "/statements", f"/statements/{statement.id}",
-                f"/statements/{statement.id}.pdf", "/tickets", f"/tickets/{ticket.id}",
-                f"/tickets/{ticket.id}/ticket.pdf", f"/tickets/{ticket.id}/qr.svg", "/account",
-                f"/files/{public_poster}", "/no/such/page"):
+    for url in (
+        "/",
+        f"/films/{film.slug}",
+        "/portfolio",
+        "/statements",
+        f"/statements/{statement.id}",
+        f"/statements/{statement.id}.pdf",
+        "/tickets",
+        f"/tickets/{ticket.id}",
+        f"/tickets/{ticket.id}/ticket.pdf",
+        f"/tickets/{ticket.id}/qr.svg",
+        "/account",
+        f"/files/{public_poster}",
+        "/no/such/page",
+    ):
         response = client.get(url)
         assert no_store(response), (url, response.status_code, response.headers.get("Cache-Control"))
 
     other_client.login(studio.email, PASSWORD)
-    for url in (f"/files/{draft_poster}", f"/studio/films/{film.id}/backers.csv", "/studio/",
-                f"/box-office/{report.id}/file" if report.file_id else "/studio/"):
+    for url in (
+        f"/files/{draft_poster}",
+        f"/studio/films/{film.id}/backers.csv",
+        "/studio/",
+        f"/box-office/{report.id}/file" if report.file_id else "/studio/",
+    ):
         response = other_client.get(url)
-        assert response.status_code == 200 and no_store(response), (url, response.headers.get("Cache-Control"))
+        assert response.status_code == 200 and no_store(response), (
+            url,
+            response.headers.get("Cache-Control"),
+        )
 
     other_client.post_form("/logout")
     other_client.login(finance.email, PASSWORD)
-    for url in (f"/finance/runs/{run.id}/statements.csv", f"/finance/runs/{run.id}/statements.xlsx",
-                f"/finance/ledger?start={today}&end={today}", "/finance/reports"):
+    for url in (
+        f"/finance/runs/{run.id}/statements.csv",
+        f"/finance/runs/{run.id}/statements.xlsx",
+        f"/finance/ledger?start={today}&end={today}",
+        "/finance/reports",
+    ):
         response = other_client.get(url)
-        assert response.status_code == 200 and no_store(response), (url, response.headers.get("Cache-Control"))
+        assert response.status_code == 200 and no_store(response), (
+            url,
+            response.headers.get("Cache-Control"),
+        )
 
 
-def test_every_get_route_walked_as_each_role_is_no_store(app: Flask, client: Client, db: CheckSession) -> None:
+def test_every_get_route_walked_as_each_role_is_no_store(
+    app: Flask, client: Client, db: CheckSession
+) -> None:
     """The whole URL map, whatever each answers (200, 403, 404): never cacheable once logged in."""
     user = make_user(db, roles=(Role.FAN, Role.FINANCE, Role.ADMIN))
     client.login(user.email, PASSWORD)

@@ -6,9 +6,9 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 
+from crowdfund.dev.localstripe_server import confirm_card_setup
 from crowdfund.films.states import FilmState
 from tests.conftest import CheckSession, Client
-from crowdfund.dev.localstripe_server import confirm_card_setup
 from tests.factories import GOOD_CARD, PASSWORD, make_film, make_studio_user, make_user
 
 DATE_FORMAT = "%d %b %Y, %H:%M"
@@ -32,7 +32,8 @@ def checkout_page(client: Client, film) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_checkout_for_a_film_closing_within_48_hours_says_it_cannot_be_cancelled(
-        client: Client, db: CheckSession, fan, clock) -> None:  # type: ignore[no-untyped-def]
+    client: Client, db: CheckSession, fan, clock
+) -> None:  # type: ignore[no-untyped-def]
     film = make_film(db, make_studio_user(db), FilmState.FUNDING, title="Last Call")
     clock.set(film.deadline - timedelta(hours=30))
     page = checkout_page(client, film)
@@ -45,7 +46,8 @@ def test_checkout_for_a_film_closing_within_48_hours_says_it_cannot_be_cancelled
 
 
 def test_checkout_for_a_film_closing_in_ten_days_shows_the_cancellation_date(
-        client: Client, db: CheckSession, fan, clock) -> None:  # type: ignore[no-untyped-def]
+    client: Client, db: CheckSession, fan, clock
+) -> None:  # type: ignore[no-untyped-def]
     film = make_film(db, make_studio_user(db), FilmState.FUNDING, title="Long Run")
     clock.set(film.deadline - timedelta(days=10))
     page = checkout_page(client, film)
@@ -56,7 +58,8 @@ def test_checkout_for_a_film_closing_in_ten_days_shows_the_cancellation_date(
 
 
 def test_checkout_when_cancellation_closes_before_the_hold_lapses(
-        client: Client, db: CheckSession, fan, clock) -> None:  # type: ignore[no-untyped-def]
+    client: Client, db: CheckSession, fan, clock
+) -> None:  # type: ignore[no-untyped-def]
     film = make_film(db, make_studio_user(db), FilmState.FUNDING, title="Close Call")
     clock.set(film.deadline - timedelta(hours=48, minutes=5))  # the hold lasts 15 minutes
     page = checkout_page(client, film)
@@ -67,13 +70,16 @@ def test_checkout_when_cancellation_closes_before_the_hold_lapses(
 
 
 def test_receipt_for_a_purchase_paid_after_the_cancellation_deadline_says_it_cannot_be_cancelled(
-        client: Client, db: CheckSession, app: Flask, fan, clock, mail) -> None:  # type: ignore[no-untyped-def]
+    client: Client, db: CheckSession, app: Flask, fan, clock, mail
+) -> None:  # type: ignore[no-untyped-def]
     film = make_film(db, make_studio_user(db), FilmState.FUNDING, title="Late Show")
     clock.set(film.deadline - timedelta(hours=30))
     page = checkout_page(client, film)
     secret = re.search(r'data-client-secret="([^"]+)"', page).group(1)
     reference = re.search(r'action="/orders/([^/"]+)/pay"', page).group(1)
-    setup = confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret, GOOD_CARD)
+    setup = confirm_card_setup(
+        app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret, GOOD_CARD
+    )
     paid = client.post_form(f"/orders/{reference}/pay", {"setup_intent": setup["id"]})
     assert paid.status_code == 303
     body = mail.to(fan.email)[-1].get_content()
@@ -83,13 +89,16 @@ def test_receipt_for_a_purchase_paid_after_the_cancellation_deadline_says_it_can
 
 
 def test_receipt_for_a_purchase_paid_in_time_gives_the_cancellation_date(
-        client: Client, db: CheckSession, app: Flask, fan, clock, mail) -> None:  # type: ignore[no-untyped-def]
+    client: Client, db: CheckSession, app: Flask, fan, clock, mail
+) -> None:  # type: ignore[no-untyped-def]
     film = make_film(db, make_studio_user(db), FilmState.FUNDING, title="Early Show")
     clock.set(film.deadline - timedelta(days=10))
     page = checkout_page(client, film)
     secret = re.search(r'data-client-secret="([^"]+)"', page).group(1)
     reference = re.search(r'action="/orders/([^/"]+)/pay"', page).group(1)
-    setup = confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret, GOOD_CARD)
+    setup = confirm_card_setup(
+        app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret, GOOD_CARD
+    )
     client.post_form(f"/orders/{reference}/pay", {"setup_intent": setup["id"]})
     body = mail.to(fan.email)[-1].get_content()
     assert "You can cancel this order until" in body and "cannot be cancelled" not in body

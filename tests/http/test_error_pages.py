@@ -11,8 +11,17 @@ from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, make_studio_user
 
-SHARED_KEYS = ("DATABASE_URL", "STRIPE_API_BASE", "STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY",
-               "STRIPE_WEBHOOK_SECRET", "STRIPE_JS_URL", "STRIPE_TIMEOUT_SECONDS", "MAIL_BACKEND", "MAIL_PORT")
+SHARED_KEYS = (
+    "DATABASE_URL",
+    "STRIPE_API_BASE",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_PUBLISHABLE_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_JS_URL",
+    "STRIPE_TIMEOUT_SECONDS",
+    "MAIL_BACKEND",
+    "MAIL_PORT",
+)
 
 
 @pytest.mark.committing  # a second app, with an engine of its own, must see the user

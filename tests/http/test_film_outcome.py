@@ -31,15 +31,26 @@ def _close_rounds(app: Flask, clock, when) -> None:  # type: ignore[no-untyped-d
 
 def _cancelled_film_with_a_backer(client: Client, db: CheckSession, app: Flask):  # type: ignore[no-untyped-def]
     studio = make_studio_user(db)
-    film = make_film(db, studio, FilmState.FUNDING, title="Harbour Lights", stake_cap=10, per_backer_limit=5,
-                     funding_goal_cents=40_000)
+    film = make_film(
+        db,
+        studio,
+        FilmState.FUNDING,
+        title="Harbour Lights",
+        stake_cap=10,
+        per_backer_limit=5,
+        funding_goal_cents=40_000,
+    )
     backer = make_user(db, "backer@example.com", name="Bea")
     buy(db, app, backer, film, 2)
     admin = make_user(db, roles=(Role.ADMIN,))
     client.login(admin.email, PASSWORD)
-    response = client.post_form(f"/admin/reviews/{film.id}/cancel",
-                                {"cancel-reason": "The rights to the novel were withdrawn.",
-                                 "cancel-csrf_token": client.csrf_token()})
+    response = client.post_form(
+        f"/admin/reviews/{film.id}/cancel",
+        {
+            "cancel-reason": "The rights to the novel were withdrawn.",
+            "cancel-csrf_token": client.csrf_token(),
+        },
+    )
     assert response.status_code == 303
     client.post_form("/logout")
     db.reread()
@@ -47,7 +58,8 @@ def _cancelled_film_with_a_backer(client: Client, db: CheckSession, app: Flask):
 
 
 def test_backer_opens_a_cancelled_film_from_the_portfolio_and_sees_the_banner(
-        client: Client, db: CheckSession, app: Flask, clock) -> None:  # type: ignore[no-untyped-def]
+    client: Client, db: CheckSession, app: Flask, clock
+) -> None:  # type: ignore[no-untyped-def]
     _, film, backer = _cancelled_film_with_a_backer(client, db, app)
     client.login(backer.email, PASSWORD)
     portfolio = client.get("/portfolio").get_data(as_text=True)
@@ -66,7 +78,8 @@ def test_backer_opens_a_cancelled_film_from_the_portfolio_and_sees_the_banner(
 
 
 def test_studio_sees_the_refund_progress_of_its_cancelled_film(
-        client: Client, db: CheckSession, app: Flask, clock) -> None:  # type: ignore[no-untyped-def]
+    client: Client, db: CheckSession, app: Flask, clock
+) -> None:  # type: ignore[no-untyped-def]
     studio, film, _ = _cancelled_film_with_a_backer(client, db, app)
     client.login(studio.email, PASSWORD)
     page = client.get(f"/films/{film.slug}")
@@ -88,22 +101,41 @@ def test_a_stranger_still_gets_404_for_a_cancelled_film(client: Client, db: Chec
     assert client.get(f"/films/{film.slug}").status_code == 404
 
 
-def test_backer_of_a_failed_film_sees_why_and_the_refund(client: Client, db: CheckSession, app: Flask, clock) -> None:  # type: ignore[no-untyped-def]
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
-                     funding_goal_cents=40_000)
+def test_backer_of_a_failed_film_sees_why_and_the_refund(
+    client: Client, db: CheckSession, app: Flask, clock
+) -> None:  # type: ignore[no-untyped-def]
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=10,
+        per_backer_limit=5,
+        funding_goal_cents=40_000,
+    )
     backer = make_user(db)
     buy(db, app, backer, film, 1)
     _close_rounds(app, clock, film.deadline + HOLD + timedelta(seconds=1))
     client.login(backer.email, PASSWORD)
     page = client.get(f"/films/{film.slug}")
-    assert "This film did not reach its goal" in _text(page) and "Your refund of $50.00 has been made" in _text(page)
+    assert "This film did not reach its goal" in _text(
+        page
+    ) and "Your refund of $50.00 has been made" in _text(page)
     assert "buy-panel" not in page.get_data(as_text=True)
 
 
-def test_refund_email_gives_the_real_reason(client: Client, db: CheckSession, app: Flask, clock, mail) -> None:  # type: ignore[no-untyped-def]
+def test_refund_email_gives_the_real_reason(
+    client: Client, db: CheckSession, app: Flask, clock, mail
+) -> None:  # type: ignore[no-untyped-def]
     _, cancelled, backer = _cancelled_film_with_a_backer(client, db, app)
-    failed = make_film(db, make_studio_user(db, "Studio Two"), FilmState.FUNDING, title="Quiet Tides",
-                       stake_cap=10, per_backer_limit=5, funding_goal_cents=40_000)
+    failed = make_film(
+        db,
+        make_studio_user(db, "Studio Two"),
+        FilmState.FUNDING,
+        title="Quiet Tides",
+        stake_cap=10,
+        per_backer_limit=5,
+        funding_goal_cents=40_000,
+    )
     buy(db, app, backer, failed, 1)
     _close_rounds(app, clock, failed.deadline + HOLD + timedelta(seconds=1))
     by_subject = {m["Subject"]: m.get_content() for m in mail.to(backer.email)}

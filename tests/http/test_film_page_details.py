@@ -23,7 +23,8 @@ def visible_text(page: str) -> str:
 
 
 def test_buy_panel_states_the_configured_hold_time(
-        client: Client, db: CheckSession, app: Flask, fan, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    client: Client, db: CheckSession, app: Flask, fan, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     film = make_film(db, make_studio_user(db), FilmState.FUNDING, title="Held Up")
     monkeypatch.setitem(app.config, "HOLD_MINUTES", 30)
     text = visible_text(client.get(f"/films/{film.slug}").get_data(as_text=True))
@@ -31,7 +32,8 @@ def test_buy_panel_states_the_configured_hold_time(
 
 
 def test_after_the_deadline_the_film_page_offers_no_purchase(
-        client: Client, db: CheckSession, fan, clock) -> None:  # type: ignore[no-untyped-def]
+    client: Client, db: CheckSession, fan, clock
+) -> None:  # type: ignore[no-untyped-def]
     """Until `close-rounds` decides the film it is still "funding", but every hold
     is refused: the page must not offer a form that cannot succeed."""
     film = make_film(db, make_studio_user(db), FilmState.FUNDING, title="Too Late")
@@ -44,7 +46,8 @@ def test_after_the_deadline_the_film_page_offers_no_purchase(
 
 
 def test_before_the_deadline_the_film_page_offers_the_purchase(
-        client: Client, db: CheckSession, fan, clock) -> None:  # type: ignore[no-untyped-def]
+    client: Client, db: CheckSession, fan, clock
+) -> None:  # type: ignore[no-untyped-def]
     film = make_film(db, make_studio_user(db), FilmState.FUNDING, title="In Time")
     clock.set(film.deadline - timedelta(minutes=3))
     text = visible_text(client.get(f"/films/{film.slug}").get_data(as_text=True))

@@ -11,17 +11,24 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
+from crowdfund.dev.localstripe_server import confirm_card_setup
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
-from crowdfund.dev.localstripe_server import confirm_card_setup
 from tests.conftest import CheckSession, Client
 from tests.factories import GOOD_CARD, PASSWORD, THREE_DS_CARD, make_film, make_studio_user, make_user
 
 
 @pytest.fixture
 def film(db: CheckSession):  # type: ignore[no-untyped-def]
-    return make_film(db, make_studio_user(db), FilmState.FUNDING, title="Night Ferry", stake_cap=20,
-                     per_backer_limit=5, funding_goal_cents=50_000)
+    return make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        title="Night Ferry",
+        stake_cap=20,
+        per_backer_limit=5,
+        funding_goal_cents=50_000,
+    )
 
 
 @pytest.fixture
@@ -50,23 +57,32 @@ def post_hold(client: Client, film, units: int, key: str):  # type: ignore[no-un
 def counters(db: CheckSession, film_id: int, user_id: int) -> tuple[int, int, int]:
     db.reread()
     inventory = db.get(FilmInventory, film_id)
-    position = db.scalar(select(BackerPosition.units).where(BackerPosition.film_id == film_id,
-                                                            BackerPosition.user_id == user_id)) or 0
+    position = (
+        db.scalar(
+            select(BackerPosition.units).where(
+                BackerPosition.film_id == film_id, BackerPosition.user_id == user_id
+            )
+        )
+        or 0
+    )
     return inventory.sold, inventory.held, position
 
 
 def pay_with(client: Client, app: Flask, checkout_url: str, card: str):  # type: ignore[no-untyped-def]
     page = client.get(checkout_url).get_data(as_text=True)
     secret = re.search(r'data-client-secret="([^"]+)"', page).group(1)
-    setup = confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret, card)
+    setup = confirm_card_setup(
+        app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret, card
+    )
     return client.post_form(checkout_url.replace("/checkout", "/pay"), {"setup_intent": setup["id"]})
 
 
 # --- item 4: the same form back with another quantity ---------------------------------
 
 
-def test_back_button_with_another_quantity_holds_the_new_quantity(client: Client, db: CheckSession, film,
-                                                                  fan) -> None:  # type: ignore[no-untyped-def]
+def test_back_button_with_another_quantity_holds_the_new_quantity(
+    client: Client, db: CheckSession, film, fan
+) -> None:  # type: ignore[no-untyped-def]
     """Chose 5, went Back, chose 3: the order is for 3, the 5 are given back."""
     key = form_key(film_page(client, film))
     five = post_hold(client, film, 5, key)
@@ -84,8 +100,9 @@ def test_back_button_with_another_quantity_holds_the_new_quantity(client: Client
     assert db.scalar(select(func.count()).select_from(Order)) == 2
 
 
-def test_back_button_after_paying_never_charges_for_the_other_quantity(client: Client, db: CheckSession,
-                                                                       app: Flask, film, fan) -> None:  # type: ignore[no-untyped-def]
+def test_back_button_after_paying_never_charges_for_the_other_quantity(
+    client: Client, db: CheckSession, app: Flask, film, fan
+) -> None:  # type: ignore[no-untyped-def]
     key = form_key(film_page(client, film))
     held = post_hold(client, film, 2, key)
     assert pay_with(client, app, held.headers["Location"], GOOD_CARD).status_code == 303
@@ -97,11 +114,14 @@ def test_back_button_after_paying_never_charges_for_the_other_quantity(client: C
     assert db.scalar(select(func.count()).select_from(Order)) == 1
 
 
-def test_back_button_while_the_payment_is_under_way_leaves_it_alone(client: Client, db: CheckSession,
-                                                                   app: Flask, film, fan) -> None:  # type: ignore[no-untyped-def]
+def test_back_button_while_the_payment_is_under_way_leaves_it_alone(
+    client: Client, db: CheckSession, app: Flask, film, fan
+) -> None:  # type: ignore[no-untyped-def]
     key = form_key(film_page(client, film))
     held = post_hold(client, film, 2, key)
-    asked = pay_with(client, app, held.headers["Location"], THREE_DS_CARD)  # 3-D Secure: pending, intent recorded
+    asked = pay_with(
+        client, app, held.headers["Location"], THREE_DS_CARD
+    )  # 3-D Secure: pending, intent recorded
     assert asked.status_code == 200
     back = post_hold(client, film, 1, key)
     page = client.get(back.headers["Location"]).get_data(as_text=True)
@@ -120,7 +140,9 @@ def test_back_button_while_the_payment_is_under_way_leaves_it_alone(client: Clie
 # --- item 14: one pending order per film; releasing; lapsed holds ----------------------
 
 
-def test_holding_again_replaces_the_hold_instead_of_hoarding(client: Client, db: CheckSession, film, fan) -> None:  # type: ignore[no-untyped-def]
+def test_holding_again_replaces_the_hold_instead_of_hoarding(
+    client: Client, db: CheckSession, film, fan
+) -> None:  # type: ignore[no-untyped-def]
     """The hoarding pattern reduced to one fan: holding again and again (each
     time from a fresh page) never holds more than the latest choice."""
     for units in (5, 5, 4, 5):
@@ -134,8 +156,9 @@ def test_holding_again_replaces_the_hold_instead_of_hoarding(client: Client, db:
     assert "Choosing again below replaces this hold" in page
 
 
-def test_release_button_gives_the_stakes_back_at_once(client: Client, other_client: Client, db: CheckSession,
-                                                      film, fan) -> None:  # type: ignore[no-untyped-def]
+def test_release_button_gives_the_stakes_back_at_once(
+    client: Client, other_client: Client, db: CheckSession, film, fan
+) -> None:  # type: ignore[no-untyped-def]
     held = post_hold(client, film, 3, form_key(film_page(client, film)))
     checkout_url = held.headers["Location"]
     reference = checkout_url.split("/")[2]
@@ -160,7 +183,9 @@ def test_release_button_gives_the_stakes_back_at_once(client: Client, other_clie
     assert "/checkout" not in client.get(checkout_url).headers.get("Location", "/checkout")
 
 
-def test_a_lapsed_hold_never_offers_continue_to_payment(client: Client, db: CheckSession, clock, film, fan) -> None:  # type: ignore[no-untyped-def]
+def test_a_lapsed_hold_never_offers_continue_to_payment(
+    client: Client, db: CheckSession, clock, film, fan
+) -> None:  # type: ignore[no-untyped-def]
     start = datetime.now(UTC)
     clock.set(start)
     held = post_hold(client, film, 2, form_key(film_page(client, film)))

@@ -11,11 +11,11 @@ from sqlalchemy import select, update
 
 from crowdfund import ledger
 from crowdfund.accounts.models import Role
+from crowdfund.dev.localstripe_server import confirm_card_setup
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.ledger import Account
-from crowdfund.dev.localstripe_server import confirm_card_setup
 from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client, MailCapture
 from tests.factories import GOOD_CARD, PASSWORD, buy, hold, make_film, make_studio_user, make_user
@@ -46,18 +46,28 @@ def log_in_admin(db: CheckSession, client: Client) -> None:
 
 
 @pytest.mark.parametrize("title", HEADER_BREAKING_TITLES)
-def test_a_title_that_breaks_email_headers_never_fails_paying(client: Client, other_client: Client,
-                                                              db: CheckSession, app: Flask, mail: MailCapture,
-                                                              title: str) -> None:
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=20, per_backer_limit=5,
-                     funding_goal_cents=50_000)
+def test_a_title_that_breaks_email_headers_never_fails_paying(
+    client: Client, other_client: Client, db: CheckSession, app: Flask, mail: MailCapture, title: str
+) -> None:
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=20,
+        per_backer_limit=5,
+        funding_goal_cents=50_000,
+    )
     set_legacy_title(db, film, title)
     fan = make_user(db, "buyer@example.com", name="Bo Buyer")
     client.login(fan.email, PASSWORD)
     held, _ = hold_via_form(client, film, 2)
     checkout = held.headers["Location"]
-    setup = confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"],
-                               checkout_secret(client, checkout), GOOD_CARD)
+    setup = confirm_card_setup(
+        app.config["STRIPE_API_BASE"],
+        app.config["STRIPE_PUBLISHABLE_KEY"],
+        checkout_secret(client, checkout),
+        GOOD_CARD,
+    )
     paid = client.post_form(checkout.replace("/checkout", "/pay"), {"setup_intent": setup["id"]})
     # Before the fix: a 500 after the charge succeeded (money taken, no stake).
     assert paid.status_code == 303, paid.get_data(as_text=True)[:300]
@@ -76,8 +86,13 @@ def test_a_title_that_breaks_email_headers_never_fails_paying(client: Client, ot
     assert receipt.status == "failed" and receipt.last_error
 
     # Stripe's webhook for the same payment is answered (not a 500 it retries forever).
-    payload = event("evt_bad_title", "payment_intent.succeeded", order.stripe_payment_intent_id, "succeeded",
-                    {"order_id": str(order.id)})
+    payload = event(
+        "evt_bad_title",
+        "payment_intent.succeeded",
+        order.stripe_payment_intent_id,
+        "succeeded",
+        {"order_id": str(order.id)},
+    )
     assert post(client, payload).status_code == 200
     assert mail.messages == []
 
@@ -87,11 +102,13 @@ def charged_but_unrecorded(db: CheckSession, app: Flask, user, film: Film) -> Or
     order = hold(db, user, film, 1)
     gateway = app_services(app).gateway
     setup = gateway.create_setup_intent({})
-    confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret,
-                       GOOD_CARD)
+    confirm_card_setup(
+        app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret, GOOD_CARD
+    )
     method = gateway.retrieve_setup_intent(setup.id)
-    intent_id = gateway.create_payment_intent(order.amount_cents, "usd", {"order_id": str(order.id)},
-                                              payment_method_id=method)
+    intent_id = gateway.create_payment_intent(
+        order.amount_cents, "usd", {"order_id": str(order.id)}, payment_method_id=method
+    )
     order.stripe_payment_intent_id = intent_id
     db.commit()
     gateway.confirm_payment_intent(intent_id, method)
@@ -99,12 +116,16 @@ def charged_but_unrecorded(db: CheckSession, app: Flask, user, film: Film) -> Or
 
 
 @pytest.mark.parametrize("title", HEADER_BREAKING_TITLES)
-def test_batch_jobs_finish_and_refund_with_a_title_that_breaks_email_headers(db: CheckSession, app: Flask,
-                                                                             mail: MailCapture, clock,
-                                                                             title: str) -> None:  # type: ignore[no-untyped-def]
+def test_batch_jobs_finish_and_refund_with_a_title_that_breaks_email_headers(
+    db: CheckSession, app: Flask, mail: MailCapture, clock, title: str
+) -> None:  # type: ignore[no-untyped-def]
     studio = make_studio_user(db)
-    bad = make_film(db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=40_000)
-    good = make_film(db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=40_000)
+    bad = make_film(
+        db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=40_000
+    )
+    good = make_film(
+        db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=40_000
+    )
     fans = [make_user(db, f"backer{n}@example.com") for n in range(2)]
     buy(db, app, fans[0], bad, 2)
     buy(db, app, fans[1], good, 1)
@@ -125,7 +146,9 @@ def test_batch_jobs_finish_and_refund_with_a_title_that_breaks_email_headers(db:
     orders = db.scalars(select(Order).where(Order.film_id.in_((bad.id, good.id)))).all()
     assert len(orders) == 3
     assert {(o.status, o.refund_state) for o in orders} == {(OrderStatus.REFUNDED, "done")}
-    assert ledger.balance(db, Account.escrow(bad.id)) == 0 and ledger.balance(db, Account.escrow(good.id)) == 0
+    assert (
+        ledger.balance(db, Account.escrow(bad.id)) == 0 and ledger.balance(db, Account.escrow(good.id)) == 0
+    )
     assert ledger.trial_balance(db) == 0
 
     rows = email_rows(db)
@@ -133,12 +156,14 @@ def test_batch_jobs_finish_and_refund_with_a_title_that_breaks_email_headers(db:
     assert rows[f"round-failed:{bad.id}:{fans[0].id}"].status == "failed"
     assert rows[f"round-failed:{bad.id}:{fans[1].id}"].status == "failed"
     assert [m["Subject"] for m in mail.to(fans[1].email) if "did not reach its goal" in m["Subject"]] == [
-        f"{good.title} did not reach its goal: you are refunded in full"]
+        f"{good.title} did not reach its goal: you are refunded in full"
+    ]
     assert email_rows(db)[f"round-failed:{good.id}:{fans[1].id}"].status == "sent"
 
 
-def test_forgot_password_makes_no_smtp_connection_inside_the_request(client: Client, db: CheckSession,
-                                                                     mail: MailCapture) -> None:
+def test_forgot_password_makes_no_smtp_connection_inside_the_request(
+    client: Client, db: CheckSession, mail: MailCapture
+) -> None:
     make_user(db, "lost@example.com")
     response = client.post_form("/forgot-password", {"email": "lost@example.com"})
     assert response.status_code == 303
@@ -150,18 +175,37 @@ def test_forgot_password_makes_no_smtp_connection_inside_the_request(client: Cli
     assert email_rows(db)[row.key].status == "sent"
 
 
-def test_failed_mail_page_is_admin_only_and_retry_needs_csrf(client: Client, other_client: Client,
-                                                             db: CheckSession, app: Flask,
-                                                             mail: MailCapture) -> None:
+def test_failed_mail_page_is_admin_only_and_retry_needs_csrf(
+    client: Client, other_client: Client, db: CheckSession, app: Flask, mail: MailCapture
+) -> None:
     from crowdfund.mail.outbox import OutgoingEmail, queue_email
 
-    queue_email(db, key="t:unbuildable", to="unbuildable@example.com", template="statement_ready", number="S-1",
-                amount_cents=100, name="Fan", film_title="Bad\rTitle", statement_id=1)
-    queue_email(db, key="t:undelivered", to="undelivered@example.com", template="password_reset", name="Pat",
-                link="http://127.0.0.1:5000/reset-password/x", minutes=60)
+    queue_email(
+        db,
+        key="t:unbuildable",
+        to="unbuildable@example.com",
+        template="statement_ready",
+        number="S-1",
+        amount_cents=100,
+        name="Fan",
+        film_title="Bad\rTitle",
+        statement_id=1,
+    )
+    queue_email(
+        db,
+        key="t:undelivered",
+        to="undelivered@example.com",
+        template="password_reset",
+        name="Pat",
+        link="http://127.0.0.1:5000/reset-password/x",
+        minutes=60,
+    )
     db.commit()
-    db.execute(update(OutgoingEmail).where(OutgoingEmail.key == "t:undelivered").values(
-        status="failed", attempts=5, last_error="SMTP said no", next_attempt_at=None))
+    db.execute(
+        update(OutgoingEmail)
+        .where(OutgoingEmail.key == "t:undelivered")
+        .values(status="failed", attempts=5, last_error="SMTP said no", next_attempt_at=None)
+    )
     db.commit()
     undelivered = email_rows(db)["t:undelivered"]
     unbuildable = email_rows(db)["t:unbuildable"]

@@ -21,11 +21,11 @@ from crowdfund.films.services import change_film_state
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order
 from crowdfund.payouts import box_office
-from crowdfund.workflows import payout_run
 from crowdfund.payouts.models import PayoutStatement
 from crowdfund.rewards.models import RewardTier
 from crowdfund.rewards.rules import TierInput
 from crowdfund.rewards.tiers import add_tier
+from crowdfund.workflows import payout_run
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, buy, make_film, make_studio_user, make_user
 from tests.rewards_factories import add_screening, give_ticket
@@ -39,7 +39,9 @@ def owned(db: CheckSession, app: Flask):  # type: ignore[no-untyped-def]
     draft = make_film(db, studio_a, FilmState.DRAFT)
     tier = add_tier(db, draft, TierInput(2, 1, ""))
     db.commit()
-    film = make_film(db, studio_a, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=10_000)
+    film = make_film(
+        db, studio_a, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=10_000
+    )
     order = buy(db, app, fan_a, film, 2)
     film = db.get(Film, film.id)
     change_film_state(db, film, FilmState.FUNDED, now=datetime.now(UTC))
@@ -47,8 +49,14 @@ def owned(db: CheckSession, app: Flask):  # type: ignore[no-untyped-def]
     db.commit()
     finance = make_user(db, roles=(Role.FINANCE,))
     today = datetime.now(UTC).date()
-    report = box_office.file_report(db, film, studio_a, box_office.ReportInput(today, today, 5_000, ""),
-                                    now=datetime.now(UTC), attachment=b"a,b\n1,2\n")
+    report = box_office.file_report(
+        db,
+        film,
+        studio_a,
+        box_office.ReportInput(today, today, 5_000, ""),
+        now=datetime.now(UTC),
+        attachment=b"a,b\n1,2\n",
+    )
     box_office.approve_report(db, report, finance, now=datetime.now(UTC))
     db.commit()
     run = payout_run.run_payout(db, report, finance, now=datetime.now(UTC))
@@ -56,8 +64,14 @@ def owned(db: CheckSession, app: Flask):  # type: ignore[no-untyped-def]
     screening = add_screening(db, film)
     ticket = give_ticket(db, film, fan_a)
     return {
-        "film_id": draft.id, "tier_id": tier.id, "reference": order.reference, "ticket_id": ticket.id,
-        "statement_id": statement.id, "report_id": report.id, "run_id": run.id, "screening_id": screening.id,
+        "film_id": draft.id,
+        "tier_id": tier.id,
+        "reference": order.reference,
+        "ticket_id": ticket.id,
+        "statement_id": statement.id,
+        "report_id": report.id,
+        "run_id": run.id,
+        "screening_id": screening.id,
     }
 
 
@@ -84,8 +98,13 @@ def snapshot(db: CheckSession) -> tuple[int, ...]:
 
 
 @pytest.mark.parametrize("kind", ["fan", "studio"])
-def test_another_user_cannot_reach_the_objects(client: Client, db: CheckSession, app: Flask, owned,  # type: ignore[no-untyped-def]
-                                               kind: str) -> None:
+def test_another_user_cannot_reach_the_objects(
+    client: Client,
+    db: CheckSession,
+    app: Flask,
+    owned,  # type: ignore[no-untyped-def]
+    kind: str,
+) -> None:
     intruder = make_user(db, "fan-b@example.com") if kind == "fan" else make_studio_user(db, "Studio B")
     client.login(intruder.email, PASSWORD)
     routes = object_routes(app, kind)
@@ -97,11 +116,26 @@ def test_another_user_cannot_reach_the_objects(client: Client, db: CheckSession,
         if method == "GET":
             response = client.get(url)
         else:
-            response = client.post_form(url, {"title": "Hijacked", "reason": "x", "code": "x", "units": "1",
-                                              "min_stakes": "1", "tickets": "1", "screening_id": str(owned["screening_id"]),
-                                              "net_receipts": "1", "period_start": "2026-01-01",
-                                              "period_end": "2026-01-02", "bank_reference": "x", "cinema": "x",
-                                              "city": "x", "seats": "5", "starts_at": "2030-01-01T10:00"})
+            response = client.post_form(
+                url,
+                {
+                    "title": "Hijacked",
+                    "reason": "x",
+                    "code": "x",
+                    "units": "1",
+                    "min_stakes": "1",
+                    "tickets": "1",
+                    "screening_id": str(owned["screening_id"]),
+                    "net_receipts": "1",
+                    "period_start": "2026-01-01",
+                    "period_end": "2026-01-02",
+                    "bank_reference": "x",
+                    "cinema": "x",
+                    "city": "x",
+                    "seats": "5",
+                    "starts_at": "2030-01-01T10:00",
+                },
+            )
         response.get_data()
         assert response.status_code in (403, 404), f"{kind} reached {endpoint} {url}: {response.status_code}"
     assert snapshot(db) == before

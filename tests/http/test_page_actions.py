@@ -13,7 +13,7 @@ from crowdfund.accounts.models import Role
 from crowdfund.films import services as films
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from tests.conftest import Client, Clock, CheckSession
+from tests.conftest import CheckSession, Client, Clock
 from tests.factories import PASSWORD, hold, make_film, make_studio_user, make_user
 
 F = FilmState
@@ -47,8 +47,9 @@ STUDIO_PAGE = {
 
 
 @pytest.mark.parametrize("state", list(FilmState))
-def test_the_studio_film_page_offers_the_moves_of_its_state(client: Client, db: CheckSession,
-                                                            state: FilmState) -> None:
+def test_the_studio_film_page_offers_the_moves_of_its_state(
+    client: Client, db: CheckSession, state: FilmState
+) -> None:
     studio = make_studio_user(db)
     film = _film_in(db, studio, state)
     client.login(studio.email, PASSWORD)
@@ -66,7 +67,7 @@ def test_the_studio_film_page_offers_the_moves_of_its_state(client: Client, db: 
     assert shown == STUDIO_PAGE[state]
     assert ("Preview</a>" in page) is ("public" not in shown)
     assert ("<h2>Funding</h2>" in page) is ("public" in shown)
-    assert ('action="/studio/films/%d/tiers"' % film.id in page) is (state == F.DRAFT)
+    assert (f'action="/studio/films/{film.id}/tiers"' in page) is (state == F.DRAFT)
 
 
 @pytest.mark.parametrize("move", ["submit", "withdraw", "release", "close"])
@@ -90,28 +91,35 @@ REVIEW_PAGE = {
 
 
 @pytest.mark.parametrize("state", list(REVIEW_PAGE))
-def test_the_review_page_offers_the_decisions_of_its_state(client: Client, db: CheckSession,
-                                                           state: FilmState) -> None:
+def test_the_review_page_offers_the_decisions_of_its_state(
+    client: Client, db: CheckSession, state: FilmState
+) -> None:
     studio = make_studio_user(db)
     film = _film_in(db, studio, state)
     admin = make_user(db, roles=(Role.ADMIN,))
     client.login(admin.email, PASSWORD)
     page = client.get(f"/admin/reviews/{film.id}").get_data(as_text=True)
-    markers = {name: f'action="/admin/reviews/{film.id}/{path}"'
-               for name, path in (("approve", "approve"), ("send_back", "send-back"), ("cancel", "cancel"))}
+    markers = {
+        name: f'action="/admin/reviews/{film.id}/{path}"'
+        for name, path in (("approve", "approve"), ("send_back", "send-back"), ("cancel", "cancel"))
+    }
     assert {name for name, marker in markers.items() if marker in page} == REVIEW_PAGE[state]
     assert "another admin must approve this film" not in page
 
 
 def test_the_order_page_offers_payment_while_held_and_buying_again_once_lapsed(
-        app: Flask, client: Client, db: CheckSession, clock: Clock) -> None:
+    app: Flask, client: Client, db: CheckSession, clock: Clock
+) -> None:
     studio = make_studio_user(db)
     film = make_film(db, studio, F.FUNDING)
     fan = make_user(db)
     order = hold(db, fan, film, 2)
     client.login(fan.email, PASSWORD)
     page = client.get(f"/orders/{order.reference}").get_data(as_text=True)
-    assert f'href="/orders/{order.reference}/checkout"' in page and f'action="/orders/{order.reference}/release"' in page
+    assert (
+        f'href="/orders/{order.reference}/checkout"' in page
+        and f'action="/orders/{order.reference}/release"' in page
+    )
     assert "Choose your stakes again" not in page and "Awaiting payment" in page
     clock.set(order.expires_at + timedelta(seconds=1))
     page = client.get(f"/orders/{order.reference}").get_data(as_text=True)

@@ -40,8 +40,9 @@ def choose_password(client: Client, link: str, password: str = NEW_PASSWORD):  #
     return client.post_form(path_of(link), {"password": password, "confirm": password})
 
 
-def test_forgot_reset_and_log_in_with_the_new_password(client: Client, db: CheckSession, mail: MailCapture,
-                                                       app: Flask) -> None:
+def test_forgot_reset_and_log_in_with_the_new_password(
+    client: Client, db: CheckSession, mail: MailCapture, app: Flask
+) -> None:
     make_user(db, "lost@example.com", name="Lou")
     assert "Forgot your password?" in client.get("/login").get_data(as_text=True)
     link = ask_for_link(client, mail, "Lost@Example.com")
@@ -86,8 +87,9 @@ def test_a_link_expires(client: Client, db: CheckSession, mail: MailCapture, clo
     client.login("slow@example.com", PASSWORD)  # unchanged
 
 
-def test_a_password_change_invalidates_older_links(client: Client, db: CheckSession, mail: MailCapture,
-                                                   clock) -> None:  # type: ignore[no-untyped-def]
+def test_a_password_change_invalidates_older_links(
+    client: Client, db: CheckSession, mail: MailCapture, clock
+) -> None:  # type: ignore[no-untyped-def]
     make_user(db, "twice@example.com")
     start = datetime.now(UTC)
     clock.set(start)
@@ -114,19 +116,27 @@ def test_a_tampered_or_foreign_token_is_refused(client: Client, db: CheckSession
     data["u"] = victim.id
     forged = base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=") + "." + signature
     for bad in (forged, "nonsense", token[:-3] + "abc"):
-        response = client.post_form(f"/reset-password/{bad}", {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD})
+        response = client.post_form(
+            f"/reset-password/{bad}", {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD}
+        )
         assert response.status_code == 400 and "invalid" in response.get_data(as_text=True)
     client.login("victim@example.com", PASSWORD)
 
 
-def test_the_answer_does_not_reveal_whether_an_account_exists(client: Client, db: CheckSession,
-                                                               mail: MailCapture) -> None:
+def test_the_answer_does_not_reveal_whether_an_account_exists(
+    client: Client, db: CheckSession, mail: MailCapture
+) -> None:
     make_user(db, "exists@example.com")
     answers = []
     for email in ("exists@example.com", "missing@example.com"):
         response = client.post_form("/forgot-password", {"email": email})
-        answers.append((response.status_code, response.headers["Location"],
-                        client.get(response.headers["Location"]).get_data(as_text=True)))
+        answers.append(
+            (
+                response.status_code,
+                response.headers["Location"],
+                client.get(response.headers["Location"]).get_data(as_text=True),
+            )
+        )
     (status_a, where_a, page_a), (status_b, where_b, page_b) = answers
     assert (status_a, where_a) == (status_b, where_b) == (303, "/login")
     strip = re.compile(r'name="csrf_token"[^>]*>')
@@ -145,21 +155,24 @@ def test_reset_form_errors_keep_the_link_usable(client: Client, db: CheckSession
     assert choose_password(client, link).status_code == 303
 
 
-def test_link_uses_public_url_not_the_host_header(client: Client, db: CheckSession, mail: MailCapture,
-                                                  app: Flask) -> None:
+def test_link_uses_public_url_not_the_host_header(
+    client: Client, db: CheckSession, mail: MailCapture, app: Flask
+) -> None:
     make_user(db, "hosted@example.com")
     evil = "http://evil.example"
     page = client.get("/forgot-password", base_url=evil).get_data(as_text=True)
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-    response = client.post("/forgot-password", data={"email": "hosted@example.com", "csrf_token": token},
-                           base_url=evil)
+    response = client.post(
+        "/forgot-password", data={"email": "hosted@example.com", "csrf_token": token}, base_url=evil
+    )
     assert response.status_code == 303
     link = LINK.search(mail.to("hosted@example.com")[-1].get_content()).group(1)  # type: ignore[union-attr]
     assert "evil.example" not in link and link.startswith(app.config["PUBLIC_URL"] + "/reset-password/")
 
 
-def test_reset_logs_out_every_other_session(client: Client, other_client: Client, db: CheckSession,
-                                            mail: MailCapture) -> None:
+def test_reset_logs_out_every_other_session(
+    client: Client, other_client: Client, db: CheckSession, mail: MailCapture
+) -> None:
     make_user(db, "shared@example.com")
     other_client.login("shared@example.com", PASSWORD)
     assert other_client.get("/account").status_code == 200
@@ -182,8 +195,9 @@ def test_log_in_starts_a_new_session(client: Client, db: CheckSession) -> None:
     assert after.get("csrf_token") != before.get("csrf_token")
 
 
-def test_role_change_by_an_admin_ends_the_users_sessions(client: Client, other_client: Client,
-                                                          db: CheckSession) -> None:
+def test_role_change_by_an_admin_ends_the_users_sessions(
+    client: Client, other_client: Client, db: CheckSession
+) -> None:
     fan = make_user(db, "promoted@example.com")
     make_user(db, "boss@example.com", roles=(Role.ADMIN,))
     client.login("promoted@example.com", PASSWORD)
@@ -200,15 +214,18 @@ def test_role_change_by_an_admin_ends_the_users_sessions(client: Client, other_c
     assert client.get("/finance/").status_code == 200
 
 
-def test_studio_membership_change_ends_the_users_sessions(client: Client, other_client: Client,
-                                                           db: CheckSession) -> None:
+def test_studio_membership_change_ends_the_users_sessions(
+    client: Client, other_client: Client, db: CheckSession
+) -> None:
     member = make_studio_user(db, "Old Studio", email="member@example.com")
     make_user(db, "boss2@example.com", roles=(Role.ADMIN,))
     client.login("member@example.com", PASSWORD)
     assert client.get("/studio/").status_code == 200
     other_client.login("boss2@example.com", PASSWORD)
-    moved = other_client.post_form(f"/admin/users/{member.id}/studio", {"membership-studio_id": "0",
-                                                                        "membership-csrf_token": other_client.csrf_token()})
+    moved = other_client.post_form(
+        f"/admin/users/{member.id}/studio",
+        {"membership-studio_id": "0", "membership-csrf_token": other_client.csrf_token()},
+    )
     assert moved.status_code == 303
     response = client.get("/studio/")
     assert response.status_code == 302 and "/login" in response.headers["Location"]

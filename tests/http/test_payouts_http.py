@@ -25,9 +25,19 @@ from tests.factories import PASSWORD, buy, make_film, make_studio_user, make_use
 @pytest.fixture
 def released(db: CheckSession, app: Flask, clock):  # type: ignore[no-untyped-def]
     studio = make_studio_user(db)
-    film = make_film(db, studio, FilmState.FUNDING, title="Quiet Machines", stake_cap=30, per_backer_limit=10,
-                     funding_goal_cents=20_000)
-    backers = [make_user(db, f"b{n}@example.com", name=name) for n, name in enumerate(["Ann", "=cmd|' /C calc'!A0", "Cy"])]
+    film = make_film(
+        db,
+        studio,
+        FilmState.FUNDING,
+        title="Quiet Machines",
+        stake_cap=30,
+        per_backer_limit=10,
+        funding_goal_cents=20_000,
+    )
+    backers = [
+        make_user(db, f"b{n}@example.com", name=name)
+        for n, name in enumerate(["Ann", "=cmd|' /C calc'!A0", "Cy"])
+    ]
     for backer, units in zip(backers, (3, 2, 1), strict=True):
         buy(db, app, backer, film, units)
     film = db.get(Film, film.id)
@@ -41,14 +51,22 @@ def released(db: CheckSession, app: Flask, clock):  # type: ignore[no-untyped-de
 
 
 def file_report(client: Client, film: Film, receipts: str, start: date, end: date):  # type: ignore[no-untyped-def]
-    return client.post_form(f"/studio/films/{film.id}/reports", {
-        "period_start": start.isoformat(), "period_end": end.isoformat(), "net_receipts": receipts,
-        "note": "Weekend numbers", "file": (io.BytesIO(b"week,receipts\n1,400.00\n"), "numbers.csv"),
-    }, content_type="multipart/form-data")
+    return client.post_form(
+        f"/studio/films/{film.id}/reports",
+        {
+            "period_start": start.isoformat(),
+            "period_end": end.isoformat(),
+            "net_receipts": receipts,
+            "note": "Weekend numbers",
+            "file": (io.BytesIO(b"week,receipts\n1,400.00\n"), "numbers.csv"),
+        },
+        content_type="multipart/form-data",
+    )
 
 
-def test_file_approve_run_export_and_read_statements(client: Client, other_client: Client, db: CheckSession,
-                                                      released, mail) -> None:  # type: ignore[no-untyped-def]
+def test_file_approve_run_export_and_read_statements(
+    client: Client, other_client: Client, db: CheckSession, released, mail
+) -> None:  # type: ignore[no-untyped-def]
     film, today = released["film"], released["now"].date()
     client.login(released["studio"].email, PASSWORD)
     assert file_report(client, film, "400.00", today, today + timedelta(days=6)).status_code == 303
@@ -59,12 +77,20 @@ def test_file_approve_run_export_and_read_statements(client: Client, other_clien
     page = other_client.get(f"/finance/reports/{report.id}").get_data(as_text=True)
     assert "$400.00" in page and "Download the supporting file" in page
     download = other_client.get(f"/box-office/{report.id}/file")
-    assert download.headers["Content-Disposition"].startswith("attachment") and download.mimetype == "text/csv"
-    assert other_client.post_form(f"/finance/reports/{report.id}/approve",
-                                  {"approve-csrf_token": other_client.csrf_token()}).status_code == 303
+    assert (
+        download.headers["Content-Disposition"].startswith("attachment") and download.mimetype == "text/csv"
+    )
+    assert (
+        other_client.post_form(
+            f"/finance/reports/{report.id}/approve", {"approve-csrf_token": other_client.csrf_token()}
+        ).status_code
+        == 303
+    )
     preview = other_client.get(f"/finance/reports/{report.id}").get_data(as_text=True)
     assert "Backers&#39; pool" in preview or "Backers' pool" in preview
-    started = other_client.post_form(f"/finance/reports/{report.id}/run", {"run-csrf_token": other_client.csrf_token()})
+    started = other_client.post_form(
+        f"/finance/reports/{report.id}/run", {"run-csrf_token": other_client.csrf_token()}
+    )
     assert started.status_code == 303
     run_url = started.headers["Location"]
     run_page = other_client.get(run_url).get_data(as_text=True)
@@ -79,11 +105,23 @@ def test_file_approve_run_export_and_read_statements(client: Client, other_clien
     body = other_client.get(f"{run_url}/statements.csv").get_data()
     assert body.startswith(b"\xef\xbb\xbf")
     rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
-    assert rows[0] == ["statement_number", "backer_id", "name", "email", "stakes", "amount_cents", "amount",
-                       "payment_status"]
+    assert rows[0] == [
+        "statement_number",
+        "backer_id",
+        "name",
+        "email",
+        "stakes",
+        "amount_cents",
+        "amount",
+        "payment_status",
+    ]
     for number, backer_id, name, _email, stakes, cents, text, _status in rows[1:-1]:
         statement = statements[number]
-        assert (int(backer_id), int(stakes), int(cents)) == (statement.user_id, statement.stakes, statement.amount_cents)
+        assert (int(backer_id), int(stakes), int(cents)) == (
+            statement.user_id,
+            statement.stakes,
+            statement.amount_cents,
+        )
         assert text == f"${statement.amount_cents // 100:,}.{statement.amount_cents % 100:02d}"
         assert not name.startswith("=")  # formula neutralised
     assert rows[-1][0] == "TOTAL" and int(rows[-1][5]) == run.pool_cents and int(rows[-1][4]) == 6
@@ -121,7 +159,9 @@ def test_file_approve_run_export_and_read_statements(client: Client, other_clien
     recon = other_client.get("/finance/reconciliation").get_data(as_text=True)
     assert "The ledger is balanced" in recon and "Quiet Machines" in recon
 
-    ledger_csv = other_client.get(f"/finance/ledger?start={today - timedelta(days=1)}&end={today + timedelta(days=90)}")
+    ledger_csv = other_client.get(
+        f"/finance/ledger?start={today - timedelta(days=1)}&end={today + timedelta(days=90)}"
+    )
     ledger_rows = list(csv.reader(io.StringIO(ledger_csv.get_data().decode("utf-8-sig"))))
     assert sum(int(r[8]) for r in ledger_rows[1:]) == 0
     assert {r[2] for r in ledger_rows[1:]} >= {"payment", "payout_pool", "payout_paid"}
@@ -138,15 +178,24 @@ def test_bad_reports_come_back_with_messages(client: Client, db: CheckSession, r
         (dict(file=(io.BytesIO(b"\x89PNG\r\n\x1a\n\x00"), "report.pdf")), "PDF or a CSV"),
     ]
     for overrides, message in cases:
-        data = {"period_start": today.isoformat(), "period_end": today.isoformat(), "net_receipts": "1.00", "note": ""}
+        data = {
+            "period_start": today.isoformat(),
+            "period_end": today.isoformat(),
+            "net_receipts": "1.00",
+            "note": "",
+        }
         data.update(overrides)
-        response = client.post_form(f"/studio/films/{film.id}/reports", data, content_type="multipart/form-data")
+        response = client.post_form(
+            f"/studio/films/{film.id}/reports", data, content_type="multipart/form-data"
+        )
         assert response.status_code == 400, overrides
         assert message in response.get_data(as_text=True), overrides
     assert db.scalar(select(func.count()).select_from(BoxOfficeReport)) == 0
 
 
-def test_adjusting_report_through_http(client: Client, other_client: Client, db: CheckSession, released) -> None:  # type: ignore[no-untyped-def]
+def test_adjusting_report_through_http(
+    client: Client, other_client: Client, db: CheckSession, released
+) -> None:  # type: ignore[no-untyped-def]
     film, today = released["film"], released["now"].date()
     client.login(released["studio"].email, PASSWORD)
     file_report(client, film, "-150.00", today, today)
@@ -154,8 +203,12 @@ def test_adjusting_report_through_http(client: Client, other_client: Client, db:
     report = db.scalar(select(BoxOfficeReport))
     assert report.net_receipts_cents == -15_000
     other_client.login(released["finance"].email, PASSWORD)
-    other_client.post_form(f"/finance/reports/{report.id}/approve", {"approve-csrf_token": other_client.csrf_token()})
-    started = other_client.post_form(f"/finance/reports/{report.id}/run", {"run-csrf_token": other_client.csrf_token()})
+    other_client.post_form(
+        f"/finance/reports/{report.id}/approve", {"approve-csrf_token": other_client.csrf_token()}
+    )
+    started = other_client.post_form(
+        f"/finance/reports/{report.id}/run", {"run-csrf_token": other_client.csrf_token()}
+    )
     page = other_client.get(started.headers["Location"]).get_data(as_text=True)
     assert "Carried to the next report" in page and "-$150.00" in page
     db.reread()
@@ -173,8 +226,9 @@ def test_return_calculator_on_the_film_page(client: Client, released) -> None:  
     assert client.get(f"/films/{film.slug}?stakes=-4").status_code == 400
 
 
-def test_studio_closes_a_released_film_after_its_final_report(client: Client, other_client: Client,
-                                                              db: CheckSession, released) -> None:  # type: ignore[no-untyped-def]
+def test_studio_closes_a_released_film_after_its_final_report(
+    client: Client, other_client: Client, db: CheckSession, released
+) -> None:  # type: ignore[no-untyped-def]
     """FilmState.CLOSED is reached by a real action (issue 13, point 2): the
     studio closes the released film from its page (a POST with CSRF); the film
     then accepts no more box-office reports. Only the film's studio may close
@@ -196,7 +250,8 @@ def test_studio_closes_a_released_film_after_its_final_report(client: Client, ot
     db.reread()
     assert db.get(Film, film.id).state == FilmState.CLOSED
     assert f'action="/studio/films/{film.id}/close"' not in client.get(f"/studio/films/{film.id}").get_data(
-        as_text=True)
+        as_text=True
+    )
 
     refused = file_report(client, film, "100.00", today + timedelta(days=7), today + timedelta(days=13))
     assert refused.status_code == 400

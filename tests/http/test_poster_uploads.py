@@ -50,8 +50,11 @@ def tall_png(width: int, height: int) -> bytes:
 
 
 def upload(client: Client, poster: bytes, name: str = "poster.png", **fields: str):  # type: ignore[no-untyped-def]
-    return client.post_form("/studio/films/new", _form(poster=(io.BytesIO(poster), name), **fields),
-                            content_type="multipart/form-data")
+    return client.post_form(
+        "/studio/films/new",
+        _form(poster=(io.BytesIO(poster), name), **fields),
+        content_type="multipart/form-data",
+    )
 
 
 def stored_poster(db: CheckSession, title: str = "Harbour Lights") -> bytes:
@@ -86,8 +89,9 @@ def test_bytes_appended_after_the_image_are_gone(studio_client: Client, db: Chec
 
 
 @pytest.mark.parametrize(("width", "height"), [(7_000, 7_000), (12_000, 12_000), (1, MAX_IMAGE_PIXELS + 1)])
-def test_images_with_too_many_pixels_are_refused_with_a_message(studio_client: Client, db: CheckSession,
-                                                                width: int, height: int) -> None:
+def test_images_with_too_many_pixels_are_refused_with_a_message(
+    studio_client: Client, db: CheckSession, width: int, height: int
+) -> None:
     response = upload(studio_client, tall_png(width, height), title="Huge Poster Film")
     text = response.get_data(as_text=True)
     assert response.status_code == 400
@@ -97,7 +101,9 @@ def test_images_with_too_many_pixels_are_refused_with_a_message(studio_client: C
     assert db.scalar(select(Film)) is None
 
 
-def test_a_3_mb_poster_gives_back_the_filled_in_form_with_a_message(studio_client: Client, db: CheckSession) -> None:
+def test_a_3_mb_poster_gives_back_the_filled_in_form_with_a_message(
+    studio_client: Client, db: CheckSession
+) -> None:
     response = upload(studio_client, noise_png(3 * 1024 * 1024), title="Kept Title", logline="Kept logline.")
     text = response.get_data(as_text=True)
     assert response.status_code == 400
@@ -109,11 +115,17 @@ def test_a_3_mb_poster_gives_back_the_filled_in_form_with_a_message(studio_clien
 
 # Werkzeug leaves its spooled upload file open when it refuses a body for size.
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
-def test_a_poster_over_the_request_limit_gives_the_form_not_an_error_page(studio_client: Client, app: Flask) -> None:
+def test_a_poster_over_the_request_limit_gives_the_form_not_an_error_page(
+    studio_client: Client, app: Flask
+) -> None:
     huge = noise_png(app.config["MAX_CONTENT_LENGTH"] + 1024)
     response = upload(studio_client, huge)
     text = response.get_data(as_text=True)
     assert response.status_code == 413
-    assert "The poster is too large: at most 2 MB." in text and 'name="title"' in text and 'name="poster"' in text
+    assert (
+        "The poster is too large: at most 2 MB." in text
+        and 'name="title"' in text
+        and 'name="poster"' in text
+    )
     del response, huge
     gc.collect()

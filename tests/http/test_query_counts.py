@@ -28,8 +28,15 @@ CANCEL_AND_REFUND_STATEMENTS = {"sqlite": 19, "postgresql": 17}
 
 @pytest.fixture
 def film(db: CheckSession):  # type: ignore[no-untyped-def]
-    return make_film(db, make_studio_user(db), FilmState.FUNDING, title="Night Ferry", stake_cap=20,
-                     per_backer_limit=5, funding_goal_cents=50_000)
+    return make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        title="Night Ferry",
+        stake_cap=20,
+        per_backer_limit=5,
+        funding_goal_cents=50_000,
+    )
 
 
 def key_on_film_page(client: Client, film) -> str:  # type: ignore[no-untyped-def]
@@ -46,23 +53,38 @@ def counted_hold(client: Client, statements: Statements, film) -> tuple[str, lis
     return response.headers["Location"], list(seen)
 
 
-def test_a_hold_post(app: Flask, client: Client, other_client: Client, db: CheckSession, film,  # type: ignore[no-untyped-def]
-                     statements: Statements) -> None:
+def test_a_hold_post(
+    app: Flask,
+    client: Client,
+    other_client: Client,
+    db: CheckSession,
+    film,  # type: ignore[no-untyped-def]
+    statements: Statements,
+) -> None:
     client.login(make_user(db).email, PASSWORD)
     _, fresh = counted_hold(client, statements, film)
     other_client.login(make_user(db).email, PASSWORD)
     _, cached = counted_hold(other_client, statements, film)
-    assert (len(fresh), len(cached)) == (HOLD_STATEMENTS["fresh"][DATABASE], HOLD_STATEMENTS["cached"][DATABASE]), \
-        "\n".join(["fresh:", *fresh, "cached:", *cached])
+    assert (len(fresh), len(cached)) == (
+        HOLD_STATEMENTS["fresh"][DATABASE],
+        HOLD_STATEMENTS["cached"][DATABASE],
+    ), "\n".join(["fresh:", *fresh, "cached:", *cached])
 
 
-def test_a_cancel_and_its_refund(app: Flask, client: Client, db: CheckSession, film,  # type: ignore[no-untyped-def]
-                                 statements: Statements) -> None:
+def test_a_cancel_and_its_refund(
+    app: Flask,
+    client: Client,
+    db: CheckSession,
+    film,  # type: ignore[no-untyped-def]
+    statements: Statements,
+) -> None:
     client.login(make_user(db).email, PASSWORD)
     checkout, _ = counted_hold(client, statements, film)
     page = client.get(checkout).get_data(as_text=True)
     secret = re.search(r'data-client-secret="([^"]+)"', page).group(1)
-    setup = confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret, GOOD_CARD)
+    setup = confirm_card_setup(
+        app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], secret, GOOD_CARD
+    )
     paid = client.post_form(checkout.replace("/checkout", "/pay"), {"setup_intent": setup["id"]})
     order_url = paid.headers["Location"]
     token = client.csrf_token()

@@ -13,8 +13,8 @@ import redis
 from flask import Flask
 from sqlalchemy import func, select
 
-from crowdfund.app import create_app
 from crowdfund.accounts.models import User
+from crowdfund.app import create_app
 from crowdfund.films.states import FilmState
 from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client
@@ -24,12 +24,30 @@ from tests.factories import PASSWORD, make_film, make_studio_user, make_user
 pytestmark = pytest.mark.committing
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-SHARED_KEYS = ("DATABASE_URL", "STRIPE_API_BASE", "STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY",
-               "STRIPE_WEBHOOK_SECRET", "STRIPE_JS_URL", "STRIPE_TIMEOUT_SECONDS", "MAIL_BACKEND", "MAIL_PORT")
+SHARED_KEYS = (
+    "DATABASE_URL",
+    "STRIPE_API_BASE",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_PUBLISHABLE_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_JS_URL",
+    "STRIPE_TIMEOUT_SECONDS",
+    "MAIL_BACKEND",
+    "MAIL_PORT",
+)
 HIGH = "1000 per minute"
-ALL_LIMITS = ("RATELIMIT_LOGIN_ACCOUNT", "RATELIMIT_LOGIN_ADDRESS", "RATELIMIT_SIGNUP", "RATELIMIT_RESET_ADDRESS",
-              "RATELIMIT_RESET_ACCOUNT", "RATELIMIT_HOLD", "RATELIMIT_CHECK_IN", "RATELIMIT_WEBHOOK",
-              "RATELIMIT_VERIFY_EMAIL", "RATELIMIT_CHECKOUT")
+ALL_LIMITS = (
+    "RATELIMIT_LOGIN_ACCOUNT",
+    "RATELIMIT_LOGIN_ADDRESS",
+    "RATELIMIT_SIGNUP",
+    "RATELIMIT_RESET_ADDRESS",
+    "RATELIMIT_RESET_ACCOUNT",
+    "RATELIMIT_HOLD",
+    "RATELIMIT_CHECK_IN",
+    "RATELIMIT_WEBHOOK",
+    "RATELIMIT_VERIFY_EMAIL",
+    "RATELIMIT_CHECKOUT",
+)
 
 
 @pytest.fixture
@@ -73,16 +91,28 @@ def test_log_in_is_limited_per_address(limited, db: CheckSession) -> None:  # ty
     make_user(db, "fan@example.com")
     client = limited(RATELIMIT_LOGIN_ADDRESS="3 per minute")
     token = client.csrf_token()
-    attempts = [client.post("/login", data={"email": f"guess{n}@example.com", "password": "wrong password",
-                                            "csrf_token": token}, **from_address("10.0.0.1")) for n in range(3)]
+    attempts = [
+        client.post(
+            "/login",
+            data={"email": f"guess{n}@example.com", "password": "wrong password", "csrf_token": token},
+            **from_address("10.0.0.1"),
+        )
+        for n in range(3)
+    ]
     assert [r.status_code for r in attempts] == [400, 400, 400]
-    blocked = client.post("/login", data={"email": "fan@example.com", "password": PASSWORD, "csrf_token": token},
-                          **from_address("10.0.0.1"))
+    blocked = client.post(
+        "/login",
+        data={"email": "fan@example.com", "password": PASSWORD, "csrf_token": token},
+        **from_address("10.0.0.1"),
+    )
     assert_limited(blocked)
     # Showing the form is not an attempt, and another address is not affected.
     assert client.get("/login", **from_address("10.0.0.1")).status_code == 200
-    other = client.post("/login", data={"email": "fan@example.com", "password": PASSWORD, "csrf_token": token},
-                        **from_address("10.0.0.2"))
+    other = client.post(
+        "/login",
+        data={"email": "fan@example.com", "password": PASSWORD, "csrf_token": token},
+        **from_address("10.0.0.2"),
+    )
     assert other.status_code == 302
 
 
@@ -93,12 +123,17 @@ def test_log_in_is_limited_per_account_whatever_the_address(limited, db: CheckSe
     token = client.csrf_token()
 
     def attempt(email: str, password: str, address: str):  # type: ignore[no-untyped-def]
-        return client.post("/login", data={"email": email, "password": password, "csrf_token": token},
-                           **from_address(address))
+        return client.post(
+            "/login",
+            data={"email": email, "password": password, "csrf_token": token},
+            **from_address(address),
+        )
 
     # A botnet: each guess from another address, the same account (in any case).
-    guesses = [attempt(email, "wrong password", f"10.1.0.{n}")
-               for n, email in enumerate(["victim@example.com", "VICTIM@example.com", " victim@example.com"])]
+    guesses = [
+        attempt(email, "wrong password", f"10.1.0.{n}")
+        for n, email in enumerate(["victim@example.com", "VICTIM@example.com", " victim@example.com"])
+    ]
     assert [r.status_code for r in guesses] == [400, 400, 400]
     # Even the right password is refused now: the guesser cannot learn it.
     assert_limited(attempt("victim@example.com", PASSWORD, "10.1.0.9"))
@@ -110,7 +145,10 @@ def test_successful_log_ins_do_not_use_up_the_account_limit(limited, db: CheckSe
     make_user(db, "regular@example.com")
     client = limited(RATELIMIT_LOGIN_ACCOUNT="2 per minute")
     for _ in range(4):
-        assert client.post_form("/login", {"email": "regular@example.com", "password": PASSWORD}).status_code == 302
+        assert (
+            client.post_form("/login", {"email": "regular@example.com", "password": PASSWORD}).status_code
+            == 302
+        )
         client.post_form("/logout")
 
 
@@ -118,8 +156,15 @@ def test_sign_up_is_limited_per_address(limited, db: CheckSession) -> None:  # t
     client = limited(RATELIMIT_SIGNUP="2 per minute")
 
     def sign_up(n: int):  # type: ignore[no-untyped-def]
-        return client.post_form("/signup", {"display_name": "Bot", "email": f"bot{n}@example.com",
-                                            "password": PASSWORD, "confirm": PASSWORD})
+        return client.post_form(
+            "/signup",
+            {
+                "display_name": "Bot",
+                "email": f"bot{n}@example.com",
+                "password": PASSWORD,
+                "confirm": PASSWORD,
+            },
+        )
 
     assert [sign_up(n).status_code for n in range(2)] == [303, 303]
     assert_limited(sign_up(3))
@@ -130,12 +175,14 @@ def test_sign_up_limit_counts_accounts_not_forms_with_errors(limited, db: CheckS
     client = limited(RATELIMIT_SIGNUP="2 per minute")
 
     def sign_up(email: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
-        return client.post_form("/signup", {"display_name": "Typo", "email": email, "password": password,
-                                            "confirm": password})
+        return client.post_form(
+            "/signup", {"display_name": "Typo", "email": email, "password": password, "confirm": password}
+        )
 
     # A person fixing their form: three posts with mistakes use up nothing.
-    assert [sign_up(e, p).status_code for e, p in [("typo", PASSWORD), ("a@example.com", "short"),
-                                                   ("", PASSWORD)]] == [400, 400, 400]
+    assert [
+        sign_up(e, p).status_code for e, p in [("typo", PASSWORD), ("a@example.com", "short"), ("", PASSWORD)]
+    ] == [400, 400, 400]
     assert [sign_up(f"real{n}@example.com").status_code for n in range(2)] == [303, 303]
     assert db.scalar(select(func.count()).select_from(User)) == 2
     assert_limited(sign_up("real3@example.com"))
@@ -143,7 +190,11 @@ def test_sign_up_limit_counts_accounts_not_forms_with_errors(limited, db: CheckS
 
 def _production(**overrides: object) -> Flask:
     # No tables in sqlite://: no mail delivery thread to look for them.
-    settings: dict[str, object] = {"DATABASE_URL": "sqlite://", "SECRET_KEY": "x" * 32, "MAIL_DELIVERY_THREAD": False}
+    settings: dict[str, object] = {
+        "DATABASE_URL": "sqlite://",
+        "SECRET_KEY": "x" * 32,
+        "MAIL_DELIVERY_THREAD": False,
+    }
     settings.update(overrides)
     return create_app("production", settings)
 
@@ -173,19 +224,27 @@ def test_password_reset_requests_are_limited(limited, db: CheckSession, mail) ->
     make_user(db, "forgetful@example.com")
     client = limited(RATELIMIT_RESET_ACCOUNT="2 per minute", RATELIMIT_RESET_ADDRESS="3 per minute")
     for n in range(2):
-        response = client.post_form("/forgot-password", {"email": "forgetful@example.com"},
-                                    **from_address(f"10.2.0.{n}"))
+        response = client.post_form(
+            "/forgot-password", {"email": "forgetful@example.com"}, **from_address(f"10.2.0.{n}")
+        )
         assert response.status_code == 303
     sent = len(mail.to("forgetful@example.com"))
     assert sent >= 1  # two requests in the same second make the same link, mailed once
-    assert_limited(client.post_form("/forgot-password", {"email": "forgetful@example.com"},
-                                    **from_address("10.2.0.9")))
+    assert_limited(
+        client.post_form("/forgot-password", {"email": "forgetful@example.com"}, **from_address("10.2.0.9"))
+    )
     assert len(mail.to("forgetful@example.com")) == sent
     # Per address (3): 10.2.0.0 asked once; two more for other e-mails, then it is refused.
     for n in range(2):
-        assert client.post_form("/forgot-password", {"email": f"x{n}@example.com"},
-                                **from_address("10.2.0.0")).status_code == 303
-    assert_limited(client.post_form("/forgot-password", {"email": "y@example.com"}, **from_address("10.2.0.0")))
+        assert (
+            client.post_form(
+                "/forgot-password", {"email": f"x{n}@example.com"}, **from_address("10.2.0.0")
+            ).status_code
+            == 303
+        )
+    assert_limited(
+        client.post_form("/forgot-password", {"email": "y@example.com"}, **from_address("10.2.0.0"))
+    )
 
 
 def test_stake_holds_are_limited_per_fan(limited, db: CheckSession) -> None:  # type: ignore[no-untyped-def]
@@ -201,7 +260,10 @@ def test_stake_holds_are_limited_per_fan(limited, db: CheckSession) -> None:  # 
     # Another fan, from the same address, can still buy.
     client.post_form("/logout")
     client.login("calm@example.com", PASSWORD)
-    assert client.post_form(f"/films/{film.slug}/hold", {"units": "1", "key": "calm-key-000000001"}).status_code == 303
+    assert (
+        client.post_form(f"/films/{film.slug}/hold", {"units": "1", "key": "calm-key-000000001"}).status_code
+        == 303
+    )
 
 
 def test_check_in_is_limited_and_answers_json_in_json(limited, db: CheckSession) -> None:  # type: ignore[no-untyped-def]
@@ -211,8 +273,11 @@ def test_check_in_is_limited_and_answers_json_in_json(limited, db: CheckSession)
     token = client.csrf_token()
 
     def scan():  # type: ignore[no-untyped-def]
-        return client.post("/studio/screenings/999/check-in.json", json={"code": "ABCDE-FGHJK-LMNPQ-RSTUV"},
-                           headers={"X-CSRFToken": token, "Accept": "application/json"})
+        return client.post(
+            "/studio/screenings/999/check-in.json",
+            json={"code": "ABCDE-FGHJK-LMNPQ-RSTUV"},
+            headers={"X-CSRFToken": token, "Accept": "application/json"},
+        )
 
     assert [scan().status_code for _ in range(2)] == [404, 404]
     assert_limited(scan(), json=True)
@@ -224,8 +289,12 @@ def test_webhook_is_limited_per_address(limited, db: CheckSession) -> None:  # t
     client = limited(RATELIMIT_WEBHOOK="2 per minute")
 
     def deliver():  # type: ignore[no-untyped-def]
-        return client.post("/stripe/webhook", data=b'{"id": "evt_1"}', content_type="application/json",
-                           headers={"Stripe-Signature": "t=1,v1=bad"})
+        return client.post(
+            "/stripe/webhook",
+            data=b'{"id": "evt_1"}',
+            content_type="application/json",
+            headers={"Stripe-Signature": "t=1,v1=bad"},
+        )
 
     assert [deliver().status_code for _ in range(2)] == [400, 400]
     assert_limited(deliver(), json=True)
@@ -233,8 +302,10 @@ def test_webhook_is_limited_per_address(limited, db: CheckSession) -> None:  # t
 
 def test_limits_can_be_switched_off(limited, db: CheckSession) -> None:  # type: ignore[no-untyped-def]
     client = limited(RATELIMIT_WEBHOOK="1 per minute", RATELIMIT_ENABLED=False)
-    statuses = [client.post("/stripe/webhook", data=b"{}", content_type="application/json").status_code
-                for _ in range(3)]
+    statuses = [
+        client.post("/stripe/webhook", data=b"{}", content_type="application/json").status_code
+        for _ in range(3)
+    ]
     assert statuses == [400, 400, 400]
 
 
@@ -242,7 +313,11 @@ def test_limits_live_in_redis_and_are_shared_by_every_worker(limited, db: CheckS
     store = redis.Redis.from_url(REDIS_URL)
     assert store.ping(), "the Redis at 127.0.0.1:6379 is needed for this test"
     prefix = f"crowdfund-test-{uuid.uuid4().hex[:8]}"
-    settings = {"REDIS_URL": REDIS_URL, "RATELIMIT_KEY_PREFIX": prefix, "RATELIMIT_LOGIN_ADDRESS": "2 per minute"}
+    settings = {
+        "REDIS_URL": REDIS_URL,
+        "RATELIMIT_KEY_PREFIX": prefix,
+        "RATELIMIT_LOGIN_ADDRESS": "2 per minute",
+    }
     worker_one, worker_two = limited(**settings), limited(**settings)
     try:
         token = worker_one.csrf_token()

@@ -26,7 +26,9 @@ def test_studio_sets_tiers_while_draft_only(client: Client, db: CheckSession) ->
     bad = client.post_form(url, {"tier-min_stakes": "lots", "tier-tickets": "1"})
     assert bad.status_code == 400 and "Not a valid integer value." in bad.get_data(as_text=True)
     fewer = client.post_form(url, {"tier-min_stakes": "5", "tier-tickets": "0", "tier-extras": "Poster"})
-    assert fewer.status_code == 400 and "a higher tier must give at least as many" in fewer.get_data(as_text=True)
+    assert fewer.status_code == 400 and "a higher tier must give at least as many" in fewer.get_data(
+        as_text=True
+    )
     over = client.post_form(url, {"tier-min_stakes": "11", "tier-tickets": "2"})
     assert over.status_code == 400 and "per-backer limit" in over.get_data(as_text=True)
     page = client.get(f"/studio/films/{film.id}").get_data(as_text=True)
@@ -54,11 +56,17 @@ def test_film_page_and_checkout_show_the_tier_reached(client: Client, db: CheckS
     page = client.get(f"/films/{film.slug}").get_data(as_text=True)
     assert "Reward tiers by paid stakes" in page and "Premiere invitation" in page
     # 4 paid + 1 selected = 5: the 5+ tier, shown without script.
-    assert re.search(r"With 5 paid stakes you reach the <strong>5\+ stakes</strong> tier:\s+2 screening tickets", page)
+    assert re.search(
+        r"With 5 paid stakes you reach the <strong>5\+ stakes</strong> tier:\s+2 screening tickets", page
+    )
     assert 'data-paid="4"' in page and "js/tiers.js" in page and "<script>" not in page
     order = hold(db, fan, film, 5)
     checkout = client.get(f"/orders/{order.reference}/checkout").get_data(as_text=True)
-    assert "Reward tier" in checkout and "With 9 paid stakes" in checkout and "1 more reach the 10+ stakes tier" in checkout
+    assert (
+        "Reward tier" in checkout
+        and "With 9 paid stakes" in checkout
+        and "1 more reach the 10+ stakes tier" in checkout
+    )
 
 
 def test_schedule_screening_needs_a_funded_film_and_good_input(client: Client, db: CheckSession) -> None:
@@ -67,11 +75,18 @@ def test_schedule_screening_needs_a_funded_film_and_good_input(client: Client, d
     funded = make_film(db, studio, FilmState.FUNDED, timezone="Europe/Lisbon")
     client.login(studio.email, PASSWORD)
     start = (datetime.now(UTC) + timedelta(days=20)).strftime("%Y-%m-%dT%H:%M")
-    data = {"screening-cinema": "Cinema São Jorge", "screening-city": "Lisbon", "screening-starts_at": start,
-            "screening-seats": "120", "screening-min_tier_id": "0"}
+    data = {
+        "screening-cinema": "Cinema São Jorge",
+        "screening-city": "Lisbon",
+        "screening-starts_at": start,
+        "screening-seats": "120",
+        "screening-min_tier_id": "0",
+    }
     early = client.post_form(f"/studio/films/{funding.id}/screenings", data)
     assert early.status_code == 400 and "once the film is funded" in early.get_data(as_text=True)
-    past = client.post_form(f"/studio/films/{funded.id}/screenings", {**data, "screening-starts_at": "2020-01-01T20:00"})
+    past = client.post_form(
+        f"/studio/films/{funded.id}/screenings", {**data, "screening-starts_at": "2020-01-01T20:00"}
+    )
     assert past.status_code == 400 and "must start in the future" in past.get_data(as_text=True)
     seats = client.post_form(f"/studio/films/{funded.id}/screenings", {**data, "screening-seats": "0"})
     assert seats.status_code == 400 and "Between 1 and 100,000." in seats.get_data(as_text=True)
@@ -100,8 +115,9 @@ def ticket_world(db: CheckSession, app: Flask):  # type: ignore[no-untyped-def]
     return {"studio": studio, "film": film, "fan": fan, "ticket": ticket, "screening": screening}
 
 
-def test_ticket_page_qr_pdf_only_for_the_backer(client: Client, other_client: Client, db: CheckSession,
-                                                ticket_world) -> None:  # type: ignore[no-untyped-def]
+def test_ticket_page_qr_pdf_only_for_the_backer(
+    client: Client, other_client: Client, db: CheckSession, ticket_world
+) -> None:  # type: ignore[no-untyped-def]
     ticket = ticket_world["ticket"]
     client.login(ticket_world["fan"].email, PASSWORD)
     listing = client.get("/tickets").get_data(as_text=True)
@@ -115,8 +131,12 @@ def test_ticket_page_qr_pdf_only_for_the_backer(client: Client, other_client: Cl
     other_client.login(make_user(db).email, PASSWORD)
     for url in (f"/tickets/{ticket.id}", f"/tickets/{ticket.id}/qr.svg", f"/tickets/{ticket.id}/ticket.pdf"):
         assert other_client.get(url).status_code == 404, url
-    assert other_client.post_form(f"/tickets/{ticket.id}/book",
-                                  {"screening_id": str(ticket_world["screening"].id)}).status_code == 404
+    assert (
+        other_client.post_form(
+            f"/tickets/{ticket.id}/book", {"screening_id": str(ticket_world["screening"].id)}
+        ).status_code
+        == 404
+    )
 
 
 def test_book_full_screening_and_bad_input(client: Client, db: CheckSession, ticket_world) -> None:  # type: ignore[no-untyped-def]
@@ -132,7 +152,9 @@ def test_book_full_screening_and_bad_input(client: Client, db: CheckSession, tic
     full = client.post_form(f"/tickets/{ticket.id}/book", {"screening_id": str(screening.id)})
     assert full.status_code == 409 and "That screening is full" in full.get_data(as_text=True)
     bigger = add_screening(db, film, seats=50, cinema="Odeon")
-    booked = client.post_form(f"/tickets/{ticket.id}/book", {"screening_id": str(bigger.id)}, follow_redirects=True)
+    booked = client.post_form(
+        f"/tickets/{ticket.id}/book", {"screening_id": str(bigger.id)}, follow_redirects=True
+    )
     assert "Booked." in booked.get_data(as_text=True) and "Change booking" in booked.get_data(as_text=True)
     given_up = client.post_form(f"/tickets/{ticket.id}/unbook", {}, follow_redirects=True)
     assert "Booking given up" in given_up.get_data(as_text=True)
@@ -140,8 +162,9 @@ def test_book_full_screening_and_bad_input(client: Client, db: CheckSession, tic
     assert db.get(Screening, bigger.id).booked == 0 and db.get(Ticket, ticket.id).status == "issued"
 
 
-def test_check_in_form_and_json_scanner(client: Client, other_client: Client, db: CheckSession, app: Flask,
-                                        ticket_world) -> None:  # type: ignore[no-untyped-def]
+def test_check_in_form_and_json_scanner(
+    client: Client, other_client: Client, db: CheckSession, app: Flask, ticket_world
+) -> None:  # type: ignore[no-untyped-def]
     ticket, screening = ticket_world["ticket"], ticket_world["screening"]
     client.login(ticket_world["fan"].email, PASSWORD)
     client.post_form(f"/tickets/{ticket.id}/book", {"screening_id": str(screening.id)})
@@ -159,17 +182,29 @@ def test_check_in_form_and_json_scanner(client: Client, other_client: Client, db
     made_up = other_client.post(json_url, json={"code": "AAAAA-BBBBB-CCCCC-DDDDD"}, headers=headers)
     assert made_up.status_code == 409 and made_up.json["result"] == "unknown" and made_up.json["ok"] is False
     used = other_client.post(json_url, json={"code": ticket.code}, headers=headers)
-    assert used.status_code == 409 and used.json["result"] == "already_used" and "Rio, Lisbon" in used.json["message"]
+    assert (
+        used.status_code == 409
+        and used.json["result"] == "already_used"
+        and "Rio, Lisbon" in used.json["message"]
+    )
     assert other_client.post(json_url, json={"nope": 1}, headers=headers).status_code == 400
     assert other_client.post(json_url, json={"code": ticket.code}).status_code == 400  # no CSRF token
     db.reread()
     assert [a.result for a in db.scalars(select(CheckInAttempt).order_by(CheckInAttempt.id))] == [
-        "admitted", "already_used", "unknown", "already_used"]
+        "admitted",
+        "already_used",
+        "unknown",
+        "already_used",
+    ]
     page = other_client.get(f"/studio/films/{ticket_world['film'].id}").get_data(as_text=True)
     assert "1 / 1" in page
     rival = make_studio_user(db, "Rival")
     other_client.post_form("/logout")
     other_client.login(rival.email, PASSWORD)
     assert other_client.get(url).status_code == 404
-    assert other_client.post(json_url, json={"code": ticket.code},
-                             headers={"X-CSRFToken": other_client.csrf_token()}).status_code == 404
+    assert (
+        other_client.post(
+            json_url, json={"code": ticket.code}, headers={"X-CSRFToken": other_client.csrf_token()}
+        ).status_code
+        == 404
+    )

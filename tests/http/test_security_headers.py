@@ -31,7 +31,9 @@ def _assert_headers(response) -> None:  # type: ignore[no-untyped-def]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"] in ("strict-origin-when-cross-origin", "no-referrer")
     csp = _directives(response)
-    assert csp["frame-ancestors"] == ["'none'"] or "sandbox" in csp, response.headers["Content-Security-Policy"]
+    assert csp["frame-ancestors"] == ["'none'"] or "sandbox" in csp, response.headers[
+        "Content-Security-Policy"
+    ]
     for sources in csp.values():
         assert "'unsafe-inline'" not in sources and "'unsafe-eval'" not in sources and "*" not in sources
 
@@ -68,8 +70,15 @@ def test_policy_allows_only_our_scripts_and_stripe(client: Client, app: Flask) -
 
 
 def test_production_sends_hsts_and_secure_cookies(localstripe) -> None:  # type: ignore[no-untyped-def]
-    app = create_app("production", {"DATABASE_URL": "sqlite://", "SECRET_KEY": "x" * 32,
-                                       "RATELIMIT_STORAGE_URI": "memory://", "MAIL_DELIVERY_THREAD": False})
+    app = create_app(
+        "production",
+        {
+            "DATABASE_URL": "sqlite://",
+            "SECRET_KEY": "x" * 32,
+            "RATELIMIT_STORAGE_URI": "memory://",
+            "MAIL_DELIVERY_THREAD": False,
+        },
+    )
     response = app.test_client().get("/static/css/app.css")
     response.close()
     assert response.headers["Strict-Transport-Security"].startswith("max-age=63072000")
@@ -94,8 +103,12 @@ def test_templates_have_no_inline_script_handler_or_style() -> None:
     problems = []
     for path in templates:
         text = path.read_text()
-        for name, pattern in (("inline <script>", INLINE_SCRIPT), ("event handler", EVENT_HANDLER),
-                              ("style attribute", STYLE_ATTRIBUTE), ("javascript: URL", JS_URL)):
+        for name, pattern in (
+            ("inline <script>", INLINE_SCRIPT),
+            ("event handler", EVENT_HANDLER),
+            ("style attribute", STYLE_ATTRIBUTE),
+            ("javascript: URL", JS_URL),
+        ):
             if pattern.search(text):
                 problems.append(f"{path.relative_to(BASE_DIR)}: {name}")
         # <style> blocks only in templates WeasyPrint turns into PDFs, never served as HTML.
@@ -106,10 +119,14 @@ def test_templates_have_no_inline_script_handler_or_style() -> None:
 
 def test_the_checks_catch_what_they_look_for() -> None:
     # So the template scan above cannot pass by matching nothing.
-    assert INLINE_SCRIPT.search("<script>alert(1)</script>") and not INLINE_SCRIPT.search('<script src="/a.js">')
+    assert INLINE_SCRIPT.search("<script>alert(1)</script>") and not INLINE_SCRIPT.search(
+        '<script src="/a.js">'
+    )
     assert EVENT_HANDLER.search('<button type="button" onclick="x()">')
     assert not EVENT_HANDLER.search('<form method="post" action="/x">')
-    assert STYLE_ATTRIBUTE.search('<p class="a" style="color:red">') and JS_URL.search('<a href="javascript:x">')
+    assert STYLE_ATTRIBUTE.search('<p class="a" style="color:red">') and JS_URL.search(
+        '<a href="javascript:x">'
+    )
 
 
 def test_poster_is_served_as_an_image_in_a_sandbox(client: Client, db: CheckSession) -> None:
@@ -123,22 +140,32 @@ def test_poster_is_served_as_an_image_in_a_sandbox(client: Client, db: CheckSess
     assert _directives(response) == {"default-src": ["'none'"], "sandbox": []}
 
 
-def test_a_stored_file_that_is_not_an_image_is_never_served_publicly(client: Client, db: CheckSession) -> None:
+def test_a_stored_file_that_is_not_an_image_is_never_served_publicly(
+    client: Client, db: CheckSession
+) -> None:
     html = store_file(db, b"<html><script>alert(document.cookie)</script></html>", "text/html")
     db.commit()
     response = client.get(f"/files/{html.id}")
     assert response.status_code == 404 and b"alert(document.cookie)" not in response.data
 
 
-def test_box_office_file_downloads_and_is_never_rendered(client: Client, other_client: Client, db: CheckSession,
-                                                         released) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_box_office_file_downloads_and_is_never_rendered(
+    client: Client, other_client: Client, db: CheckSession, released
+) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     film, today = released["film"], released["now"].date()
     client.login(released["studio"].email, PASSWORD)
     hostile = b"week,note\n1,<html><body><script>alert(document.cookie)</script></body></html>\n"
-    filed = client.post_form(f"/studio/films/{film.id}/reports", {
-        "period_start": today.isoformat(), "period_end": (today + timedelta(days=6)).isoformat(),
-        "net_receipts": "400.00", "note": "Weekend", "file": (io.BytesIO(hostile), "numbers.html"),
-    }, content_type="multipart/form-data")
+    filed = client.post_form(
+        f"/studio/films/{film.id}/reports",
+        {
+            "period_start": today.isoformat(),
+            "period_end": (today + timedelta(days=6)).isoformat(),
+            "net_receipts": "400.00",
+            "note": "Weekend",
+            "file": (io.BytesIO(hostile), "numbers.html"),
+        },
+        content_type="multipart/form-data",
+    )
     assert filed.status_code == 303
     report = db.scalar(select(BoxOfficeReport))
     download = client.get(f"/box-office/{report.id}/file")
@@ -154,7 +181,10 @@ def test_box_office_file_downloads_and_is_never_rendered(client: Client, other_c
 def test_reset_page_does_not_leak_its_token(client: Client) -> None:
     response = client.get("/reset-password/not-a-real-token")
     assert response.status_code == 400
-    assert response.headers["Referrer-Policy"] == "no-referrer" and response.headers["Cache-Control"] == "no-store"
+    assert (
+        response.headers["Referrer-Policy"] == "no-referrer"
+        and response.headers["Cache-Control"] == "no-store"
+    )
 
 
 def test_static_scripts_exist_for_every_script_tag() -> None:

@@ -33,8 +33,12 @@ def studio_member_with(db: CheckSession, role: str, studio_name: str = "Studio O
     return member
 
 
-def test_finance_member_of_the_films_studio_cannot_decide_its_reports(client: Client, other_client: Client,  # type: ignore[no-untyped-def]
-                                                                      db: CheckSession, released) -> None:
+def test_finance_member_of_the_films_studio_cannot_decide_its_reports(
+    client: Client,
+    other_client: Client,  # type: ignore[no-untyped-def]
+    db: CheckSession,
+    released,
+) -> None:
     film, today = released["film"], released["now"].date()
     client.login(released["studio"].email, PASSWORD)
     assert file_report(client, film, "400.00", today, today + timedelta(days=6)).status_code == 303
@@ -44,12 +48,15 @@ def test_finance_member_of_the_films_studio_cannot_decide_its_reports(client: Cl
     before = audit_count(db)
 
     other_client.login(insider.email, PASSWORD)
-    approve = other_client.post_form(f"/finance/reports/{report.id}/approve",
-                                     {"approve-csrf_token": other_client.csrf_token()})
+    approve = other_client.post_form(
+        f"/finance/reports/{report.id}/approve", {"approve-csrf_token": other_client.csrf_token()}
+    )
     assert approve.status_code == 403
     assert "member of this film&#39;s studio" in approve.get_data(as_text=True)
-    reject = other_client.post_form(f"/finance/reports/{report.id}/reject",
-                                    {"reject-csrf_token": other_client.csrf_token(), "reject-reason": "no"})
+    reject = other_client.post_form(
+        f"/finance/reports/{report.id}/reject",
+        {"reject-csrf_token": other_client.csrf_token(), "reject-reason": "no"},
+    )
     assert reject.status_code == 403
     db.reread()
     assert db.get(BoxOfficeReport, report.id).status == "submitted"
@@ -59,8 +66,12 @@ def test_finance_member_of_the_films_studio_cannot_decide_its_reports(client: Cl
     outsider = studio_member_with(db, "finance", "Another Studio")
     other_client.post_form("/logout")
     other_client.login(outsider.email, PASSWORD)
-    assert other_client.post_form(f"/finance/reports/{report.id}/approve",
-                                  {"approve-csrf_token": other_client.csrf_token()}).status_code == 303
+    assert (
+        other_client.post_form(
+            f"/finance/reports/{report.id}/approve", {"approve-csrf_token": other_client.csrf_token()}
+        ).status_code
+        == 303
+    )
     db.reread()
     assert db.get(BoxOfficeReport, report.id).status == "approved"
 
@@ -73,7 +84,9 @@ def test_admin_member_of_a_studio_cannot_approve_its_films(client: Client, db: C
     client.login(insider.email, PASSWORD)
     review = client.get(f"/admin/reviews/{film.id}").get_data(as_text=True)
     assert "another admin must approve this film" in review and "Approve and open for funding" not in review
-    response = client.post_form(f"/admin/reviews/{film.id}/approve", {"approve-csrf_token": client.csrf_token()})
+    response = client.post_form(
+        f"/admin/reviews/{film.id}/approve", {"approve-csrf_token": client.csrf_token()}
+    )
     assert response.status_code == 403
     assert "member of this film&#39;s studio" in response.get_data(as_text=True)
     db.reread()
@@ -83,14 +96,22 @@ def test_admin_member_of_a_studio_cannot_approve_its_films(client: Client, db: C
     outsider = make_user(db, roles=(Role.ADMIN,))
     client.post_form("/logout")
     client.login(outsider.email, PASSWORD)
-    assert client.post_form(f"/admin/reviews/{film.id}/approve",
-                            {"approve-csrf_token": client.csrf_token()}).status_code == 303
+    assert (
+        client.post_form(
+            f"/admin/reviews/{film.id}/approve", {"approve-csrf_token": client.csrf_token()}
+        ).status_code
+        == 303
+    )
     db.reread()
     assert db.get(Film, film.id).state == FilmState.FUNDING
 
 
-def test_the_person_who_starts_a_run_cannot_mark_it_paid(client: Client, other_client: Client,  # type: ignore[no-untyped-def]
-                                                         db: CheckSession, released) -> None:
+def test_the_person_who_starts_a_run_cannot_mark_it_paid(
+    client: Client,
+    other_client: Client,  # type: ignore[no-untyped-def]
+    db: CheckSession,
+    released,
+) -> None:
     film, today = released["film"], released["now"].date()
     client.login(released["studio"].email, PASSWORD)
     file_report(client, film, "400.00", today, today + timedelta(days=6))
@@ -98,8 +119,12 @@ def test_the_person_who_starts_a_run_cannot_mark_it_paid(client: Client, other_c
     report = db.scalar(select(BoxOfficeReport))
     starter = released["finance"]
     other_client.login(starter.email, PASSWORD)
-    other_client.post_form(f"/finance/reports/{report.id}/approve", {"approve-csrf_token": other_client.csrf_token()})
-    started = other_client.post_form(f"/finance/reports/{report.id}/run", {"run-csrf_token": other_client.csrf_token()})
+    other_client.post_form(
+        f"/finance/reports/{report.id}/approve", {"approve-csrf_token": other_client.csrf_token()}
+    )
+    started = other_client.post_form(
+        f"/finance/reports/{report.id}/run", {"run-csrf_token": other_client.csrf_token()}
+    )
     run_url = started.headers["Location"]
     before = audit_count(db)
 

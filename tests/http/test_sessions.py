@@ -43,7 +43,9 @@ def is_logged_in(client: Client) -> bool:
     return False
 
 
-def test_log_out_ends_the_session_and_the_remember_cookie_on_the_server(client: Client, db: CheckSession) -> None:
+def test_log_out_ends_the_session_and_the_remember_cookie_on_the_server(
+    client: Client, db: CheckSession
+) -> None:
     make_user(db, "leaver@example.com")
     log_in(client, "leaver@example.com")
     saved_session, saved_remember = cookie(client, SESSION), cookie(client, REMEMBER)
@@ -51,8 +53,11 @@ def test_log_out_ends_the_session_and_the_remember_cookie_on_the_server(client: 
     client.post_form("/logout")
     assert not is_logged_in(client)
     # Replaying the cookies saved before log-out: each alone, and both together.
-    for replay in ({SESSION: saved_session}, {REMEMBER: saved_remember},
-                   {SESSION: saved_session, REMEMBER: saved_remember}):
+    for replay in (
+        {SESSION: saved_session},
+        {REMEMBER: saved_remember},
+        {SESSION: saved_session, REMEMBER: saved_remember},
+    ):
         only_cookies(client, **replay)
         assert not is_logged_in(client), replay
     db.reread()
@@ -113,8 +118,9 @@ def test_a_remember_token_ends_30_days_after_log_in(client: Client, db: CheckSes
     assert cookie(client, REMEMBER) is None  # and the browser is told to drop it
 
 
-def test_log_out_everywhere_ends_every_other_browser(client: Client, other_client: Client,
-                                                     db: CheckSession) -> None:
+def test_log_out_everywhere_ends_every_other_browser(
+    client: Client, other_client: Client, db: CheckSession
+) -> None:
     make_user(db, "lost-phone@example.com")
     log_in(other_client, "lost-phone@example.com")  # the lost phone, kept logged in
     phone_remember = cookie(other_client, REMEMBER)
@@ -138,9 +144,17 @@ def test_a_password_reset_deletes_every_remember_token(client: Client, db: Check
     log_in(client, "reset@example.com")
     token = cookie(client, REMEMBER)
     now = datetime.now(UTC)
-    reset = account_tokens.make_password_reset_token(user, secret_key=client.application.config["SECRET_KEY"], now=now)
-    account_tokens.reset_password(db, reset, "a whole new passphrase", secret_key=client.application.config["SECRET_KEY"],
-                                  now=now, max_age_seconds=3600)
+    reset = account_tokens.make_password_reset_token(
+        user, secret_key=client.application.config["SECRET_KEY"], now=now
+    )
+    account_tokens.reset_password(
+        db,
+        reset,
+        "a whole new passphrase",
+        secret_key=client.application.config["SECRET_KEY"],
+        now=now,
+        max_age_seconds=3600,
+    )
     db.commit()
     assert db.scalar(select(func.count()).select_from(RememberToken)) == 0
     only_cookies(client, remember=token)

@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from crowdfund.accounts.models import Role, User
 from crowdfund.payouts import box_office, runs
-from crowdfund.workflows import payout_run
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, PayoutStatement
+from crowdfund.workflows import payout_run
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, make_user
 from tests.http.test_payouts_http import released  # noqa: F401
@@ -27,13 +27,19 @@ COMPUTED = "computed (not yet paid)"
 
 def run_for(db: CheckSession, released, cents: int, days: int) -> PayoutRun:  # type: ignore[no-untyped-def]
     start = released["now"].date() + timedelta(days=days)
-    report = box_office.file_report(db, released["film"], released["studio"],
-                                    box_office.ReportInput(start, start + timedelta(days=6), cents, ""),
-                                    now=released["now"] + timedelta(days=days + 30))
+    report = box_office.file_report(
+        db,
+        released["film"],
+        released["studio"],
+        box_office.ReportInput(start, start + timedelta(days=6), cents, ""),
+        now=released["now"] + timedelta(days=days + 30),
+    )
     db.commit()
     box_office.approve_report(db, report, released["finance"], now=datetime.now(UTC))
     db.commit()
-    return payout_run.run_payout(db, db.get(BoxOfficeReport, report.id), released["finance"], now=datetime.now(UTC))
+    return payout_run.run_payout(
+        db, db.get(BoxOfficeReport, report.id), released["finance"], now=datetime.now(UTC)
+    )
 
 
 def text_of(html: str) -> str:
@@ -54,8 +60,14 @@ def pdf_html(app: Flask, client: Client, url: str) -> str:
     return text_of(rendered[0])
 
 
-def test_a_computed_statement_says_not_yet_paid_and_counts_nothing_paid(app: Flask, client: Client, db: CheckSession,  # type: ignore[no-untyped-def]
-                                                                         other_client: Client, released, mail) -> None:
+def test_a_computed_statement_says_not_yet_paid_and_counts_nothing_paid(
+    app: Flask,
+    client: Client,
+    db: CheckSession,  # type: ignore[no-untyped-def]
+    other_client: Client,
+    released,
+    mail,
+) -> None:
     ann = released["backers"][0]  # 3 of 6 stakes
     run = run_for(db, released, 40_000, 0)  # pool $200: Ann $100
     mine = db.scalar(select(PayoutStatement).where(PayoutStatement.user_id == ann.id))
@@ -71,18 +83,27 @@ def test_a_computed_statement_says_not_yet_paid_and_counts_nothing_paid(app: Fla
     assert COMPUTED in body and "Paid to you" not in body
 
     other_client.login(released["finance"].email, PASSWORD)
-    rows = list(csv.reader(io.StringIO(other_client.get(f"/finance/runs/{run.id}/statements.csv")
-                                       .get_data().decode("utf-8-sig"))))
+    rows = list(
+        csv.reader(
+            io.StringIO(
+                other_client.get(f"/finance/runs/{run.id}/statements.csv").get_data().decode("utf-8-sig")
+            )
+        )
+    )
     assert rows[0][-1] == "payment_status" and {r[-1] for r in rows[1:]} == {COMPUTED}
-    sheet = openpyxl.load_workbook(io.BytesIO(other_client.get(f"/finance/runs/{run.id}/statements.xlsx").get_data()),
-                                   read_only=True).active
+    sheet = openpyxl.load_workbook(
+        io.BytesIO(other_client.get(f"/finance/runs/{run.id}/statements.xlsx").get_data()), read_only=True
+    ).active
     assert {r[-1] for r in list(sheet.iter_rows(values_only=True))[1:]} == {COMPUTED}
 
     # Another finance user confirms the transfer: now it says paid, and counts.
     checker = make_user(db, roles=(Role.FINANCE,))
     other_client.post_form("/logout")
     other_client.login(checker.email, PASSWORD)
-    assert other_client.post_form(f"/finance/runs/{run.id}/paid", {"bank_reference": "BANK-7"}).status_code == 303
+    assert (
+        other_client.post_form(f"/finance/runs/{run.id}/paid", {"bank_reference": "BANK-7"}).status_code
+        == 303
+    )
     db.reread()
     paid_on = f"paid on {db.get(PayoutRun, run.id).paid_at.date().isoformat()}"
     page = text_of(client.get(f"/statements/{mine.id}").get_data(as_text=True))
@@ -91,8 +112,13 @@ def test_a_computed_statement_says_not_yet_paid_and_counts_nothing_paid(app: Fla
     assert f"Status {paid_on}" in pdf_html(app, client, f"/statements/{mine.id}.pdf")
     listing = text_of(client.get("/statements").get_data(as_text=True))
     assert f"$100.00 {paid_on} $100.00" in listing
-    rows = list(csv.reader(io.StringIO(other_client.get(f"/finance/runs/{run.id}/statements.csv")
-                                       .get_data().decode("utf-8-sig"))))
+    rows = list(
+        csv.reader(
+            io.StringIO(
+                other_client.get(f"/finance/runs/{run.id}/statements.csv").get_data().decode("utf-8-sig")
+            )
+        )
+    )
     assert {r[-1] for r in rows[1:]} == {paid_on}
 
 
@@ -103,8 +129,9 @@ def test_totals_count_only_paid_runs(client: Client, db: CheckSession, released)
     runs.mark_paid(db, db.get(PayoutRun, first.id), db.get(User, checker.id), "BANK-1", now=datetime.now(UTC))
     db.commit()
     second = run_for(db, released, 10_000, 7)  # pool $50: Ann $25, computed only
-    later = db.scalar(select(PayoutStatement).where(PayoutStatement.user_id == ann.id,
-                                                    PayoutStatement.run_id == second.id))
+    later = db.scalar(
+        select(PayoutStatement).where(PayoutStatement.user_id == ann.id, PayoutStatement.run_id == second.id)
+    )
     assert later.amount_cents == 2_500
     client.login(ann.email, PASSWORD)
     page = text_of(client.get(f"/statements/{later.id}").get_data(as_text=True))

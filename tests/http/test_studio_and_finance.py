@@ -16,7 +16,7 @@ from tests.factories import PASSWORD, buy, make_film, make_studio_user, make_use
 def test_studio_sees_sales_chart_and_backers_csv(client: Client, db: CheckSession, app: Flask) -> None:
     studio = make_studio_user(db)
     film = make_film(db, studio, FilmState.FUNDING, stake_cap=20, per_backer_limit=5)
-    buy(db, app, make_user(db, "first@example.com", name="=HYPERLINK(\"http://evil\")"), film, 3)
+    buy(db, app, make_user(db, "first@example.com", name='=HYPERLINK("http://evil")'), film, 3)
     buy(db, app, make_user(db, "second@example.com", name="Ümit Ünal"), film, 2)
     client.login(studio.email, PASSWORD)
     page = client.get(f"/studio/films/{film.id}").get_data(as_text=True)
@@ -28,23 +28,29 @@ def test_studio_sees_sales_chart_and_backers_csv(client: Client, db: CheckSessio
     assert body.startswith("\ufeff".encode())
     rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
     assert rows[0] == ["name", "email", "stakes", "amount_usd"]
-    assert sorted(rows[1:]) == sorted([["'=HYPERLINK(\"http://evil\")", "first@example.com", "3", "150.00"],
-                                       ["Ümit Ünal", "second@example.com", "2", "100.00"]])
+    assert sorted(rows[1:]) == sorted(
+        [
+            ['\'=HYPERLINK("http://evil")', "first@example.com", "3", "150.00"],
+            ["Ümit Ünal", "second@example.com", "2", "100.00"],
+        ]
+    )
     other = make_studio_user(db, "Rival")
     client.post_form("/logout")
     client.login(other.email, PASSWORD)
     assert client.get(f"/studio/films/{film.id}/backers.csv").status_code == 404
 
 
-def test_finance_film_page_reconciles_and_flags_differences(client: Client, db: CheckSession, app: Flask) -> None:
+def test_finance_film_page_reconciles_and_flags_differences(
+    client: Client, db: CheckSession, app: Flask
+) -> None:
     film = make_film(db, make_studio_user(db), FilmState.FUNDING)
     buy(db, app, make_user(db), film, 2)
     finance = make_user(db, roles=(Role.FINANCE,))
     client.login(finance.email, PASSWORD)
     page = client.get(f"/finance/films/{film.id}").get_data(as_text=True)
     assert "Ledger and orders agree" in page
-    assert "Captured (payments)</th><td class=\"num\">$100.00" in page
-    assert "In escrow</th><td class=\"num\">$100.00" in page
+    assert 'Captured (payments)</th><td class="num">$100.00' in page
+    assert 'In escrow</th><td class="num">$100.00' in page
     # Someone deletes a payment entry behind the app's back: the page says so and names the order.
     entry = db.scalars(select(JournalEntry).where(JournalEntry.kind == "payment")).one()
     reference = entry.memo.split()[-1]
@@ -70,8 +76,19 @@ def test_cli_creates_staff_accounts(app: Flask, db: CheckSession) -> None:
     result = runner.invoke(args=["users", "create", "Boss@Example.com", "--role", "finance"])
     assert result.exit_code == 0, result.output
     assert "Password: " in result.output
-    studio = runner.invoke(args=["users", "create", "maker@example.com", "--role", "studio", "--studio", "New Co",
-                                 "--password", PASSWORD])
+    studio = runner.invoke(
+        args=[
+            "users",
+            "create",
+            "maker@example.com",
+            "--role",
+            "studio",
+            "--studio",
+            "New Co",
+            "--password",
+            PASSWORD,
+        ]
+    )
     assert studio.exit_code == 0, studio.output
     again = runner.invoke(args=["users", "create", "boss@example.com", "--role", "admin"])
     assert again.exit_code != 0 and "already exists" in again.output

@@ -27,7 +27,6 @@ from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, hold, make_film, make_studio_user, make_user
 from tests.rewards_factories import add_screening
 
-
 # These count the real COMMITs a request sends, so they commit for real (not inside a test's savepoint).
 pytestmark = pytest.mark.committing
 
@@ -77,9 +76,17 @@ def test_every_endpoint_runs_in_the_unit_of_work(app: Flask) -> None:
     assert app.view_functions["funding.hold"].__wrapped__.__code__ is not wrapper_code  # type: ignore[attr-defined]
 
 
-def test_a_refused_hold_that_flushed_its_order_leaves_nothing(client: Client, db: CheckSession, app: Flask) -> None:
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=20, per_backer_limit=5,
-                     funding_goal_cents=50_000)
+def test_a_refused_hold_that_flushed_its_order_leaves_nothing(
+    client: Client, db: CheckSession, app: Flask
+) -> None:
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=20,
+        per_backer_limit=5,
+        funding_goal_cents=50_000,
+    )
     for units in (5, 5, 5, 3):
         hold(db, make_user(db), film, units)
     fan = make_user(db, "late@example.com")
@@ -107,15 +114,18 @@ def test_a_successful_post_commits_exactly_once(client: Client, db: CheckSession
     key = form_key(client, film.slug)
     token = client.csrf_token()
     with watching(app) as seen:
-        response = client.post(f"/films/{film.slug}/hold", data={"units": "2", "key": key, "csrf_token": token})
+        response = client.post(
+            f"/films/{film.slug}/hold", data={"units": "2", "key": key, "csrf_token": token}
+        )
     assert response.status_code == 303 and "/checkout" in response.headers["Location"]
     assert seen.commits == 1
     db.reread()
     assert db.scalar(select(Order.units).where(Order.user_id == fan.id)) == 2
 
 
-def test_a_remembered_browser_commits_its_login_with_the_request_once(client: Client, db: CheckSession,
-                                                                       app: Flask) -> None:
+def test_a_remembered_browser_commits_its_login_with_the_request_once(
+    client: Client, db: CheckSession, app: Flask
+) -> None:
     """The remember-me login (the token rotated) is part of the request's unit
     of work: one COMMIT for it and the hold together."""
     film = make_film(db, make_studio_user(db), FilmState.FUNDING)
@@ -126,14 +136,23 @@ def test_a_remembered_browser_commits_its_login_with_the_request_once(client: Cl
     with client.session_transaction() as cookie_session:
         cookie_session.pop("_user_id")  # the browser session ended: the remember cookie logs in again
     with watching(app) as seen:
-        response = client.post(f"/films/{film.slug}/hold", data={"units": "1", "key": key, "csrf_token": token})
+        response = client.post(
+            f"/films/{film.slug}/hold", data={"units": "1", "key": key, "csrf_token": token}
+        )
     assert response.status_code == 303 and "/checkout" in response.headers["Location"]
     assert seen.commits == 1
     db.reread()
-    assert db.scalar(select(func.count()).select_from(RememberToken).where(RememberToken.rotated_at.is_not(None))) == 1
+    assert (
+        db.scalar(
+            select(func.count()).select_from(RememberToken).where(RememberToken.rotated_at.is_not(None))
+        )
+        == 1
+    )
 
 
-def test_a_failed_request_keeps_the_remember_token_as_it_was(client: Client, db: CheckSession, app: Flask) -> None:
+def test_a_failed_request_keeps_the_remember_token_as_it_was(
+    client: Client, db: CheckSession, app: Flask
+) -> None:
     """A remembered browser whose request fails (here a 404): the rotation is
     rolled back with the rest, and the browser keeps its old token, still good."""
     fan = make_user(db)
@@ -151,8 +170,9 @@ def test_a_failed_request_keeps_the_remember_token_as_it_was(client: Client, db:
     assert client.get_cookie("remember").value != first  # type: ignore[union-attr]
 
 
-def test_an_unexpected_error_after_the_service_writes_nothing(client: Client, db: CheckSession, app: Flask,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unexpected_error_after_the_service_writes_nothing(
+    client: Client, db: CheckSession, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The check-in logs the attempt; the page that follows fails: the 500 page, and no attempt stays."""
     studio = make_studio_user(db)
     screening = add_screening(db, make_film(db, studio, FilmState.FUNDED))
@@ -165,8 +185,10 @@ def test_an_unexpected_error_after_the_service_writes_nothing(client: Client, db
     monkeypatch.setattr(screenings, "screening_attendance", broken)
     monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)
     with watching(app) as seen:
-        response = client.post(f"/studio/screenings/{screening.id}/check-in",
-                               data={"code": "AAAAA-BBBBB-CCCCC-DDDDD", "csrf_token": token})
+        response = client.post(
+            f"/studio/screenings/{screening.id}/check-in",
+            data={"code": "AAAAA-BBBBB-CCCCC-DDDDD", "csrf_token": token},
+        )
     assert response.status_code == 500 and "Something went wrong" in response.get_data(as_text=True)
     assert any(s.lstrip().upper().startswith("INSERT INTO CHECK_IN_ATTEMPTS") for s in seen.sql)
     assert seen.commits == 0
@@ -190,20 +212,36 @@ def test_a_get_that_only_reads_commits_at_most_once(client: Client, db: CheckSes
 def test_one_shot_cli_commands_commit_once(app: Flask, db: CheckSession) -> None:
     runner = app.test_cli_runner()
     with watching(app) as seen:
-        result = runner.invoke(args=["users", "create", "new-admin@example.com", "--role", "admin",
-                                     "--password", "a long enough password"])
+        result = runner.invoke(
+            args=[
+                "users",
+                "create",
+                "new-admin@example.com",
+                "--role",
+                "admin",
+                "--password",
+                "a long enough password",
+            ]
+        )
     assert result.exit_code == 0, result.output
     assert seen.commits == 1
-    refused = runner.invoke(args=["users", "create", "new-admin@example.com", "--password", "another password"])
+    refused = runner.invoke(
+        args=["users", "create", "new-admin@example.com", "--password", "another password"]
+    )
     assert refused.exit_code != 0
     db.reread()
     assert db.scalar(select(func.count()).select_from(User).where(User.email == "new-admin@example.com")) == 1
 
 
 @pytest.mark.parametrize("other_units, expected", [(2, "checkout"), (4, "busy")])
-def test_a_duplicate_hold_is_answered_after_the_rollback(client: Client, db: CheckSession, app: Flask,
-                                                         monkeypatch: pytest.MonkeyPatch, other_units: int,
-                                                         expected: str) -> None:
+def test_a_duplicate_hold_is_answered_after_the_rollback(
+    client: Client,
+    db: CheckSession,
+    app: Flask,
+    monkeypatch: pytest.MonkeyPatch,
+    other_units: int,
+    expected: str,
+) -> None:
     """The same form sent twice at once: the request that lost the race wrote
     something, then learnt of the other (DuplicateRequest). Its writes are
     rolled back, then it reads the other request's order by the form's key:
@@ -216,8 +254,9 @@ def test_a_duplicate_hold_is_answered_after_the_rollback(client: Client, db: Che
     other = hold(db, fan, film, other_units, key=key)  # the other request, committed first
 
     def loses_the_race(session, *_args: object, **_kwargs: object) -> None:  # type: ignore[no-untyped-def]
-        session.execute(update(FilmInventory).where(FilmInventory.film_id == film.id)
-                        .values(held=FilmInventory.held + 7))
+        session.execute(
+            update(FilmInventory).where(FilmInventory.film_id == film.id).values(held=FilmInventory.held + 7)
+        )
         raise DuplicateRequest()
 
     monkeypatch.setattr(holds, "hold_stakes", loses_the_race)

@@ -15,17 +15,16 @@ from sqlalchemy import func, select, text
 
 from crowdfund import ledger
 from crowdfund.accounts.models import Role
-from crowdfund.films.states import FilmState
-from crowdfund.films.models import Film
-from crowdfund.funding.models import FilmInventory, Order, OrderStatus, RefundState
-from crowdfund.ledger import Account
 from crowdfund.dev.localstripe_server import _call as localstripe_call
 from crowdfund.dev.localstripe_server import (
     confirm_card_setup,
     create_card_payment_method,
     register_webhook,
 )
-from crowdfund.funding.models import StripeEvent
+from crowdfund.films.models import Film
+from crowdfund.films.states import FilmState
+from crowdfund.funding.models import FilmInventory, Order, OrderStatus, RefundState, StripeEvent
+from crowdfund.ledger import Account
 from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client
 from tests.factories import DECLINED_CARD, GOOD_CARD, PASSWORD, hold, make_film, make_studio_user, make_user
@@ -39,30 +38,58 @@ def sign(payload: bytes, secret: str = WEBHOOK_SECRET, at: int | None = None) ->
 
 
 def event(event_id: str, event_type: str, intent_id: str, status: str, metadata: dict | None = None) -> bytes:
-    return json.dumps({
-        "id": event_id, "object": "event", "type": event_type, "created": int(time.time()),
-        "data": {"object": {"id": intent_id, "object": "payment_intent", "status": status,
-                            "amount": 10_000, "currency": "usd", "metadata": metadata or {}}},
-    }).encode()
+    return json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "type": event_type,
+            "created": int(time.time()),
+            "data": {
+                "object": {
+                    "id": intent_id,
+                    "object": "payment_intent",
+                    "status": status,
+                    "amount": 10_000,
+                    "currency": "usd",
+                    "metadata": metadata or {},
+                }
+            },
+        }
+    ).encode()
 
 
 def post(client: Client, payload: bytes, signature: str | None = None):  # type: ignore[no-untyped-def]
-    return client.post("/stripe/webhook", data=payload, content_type="application/json",
-                       headers={"Stripe-Signature": signature if signature is not None else sign(payload)})
+    return client.post(
+        "/stripe/webhook",
+        data=payload,
+        content_type="application/json",
+        headers={"Stripe-Signature": signature if signature is not None else sign(payload)},
+    )
 
 
-def charged_but_unrecorded(db: CheckSession, app: Flask, card: str = GOOD_CARD, order: Order | None = None) -> Order:
+def charged_but_unrecorded(
+    db: CheckSession, app: Flask, card: str = GOOD_CARD, order: Order | None = None
+) -> Order:
     """Stripe charged the card; the server died before recording the outcome."""
     if order is None:
-        film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
-                         funding_goal_cents=50_000)
+        film = make_film(
+            db,
+            make_studio_user(db),
+            FilmState.FUNDING,
+            stake_cap=10,
+            per_backer_limit=5,
+            funding_goal_cents=50_000,
+        )
         order = hold(db, make_user(db), film, 2)
     gateway = app_services(app).gateway
     setup = gateway.create_setup_intent({})
-    confirm_card_setup(app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret, card)
+    confirm_card_setup(
+        app.config["STRIPE_API_BASE"], app.config["STRIPE_PUBLISHABLE_KEY"], setup.client_secret, card
+    )
     method = gateway.retrieve_setup_intent(setup.id)
-    intent_id = gateway.create_payment_intent(order.amount_cents, "usd", {"order_id": str(order.id)},
-                                              payment_method_id=method)
+    intent_id = gateway.create_payment_intent(
+        order.amount_cents, "usd", {"order_id": str(order.id)}, payment_method_id=method
+    )
     order.stripe_payment_intent_id = intent_id
     db.commit()
     gateway.confirm_payment_intent(intent_id, method)
@@ -72,10 +99,16 @@ def charged_but_unrecorded(db: CheckSession, app: Flask, card: str = GOOD_CARD, 
 def state(db: CheckSession, order: Order) -> tuple[str, int, int]:
     db.reread()
     current = db.get(Order, order.id)
-    return current.status, db.get(FilmInventory, current.film_id).sold, ledger.balance(db, Account.BACKER_CASH)
+    return (
+        current.status,
+        db.get(FilmInventory, current.film_id).sold,
+        ledger.balance(db, Account.BACKER_CASH),
+    )
 
 
-def test_signed_event_settles_once_however_often_it_comes(client: Client, db: CheckSession, app: Flask) -> None:
+def test_signed_event_settles_once_however_often_it_comes(
+    client: Client, db: CheckSession, app: Flask
+) -> None:
     order = charged_but_unrecorded(db, app)
     payload = event("evt_paid_1", "payment_intent.succeeded", order.stripe_payment_intent_id, "succeeded")
     for _ in range(5):
@@ -88,7 +121,9 @@ def test_signed_event_settles_once_however_often_it_comes(client: Client, db: Ch
     assert ledger.trial_balance(db) == 0
 
 
-def test_out_of_order_failure_after_success_changes_nothing(client: Client, db: CheckSession, app: Flask) -> None:
+def test_out_of_order_failure_after_success_changes_nothing(
+    client: Client, db: CheckSession, app: Flask
+) -> None:
     order = charged_but_unrecorded(db, app)
     intent = order.stripe_payment_intent_id
     assert post(client, event("evt_a", "payment_intent.succeeded", intent, "succeeded")).status_code == 200
@@ -99,22 +134,28 @@ def test_out_of_order_failure_after_success_changes_nothing(client: Client, db: 
 
 def test_failure_event_releases_the_hold(client: Client, db: CheckSession, app: Flask) -> None:
     order = charged_but_unrecorded(db, app, DECLINED_CARD)
-    payload = event("evt_f", "payment_intent.payment_failed", order.stripe_payment_intent_id, "requires_payment_method")
+    payload = event(
+        "evt_f", "payment_intent.payment_failed", order.stripe_payment_intent_id, "requires_payment_method"
+    )
     assert post(client, payload).status_code == 200
     db.reread()
     assert db.get(Order, order.id).status == OrderStatus.FAILED
     assert db.get(FilmInventory, order.film_id).held == 0
 
 
-@pytest.mark.parametrize("signature", [
-    "t=1,v1=deadbeef",
-    "",
-    "garbage",
-    "forged-with-another-secret",
-    "stale",
-])
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "t=1,v1=deadbeef",
+        "",
+        "garbage",
+        "forged-with-another-secret",
+        "stale",
+    ],
+)
 def test_forged_or_stale_signature_is_refused_and_changes_nothing(
-        client: Client, db: CheckSession, app: Flask, signature: str) -> None:
+    client: Client, db: CheckSession, app: Flask, signature: str
+) -> None:
     order = charged_but_unrecorded(db, app)
     payload = event("evt_forged", "payment_intent.succeeded", order.stripe_payment_intent_id, "succeeded")
     if signature == "forged-with-another-secret":
@@ -175,7 +216,8 @@ def _wait_until_no_more_events(db: CheckSession, quiet_seconds: float = 2.0, at_
 
 @pytest.mark.parametrize("why", ["stakes-taken", "round-closed"])
 def test_a_charge_arriving_after_the_hold_lapsed_and_the_stakes_are_gone_is_refunded(
-        client: Client, db: CheckSession, app: Flask, why: str) -> None:
+    client: Client, db: CheckSession, app: Flask, why: str
+) -> None:
     """The late-charge branch of settle_success: the card was charged at
     Stripe, but the hold expired before the news arrived and its stakes are
     gone (another fan took them, or the round is over). The money is booked
@@ -183,8 +225,14 @@ def test_a_charge_arriving_after_the_hold_lapsed_and_the_stakes_are_gone_is_refu
     from crowdfund.funding.inventory import release_expired_holds
     from crowdfund.workflows.refunds import process_refunds
 
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=2, per_backer_limit=2,
-                     funding_goal_cents=10_000)
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=2,
+        per_backer_limit=2,
+        funding_goal_cents=10_000,
+    )
     now = datetime.now(UTC)
     slow = hold(db, make_user(db), film, 2, now=now - timedelta(minutes=20))
     order = charged_but_unrecorded(db, app, order=slow)
@@ -207,8 +255,13 @@ def test_a_charge_arriving_after_the_hold_lapsed_and_the_stakes_are_gone_is_refu
     held = db.get(FilmInventory, film.id)
     assert (held.held, held.sold) == ((2, 0) if why == "stakes-taken" else (0, 0))
     # The same news again (a Stripe retry, or the reconciler) books nothing twice.
-    assert post(client, event("evt_late_2", "payment_intent.succeeded", order.stripe_payment_intent_id,
-                              "succeeded")).status_code == 200
+    assert (
+        post(
+            client,
+            event("evt_late_2", "payment_intent.succeeded", order.stripe_payment_intent_id, "succeeded"),
+        ).status_code
+        == 200
+    )
     assert state(db, order) == (OrderStatus.REFUNDED, 0, 10_000)
 
     gateway = app_services(app).gateway
@@ -217,8 +270,9 @@ def test_a_charge_arriving_after_the_hold_lapsed_and_the_stakes_are_gone_is_refu
     refunded = db.get(Order, order.id)
     assert refunded.refund_state == RefundState.DONE and refunded.stripe_refund_id
     assert ledger.balance(db, Account.BACKER_CASH) == 0 and ledger.trial_balance(db) == 0
-    assert [(r.id, r.status, r.amount_cents) for r in gateway.find_refunds(order.stripe_payment_intent_id)] == [
-        (refunded.stripe_refund_id, "succeeded", 10_000)]
+    assert [
+        (r.id, r.status, r.amount_cents) for r in gateway.find_refunds(order.stripe_payment_intent_id)
+    ] == [(refunded.stripe_refund_id, "succeeded", 10_000)]
 
 
 def test_reconcile_settles_a_charge_the_server_never_recorded(db: CheckSession, app: Flask) -> None:
@@ -238,21 +292,36 @@ def test_reconcile_settles_a_charge_the_server_never_recorded(db: CheckSession, 
 
 
 def signed_post(client: Client, event_id: str, event_type: str, intent: dict) -> int:
-    payload = json.dumps({"id": event_id, "object": "event", "type": event_type, "created": int(time.time()),
-                          "data": {"object": {"object": "payment_intent", **intent}}}).encode()
+    payload = json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "type": event_type,
+            "created": int(time.time()),
+            "data": {"object": {"object": "payment_intent", **intent}},
+        }
+    ).encode()
     return post(client, payload).status_code
 
 
 def held_order(db: CheckSession, units: int = 2) -> Order:
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
-                     funding_goal_cents=50_000)
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=10,
+        per_backer_limit=5,
+        funding_goal_cents=50_000,
+    )
     return hold(db, make_user(db), film, units)
 
 
 def paid_intent(app: Flask, amount_cents: int, metadata: dict) -> str:
     """A PaymentIntent charged at localstripe, made outside the app's pay step."""
     gateway = app_services(app).gateway
-    method = create_card_payment_method(app.config["STRIPE_API_BASE"], app.config["STRIPE_SECRET_KEY"], GOOD_CARD)
+    method = create_card_payment_method(
+        app.config["STRIPE_API_BASE"], app.config["STRIPE_SECRET_KEY"], GOOD_CARD
+    )
     intent_id = gateway.create_payment_intent(amount_cents, "usd", metadata, payment_method_id=method)
     assert gateway.confirm_payment_intent(intent_id, method).status == "succeeded"
     return intent_id
@@ -260,21 +329,35 @@ def paid_intent(app: Flask, amount_cents: int, metadata: dict) -> str:
 
 def anomalies(db: CheckSession) -> list[dict]:
     db.reread()
-    rows = db.execute(text("SELECT payment_intent_id, order_id, kind, expected_amount_cents, actual_amount_cents, "
-                           "state, stripe_refund_id FROM payment_anomalies ORDER BY id")).mappings().all()
+    rows = (
+        db.execute(
+            text(
+                "SELECT payment_intent_id, order_id, kind, expected_amount_cents, actual_amount_cents, "
+                "state, stripe_refund_id FROM payment_anomalies ORDER BY id"
+            )
+        )
+        .mappings()
+        .all()
+    )
     return [dict(row) for row in rows]
 
 
 def test_a_signed_success_event_for_an_unpaid_intent_leaves_the_order_pending(
-        client: Client, db: CheckSession, app: Flask) -> None:
+    client: Client, db: CheckSession, app: Flask
+) -> None:
     order = held_order(db)
     gateway = app_services(app).gateway
     # Recorded on the order but never paid: localstripe has it in requires_payment_method.
     intent_id = gateway.create_payment_intent(order.amount_cents, "usd", {"order_id": str(order.id)})
     order.stripe_payment_intent_id = intent_id
     db.commit()
-    forged = {"id": intent_id, "status": "succeeded", "amount": order.amount_cents, "currency": "usd",
-              "metadata": {"order_id": str(order.id), "order_reference": order.reference}}
+    forged = {
+        "id": intent_id,
+        "status": "succeeded",
+        "amount": order.amount_cents,
+        "currency": "usd",
+        "metadata": {"order_id": str(order.id), "order_reference": order.reference},
+    }
     assert signed_post(client, "evt_forged_success", "payment_intent.succeeded", forged) == 200
     assert state(db, order) == (OrderStatus.PENDING, 0, 0)
     assert db.get(FilmInventory, order.film_id).held == 2
@@ -282,11 +365,17 @@ def test_a_signed_success_event_for_an_unpaid_intent_leaves_the_order_pending(
 
 
 def test_the_outcome_and_amount_come_from_stripe_not_from_the_event_body(
-        client: Client, db: CheckSession, app: Flask) -> None:
+    client: Client, db: CheckSession, app: Flask
+) -> None:
     order = charged_but_unrecorded(db, app)
     # The body claims a failure of one cent; Stripe has the order's full amount, succeeded.
-    body = {"id": order.stripe_payment_intent_id, "status": "requires_payment_method", "amount": 1,
-            "currency": "usd", "last_payment_error": {"message": "Your card was declined."}}
+    body = {
+        "id": order.stripe_payment_intent_id,
+        "status": "requires_payment_method",
+        "amount": 1,
+        "currency": "usd",
+        "last_payment_error": {"message": "Your card was declined."},
+    }
     assert signed_post(client, "evt_lying_failure", "payment_intent.payment_failed", body) == 200
     assert state(db, order) == (OrderStatus.PAID, 2, 10_000)
     assert anomalies(db) == []
@@ -294,7 +383,8 @@ def test_the_outcome_and_amount_come_from_stripe_not_from_the_event_body(
 
 @pytest.mark.parametrize("case", ["smaller-amount", "order-has-another-intent"])
 def test_an_intent_that_does_not_match_its_order_is_an_anomaly_and_refunded(
-        client: Client, db: CheckSession, app: Flask, mail, case: str) -> None:
+    client: Client, db: CheckSession, app: Flask, mail, case: str
+) -> None:
     order = held_order(db)
     gateway = app_services(app).gateway
     metadata = {"order_id": str(order.id), "order_reference": order.reference}
@@ -305,8 +395,13 @@ def test_an_intent_that_does_not_match_its_order_is_an_anomaly_and_refunded(
         db.commit()
         intent_id = paid_intent(app, order.amount_cents, metadata)
     # The body says what the order would want; Stripe says otherwise.
-    claimed = {"id": intent_id, "status": "succeeded", "amount": order.amount_cents, "currency": "usd",
-               "metadata": metadata}
+    claimed = {
+        "id": intent_id,
+        "status": "succeeded",
+        "amount": order.amount_cents,
+        "currency": "usd",
+        "metadata": metadata,
+    }
     assert signed_post(client, "evt_mismatch_1", "payment_intent.succeeded", claimed) == 200
     assert signed_post(client, "evt_mismatch_2", "payment_intent.succeeded", claimed) == 200  # news again
     assert state(db, order)[:2] == (OrderStatus.PENDING, 0)
@@ -319,9 +414,13 @@ def test_an_intent_that_does_not_match_its_order_is_an_anomaly_and_refunded(
     # Refunded once, in full, at Stripe; the ledger saw the money come and go.
     [refund] = gateway.find_refunds(intent_id)
     assert (refund.id, refund.amount_cents) == (anomaly["stripe_refund_id"], actual)
-    assert ledger.balance(db, Account.BACKER_CASH) == 0 and ledger.balance(db, Account.UNMATCHED_PAYMENTS) == 0
+    assert (
+        ledger.balance(db, Account.BACKER_CASH) == 0 and ledger.balance(db, Account.UNMATCHED_PAYMENTS) == 0
+    )
     assert ledger.trial_balance(db) == 0
-    assert not [m for m in mail.messages if order.reference in str(m["Subject"])]  # no receipt: nothing was bought
+    assert not [
+        m for m in mail.messages if order.reference in str(m["Subject"])
+    ]  # no receipt: nothing was bought
 
 
 def test_the_finance_page_shows_payment_anomalies(client: Client, db: CheckSession, app: Flask) -> None:
@@ -336,15 +435,18 @@ def test_the_finance_page_shows_payment_anomalies(client: Client, db: CheckSessi
     assert "$12.34" in page and "$100.00" in page and "Refunded" in page
 
 
-def test_reconcile_refunds_a_recorded_intent_whose_amount_changed_at_stripe(db: CheckSession, app: Flask) -> None:
+def test_reconcile_refunds_a_recorded_intent_whose_amount_changed_at_stripe(
+    db: CheckSession, app: Flask
+) -> None:
     from crowdfund.workflows.reconcile import reconcile
 
     order = held_order(db)
     gateway = app_services(app).gateway
     base, secret = app.config["STRIPE_API_BASE"], app.config["STRIPE_SECRET_KEY"]
     method = create_card_payment_method(base, secret, GOOD_CARD)
-    intent_id = gateway.create_payment_intent(order.amount_cents, "usd", {"order_id": str(order.id)},
-                                              payment_method_id=method)
+    intent_id = gateway.create_payment_intent(
+        order.amount_cents, "usd", {"order_id": str(order.id)}, payment_method_id=method
+    )
     order.stripe_payment_intent_id = intent_id
     db.commit()
     # Someone with the API key lowered the amount before the charge.
@@ -353,7 +455,11 @@ def test_reconcile_refunds_a_recorded_intent_whose_amount_changed_at_stripe(db: 
     reconcile(db, gateway, now=datetime.now(UTC))
     assert state(db, order)[:2] == (OrderStatus.PENDING, 0)
     [anomaly] = anomalies(db)
-    assert (anomaly["kind"], anomaly["actual_amount_cents"], anomaly["state"]) == ("amount_mismatch", 100, "refunded")
+    assert (anomaly["kind"], anomaly["actual_amount_cents"], anomaly["state"]) == (
+        "amount_mismatch",
+        100,
+        "refunded",
+    )
     assert [r.amount_cents for r in gateway.find_refunds(intent_id)] == [100]
     reconcile(db, gateway, now=datetime.now(UTC))
     assert len(gateway.find_refunds(intent_id)) == 1
@@ -375,9 +481,15 @@ def test_the_size_cap_holds_for_a_chunked_body(db: CheckSession, live_server: st
     from crowdfund.site.webhooks import MAX_WEBHOOK_BYTES
 
     # Correctly signed and a Stripe event in form: only its size is wrong.
-    payload = json.dumps({"id": "evt_huge", "object": "event", "type": "customer.updated",
-                          "created": int(time.time()),
-                          "data": {"object": {"object": "customer", "padding": "x" * MAX_WEBHOOK_BYTES}}}).encode()
+    payload = json.dumps(
+        {
+            "id": "evt_huge",
+            "object": "event",
+            "type": "customer.updated",
+            "created": int(time.time()),
+            "data": {"object": {"object": "customer", "padding": "x" * MAX_WEBHOOK_BYTES}},
+        }
+    ).encode()
     host, port = live_server.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
@@ -387,7 +499,7 @@ def test_the_size_cap_holds_for_a_chunked_body(db: CheckSession, live_server: st
         connection.putheader("Transfer-Encoding", "chunked")
         connection.endheaders()
         for start in range(0, len(payload), 64 * 1024):
-            chunk = payload[start:start + 64 * 1024]
+            chunk = payload[start : start + 64 * 1024]
             connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         connection.send(b"0\r\n\r\n")
         response = connection.getresponse()
@@ -399,10 +511,13 @@ def test_the_size_cap_holds_for_a_chunked_body(db: CheckSession, live_server: st
 
 
 def test_a_non_ascii_digit_in_the_intents_order_id_is_an_anomaly_not_a_500(
-        client: Client, db: CheckSession, app: Flask) -> None:
+    client: Client, db: CheckSession, app: Flask
+) -> None:
     order = held_order(db)
     # "²" passes str.isdigit() but int() refuses it.
-    intent_id = paid_intent(app, order.amount_cents, {"order_id": "\u00b2", "order_reference": order.reference})
+    intent_id = paid_intent(
+        app, order.amount_cents, {"order_id": "\u00b2", "order_reference": order.reference}
+    )
     body = {"id": intent_id, "status": "succeeded", "amount": order.amount_cents, "currency": "usd"}
     assert signed_post(client, "evt_superscript_id", "payment_intent.succeeded", body) == 200
     assert state(db, order)[:2] == (OrderStatus.PENDING, 0)

@@ -4,7 +4,8 @@ import pytest
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from crowdfund.accounts import logins, registration, roles as account_roles, studios, users
+from crowdfund.accounts import logins, registration, studios, users
+from crowdfund.accounts import roles as account_roles
 from crowdfund.accounts.models import Role
 from crowdfund.errors import Conflict, DomainError
 from crowdfund.site.web import app_services
@@ -12,11 +13,17 @@ from tests.factories import PASSWORD, make_studio_user, make_user
 
 
 def sign_up(db: Session, email: str, password: str, name: str):  # type: ignore[no-untyped-def]
-    return registration.sign_up(db, email, password, name, now=datetime.now(UTC), secret_key="k" * 32,
-                                verify_link_for=lambda token: f"https://x.test/verify-email/{token}",
-                                owner_links={"login_link": "https://x.test/login",
-                                             "reset_link": "https://x.test/forgot-password"},
-                                verify_max_age_seconds=3600)
+    return registration.sign_up(
+        db,
+        email,
+        password,
+        name,
+        now=datetime.now(UTC),
+        secret_key="k" * 32,
+        verify_link_for=lambda token: f"https://x.test/verify-email/{token}",
+        owner_links={"login_link": "https://x.test/login", "reset_link": "https://x.test/forgot-password"},
+        verify_max_age_seconds=3600,
+    )
 
 
 def test_sign_up_makes_an_unverified_fan_with_a_slow_hash(db: Session) -> None:
@@ -109,8 +116,9 @@ def test_one_remember_token_used_by_parallel_requests_is_replaced_once(db: Sessi
     import threading
     from datetime import timedelta
 
-    from crowdfund.accounts.models import RememberToken
     from sqlalchemy import func, select
+
+    from crowdfund.accounts.models import RememberToken
 
     user = make_user(db)
     now = datetime.now(UTC)
@@ -141,11 +149,15 @@ def test_one_remember_token_used_by_parallel_requests_is_replaced_once(db: Sessi
     assert all(isinstance(r, logins.RememberedLogin) for r in results), results
     assert all(r.user_token == user.get_id() for r in results)  # type: ignore[union-attr]
     assert len([r for r in results if r.new_token]) == 1  # type: ignore[union-attr]
-    assert db.scalar(select(func.count()).select_from(RememberToken)) == 2  # the old one (replaced) and its successor
+    assert (
+        db.scalar(select(func.count()).select_from(RememberToken)) == 2
+    )  # the old one (replaced) and its successor
 
 
 def test_a_session_token_with_non_ascii_digits_is_nobody(db) -> None:  # type: ignore[no-untyped-def]
     from crowdfund.accounts.users import load_user
 
     user = make_user(db)
-    assert load_user(db, f"{user.id}.\u00b2") is None and load_user(db, f"\u0661.{user.session_version}") is None
+    assert (
+        load_user(db, f"{user.id}.\u00b2") is None and load_user(db, f"\u0661.{user.session_version}") is None
+    )

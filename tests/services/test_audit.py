@@ -15,11 +15,11 @@ from crowdfund.audit import AuditEvent, AuditLogIsAppendOnly
 from crowdfund.films.models import Film
 from crowdfund.films.services import change_film_state
 from crowdfund.films.states import FilmState
-from crowdfund.workflows.reactions import cancel_order
 from crowdfund.payouts import box_office, runs
-from crowdfund.workflows import payout_run
 from crowdfund.rewards.bookings import book_ticket
 from crowdfund.rewards.check_in import redeem_ticket
+from crowdfund.workflows import payout_run
+from crowdfund.workflows.reactions import cancel_order
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, buy, make_film, make_studio_user, make_user
 from tests.rewards_factories import add_screening, give_ticket
@@ -61,13 +61,19 @@ def test_admin_actions_are_recorded_with_who_and_before_after(client: Client, db
 
 def test_money_and_check_in_actions_are_recorded(db: CheckSession, app: Flask) -> None:
     studio = make_studio_user(db)
-    film = make_film(db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=10_000)
+    film = make_film(
+        db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=10_000
+    )
     fan = make_user(db)
     order = buy(db, app, fan, film, 2)
     cancel_order(db, order, fan, now=datetime.now(UTC))
     db.commit()
     refund = events(db, "refund.decided")[-1]
-    assert (refund.actor_id, refund.object_id, refund.detail) == (fan.id, order.reference, "cancelled by the backer")
+    assert (refund.actor_id, refund.object_id, refund.detail) == (
+        fan.id,
+        order.reference,
+        "cancelled by the backer",
+    )
 
     buy(db, app, fan, film, 3)
     film = db.get(Film, film.id)
@@ -76,8 +82,9 @@ def test_money_and_check_in_actions_are_recorded(db: CheckSession, app: Flask) -
     db.commit()
     finance = make_user(db, roles=(Role.FINANCE,))
     today = datetime.now(UTC).date()
-    report = box_office.file_report(db, film, studio, box_office.ReportInput(today, today, 10_000, ""),
-                                    now=datetime.now(UTC))
+    report = box_office.file_report(
+        db, film, studio, box_office.ReportInput(today, today, 10_000, ""), now=datetime.now(UTC)
+    )
     box_office.approve_report(db, report, finance, now=datetime.now(UTC))
     db.commit()
     run = payout_run.run_payout(db, report, finance, now=datetime.now(UTC))
@@ -123,4 +130,3 @@ def test_nothing_can_edit_or_delete_an_entry(db: CheckSession) -> None:
             db.execute(text("DELETE FROM audit_events"))
         db.rollback()
     assert db.scalars(select(AuditEvent.detail)).all() == [""]
-

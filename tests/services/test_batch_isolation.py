@@ -46,12 +46,19 @@ def fault_when_flushing(hits: Callable[[object], bool]) -> Iterator[None]:
 
 
 def test_close_rounds_goes_on_past_a_film_that_fails_and_exits_non_zero(
-        app: Flask, db: CheckSession, clock, mail) -> None:  # type: ignore[no-untyped-def]
+    app: Flask, db: CheckSession, clock, mail
+) -> None:  # type: ignore[no-untyped-def]
     studio = make_studio_user(db)
     # Created first, so the first one the job decides.
-    bad = make_film(db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=40_000)
-    failed = make_film(db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=40_000)
-    funded = make_film(db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=10_000)
+    bad = make_film(
+        db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=40_000
+    )
+    failed = make_film(
+        db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=40_000
+    )
+    funded = make_film(
+        db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=10_000
+    )
     fan, other = make_user(db), make_user(db)
     buy(db, app, fan, bad, 1)
     buy(db, app, fan, failed, 2)
@@ -78,21 +85,31 @@ def test_close_rounds_goes_on_past_a_film_that_fails_and_exits_non_zero(
     db.reread()
     assert db.get(Film, bad.id).state == FilmState.FAILED
     assert set(db.scalars(select(Order.status).where(Order.film_id == bad.id))) == {"refunded", "expired"}
-    assert set(db.scalars(select(Order.refund_state).where(Order.film_id == bad.id, Order.refund_state.is_not(None)))) \
-        == {"done"}
+    assert set(
+        db.scalars(select(Order.refund_state).where(Order.film_id == bad.id, Order.refund_state.is_not(None)))
+    ) == {"done"}
     assert ledger.trial_balance(db) == 0
 
 
 def test_a_refund_decision_that_fails_stops_only_its_order(app: Flask, db: CheckSession, clock) -> None:  # type: ignore[no-untyped-def]
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
-                     funding_goal_cents=40_000)
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=10,
+        per_backer_limit=5,
+        funding_goal_cents=40_000,
+    )
     orders = [buy(db, app, make_user(db), film, 1) for _ in range(3)]
     bad = orders[0]
     clock.set(film.deadline + HOLD + timedelta(seconds=1))
     runner = app.test_cli_runner()
 
-    with fault_when_flushing(lambda obj: isinstance(obj, AuditEvent) and obj.action == "refund.decided"
-                             and obj.object_id == bad.reference):
+    with fault_when_flushing(
+        lambda obj: (
+            isinstance(obj, AuditEvent) and obj.action == "refund.decided" and obj.object_id == bad.reference
+        )
+    ):
         result = runner.invoke(args=["funding", "close-rounds", "--batch-size", "2"])
     assert result.exit_code == 1, result.output
     assert f"order {bad.reference} (film {film.id}): InjectedFault" in result.output
@@ -120,8 +137,9 @@ def test_release_holds_goes_on_past_a_film_that_fails(app: Flask, db: CheckSessi
     # The fault: the database refuses the job's UPDATE of the first film's orders
     # (as a trigger or a broken row would), below the ORM.
     def fail_first(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("UPDATE ORDERS") and \
-                any(row.get("film_id_1") == first.id for row in context.compiled_parameters):
+        if statement.lstrip().upper().startswith("UPDATE ORDERS") and any(
+            row.get("film_id_1") == first.id for row in context.compiled_parameters
+        ):
             raise InjectedFault("injected fault")
 
     engine = app_services(app).engine
@@ -139,7 +157,6 @@ def test_release_holds_goes_on_past_a_film_that_fails(app: Flask, db: CheckSessi
     assert again.exit_code == 0 and "released 2 held stake(s)" in again.output
 
 
-
 def _released_film_with_run(db: CheckSession, app: Flask, studio, finance):  # type: ignore[no-untyped-def]
     from datetime import UTC, date, datetime
 
@@ -147,15 +164,22 @@ def _released_film_with_run(db: CheckSession, app: Flask, studio, finance):  # t
     from crowdfund.payouts import box_office, runs
 
     now = datetime.now(UTC)
-    film = make_film(db, studio, FilmState.FUNDING, stake_cap=20, per_backer_limit=5, funding_goal_cents=10_000)
+    film = make_film(
+        db, studio, FilmState.FUNDING, stake_cap=20, per_backer_limit=5, funding_goal_cents=10_000
+    )
     for units in (3, 1):
         buy(db, app, make_user(db), film, units)
     film = db.get(Film, film.id)
     change_film_state(db, film, FilmState.FUNDED, now=now)
     change_film_state(db, film, FilmState.RELEASED, now=now)
     db.commit()
-    filed = box_office.file_report(db, film, studio, box_office.ReportInput(date(2027, 1, 1), date(2027, 1, 28), 40_000, ""),
-                                   now=now + timedelta(days=400))
+    filed = box_office.file_report(
+        db,
+        film,
+        studio,
+        box_office.ReportInput(date(2027, 1, 1), date(2027, 1, 28), 40_000, ""),
+        now=now + timedelta(days=400),
+    )
     db.commit()
     box_office.approve_report(db, filed, finance, now=now + timedelta(days=400))
     db.commit()
@@ -172,8 +196,9 @@ def test_payouts_process_goes_on_past_a_run_that_fails(app: Flask, db: CheckSess
     bad, good = (_released_film_with_run(db, app, studio, finance) for _ in range(2))
 
     def fail_bad_run(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("INSERT INTO PAYOUT_STATEMENTS") and \
-                any(row.get("run_id") == bad.id for row in context.compiled_parameters):
+        if statement.lstrip().upper().startswith("INSERT INTO PAYOUT_STATEMENTS") and any(
+            row.get("run_id") == bad.id for row in context.compiled_parameters
+        ):
             raise InjectedFault("injected fault")
 
     engine = app_services(app).engine
@@ -184,7 +209,9 @@ def test_payouts_process_goes_on_past_a_run_that_fails(app: Flask, db: CheckSess
     finally:
         event.remove(engine, "before_cursor_execute", fail_bad_run)
     assert result.exit_code == 1, result.output
-    assert f"payout run {bad.id}: InjectedFault" in result.output and f"run {good.id}: complete" in result.output
+    assert (
+        f"payout run {bad.id}: InjectedFault" in result.output and f"run {good.id}: complete" in result.output
+    )
     db.reread()
     assert db.get(PayoutRun, bad.id).status == RunStatus.COMPUTING
     assert db.get(PayoutRun, good.id).status == RunStatus.COMPUTED
@@ -193,8 +220,14 @@ def test_payouts_process_goes_on_past_a_run_that_fails(app: Flask, db: CheckSess
 
 
 def test_close_rounds_goes_on_past_a_refund_stripe_refuses(app: Flask, db: CheckSession, clock) -> None:  # type: ignore[no-untyped-def]
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
-                     funding_goal_cents=40_000)
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=10,
+        per_backer_limit=5,
+        funding_goal_cents=40_000,
+    )
     orders = [buy(db, app, make_user(db), film, 1) for _ in range(2)]
     bad = db.get(Order, orders[0].id)
     bad.stripe_payment_intent_id = "pi_unknown_to_stripe"  # Stripe answers 404 for its refund
@@ -205,7 +238,9 @@ def test_close_rounds_goes_on_past_a_refund_stripe_refuses(app: Flask, db: Check
     assert result.exit_code == 1, result.output
     assert f"order {bad.reference}" in result.output
     db.reread()
-    refund_states = dict(db.execute(select(Order.id, Order.refund_state).where(Order.film_id == film.id)).all())
+    refund_states = dict(
+        db.execute(select(Order.id, Order.refund_state).where(Order.film_id == film.id)).all()
+    )
     assert refund_states[orders[1].id] == "done"
     assert refund_states[bad.id] in ("requested", "processing")
     assert ledger.trial_balance(db) == 0

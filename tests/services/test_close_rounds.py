@@ -11,10 +11,10 @@ from sqlalchemy import select
 from crowdfund import ledger
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from crowdfund.workflows.round_close import close_rounds, decide_film
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.ledger import Account
 from crowdfund.site.web import app_services
+from crowdfund.workflows.round_close import close_rounds, decide_film
 from tests.conftest import CheckSession
 from tests.factories import buy, hold, make_film, make_studio_user, make_user
 
@@ -28,15 +28,19 @@ def after_deadline(film: Film) -> datetime:
 
 def two_films(db: CheckSession, app: Flask):  # type: ignore[no-untyped-def]
     studio = make_studio_user(db)
-    hit = make_film(db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=20_000)
-    miss = make_film(db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=40_000)
+    hit = make_film(
+        db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=20_000
+    )
+    miss = make_film(
+        db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=40_000
+    )
     fans = [make_user(db, f"backer{n}@example.com") for n in range(3)]
     buy(db, app, fans[0], hit, 3)
-    buy(db, app, fans[1], hit, 2)          # 5 x $50 = $250 >= $200 goal
+    buy(db, app, fans[1], hit, 2)  # 5 x $50 = $250 >= $200 goal
     buy(db, app, fans[0], miss, 2)
     buy(db, app, fans[1], miss, 1)
     buy(db, app, fans[1], miss, 1)
-    hold(db, fans[2], miss, 1)             # an unpaid hold at the deadline
+    hold(db, fans[2], miss, 1)  # an unpaid hold at the deadline
     return hit, miss, fans
 
 
@@ -84,15 +88,19 @@ def test_crash_midway_refunds_each_order_exactly_once(db: CheckSession, app: Fla
     decide_film(db, miss.id, now=now, hold_window=HOLD, fee_bps=FEE_BPS)
     db.commit()
     # A second run dies after claiming one refund at Stripe, before recording it.
-    first = db.scalar(select(Order).where(Order.film_id == miss.id, Order.status == OrderStatus.PAID)
-                      .order_by(Order.id))
+    first = db.scalar(
+        select(Order).where(Order.film_id == miss.id, Order.status == OrderStatus.PAID).order_by(Order.id)
+    )
     from crowdfund.workflows.reactions import refund_paid_order
 
     refund_paid_order(db, first, now=now)
     db.commit()
     gateway.refund(first.stripe_payment_intent_id, first.amount_cents)
-    db.execute(Order.__table__.update().where(Order.id == first.id).values(
-        refund_state="processing", refund_claimed_at=now))
+    db.execute(
+        Order.__table__.update()
+        .where(Order.id == first.id)
+        .values(refund_state="processing", refund_claimed_at=now)
+    )
     db.commit()
 
     report = close_rounds(db, gateway, now=now + timedelta(minutes=30), hold_window=HOLD, fee_bps=FEE_BPS)
@@ -117,8 +125,14 @@ def test_cli_close_rounds(app: Flask, db: CheckSession, clock) -> None:  # type:
 def test_cancelled_film_refunds_everyone(db: CheckSession, app: Flask) -> None:
     from crowdfund.films.services import cancel_film
 
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
-                     funding_goal_cents=20_000)
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=10,
+        per_backer_limit=5,
+        funding_goal_cents=20_000,
+    )
     buy(db, app, make_user(db), film, 2)
     buy(db, app, make_user(db), film, 1)
     admin = make_user(db, roles=(__import__("crowdfund.accounts.models", fromlist=["Role"]).Role.ADMIN,))

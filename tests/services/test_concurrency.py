@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 from crowdfund import ledger
 from crowdfund.errors import Conflict
 from crowdfund.films.states import FilmState
-from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
 from crowdfund.funding.holds import HoldRequest, hold_stakes
+from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
 from crowdfund.ledger import Account
 from crowdfund.site.web import app_services
 from tests.conftest import CheckSession
@@ -29,8 +29,14 @@ THREADS = 50
 
 
 def test_fifty_buyers_race_for_the_last_twenty_stakes(db: CheckSession, app: Flask) -> None:
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=30, per_backer_limit=4,
-                     funding_goal_cents=100_000)
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=30,
+        per_backer_limit=4,
+        funding_goal_cents=100_000,
+    )
     early = [make_user(db) for _ in range(5)]
     for fan in early:
         buy(db, app, fan, film, 2)  # 10 sold: 20 left
@@ -50,8 +56,13 @@ def test_fifty_buyers_race_for_the_last_twenty_stakes(db: CheckSession, app: Fla
             session.rollback()  # end the read so no thread holds a lock at the barrier
             start.wait()
             try:
-                hold_stakes(session, user, HoldRequest(film.id, 1 + n % 3, f"race-{n:04d}-abcdefghijkl"),
-                            now=now, hold_window=timedelta(minutes=15))
+                hold_stakes(
+                    session,
+                    user,
+                    HoldRequest(film.id, 1 + n % 3, f"race-{n:04d}-abcdefghijkl"),
+                    now=now,
+                    hold_window=timedelta(minutes=15),
+                )
                 session.commit()
                 result = "held"
             except Conflict as exc:
@@ -68,8 +79,9 @@ def test_fifty_buyers_race_for_the_last_twenty_stakes(db: CheckSession, app: Fla
 
     db.reread()
     inventory = db.get(FilmInventory, film.id)
-    held_units = db.scalar(select(func.sum(Order.units)).where(Order.film_id == film.id,
-                                                              Order.status == OrderStatus.PENDING))
+    held_units = db.scalar(
+        select(func.sum(Order.units)).where(Order.film_id == film.id, Order.status == OrderStatus.PENDING)
+    )
     assert len(outcomes) == THREADS
     assert inventory.sold == 10 and inventory.held == held_units
     assert inventory.sold + inventory.held <= 30
@@ -78,16 +90,27 @@ def test_fifty_buyers_race_for_the_last_twenty_stakes(db: CheckSession, app: Fla
     # of the same backer made at the same moment as another is refused.
     counts = Counter(outcomes)
     assert counts["held"] >= 1
-    assert counts["SoldOut"] + counts["LimitReached"] + counts["HoldInProgress"] == THREADS - counts["held"], counts
-    per_backer = dict(db.execute(select(BackerPosition.user_id, BackerPosition.units)
-                                 .where(BackerPosition.film_id == film.id)).all())
+    assert (
+        counts["SoldOut"] + counts["LimitReached"] + counts["HoldInProgress"] == THREADS - counts["held"]
+    ), counts
+    per_backer = dict(
+        db.execute(
+            select(BackerPosition.user_id, BackerPosition.units).where(BackerPosition.film_id == film.id)
+        ).all()
+    )
     assert max(per_backer.values()) <= 4
     for fan in buyers:
-        mine = db.scalar(select(func.coalesce(func.sum(Order.units), 0)).where(
-            Order.user_id == fan.id, Order.status.in_((OrderStatus.PENDING, OrderStatus.PAID))))
+        mine = db.scalar(
+            select(func.coalesce(func.sum(Order.units), 0)).where(
+                Order.user_id == fan.id, Order.status.in_((OrderStatus.PENDING, OrderStatus.PAID))
+            )
+        )
         assert mine == per_backer.get(fan.id, 0) <= 4
-        pending = db.scalar(select(func.count()).select_from(Order).where(
-            Order.user_id == fan.id, Order.status == OrderStatus.PENDING))
+        pending = db.scalar(
+            select(func.count())
+            .select_from(Order)
+            .where(Order.user_id == fan.id, Order.status == OrderStatus.PENDING)
+        )
         assert pending <= 1
 
     # Pay every hold: exactly the cap is sold, and the ledger balances.

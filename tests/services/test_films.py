@@ -86,7 +86,9 @@ def test_slugs_are_unique(db: Session) -> None:
     assert (a.slug, b.slug) == ("same-name", "same-name-2")
 
 
-@pytest.mark.parametrize("data", [b"GIF89a" + b"\0" * 50, b"<svg xmlns='http://www.w3.org/2000/svg'/>", b"%PDF-1.4", b""])
+@pytest.mark.parametrize(
+    "data", [b"GIF89a" + b"\0" * 50, b"<svg xmlns='http://www.w3.org/2000/svg'/>", b"%PDF-1.4", b""]
+)
 def test_poster_checked_by_content(db: Session, data: bytes) -> None:
     studio = make_studio_user(db)
     with pytest.raises(DomainError):
@@ -97,5 +99,7 @@ def test_poster_size_limit_and_jpeg(db: Session) -> None:
     studio = make_studio_user(db)
     with pytest.raises(DomainError, match="too large"):
         services.create_film(db, studio, film_input(), poster=png_bytes(), poster_max_bytes=10)
-    film = services.create_film(db, studio, film_input(), poster=png_bytes(fmt="JPEG"), poster_max_bytes=10**6)
+    film = services.create_film(
+        db, studio, film_input(), poster=png_bytes(fmt="JPEG"), poster_max_bytes=10**6
+    )
     assert film.poster_id is not None

@@ -13,14 +13,14 @@ from crowdfund.films.states import FilmState
 from crowdfund.funding.hold_terms import HoldTerms, HoldTermsCache
 from crowdfund.funding.holds import HoldRequest, LimitReached, SoldOut, hold_stakes
 from crowdfund.funding.inventory import release_expired_holds
-from crowdfund.funding.settlement import settle_success
-from crowdfund.workflows.reactions import cancel_order
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
 from crowdfund.funding.queries import funding_stats
+from crowdfund.funding.settlement import settle_success
 from crowdfund.ledger import Account
-from crowdfund.workflows.checkout import pay_order
-from crowdfund.workflows.refunds import process_refund
 from crowdfund.site.web import app_services
+from crowdfund.workflows.checkout import pay_order
+from crowdfund.workflows.reactions import cancel_order
+from crowdfund.workflows.refunds import process_refund
 from tests.conftest import CheckSession
 from tests.factories import DECLINED_CARD, buy, hold, make_film, make_studio_user, make_user, pay
 
@@ -32,14 +32,26 @@ def inventory(db: CheckSession, film_id: int) -> tuple[int, int]:
 
 
 def position(db: CheckSession, film_id: int, user_id: int) -> int:
-    return db.scalar(select(BackerPosition.units).where(BackerPosition.film_id == film_id,
-                                                        BackerPosition.user_id == user_id)) or 0
+    return (
+        db.scalar(
+            select(BackerPosition.units).where(
+                BackerPosition.film_id == film_id, BackerPosition.user_id == user_id
+            )
+        )
+        or 0
+    )
 
 
 @pytest.fixture
 def film(db: CheckSession):  # type: ignore[no-untyped-def]
-    return make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=4,
-                     funding_goal_cents=20_000)
+    return make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=10,
+        per_backer_limit=4,
+        funding_goal_cents=20_000,
+    )
 
 
 def test_hold_reserves_units_in_a_pending_order(db: CheckSession, film) -> None:  # type: ignore[no-untyped-def]
@@ -108,8 +120,14 @@ def test_sold_out_says_when_holds_lapse_and_lapsed_holds_count_as_free(db: Check
 
 
 def test_truly_sold_out(db: CheckSession, app: Flask) -> None:
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=2, per_backer_limit=2,
-                     funding_goal_cents=10_000)
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=2,
+        per_backer_limit=2,
+        funding_goal_cents=10_000,
+    )
     buy(db, app, make_user(db), film, 2)
     with pytest.raises(SoldOut, match="every stake has been sold"):
         hold(db, make_user(db), film, 1)
@@ -146,8 +164,14 @@ def test_declined_card_fails_and_releases_the_hold(db: CheckSession, app: Flask,
 
 
 def test_late_payment_takes_free_units_or_is_refunded(db: CheckSession, app: Flask) -> None:
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=2, per_backer_limit=2,
-                     funding_goal_cents=10_000)
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=2,
+        per_backer_limit=2,
+        funding_goal_cents=10_000,
+    )
     now = datetime.now(UTC)
     slow, quick = make_user(db), make_user(db)
     late = hold(db, slow, film, 2, now=now - timedelta(minutes=20))
@@ -156,8 +180,10 @@ def test_late_payment_takes_free_units_or_is_refunded(db: CheckSession, app: Fla
     result = pay(db, app, late, now=now)
     # The hold was released when the other fan took its units: refused before any charge. (A
     # charge that does arrive late is refunded: tests/http/test_webhooks.py, "after the hold lapsed".)
-    assert (result.status, result.message) == ("failed", "This hold is no longer active. Please choose your "
-                                                         "stakes again.")
+    assert (result.status, result.message) == (
+        "failed",
+        "This hold is no longer active. Please choose your stakes again.",
+    )
     db.reread()
     assert db.get(Order, late.id).status == OrderStatus.EXPIRED
     assert db.get(Order, late.id).stripe_payment_intent_id is None
@@ -213,18 +239,35 @@ def test_stale_hold_terms_never_price_or_refuse_a_hold(db: CheckSession, film) -
     fan = make_user(db)
     now = datetime.now(UTC)
     real = HoldTerms.of(film)
-    stale = dataclasses.replace(real, stake_price_cents=1, per_backer_limit=99, deadline=now - timedelta(days=1))
-    order = hold_stakes(db, fan, HoldRequest(film.id, 2, "stale-terms-key-0001"), now=now,
-                                 hold_window=timedelta(minutes=15), terms=stale)
+    stale = dataclasses.replace(
+        real, stake_price_cents=1, per_backer_limit=99, deadline=now - timedelta(days=1)
+    )
+    order = hold_stakes(
+        db,
+        fan,
+        HoldRequest(film.id, 2, "stale-terms-key-0001"),
+        now=now,
+        hold_window=timedelta(minutes=15),
+        terms=stale,
+    )
     db.commit()
-    assert (order.unit_price_cents, order.amount_cents) == (film.stake_price_cents, 2 * film.stake_price_cents)
+    assert (order.unit_price_cents, order.amount_cents) == (
+        film.stake_price_cents,
+        2 * film.stake_price_cents,
+    )
     assert inventory(db, film.id) == (0, 2)
     # Terms that say "open" for a film that is not: refused, nothing written.
     other = make_film(db, make_studio_user(db, "Studio Two"), FilmState.FAILED, title="Closed Door")
     open_looking = dataclasses.replace(HoldTerms.of(other), state=FilmState.FUNDING.value)
     with pytest.raises(Conflict, match="not open for funding"):
-        hold_stakes(db, fan, HoldRequest(other.id, 1, "stale-terms-key-0002"), now=now,
-                             hold_window=timedelta(minutes=15), terms=open_looking)
+        hold_stakes(
+            db,
+            fan,
+            HoldRequest(other.id, 1, "stale-terms-key-0002"),
+            now=now,
+            hold_window=timedelta(minutes=15),
+            terms=open_looking,
+        )
     db.rollback()
     assert inventory(db, other.id) == (0, 0)
     assert db.scalar(select(func.count()).select_from(Order)) == 1

@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order, OrderStatus
-from crowdfund.workflows.reactions import cancel_order
 from crowdfund.funding.queries import (
     paid_orders_of,
     paid_total,
@@ -19,15 +18,19 @@ from crowdfund.funding.queries import (
     paid_units_by_backer,
     paid_units_of_backer,
 )
+from crowdfund.workflows.reactions import cancel_order
 from tests.conftest import CheckSession
 from tests.factories import DECLINED_CARD, buy, hold, make_film, make_studio_user, make_user, pay
 
 
 def test_paid_aggregates_count_only_orders_that_stayed_paid(db: CheckSession, app: Flask) -> None:
     studio = make_studio_user(db)
-    film = make_film(db, studio, FilmState.FUNDING, stake_cap=20, per_backer_limit=6, funding_goal_cents=50_000)
-    other = make_film(db, studio, FilmState.FUNDING, stake_cap=20, per_backer_limit=6,
-                      funding_goal_cents=50_000)
+    film = make_film(
+        db, studio, FilmState.FUNDING, stake_cap=20, per_backer_limit=6, funding_goal_cents=50_000
+    )
+    other = make_film(
+        db, studio, FilmState.FUNDING, stake_cap=20, per_backer_limit=6, funding_goal_cents=50_000
+    )
     ann, bob, cat, dan = (make_user(db) for _ in range(4))
     first = buy(db, app, ann, film, 2)
     second = buy(db, app, ann, film, 1)
@@ -54,7 +57,10 @@ def test_paid_aggregates_count_only_orders_that_stayed_paid(db: CheckSession, ap
     assert paid_units_by_backer(db, film.id) == {ann.id: 3, bob.id: 3}
     assert paid_units_by_backer(db, film.id, ann.id) == {ann.id: 3}
     assert paid_units_by_backer(db, film.id, cat.id) == {}
-    assert paid_units_and_backers(db, other.id) == (4, 1) and paid_total(db, other.id) == 4 * other.stake_price_cents
+    assert (
+        paid_units_and_backers(db, other.id) == (4, 1)
+        and paid_total(db, other.id) == 4 * other.stake_price_cents
+    )
 
 
 def test_a_film_without_paid_orders_has_zero_everywhere(db: CheckSession) -> None:

@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from crowdfund.errors import GatewayError, InvalidWebhook
-from crowdfund.payments.gateway import StripeGateway
 from crowdfund.dev.localstripe_server import (
     LocalStripe,
     LocalStripeError,
@@ -21,6 +19,8 @@ from crowdfund.dev.localstripe_server import (
     confirm_card_setup,
     create_card_payment_method,
 )
+from crowdfund.errors import GatewayError, InvalidWebhook
+from crowdfund.payments.gateway import StripeGateway
 from tests.localstripe_fixture import (  # noqa: F401  (fixtures)
     PUBLISHABLE_KEY,
     SECRET_KEY,
@@ -100,9 +100,7 @@ def test_setup_with_a_card_refused_at_attach_is_a_402(
 # --- Charging ----------------------------------------------------------------
 
 
-def test_charge_with_a_good_card_succeeds(
-    gateway: StripeGateway, localstripe: LocalStripe
-) -> None:
+def test_charge_with_a_good_card_succeeds(gateway: StripeGateway, localstripe: LocalStripe) -> None:
     outcome = gateway.charge(2500, "eur", card(localstripe, PAYS), META, "k-good")
     assert outcome.status == "succeeded"
     assert outcome.payment_intent_id and outcome.payment_intent_id.startswith("pi_")
@@ -171,9 +169,7 @@ def test_two_step_decline_and_3ds(gateway: StripeGateway, localstripe: LocalStri
     assert secure.status == "requires_action" and secure.client_secret
 
 
-def test_cancel_makes_an_abandoned_intent_unpayable(
-    gateway: StripeGateway, localstripe: LocalStripe
-) -> None:
+def test_cancel_makes_an_abandoned_intent_unpayable(gateway: StripeGateway, localstripe: LocalStripe) -> None:
     outcome = gateway.charge(900, "eur", card(localstripe, NEEDS_3DS), META)
     canceled = gateway.cancel_payment_intent(str(outcome.payment_intent_id))
     assert (canceled.status, canceled.failure_message) == ("failed", "The payment was canceled.")
@@ -210,10 +206,24 @@ def test_no_refunds_for_an_intent_never_charged(gateway: StripeGateway) -> None:
 
 
 def event_payload(event_id: str = "evt_1", status: str = "succeeded") -> bytes:
-    intent = {"id": "pi_1", "object": "payment_intent", "status": status, "amount": 100, "currency": "eur",
-              "metadata": META, "client_secret": "pi_1_secret_x"}
-    return json.dumps({"id": event_id, "object": "event", "type": "payment_intent.succeeded",
-                       "created": int(time.time()), "data": {"object": intent}}).encode()
+    intent = {
+        "id": "pi_1",
+        "object": "payment_intent",
+        "status": status,
+        "amount": 100,
+        "currency": "eur",
+        "metadata": META,
+        "client_secret": "pi_1_secret_x",
+    }
+    return json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "type": "payment_intent.succeeded",
+            "created": int(time.time()),
+            "data": {"object": intent},
+        }
+    ).encode()
 
 
 def test_construct_event_accepts_a_correctly_signed_payload(gateway: StripeGateway) -> None:

@@ -32,8 +32,8 @@ from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.funding.hold_terms import HoldTerms, HoldTermsCache, hold_terms
 from crowdfund.funding.holds import HoldRequest, hold_stakes
-from crowdfund.funding.settlement import settle_success
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
+from crowdfund.funding.settlement import settle_success
 from crowdfund.site.web import app_services
 from tests.conftest import POSTGRES, CheckSession
 from tests.factories import make_film, make_studio_user, make_user
@@ -85,13 +85,26 @@ class Holds:
             elif self.path == "stale":
                 film = session.scalar(select(Film).where(Film.slug == slug))
                 real = HoldTerms.of(film)
-                self.cache.put(dataclasses.replace(
-                    real, state=FilmState.FUNDING.value, stake_price_cents=real.stake_price_cents + 100,
-                    per_backer_limit=real.per_backer_limit + 3,
-                    deadline=max(real.deadline, now) + timedelta(days=30)))
+                self.cache.put(
+                    dataclasses.replace(
+                        real,
+                        state=FilmState.FUNDING.value,
+                        stake_price_cents=real.stake_price_cents + 100,
+                        per_backer_limit=real.per_backer_limit + 3,
+                        deadline=max(real.deadline, now) + timedelta(days=30),
+                    )
+                )
 
-    def hold(self, fan: User, film: Film, units: int, *, key: str | None = None, now: datetime | None = None,
-             meanwhile: Callable[[], object] | None = None) -> Held | Refused:
+    def hold(
+        self,
+        fan: User,
+        film: Film,
+        units: int,
+        *,
+        key: str | None = None,
+        now: datetime | None = None,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> Held | Refused:
         """`meanwhile` runs after the path's cache was prepared, before the hold."""
         now = now or datetime.now(UTC)
         slug, fan_id = film.slug, fan.id
@@ -102,14 +115,27 @@ class Holds:
             user = session.get(User, fan_id)
             try:
                 terms = hold_terms(session, slug, user)
-                order = hold_stakes(session, user, HoldRequest(terms.id, units, key or new_key()),
-                                             now=now, hold_window=HOLD_WINDOW, terms=terms)
+                order = hold_stakes(
+                    session,
+                    user,
+                    HoldRequest(terms.id, units, key or new_key()),
+                    now=now,
+                    hold_window=HOLD_WINDOW,
+                    terms=terms,
+                )
                 session.commit()
             except DomainError as exc:
                 session.rollback()
                 return Refused(type(exc).__name__, exc.message)
-            return Held(order.id, order.reference, order.units, order.unit_price_cents, order.amount_cents,
-                        order.status, order.expires_at)
+            return Held(
+                order.id,
+                order.reference,
+                order.units,
+                order.unit_price_cents,
+                order.amount_cents,
+                order.status,
+                order.expires_at,
+            )
 
     def run(self, statement: str, **params: object) -> None:
         """Change the data behind the app's back (a state move, a test's arrangement)."""
@@ -125,8 +151,15 @@ def holds(request: pytest.FixtureRequest, app: Flask) -> Holds:
 
 @pytest.fixture
 def film(db: CheckSession) -> Film:
-    return make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=4,
-                     funding_goal_cents=20_000, stake_price_cents=PRICE)
+    return make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=10,
+        per_backer_limit=4,
+        funding_goal_cents=20_000,
+        stake_price_cents=PRICE,
+    )
 
 
 def counters(db: CheckSession, film: Film, fan: User | None = None) -> tuple[int, int, int]:
@@ -135,16 +168,28 @@ def counters(db: CheckSession, film: Film, fan: User | None = None) -> tuple[int
     inventory = db.get(FilmInventory, film.id)
     position = 0
     if fan is not None:
-        position = db.scalar(select(BackerPosition.units).where(BackerPosition.film_id == film.id,
-                                                                BackerPosition.user_id == fan.id)) or 0
+        position = (
+            db.scalar(
+                select(BackerPosition.units).where(
+                    BackerPosition.film_id == film.id, BackerPosition.user_id == fan.id
+                )
+            )
+            or 0
+        )
     return inventory.sold, inventory.held, position
 
 
 def orders(db: CheckSession, film: Film) -> list[tuple[int, int, str]]:
     """(user id, units, status) of the film's orders, oldest first."""
     db.reread()
-    return [tuple(row) for row in db.execute(select(Order.user_id, Order.units, Order.status)
-                                             .where(Order.film_id == film.id).order_by(Order.id)).all()]
+    return [
+        tuple(row)
+        for row in db.execute(
+            select(Order.user_id, Order.units, Order.status)
+            .where(Order.film_id == film.id)
+            .order_by(Order.id)
+        ).all()
+    ]
 
 
 def settle(db: CheckSession, held: Held) -> None:
@@ -166,7 +211,12 @@ def test_new_hold(holds: Holds, db: CheckSession, film: Film) -> None:
     now = datetime.now(UTC)
     held = holds.hold(fan, film, 3, now=now)
     assert isinstance(held, Held), held
-    assert (held.units, held.unit_price_cents, held.amount_cents, held.status) == (3, PRICE, 3 * PRICE, "pending")
+    assert (held.units, held.unit_price_cents, held.amount_cents, held.status) == (
+        3,
+        PRICE,
+        3 * PRICE,
+        "pending",
+    )
     assert held.expires_at == now + HOLD_WINDOW and held.reference.startswith("RS-")
     assert counters(db, film, fan) == (0, 3, 3)
     assert orders(db, film) == [(fan.id, 3, "pending")]
@@ -199,9 +249,12 @@ def test_same_form_other_units_after_paying_refuses(holds: Holds, db: CheckSessi
     assert isinstance(paid, Held)
     settle(db, paid)
     back = holds.hold(fan, film, 3, key="contract-same-form-0003")
-    assert back == Refused("FormAlreadyUsed", f"This form already bought 2 stakes (order {paid.reference}), which "
-                                              "stays as it is. Nothing else was ordered: choose again on the film "
-                                              "page.")
+    assert back == Refused(
+        "FormAlreadyUsed",
+        f"This form already bought 2 stakes (order {paid.reference}), which "
+        "stays as it is. Nothing else was ordered: choose again on the film "
+        "page.",
+    )
     assert counters(db, film, fan) == (2, 0, 2)
     assert orders(db, film) == [(fan.id, 2, "paid")]
 
@@ -210,20 +263,30 @@ def test_same_form_other_units_while_paying_refuses(holds: Holds, db: CheckSessi
     fan = make_user(db)
     paying = holds.hold(fan, film, 2, key="contract-same-form-0004")
     assert isinstance(paying, Held)
-    holds.run("UPDATE orders SET stripe_payment_intent_id = 'pi_contract_1' WHERE id = :id", id=paying.order_id)
+    holds.run(
+        "UPDATE orders SET stripe_payment_intent_id = 'pi_contract_1' WHERE id = :id", id=paying.order_id
+    )
     back = holds.hold(fan, film, 3, key="contract-same-form-0004")
-    assert back == Refused("FormAlreadyUsed", f"This form already is paying for 2 stakes (order {paying.reference});"
-                                              " that payment is not changed. Nothing else was ordered: choose again "
-                                              "on the film page.")
+    assert back == Refused(
+        "FormAlreadyUsed",
+        f"This form already is paying for 2 stakes (order {paying.reference});"
+        " that payment is not changed. Nothing else was ordered: choose again "
+        "on the film page.",
+    )
     other_form = holds.hold(fan, film, 1)
-    assert other_form == Refused("PaymentUnderWay", f"Your payment for order {paying.reference} is still being "
-                                                    "processed. Wait until it completes (its order page shows the "
-                                                    "result) before holding more stakes.")
+    assert other_form == Refused(
+        "PaymentUnderWay",
+        f"Your payment for order {paying.reference} is still being "
+        "processed. Wait until it completes (its order page shows the "
+        "result) before holding more stakes.",
+    )
     assert counters(db, film, fan) == (0, 2, 2)
     assert orders(db, film) == [(fan.id, 2, "pending")]
 
 
-def test_a_new_form_releases_the_fans_unpaid_hold_of_the_film(holds: Holds, db: CheckSession, film: Film) -> None:
+def test_a_new_form_releases_the_fans_unpaid_hold_of_the_film(
+    holds: Holds, db: CheckSession, film: Film
+) -> None:
     fan, other = make_user(db), make_user(db)
     assert isinstance(holds.hold(other, film, 2), Held)
     assert isinstance(holds.hold(fan, film, 3), Held)
@@ -244,9 +307,12 @@ def test_per_backer_limit_counts_held_and_paid(holds: Holds, db: CheckSession, f
     assert isinstance(holds.hold(fan, film, 1), Held)
     # The new hold would replace the unpaid one: 2 paid + 3 is over the limit of 4.
     refused = holds.hold(fan, film, 3)
-    assert refused == Refused("LimitReached", "Each backer may hold at most 4 stakes in this film; you have 2 paid "
-                                              "or being paid, so you can add 2 more (a new hold replaces your "
-                                              "unpaid one).")
+    assert refused == Refused(
+        "LimitReached",
+        "Each backer may hold at most 4 stakes in this film; you have 2 paid "
+        "or being paid, so you can add 2 more (a new hold replaces your "
+        "unpaid one).",
+    )
     assert counters(db, film, fan) == (2, 1, 3)  # the unpaid hold stands
     assert isinstance(holds.hold(fan, film, 2), Held)
     assert counters(db, film, fan) == (2, 2, 4)
@@ -262,8 +328,11 @@ def test_sold_out_says_when_held_stakes_come_free(holds: Holds, db: CheckSession
     late = make_user(db)
     refused = holds.hold(late, film, 1, now=now + timedelta(minutes=10))
     come_free = (now + HOLD_WINDOW).strftime("%H:%M UTC")
-    assert refused == Refused("SoldOut", "Sold out: every stake is sold or held. Held stakes that are not paid "
-                                         f"for come free again; check back after {come_free}.")
+    assert refused == Refused(
+        "SoldOut",
+        "Sold out: every stake is sold or held. Held stakes that are not paid "
+        f"for come free again; check back after {come_free}.",
+    )
     assert counters(db, film, late) == (0, 10, 0)
     assert len(orders(db, film)) == 3
 
@@ -271,7 +340,9 @@ def test_sold_out_says_when_held_stakes_come_free(holds: Holds, db: CheckSession
 def test_lapsed_holds_count_as_free(holds: Holds, db: CheckSession, film: Film) -> None:
     now = datetime.now(UTC)
     first, second, late = make_user(db), make_user(db), make_user(db)
-    assert isinstance(holds.hold(first, film, 4, now=now - timedelta(minutes=20)), Held)  # lapsed, not released
+    assert isinstance(
+        holds.hold(first, film, 4, now=now - timedelta(minutes=20)), Held
+    )  # lapsed, not released
     assert isinstance(holds.hold(second, film, 4, now=now), Held)
     held = holds.hold(late, film, 4, now=now)
     assert isinstance(held, Held) and held.units == 4
@@ -335,22 +406,29 @@ def test_a_film_not_yet_public_is_not_found(holds: Holds, db: CheckSession) -> N
     assert orders(db, draft) == []
 
 
-def test_the_form_that_made_a_hold_still_finds_it_after_the_film_closed(holds: Holds, db: CheckSession,
-                                                                        film: Film) -> None:
+def test_the_form_that_made_a_hold_still_finds_it_after_the_film_closed(
+    holds: Holds, db: CheckSession, film: Film
+) -> None:
     fan = make_user(db)
     held = holds.hold(fan, film, 2, key="contract-same-form-0005")
-    again = holds.hold(fan, film, 2, key="contract-same-form-0005", meanwhile=close(holds, film, FilmState.FAILED))
+    again = holds.hold(
+        fan, film, 2, key="contract-same-form-0005", meanwhile=close(holds, film, FilmState.FAILED)
+    )
     assert isinstance(held, Held) and again == held
     assert counters(db, film, fan) == (0, 2, 2)
 
 
-def test_the_form_back_with_other_units_after_the_film_closed(holds: Holds, db: CheckSession, film: Film) -> None:
+def test_the_form_back_with_other_units_after_the_film_closed(
+    holds: Holds, db: CheckSession, film: Film
+) -> None:
     """The film's state decides before the form's old order: a closed film says so."""
     fan = make_user(db)
     paid = holds.hold(fan, film, 2, key="contract-same-form-0006")
     assert isinstance(paid, Held)
     settle(db, paid)
-    back = holds.hold(fan, film, 3, key="contract-same-form-0006", meanwhile=close(holds, film, FilmState.FAILED))
+    back = holds.hold(
+        fan, film, 3, key="contract-same-form-0006", meanwhile=close(holds, film, FilmState.FAILED)
+    )
     assert back == Refused("Conflict", "This film is not open for funding.")
     assert counters(db, film, fan) == (2, 0, 2)
     assert orders(db, film) == [(fan.id, 2, "paid")]
@@ -374,13 +452,17 @@ def test_an_incomplete_form_is_refused(holds: Holds, db: CheckSession, film: Fil
     assert orders(db, film) == []
 
 
-def test_terms_changed_while_cached_price_and_limit_the_hold(holds: Holds, db: CheckSession, film: Film) -> None:
+def test_terms_changed_while_cached_price_and_limit_the_hold(
+    holds: Holds, db: CheckSession, film: Film
+) -> None:
     """Terms are frozen once a film is open; should they ever change, a hold
     is priced and limited on the film as it is, never on what was cached."""
     fan = make_user(db)
 
     def reprice() -> None:
-        holds.run("UPDATE films SET stake_price_cents = 7000, per_backer_limit = 2 WHERE id = :id", id=film.id)
+        holds.run(
+            "UPDATE films SET stake_price_cents = 7000, per_backer_limit = 2 WHERE id = :id", id=film.id
+        )
 
     held = holds.hold(fan, film, 2, meanwhile=reprice)
     assert isinstance(held, Held), held
@@ -401,8 +483,14 @@ def test_stale_terms_are_forgotten(holds: Holds, db: CheckSession, film: Film) -
 
 
 def test_a_hold_replaces_nothing_of_another_film(holds: Holds, db: CheckSession, film: Film) -> None:
-    other_film = make_film(db, make_studio_user(db, "Studio Other"), FilmState.FUNDING, stake_cap=10,
-                           per_backer_limit=4, funding_goal_cents=20_000)
+    other_film = make_film(
+        db,
+        make_studio_user(db, "Studio Other"),
+        FilmState.FUNDING,
+        stake_cap=10,
+        per_backer_limit=4,
+        funding_goal_cents=20_000,
+    )
     fan = make_user(db)
     assert isinstance(holds.hold(fan, other_film, 3), Held)
     assert isinstance(holds.hold(fan, film, 4), Held)
@@ -417,8 +505,11 @@ def test_position_and_counter_agree_with_the_orders(holds: Holds, db: CheckSessi
         holds.hold(fans[n % 3], film, units, now=now + timedelta(minutes=n * 4))
     db.reread()
     inventory = db.get(FilmInventory, film.id)
-    pending = db.execute(select(Order.user_id, Order.units).where(Order.film_id == film.id,
-                                                                  Order.status == OrderStatus.PENDING)).all()
+    pending = db.execute(
+        select(Order.user_id, Order.units).where(
+            Order.film_id == film.id, Order.status == OrderStatus.PENDING
+        )
+    ).all()
     assert inventory.held == sum(units for _, units in pending) and inventory.sold == 0
     for fan in fans:
         assert counters(db, film, fan)[2] == sum(units for user_id, units in pending if user_id == fan.id)
@@ -429,7 +520,9 @@ def test_position_and_counter_agree_with_the_orders(holds: Holds, db: CheckSessi
 
 @pytest.mark.postgres_only
 @pytest.mark.skipif(not POSTGRES, reason="the one-statement hold is PostgreSQL's")
-def test_a_hold_on_cached_terms_is_one_statement_on_postgresql(app: Flask, db: CheckSession, film: Film) -> None:
+def test_a_hold_on_cached_terms_is_one_statement_on_postgresql(
+    app: Flask, db: CheckSession, film: Film
+) -> None:
     fan = make_user(db)
     holds = Holds(app, "cached")
     holds.hold(fan, make_film(db, make_studio_user(db, "Studio Warm"), FilmState.FUNDING), 1)  # warm the pool
@@ -445,8 +538,14 @@ def test_a_hold_on_cached_terms_is_one_statement_on_postgresql(app: Flask, db: C
         terms = hold_terms(session, film.slug, user)
         event.listen(engine, "before_cursor_execute", count)
         try:
-            order = hold_stakes(session, user, HoldRequest(terms.id, 2, new_key()),
-                                         now=datetime.now(UTC), hold_window=HOLD_WINDOW, terms=terms)
+            order = hold_stakes(
+                session,
+                user,
+                HoldRequest(terms.id, 2, new_key()),
+                now=datetime.now(UTC),
+                hold_window=HOLD_WINDOW,
+                terms=terms,
+            )
         finally:
             event.remove(engine, "before_cursor_execute", count)
         session.commit()

@@ -31,26 +31,35 @@ def test_post_refuses_a_kind_that_is_not_an_entry_kind(db: CheckSession, kind: o
 
 def test_post_refuses_a_key_of_another_kind(db: CheckSession) -> None:
     with pytest.raises(ValueError, match="is not a unmatched_payment key"):
-        ledger.post(db, key=EntryKind.UNMATCHED_REFUND.key(1), kind=EntryKind.UNMATCHED_PAYMENT, lines=LINES,
-                    now=NOW)
+        ledger.post(
+            db, key=EntryKind.UNMATCHED_REFUND.key(1), kind=EntryKind.UNMATCHED_PAYMENT, lines=LINES, now=NOW
+        )
     assert entries(db) == 0
 
 
 def test_post_refuses_an_account_no_builder_makes(db: CheckSession) -> None:
     with pytest.raises(ValueError, match="not an account"):
-        ledger.post(db, key=EntryKind.UNMATCHED_PAYMENT.key(1), kind=EntryKind.UNMATCHED_PAYMENT,
-                    lines=[(Account.BACKER_CASH, 500), ("unmatched", -500)], now=NOW)
+        ledger.post(
+            db,
+            key=EntryKind.UNMATCHED_PAYMENT.key(1),
+            kind=EntryKind.UNMATCHED_PAYMENT,
+            lines=[(Account.BACKER_CASH, 500), ("unmatched", -500)],
+            now=NOW,
+        )
     assert entries(db) == 0
 
 
 def test_post_stores_the_historical_strings(db: CheckSession) -> None:
-    ledger.post(db, key=EntryKind.UNMATCHED_PAYMENT.key(1), kind=EntryKind.UNMATCHED_PAYMENT, lines=LINES,
-                now=NOW)
+    ledger.post(
+        db, key=EntryKind.UNMATCHED_PAYMENT.key(1), kind=EntryKind.UNMATCHED_PAYMENT, lines=LINES, now=NOW
+    )
     db.commit()
     db.expire_all()
     entry = db.scalars(select(JournalEntry)).one()
     assert (entry.kind, entry.key) == ("unmatched_payment", "unmatched-payment:1")
-    assert [(line.account, line.amount_cents) for line in entry.lines] == [("backer_cash", 500),
-                                                                           ("unmatched_payments", -500)]
+    assert [(line.account, line.amount_cents) for line in entry.lines] == [
+        ("backer_cash", 500),
+        ("unmatched_payments", -500),
+    ]
     assert ledger.has_entry(db, "unmatched-payment:1")
     assert ledger.balance(db, "backer_cash") == 500 and ledger.trial_balance(db) == 0

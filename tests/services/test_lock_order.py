@@ -21,18 +21,21 @@ from sqlalchemy.orm import Session
 
 from crowdfund import ledger
 from crowdfund.accounts.models import User
-from crowdfund.films.states import FilmState
 from crowdfund.errors import Conflict
+from crowdfund.films.states import FilmState
 from crowdfund.funding.holds import HoldRequest, hold_stakes
 from crowdfund.funding.inventory import release_expired_holds
-from crowdfund.funding.settlement import settle_success
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
+from crowdfund.funding.settlement import settle_success
 from crowdfund.site.web import app_services
 from tests.conftest import POSTGRES, CheckSession
 from tests.factories import hold, make_film, make_studio_user, make_user
 
-pytestmark = [pytest.mark.postgres_only, pytest.mark.committing,  # threads on their own connections
-              pytest.mark.skipif(not POSTGRES, reason="needs row locks (PostgreSQL)")]
+pytestmark = [
+    pytest.mark.postgres_only,
+    pytest.mark.committing,  # threads on their own connections
+    pytest.mark.skipif(not POSTGRES, reason="needs row locks (PostgreSQL)"),
+]
 
 HOLD = timedelta(minutes=15)
 
@@ -82,8 +85,9 @@ class Operation:
         self.thread.start()
         for _ in range(3000):
             db.rollback()
-            waiting = db.execute(text("SELECT count(*) FROM pg_locks WHERE pid = :pid AND NOT granted"),
-                                 {"pid": self.pid}).scalar_one()
+            waiting = db.execute(
+                text("SELECT count(*) FROM pg_locks WHERE pid = :pid AND NOT granted"), {"pid": self.pid}
+            ).scalar_one()
             if waiting:
                 return
             if not self.thread.is_alive():
@@ -111,24 +115,34 @@ class Gate:
 
 def hold_in(session: Session, user_id: int, film_id: int, units: int, key: str, now: datetime) -> Order:
     user = session.get(User, user_id)
-    return hold_stakes(session, user, HoldRequest(film_id, units, key), now=now,
-                                hold_window=HOLD)
+    return hold_stakes(session, user, HoldRequest(film_id, units, key), now=now, hold_window=HOLD)
 
 
 def assert_counters_agree(db: CheckSession, film_id: int) -> tuple[int, int]:
     """Counter and positions match the orders; returns (sold, held)."""
     db.reread()
     inventory = db.get(FilmInventory, film_id)
-    held = db.scalar(select(func.coalesce(func.sum(Order.units), 0)).where(
-        Order.film_id == film_id, Order.status == OrderStatus.PENDING))
-    sold = db.scalar(select(func.coalesce(func.sum(Order.units), 0)).where(
-        Order.film_id == film_id, Order.status == OrderStatus.PAID))
+    held = db.scalar(
+        select(func.coalesce(func.sum(Order.units), 0)).where(
+            Order.film_id == film_id, Order.status == OrderStatus.PENDING
+        )
+    )
+    sold = db.scalar(
+        select(func.coalesce(func.sum(Order.units), 0)).where(
+            Order.film_id == film_id, Order.status == OrderStatus.PAID
+        )
+    )
     assert (inventory.sold, inventory.held) == (sold, held)
-    for user_id, units in db.execute(select(BackerPosition.user_id, BackerPosition.units)
-                                     .where(BackerPosition.film_id == film_id)).all():
-        mine = db.scalar(select(func.coalesce(func.sum(Order.units), 0)).where(
-            Order.film_id == film_id, Order.user_id == user_id,
-            Order.status.in_((OrderStatus.PENDING, OrderStatus.PAID))))
+    for user_id, units in db.execute(
+        select(BackerPosition.user_id, BackerPosition.units).where(BackerPosition.film_id == film_id)
+    ).all():
+        mine = db.scalar(
+            select(func.coalesce(func.sum(Order.units), 0)).where(
+                Order.film_id == film_id,
+                Order.user_id == user_id,
+                Order.status.in_((OrderStatus.PENDING, OrderStatus.PAID)),
+            )
+        )
         assert units == mine, f"position of user {user_id}"
     return sold, held
 
@@ -141,8 +155,14 @@ def test_one_backers_two_tabs_never_deadlock(db: CheckSession, app: Flask) -> No
     """Tab 1's hold must release a lapsed hold first (it locks the lapsed
     order, positions, the counter, then its own position); tab 2's hold goes
     straight to its position and the counter."""
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=4, per_backer_limit=4,
-                     funding_goal_cents=10_000)
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=4,
+        per_backer_limit=4,
+        funding_goal_cents=10_000,
+    )
     now = datetime.now(UTC)
     lapsed_owner, backer = make_user(db), make_user(db)
     hold(db, lapsed_owner, film, 3, now=now - timedelta(minutes=20))  # lapsed, not yet released
@@ -152,8 +172,8 @@ def test_one_backers_two_tabs_never_deadlock(db: CheckSession, app: Flask) -> No
     gate = Gate(app, film_id)
     tab1 = Operation(app, lambda s: hold_in(s, backer_id, film_id, 2, "tab-one-key-000001", now))
     tab2 = Operation(app, lambda s: hold_in(s, backer_id, film_id, 1, "tab-two-key-000002", now))
-    tab1.start_and_wait_until_blocked(db)   # released the lapsed hold, waits for the counter
-    tab2.start_and_wait_until_blocked(db)   # waits for the backer's position or the counter
+    tab1.start_and_wait_until_blocked(db)  # released the lapsed hold, waits for the counter
+    tab2.start_and_wait_until_blocked(db)  # waits for the backer's position or the counter
     gate.open()
     first, second = tab1.join(), tab2.join()
     not_a_database_error(first)
@@ -161,15 +181,23 @@ def test_one_backers_two_tabs_never_deadlock(db: CheckSession, app: Flask) -> No
     assert isinstance(first, Order)
     sold, held = assert_counters_agree(db, film.id)
     assert sold == 0 and held <= 4
-    pending = db.scalars(select(Order).where(Order.user_id == backer.id, Order.status == OrderStatus.PENDING)).all()
+    pending = db.scalars(
+        select(Order).where(Order.user_id == backer.id, Order.status == OrderStatus.PENDING)
+    ).all()
     assert len(pending) == 1  # one pending order per backer and film
 
 
 def test_late_charge_and_a_releasing_hold_never_deadlock(db: CheckSession, app: Flask) -> None:
     """A backer's hold that releases another fan's lapsed hold, while the
     backer's late charge of an expired order is settled."""
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=4, per_backer_limit=4,
-                     funding_goal_cents=10_000)
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=4,
+        per_backer_limit=4,
+        funding_goal_cents=10_000,
+    )
     now = datetime.now(UTC)
     lapsed_owner, backer = make_user(db), make_user(db)
     late = hold(db, backer, film, 1, now=now - timedelta(minutes=40))
@@ -198,12 +226,19 @@ def test_late_charge_and_a_releasing_hold_never_deadlock(db: CheckSession, app: 
 
 
 @pytest.mark.parametrize("stakes_free", [False, True])
-def test_late_charge_settled_twice_at_once_settles_or_refunds_once(db: CheckSession, app: Flask,
-                                                                   stakes_free: bool) -> None:
+def test_late_charge_settled_twice_at_once_settles_or_refunds_once(
+    db: CheckSession, app: Flask, stakes_free: bool
+) -> None:
     """The webhook and the fan's return settle the same expired order in two
     sessions at once: one outcome, one payment booking, no error."""
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=4, per_backer_limit=4,
-                     funding_goal_cents=10_000)
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=4,
+        per_backer_limit=4,
+        funding_goal_cents=10_000,
+    )
     now = datetime.now(UTC)
     backer = make_user(db)
     late = hold(db, backer, film, 2, now=now - timedelta(minutes=20))
@@ -231,12 +266,17 @@ def test_late_charge_settled_twice_at_once_settles_or_refunds_once(db: CheckSess
     db.reread()
     order = db.get(Order, late.id)
     assert order.status == (OrderStatus.PAID if stakes_free else OrderStatus.REFUNDED)
-    bookings = db.scalar(select(func.count()).select_from(ledger.JournalEntry)
-                         .where(ledger.JournalEntry.order_id == late.id, ledger.JournalEntry.kind == "payment"))
+    bookings = db.scalar(
+        select(func.count())
+        .select_from(ledger.JournalEntry)
+        .where(ledger.JournalEntry.order_id == late.id, ledger.JournalEntry.kind == "payment")
+    )
     assert bookings == 1
-    decisions = db.scalar(select(func.count()).select_from(ledger.JournalEntry)
-                          .where(ledger.JournalEntry.order_id == late.id,
-                                 ledger.JournalEntry.kind == "refund_decided"))
+    decisions = db.scalar(
+        select(func.count())
+        .select_from(ledger.JournalEntry)
+        .where(ledger.JournalEntry.order_id == late.id, ledger.JournalEntry.kind == "refund_decided")
+    )
     assert decisions == (0 if stakes_free else 1)
     assert assert_counters_agree(db, film.id) == ((2, 0) if stakes_free else (0, 3))
     assert ledger.trial_balance(db) == 0

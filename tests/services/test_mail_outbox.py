@@ -19,8 +19,15 @@ from tests.conftest import CheckSession, MailCapture
 
 
 def queue_reset_mail(session, key: str, to: str):  # type: ignore[no-untyped-def]
-    return queue_email(session, key=key, to=to, template="password_reset", name="Pat",
-                       link="http://127.0.0.1:5000/reset-password/x", minutes=60)
+    return queue_email(
+        session,
+        key=key,
+        to=to,
+        template="password_reset",
+        name="Pat",
+        link="http://127.0.0.1:5000/reset-password/x",
+        minutes=60,
+    )
 
 
 def rows(db: CheckSession):  # type: ignore[no-untyped-def]
@@ -33,7 +40,9 @@ def rows(db: CheckSession):  # type: ignore[no-untyped-def]
 # --- regression tests, issue 12 item 8 ------------------------------------------------------
 
 
-def test_two_mails_queued_in_one_transaction_leave_only_after_the_outer_commit(app: Flask, mail: MailCapture) -> None:
+def test_two_mails_queued_in_one_transaction_leave_only_after_the_outer_commit(
+    app: Flask, mail: MailCapture
+) -> None:
     with app_services(app).sessions() as session:
         queue_reset_mail(session, "t:first", "first@example.com")
         queue_reset_mail(session, "t:second", "second@example.com")
@@ -43,8 +52,9 @@ def test_two_mails_queued_in_one_transaction_leave_only_after_the_outer_commit(a
     assert sorted(m["To"] for m in mail.messages) == ["first@example.com", "second@example.com"]
 
 
-def test_rolled_back_work_sends_nothing_and_its_retry_sends_once(app: Flask, db: CheckSession,
-                                                                 mail: MailCapture) -> None:
+def test_rolled_back_work_sends_nothing_and_its_retry_sends_once(
+    app: Flask, db: CheckSession, mail: MailCapture
+) -> None:
     sessions = app_services(app).sessions
     with sessions() as session:
         queue_reset_mail(session, "t:reset", "retried@example.com")
@@ -60,8 +70,9 @@ def test_rolled_back_work_sends_nothing_and_its_retry_sends_once(app: Flask, db:
     assert [r.key for r in rows(db)] == ["t:reset"]
 
 
-def test_mail_queued_before_a_failed_savepoint_is_delivered_after_the_commit(app: Flask,
-                                                                           mail: MailCapture) -> None:
+def test_mail_queued_before_a_failed_savepoint_is_delivered_after_the_commit(
+    app: Flask, mail: MailCapture
+) -> None:
     with app_services(app).sessions() as session:
         queue_reset_mail(session, "t:kept", "kept@example.com")
         with pytest.raises(RuntimeError):
@@ -111,29 +122,50 @@ def test_same_key_twice_is_one_row_and_one_mail(app: Flask, db: CheckSession, ma
     assert row.status == "sent" and row.sent_at is not None and row.attempts == 1
 
 
-def test_the_message_is_built_in_the_callers_transaction(app: Flask, db: CheckSession, mail: MailCapture) -> None:
+def test_the_message_is_built_in_the_callers_transaction(
+    app: Flask, db: CheckSession, mail: MailCapture
+) -> None:
     with app_services(app).sessions() as session:
         queue_reset_mail(session, "t:built", "built@example.com")
         session.commit()
     (row,) = rows(db)
     assert row.status == "pending" and row.subject == "Reset your Reelshare password"
-    for header in ("To: built@example.com", "Subject: Reset your Reelshare password", "Message-ID: <", "Date: ",
-                   "From: "):
+    for header in (
+        "To: built@example.com",
+        "Subject: Reset your Reelshare password",
+        "Message-ID: <",
+        "Date: ",
+        "From: ",
+    ):
         assert header in row.message
     (message,) = mail.to("built@example.com")
     assert message["Message-ID"] in row.message and message["Date"]
 
 
-@pytest.mark.parametrize("separator", ["\r", "\n", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029", "\x00",
-                                       "\x1b"])
+@pytest.mark.parametrize(
+    "separator", ["\r", "\n", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029", "\x00", "\x1b"]
+)
 def test_a_mail_that_cannot_be_built_is_recorded_failed_and_the_caller_carries_on(
-        app: Flask, db: CheckSession, mail: MailCapture, separator: str) -> None:
+    app: Flask, db: CheckSession, mail: MailCapture, separator: str
+) -> None:
     from tests.factories import make_user
 
     with app_services(app).sessions() as session:
-        assert queue_email(session, key="t:bad", to="fan@example.com", template="statement_ready",
-                           number="S-1", amount_cents=100, name="Fan", film_title=f"Night{separator}Ferry",
-                           statement_id=1, payment_status="computed (not yet paid)") is True
+        assert (
+            queue_email(
+                session,
+                key="t:bad",
+                to="fan@example.com",
+                template="statement_ready",
+                number="S-1",
+                amount_cents=100,
+                name="Fan",
+                film_title=f"Night{separator}Ferry",
+                statement_id=1,
+                payment_status="computed (not yet paid)",
+            )
+            is True
+        )
         session.commit()  # the caller's transaction still commits
     make_user(db, "after@example.com")
     (row,) = rows(db)
@@ -149,7 +181,8 @@ def closed_port() -> int:
 
 
 def test_smtp_down_retries_with_backoff_then_fails_and_an_admin_retry_sends(
-        app: Flask, db: CheckSession, mail: MailCapture) -> None:
+    app: Flask, db: CheckSession, mail: MailCapture
+) -> None:
     from crowdfund.db import utcnow
     from crowdfund.mail.delivery import MailDelivery
     from crowdfund.mail.outbox import retry_failed_email
@@ -157,7 +190,9 @@ def test_smtp_down_retries_with_backoff_then_fails_and_an_admin_retry_sends(
 
     sessions = app_services(app).sessions
     working = app_services(app).mail_delivery
-    down = MailDelivery(sessions, Mailer(backend="smtp", port=closed_port()), max_attempts=3, retry_seconds=60)
+    down = MailDelivery(
+        sessions, Mailer(backend="smtp", port=closed_port()), max_attempts=3, retry_seconds=60
+    )
     with sessions() as session:
         queue_reset_mail(session, "t:down", "down@example.com")
         session.commit()
@@ -182,8 +217,9 @@ def test_smtp_down_retries_with_backoff_then_fails_and_an_admin_retry_sends(
     assert rows(db)[0].status == "sent"
 
 
-def test_a_mail_claimed_by_a_delivery_that_died_is_sent_after_its_lease(app: Flask, db: CheckSession,
-                                                                        mail: MailCapture) -> None:
+def test_a_mail_claimed_by_a_delivery_that_died_is_sent_after_its_lease(
+    app: Flask, db: CheckSession, mail: MailCapture
+) -> None:
     """Better twice than never: a crash after SMTP accepted, before the row was
     marked sent, sends the mail again once the claim's lease is over."""
     from crowdfund.db import utcnow
@@ -195,7 +231,11 @@ def test_a_mail_claimed_by_a_delivery_that_died_is_sent_after_its_lease(app: Fla
         queue_reset_mail(session, "t:lease", "lease@example.com")
         session.commit()
     now = utcnow()
-    db.execute(OutgoingEmail.__table__.update().values(status="sending", attempts=1, next_attempt_at=now + SENDING_LEASE))
+    db.execute(
+        OutgoingEmail.__table__.update().values(
+            status="sending", attempts=1, next_attempt_at=now + SENDING_LEASE
+        )
+    )
     db.commit()
     assert delivery.deliver_pending(now=now).sent == 0
     assert delivery.deliver_pending(now=now + SENDING_LEASE + timedelta(seconds=1)).sent == 1
@@ -227,7 +267,9 @@ def test_parallel_deliveries_send_each_mail_once(app: Flask, db: CheckSession, m
     from crowdfund.mail.outbox import OutgoingEmail
 
     db.reread()
-    assert db.scalar(select(func.count()).select_from(OutgoingEmail).where(OutgoingEmail.status == "sent")) == 20
+    assert (
+        db.scalar(select(func.count()).select_from(OutgoingEmail).where(OutgoingEmail.status == "sent")) == 20
+    )
 
 
 def test_the_deliver_command_sends_what_is_pending(app: Flask, mail: MailCapture) -> None:

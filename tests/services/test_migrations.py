@@ -1,10 +1,10 @@
 """The schema comes only from Alembic: one head, and no difference between the
 models and the migrated database (which the session fixture built)."""
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-import pytest
 from flask import Flask
 from sqlalchemy import inspect
 
@@ -23,7 +23,9 @@ def test_migrated_schema_matches_models(app: Flask) -> None:
     engine = app_services(app).engine
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        assert context.get_current_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+        assert (
+            context.get_current_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+        )
         diff = compare_metadata(context, metadata)
     assert diff == []
 
@@ -47,14 +49,17 @@ def test_one_pending_order_migration_resolves_existing_duplicates(tmp_path) -> N
     engine = create_engine(url)
     stamp = "2026-11-30 12:00:00.000000"
     with engine.begin() as conn:
-        _studio_user_and_film(conn, stamp, 'funding')
+        _studio_user_and_film(conn, stamp, "funding")
         conn.execute(text("INSERT INTO film_inventory (film_id, cap, sold, held) VALUES (1, 10, 0, 6)"))
         conn.execute(text("INSERT INTO backer_positions (film_id, user_id, units) VALUES (1, 1, 6)"))
         for order_id, units in ((1, 1), (2, 2), (3, 3)):
-            conn.execute(text(
-                "INSERT INTO orders (id, reference, film_id, user_id, units, unit_price_cents, amount_cents, status, "
-                f"idempotency_key, created_at, expires_at) VALUES ({order_id}, 'RS-{order_id}', 1, 1, {units}, 5000, "
-                f"{units * 5000}, 'pending', 'key-{order_id}', '{stamp}', '{stamp}')"))
+            conn.execute(
+                text(
+                    "INSERT INTO orders (id, reference, film_id, user_id, units, unit_price_cents, amount_cents, status, "
+                    f"idempotency_key, created_at, expires_at) VALUES ({order_id}, 'RS-{order_id}', 1, 1, {units}, 5000, "
+                    f"{units * 5000}, 'pending', 'key-{order_id}', '{stamp}', '{stamp}')"
+                )
+            )
     upgrade(url)
     with engine.connect() as conn:
         statuses = conn.execute(text("SELECT status FROM orders ORDER BY id")).scalars().all()
@@ -84,14 +89,21 @@ def test_refund_state_migration_keeps_refunds_and_refuses_other_states(tmp_path)
     engine = make_engine(url)  # foreign keys on, as the app runs
     stamp = "2026-11-30 12:00:00.000000"
     with engine.begin() as conn:
-        _studio_user_and_film(conn, stamp, 'failed')
+        _studio_user_and_film(conn, stamp, "failed")
         for order_id, refund_state in ((1, "'done'"), (2, "'processing'"), (3, "NULL")):
-            conn.execute(text(
-                "INSERT INTO orders (id, reference, film_id, user_id, units, unit_price_cents, amount_cents, status, "
-                f"idempotency_key, created_at, expires_at, refund_state) VALUES ({order_id}, 'RS-{order_id}', 1, 1, "
-                f"1, 5000, 5000, 'refunded', 'key-{order_id}', '{stamp}', '{stamp}', {refund_state})"))
-            conn.execute(text("INSERT INTO journal_entries (key, kind, film_id, order_id, memo, created_at) VALUES "
-                              f"('payment:{order_id}', 'payment', 1, {order_id}, '', '{stamp}')"))
+            conn.execute(
+                text(
+                    "INSERT INTO orders (id, reference, film_id, user_id, units, unit_price_cents, amount_cents, status, "
+                    f"idempotency_key, created_at, expires_at, refund_state) VALUES ({order_id}, 'RS-{order_id}', 1, 1, "
+                    f"1, 5000, 5000, 'refunded', 'key-{order_id}', '{stamp}', '{stamp}', {refund_state})"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO journal_entries (key, kind, film_id, order_id, memo, created_at) VALUES "
+                    f"('payment:{order_id}', 'payment', 1, {order_id}, '', '{stamp}')"
+                )
+            )
     engine.dispose()
     upgrade(url)
     engine = make_engine(url)
@@ -111,11 +123,18 @@ def _studio_user_and_film(conn, stamp: str, state: str) -> None:  # type: ignore
     from sqlalchemy import text
 
     conn.execute(text(f"INSERT INTO studios (id, name, created_at) VALUES (1, 'S', '{stamp}')"))
-    conn.execute(text("INSERT INTO users (id, email, display_name, password_hash, session_version, is_active, "
-                      f"created_at) VALUES (1, 'a@example.com', 'A', 'x', 1, 1, '{stamp}')"))
-    conn.execute(text(
-        "INSERT INTO films (id, studio_id, slug, title, logline, synopsis, risks, funding_goal_cents, "
-        "stake_price_cents, stake_cap, per_backer_limit, deadline, timezone, expected_release_date, "
-        "recoup_share_bps, recoup_multiple_bps, profit_share_bps, state, created_at, updated_at) VALUES "
-        f"(1, 1, 'f', 'F', 'l', 's', '', 10000, 5000, 10, 10, '{stamp}', 'UTC', '2027-06-01', 5000, 12000, "
-        f"1000, '{state}', '{stamp}', '{stamp}')"))
+    conn.execute(
+        text(
+            "INSERT INTO users (id, email, display_name, password_hash, session_version, is_active, "
+            f"created_at) VALUES (1, 'a@example.com', 'A', 'x', 1, 1, '{stamp}')"
+        )
+    )
+    conn.execute(
+        text(
+            "INSERT INTO films (id, studio_id, slug, title, logline, synopsis, risks, funding_goal_cents, "
+            "stake_price_cents, stake_cap, per_backer_limit, deadline, timezone, expected_release_date, "
+            "recoup_share_bps, recoup_multiple_bps, profit_share_bps, state, created_at, updated_at) VALUES "
+            f"(1, 1, 'f', 'F', 'l', 's', '', 10000, 5000, 10, 10, '{stamp}', 'UTC', '2027-06-01', 5000, 12000, "
+            f"1000, '{state}', '{stamp}', '{stamp}')"
+        )
+    )

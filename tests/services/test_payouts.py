@@ -16,8 +16,8 @@ from crowdfund.films.services import change_film_state
 from crowdfund.films.states import FilmState
 from crowdfund.ledger import Account
 from crowdfund.payouts import box_office, runs
-from crowdfund.workflows import payout_run
 from crowdfund.payouts.models import PayoutRun, PayoutStatement, RunStatus
+from crowdfund.workflows import payout_run
 from tests.conftest import CheckSession
 from tests.factories import buy, make_film, make_studio_user, make_user
 
@@ -29,8 +29,17 @@ def world(db: CheckSession, app: Flask):  # type: ignore[no-untyped-def]
     """50% of receipts until 1.2x recouped, then 10%. A 3 stakes, B 2, C 1:
     K = $300, T = $360."""
     studio = make_studio_user(db)
-    film = make_film(db, studio, FilmState.FUNDING, stake_cap=20, per_backer_limit=5, funding_goal_cents=20_000,
-                     recoup_share_bps=5000, recoup_multiple_bps=12000, profit_share_bps=1000)
+    film = make_film(
+        db,
+        studio,
+        FilmState.FUNDING,
+        stake_cap=20,
+        per_backer_limit=5,
+        funding_goal_cents=20_000,
+        recoup_share_bps=5000,
+        recoup_multiple_bps=12000,
+        profit_share_bps=1000,
+    )
     backers = {name: make_user(db, f"{name.lower()}@example.com", name=name) for name in "ABC"}
     for name, units in (("A", 3), ("B", 2), ("C", 1)):
         buy(db, app, backers[name], film, units)
@@ -61,13 +70,22 @@ def test_two_periods_across_the_recoup_target_then_an_adjustment(db: CheckSessio
     # Period 1: R = $400. Half is $200 < $360 target: pool $200.
     # Split 20000 over 3:2:1 = 10000, 6666.67, 3333.33 -> the spare cent to B.
     run1 = payout_run.run_payout(db, report(db, world, 40_000, 1), finance, now=NOW)
-    assert (run1.tier1_cents, run1.tier2_cents, run1.pool_cents, run1.status) == (20_000, 0, 20_000, "computed")
+    assert (run1.tier1_cents, run1.tier2_cents, run1.pool_cents, run1.status) == (
+        20_000,
+        0,
+        20_000,
+        "computed",
+    )
     assert amounts(db, run1) == {"A": (10_000, 10_000), "B": (6_667, 6_667), "C": (3_333, 3_333)}
     # Period 2: R = $500, P = $200, $160 left to the target. Half of R is $250 > $160,
     # so tier 1 pays $160 and uses $320 of R; 10% of the other $180 = $18. Pool $178.
     # Split 17800 over 3:2:1 = 8900, 5933.33, 2966.67 -> the spare cent to C.
     run2 = payout_run.run_payout(db, report(db, world, 50_000, 2), finance, now=NOW)
-    assert (run2.already_paid_cents, run2.tier1_cents, run2.receipts_used_by_tier1_cents) == (20_000, 16_000, 32_000)
+    assert (run2.already_paid_cents, run2.tier1_cents, run2.receipts_used_by_tier1_cents) == (
+        20_000,
+        16_000,
+        32_000,
+    )
     assert (run2.tier2_cents, run2.pool_cents) == (1_800, 17_800)
     assert amounts(db, run2) == {"A": (8_900, 18_900), "B": (5_933, 12_600), "C": (2_967, 6_300)}
     # An adjusting report of -$100 pays nothing and is carried ...
@@ -76,7 +94,12 @@ def test_two_periods_across_the_recoup_target_then_an_adjustment(db: CheckSessio
     assert amounts(db, run3) == {"A": (0, 18_900), "B": (0, 12_600), "C": (0, 6_300)}
     # ... into the next: R = $300 - $100 = $200; recouped ($378 >= $360), so 10%: $20.
     run4 = payout_run.run_payout(db, report(db, world, 30_000, 4), finance, now=NOW)
-    assert (run4.carried_in_cents, run4.receipts_cents, run4.tier1_cents, run4.pool_cents) == (-10_000, 20_000, 0, 2_000)
+    assert (run4.carried_in_cents, run4.receipts_cents, run4.tier1_cents, run4.pool_cents) == (
+        -10_000,
+        20_000,
+        0,
+        2_000,
+    )
     assert amounts(db, run4) == {"A": (1_000, 19_900), "B": (667, 13_267), "C": (333, 6_633)}
     # The ledger owes backers every pool.
     assert -ledger.balance(db, Account.payouts_payable(world["film"].id)) == 20_000 + 17_800 + 2_000
@@ -134,20 +157,28 @@ def test_filer_cannot_approve_and_bad_reports_are_refused(db: CheckSession, worl
     with pytest.raises(Forbidden):
         box_office.approve_report(db, filed, studio, now=NOW)
     with pytest.raises(DomainError, match="ends before it starts"):
-        box_office.file_report(db, world["film"], studio,
-                               box_office.ReportInput(date(2027, 2, 1), date(2027, 1, 1), 1, ""), now=NOW)
+        box_office.file_report(
+            db,
+            world["film"],
+            studio,
+            box_office.ReportInput(date(2027, 2, 1), date(2027, 1, 1), 1, ""),
+            now=NOW,
+        )
     other_studio = make_studio_user(db, "Someone Else")
     with pytest.raises(DomainError):
         box_office.file_report(db, world["film"], other_studio, data, now=NOW + timedelta(days=400))
 
 
-@pytest.mark.parametrize(("data", "ok"), [
-    (b"%PDF-1.7\n...", True),
-    (b"period,receipts\n2026-01,1000\n", True),
-    (b"\x89PNG\r\n\x1a\n\x00\x00", False),
-    (b"<html><script>alert(1)</script></html>", False),
-    (b"", False),
-])
+@pytest.mark.parametrize(
+    ("data", "ok"),
+    [
+        (b"%PDF-1.7\n...", True),
+        (b"period,receipts\n2026-01,1000\n", True),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", False),
+        (b"<html><script>alert(1)</script></html>", False),
+        (b"", False),
+    ],
+)
 def test_supporting_files_checked_by_content(data: bytes, ok: bool) -> None:
     if ok:
         assert box_office.check_supporting_file(data, 1000) in ("application/pdf", "text/csv")

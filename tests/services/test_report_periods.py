@@ -30,13 +30,31 @@ def world(db: CheckSession):  # type: ignore[no-untyped-def]
     studio = make_studio_user(db)
     film = make_film(db, studio, FilmState.RELEASED)
     other_film = make_film(db, studio, FilmState.RELEASED)
-    return {"studio": studio, "film": film, "other_film": other_film, "finance": make_user(db, roles=(Role.FINANCE,))}
+    return {
+        "studio": studio,
+        "film": film,
+        "other_film": other_film,
+        "finance": make_user(db, roles=(Role.FINANCE,)),
+    }
 
 
-def file(db: CheckSession, world, start: date, end: date, cents: int = 10_000, *, film=None,  # type: ignore[no-untyped-def]
-         corrects: int | None = None) -> BoxOfficeReport:
-    report = box_office.file_report(db, film or world["film"], world["studio"],
-                                    box_office.ReportInput(start, end, cents, "", corrects_report_id=corrects), now=LATER)
+def file(
+    db: CheckSession,
+    world,
+    start: date,
+    end: date,
+    cents: int = 10_000,
+    *,
+    film=None,  # type: ignore[no-untyped-def]
+    corrects: int | None = None,
+) -> BoxOfficeReport:
+    report = box_office.file_report(
+        db,
+        film or world["film"],
+        world["studio"],
+        box_office.ReportInput(start, end, cents, "", corrects_report_id=corrects),
+        now=LATER,
+    )
     db.commit()
     return report
 
@@ -49,16 +67,24 @@ def count(db: CheckSession) -> int:
 JAN = (date(2027, 1, 1), date(2027, 1, 31))
 
 
-@pytest.mark.parametrize(("start", "end"), [
-    JAN,  # identical
-    (date(2027, 1, 15), date(2027, 2, 15)),  # overlaps the end
-    (date(2026, 12, 1), date(2027, 1, 1)),  # shares one day
-    (date(2027, 1, 10), date(2027, 1, 12)),  # inside
-    (date(2026, 12, 1), date(2027, 3, 1)),  # around
-])
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        JAN,  # identical
+        (date(2027, 1, 15), date(2027, 2, 15)),  # overlaps the end
+        (date(2026, 12, 1), date(2027, 1, 1)),  # shares one day
+        (date(2027, 1, 10), date(2027, 1, 12)),  # inside
+        (date(2026, 12, 1), date(2027, 3, 1)),  # around
+    ],
+)
 @pytest.mark.parametrize("first_status", ["submitted", "approved"])
-def test_an_overlapping_report_is_refused(db: CheckSession, world, start: date, end: date,  # type: ignore[no-untyped-def]
-                                          first_status: str) -> None:
+def test_an_overlapping_report_is_refused(
+    db: CheckSession,
+    world,
+    start: date,
+    end: date,  # type: ignore[no-untyped-def]
+    first_status: str,
+) -> None:
     first = file(db, world, *JAN)
     if first_status == "approved":
         box_office.approve_report(db, first, world["finance"], now=LATER)
@@ -79,7 +105,9 @@ def test_adjacent_periods_other_films_and_rejected_reports_do_not_block(db: Chec
     assert count(db) == 4
 
 
-def test_a_correction_names_an_approved_report_of_the_film_and_lies_inside_it(db: CheckSession, world) -> None:  # type: ignore[no-untyped-def]
+def test_a_correction_names_an_approved_report_of_the_film_and_lies_inside_it(
+    db: CheckSession, world
+) -> None:  # type: ignore[no-untyped-def]
     original = file(db, world, *JAN)
     with pytest.raises(DomainError, match="approved"):
         file(db, world, *JAN, cents=-500, corrects=original.id)  # still waiting: reject or approve it first
@@ -115,9 +143,19 @@ def test_a_correction_names_an_approved_report_of_the_film_and_lies_inside_it(db
 def test_two_pending_overlapping_reports_cannot_both_be_approved(db: CheckSession, world) -> None:  # type: ignore[no-untyped-def]
     # As a race or older data would leave them: two submitted reports of one period.
     now = LATER
-    reports = [BoxOfficeReport(film_id=world["film"].id, period_start=JAN[0], period_end=JAN[1],
-                               net_receipts_cents=10_000, note="", status=ReportStatus.SUBMITTED.value,
-                               filed_by_id=world["studio"].id, filed_at=now) for _ in range(2)]
+    reports = [
+        BoxOfficeReport(
+            film_id=world["film"].id,
+            period_start=JAN[0],
+            period_end=JAN[1],
+            net_receipts_cents=10_000,
+            note="",
+            status=ReportStatus.SUBMITTED.value,
+            filed_by_id=world["studio"].id,
+            filed_at=now,
+        )
+        for _ in range(2)
+    ]
     db.add_all(reports)
     db.commit()
     box_office.approve_report(db, reports[0], world["finance"], now=now)
@@ -128,7 +166,9 @@ def test_two_pending_overlapping_reports_cannot_both_be_approved(db: CheckSessio
     db.reread()
     assert db.get(BoxOfficeReport, reports[1].id).status == ReportStatus.SUBMITTED
     # It can still be rejected.
-    box_office.reject_report(db, db.get(BoxOfficeReport, reports[1].id), world["finance"], "duplicate", now=now)
+    box_office.reject_report(
+        db, db.get(BoxOfficeReport, reports[1].id), world["finance"], "duplicate", now=now
+    )
     db.commit()
 
 
@@ -149,8 +189,13 @@ def test_concurrent_filings_of_one_period_let_one_in(app: Flask, db: CheckSessio
             session.rollback()
             barrier.wait()
             try:
-                box_office.file_report(session, film, studio,
-                                       box_office.ReportInput(JAN[0] + timedelta(days=n), JAN[1], 1_000, ""), now=LATER)
+                box_office.file_report(
+                    session,
+                    film,
+                    studio,
+                    box_office.ReportInput(JAN[0] + timedelta(days=n), JAN[1], 1_000, ""),
+                    now=LATER,
+                )
                 session.commit()
                 result = "filed"
             except Conflict:

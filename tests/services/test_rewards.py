@@ -16,11 +16,12 @@ from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from crowdfund.workflows.reactions import refund_paid_order
-from crowdfund.rewards import bookings, check_in, screenings, tickets as reward_tickets, tiers
+from crowdfund.rewards import bookings, check_in, screenings, tiers
+from crowdfund.rewards import tickets as reward_tickets
 from crowdfund.rewards.models import CheckInAttempt, Screening, Ticket
 from crowdfund.rewards.rules import TierInput
 from crowdfund.site.web import app_services
+from crowdfund.workflows.reactions import refund_paid_order
 from tests.conftest import CheckSession
 from tests.factories import buy, make_film, make_studio_user, make_user
 from tests.rewards_factories import add_screening, close_after_deadline, film_with_tiers, give_ticket
@@ -44,12 +45,17 @@ def funded(db: CheckSession, app: Flask, mail):  # type: ignore[no-untyped-def]
     buy(db, app, c, film, 3)
     buy(db, app, c, film, 2)
     d_first = buy(db, app, d, film, 5)
-    d_second = buy(db, app, d, film, 5)      # 18 stakes x $50 = $900 >= $500 goal
+    d_second = buy(db, app, d, film, 5)  # 18 stakes x $50 = $900 >= $500 goal
     mail.messages.clear()
     report = close_after_deadline(db, app, film)
     assert report.funded == [film.id]
     db.reread()
-    return {"film": db.get(Film, film.id), "studio": studio, "users": (a, b, c, d), "d_orders": (d_first, d_second)}
+    return {
+        "film": db.get(Film, film.id),
+        "studio": studio,
+        "users": (a, b, c, d),
+        "d_orders": (d_first, d_second),
+    }
 
 
 def test_funding_issues_tickets_by_highest_tier_reached(db: CheckSession, funded, mail) -> None:  # type: ignore[no-untyped-def]
@@ -208,17 +214,32 @@ def test_redemption_admits_once_and_logs_every_attempt(db: CheckSession) -> None
     assert first.admitted
     second = check_in.redeem_ticket(db, studio, here, ticket.code, now=now + timedelta(minutes=3))
     db.commit()
-    assert second.result == "already_used" and "Rio, Lisbon" in second.message and "already used at" in second.message
-    assert check_in.redeem_ticket(db, studio, here, elsewhere_ticket.code, now=now).result == "other_screening"
+    assert (
+        second.result == "already_used"
+        and "Rio, Lisbon" in second.message
+        and "already used at" in second.message
+    )
+    assert (
+        check_in.redeem_ticket(db, studio, here, elsewhere_ticket.code, now=now).result == "other_screening"
+    )
     assert check_in.redeem_ticket(db, studio, here, foreign.code, now=now).result == "other_film"
     assert check_in.redeem_ticket(db, studio, here, unbooked.code, now=now).result == "not_booked"
     assert check_in.redeem_ticket(db, studio, here, "ZZZZZ-ZZZZZ-ZZZZZ-ZZZZZ", now=now).result == "unknown"
     db.commit()
     db.reread()
     assert db.get(Ticket, ticket.id).redeemed_by_id == studio.id
-    log = db.execute(select(CheckInAttempt.result, CheckInAttempt.staff_id, CheckInAttempt.screening_id)
-                     .order_by(CheckInAttempt.id)).all()
-    assert [r for r, _, _ in log] == ["admitted", "already_used", "other_screening", "other_film", "not_booked",
-                                      "unknown"]
+    log = db.execute(
+        select(CheckInAttempt.result, CheckInAttempt.staff_id, CheckInAttempt.screening_id).order_by(
+            CheckInAttempt.id
+        )
+    ).all()
+    assert [r for r, _, _ in log] == [
+        "admitted",
+        "already_used",
+        "other_screening",
+        "other_film",
+        "not_booked",
+        "unknown",
+    ]
     assert {(s, sc) for _, s, sc in log} == {(studio.id, here.id)}
     assert screenings.screening_attendance(db, here).admitted == 1

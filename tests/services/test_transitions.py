@@ -37,12 +37,11 @@ from crowdfund.films.states import FilmState
 from crowdfund.funding import refunds
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus, RefundState
 from crowdfund.payouts import box_office, runs
-from crowdfund.workflows import payout_run
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, ReportStatus, RunStatus
 from crowdfund.rewards import bookings
 from crowdfund.rewards.models import Screening, Ticket, TicketStatus
-from crowdfund.workflows import reactions
 from crowdfund.site.web import app_services
+from crowdfund.workflows import payout_run, reactions
 from tests.conftest import POSTGRES, CheckSession
 from tests.factories import buy, make_film, make_studio_user, make_user
 from tests.rewards_factories import add_screening, give_ticket
@@ -104,8 +103,9 @@ def run_blocked(db: CheckSession, app: Flask, race: Race) -> list[Any]:
 def wait_until_blocked(db: CheckSession, pid: int, thread: threading.Thread) -> None:
     for _ in range(2000):
         db.rollback()
-        waiting = db.execute(text("SELECT count(*) FROM pg_locks WHERE pid = :pid AND NOT granted"),
-                             {"pid": pid}).scalar_one()
+        waiting = db.execute(
+            text("SELECT count(*) FROM pg_locks WHERE pid = :pid AND NOT granted"), {"pid": pid}
+        ).scalar_one()
         if waiting or not thread.is_alive():
             return
         threading.Event().wait(0.01)
@@ -113,12 +113,21 @@ def wait_until_blocked(db: CheckSession, pid: int, thread: threading.Thread) -> 
 
 
 def audit_count(db: CheckSession, action: str, object_id: object) -> int:
-    return db.scalar(select(func.count()).select_from(AuditEvent)
-                     .where(AuditEvent.action == action, AuditEvent.object_id == str(object_id))) or 0
+    return (
+        db.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.action == action, AuditEvent.object_id == str(object_id))
+        )
+        or 0
+    )
 
 
 def entries(db: CheckSession, key: str) -> int:
-    return db.scalar(select(func.count()).select_from(ledger.JournalEntry).where(ledger.JournalEntry.key == key)) or 0
+    return (
+        db.scalar(select(func.count()).select_from(ledger.JournalEntry).where(ledger.JournalEntry.key == key))
+        or 0
+    )
 
 
 # --- one race per machine -----------------------------------------------------------------
@@ -131,10 +140,19 @@ def film_race(db: CheckSession, app: Flask) -> Race:
 
     def once(check: CheckSession) -> None:
         assert check.get(Film, film.id).state == FilmState.CLOSED
-        assert check.scalar(select(func.count()).select_from(FilmEvent)
-                            .where(FilmEvent.film_id == film.id, FilmEvent.to_state == FilmState.CLOSED)) == 1
-        closes = check.scalars(select(AuditEvent.after).where(AuditEvent.action == "film.state",
-                                                              AuditEvent.object_id == str(film.id))).all()
+        assert (
+            check.scalar(
+                select(func.count())
+                .select_from(FilmEvent)
+                .where(FilmEvent.film_id == film.id, FilmEvent.to_state == FilmState.CLOSED)
+            )
+            == 1
+        )
+        closes = check.scalars(
+            select(AuditEvent.after).where(
+                AuditEvent.action == "film.state", AuditEvent.object_id == str(film.id)
+            )
+        ).all()
         assert sum('"closed"' in after for after in closes) == 1
 
     return Race(
@@ -148,8 +166,14 @@ def film_race(db: CheckSession, app: Flask) -> Race:
 
 def order_race(db: CheckSession, app: Flask) -> Race:
     """The round close and the cancellation job refund the same paid order."""
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
-                     funding_goal_cents=10_000)
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=10,
+        per_backer_limit=5,
+        funding_goal_cents=10_000,
+    )
     order = buy(db, app, make_user(db), film, 2)
 
     def once(check: CheckSession) -> None:
@@ -170,8 +194,14 @@ def order_race(db: CheckSession, app: Flask) -> Race:
 
 
 def refunded_order(db: CheckSession, app: Flask) -> Order:
-    film = make_film(db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5,
-                     funding_goal_cents=10_000)
+    film = make_film(
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=10,
+        per_backer_limit=5,
+        funding_goal_cents=10_000,
+    )
     order = buy(db, app, make_user(db), film, 2)
     assert reactions.refund_paid_order(db, order, now=NOW)
     db.commit()
@@ -240,7 +270,9 @@ def ticket_race(db: CheckSession, app: Flask) -> Race:
 
 def released_film_with_backers(db: CheckSession, app: Flask) -> tuple[Film, User]:
     studio = make_studio_user(db)
-    film = make_film(db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=10_000)
+    film = make_film(
+        db, studio, FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=10_000
+    )
     buy(db, app, make_user(db), film, 2)
     film = db.get(Film, film.id)
     films.change_film_state(db, film, FilmState.FUNDED, now=NOW)
@@ -307,8 +339,13 @@ def run_race(db: CheckSession, app: Flask) -> Race:
 
 
 RACES = {
-    "film": film_race, "order": order_race, "refund-claim": refund_claim_race, "refund-done": refund_done_race,
-    "ticket": ticket_race, "report": report_race, "run": run_race,
+    "film": film_race,
+    "order": order_race,
+    "refund-claim": refund_claim_race,
+    "refund-done": refund_done_race,
+    "ticket": ticket_race,
+    "report": report_race,
+    "run": run_race,
 }
 
 

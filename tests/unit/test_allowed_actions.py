@@ -97,7 +97,8 @@ def test_every_film_move_offered_is_allowed_by_the_table(state: FilmState) -> No
 def test_withdrawing_is_offered_only_before_the_review_decides() -> None:
     assert {s for s in FilmState if FilmAction.WITHDRAW in studio_actions(s)} == {F.DRAFT, F.IN_REVIEW}
     assert {s for s in FilmState if FilmAction.CANCEL in review_actions(s, 1, None)} == {
-        s for s in FilmState if F.CANCELLED in FILM_TRANSITIONS[s]}
+        s for s in FilmState if F.CANCELLED in FILM_TRANSITIONS[s]
+    }
 
 
 def test_the_public_labels_follow_the_state() -> None:
@@ -105,7 +106,11 @@ def test_the_public_labels_follow_the_state() -> None:
     assert funding_time_left(F.FUNDING, later, NOW) == "3 days left"
     assert funding_time_left(F.FUNDING, NOW - timedelta(hours=1), NOW) == "Ended"
     assert all(funding_time_left(s, later, NOW) is None for s in FilmState if s != F.FUNDING)
-    assert {s for s in FilmState if funding_end_word(s, later, NOW) == "ends"} == {F.DRAFT, F.IN_REVIEW, F.FUNDING}
+    assert {s for s in FilmState if funding_end_word(s, later, NOW) == "ends"} == {
+        F.DRAFT,
+        F.IN_REVIEW,
+        F.FUNDING,
+    }
     assert all(funding_end_word(s, NOW, NOW) == "ended" for s in FilmState)
 
 
@@ -158,8 +163,11 @@ def test_a_paid_order_is_cancelled_until_48_hours_before_the_deadline(film_state
 
 @pytest.mark.parametrize("status", list(OrderStatus))
 def test_every_order_move_offered_is_allowed_by_the_table(status: OrderStatus) -> None:
-    targets = {OrderAction.PAY: OrderStatus.PAID, OrderAction.RELEASE_HOLD: OrderStatus.EXPIRED,
-               OrderAction.CANCEL: OrderStatus.CANCELLED}
+    targets = {
+        OrderAction.PAY: OrderStatus.PAID,
+        OrderAction.RELEASE_HOLD: OrderStatus.EXPIRED,
+        OrderAction.CANCEL: OrderStatus.CANCELLED,
+    }
     for expires_at in (NOW + timedelta(minutes=5), LAPSED):
         offered = order_actions(Order(status, expires_at=expires_at), Film(), NOW)
         assert {targets[a] for a in offered if a in targets} <= ORDER_TRANSITIONS[status]
@@ -171,7 +179,11 @@ def test_every_order_move_offered_is_allowed_by_the_table(status: OrderStatus) -
 
 def test_refund_words() -> None:
     assert [refund_word(s) for s in (None, "requested", "processing", "done")] == [
-        None, "requested", "requested", "done"]
+        None,
+        "requested",
+        "requested",
+        "done",
+    ]
 
 
 # --- rewards ------------------------------------------------------------------------------
@@ -180,22 +192,30 @@ LATER = NOW + timedelta(hours=2)
 EARLIER = NOW - timedelta(minutes=1)
 
 
-@pytest.mark.parametrize(("status", "starts_at", "expected"), [
-    (TicketStatus.ISSUED, None, {"book"}),
-    (TicketStatus.BOOKED, LATER, {"rebook", "unbook"}),
-    (TicketStatus.BOOKED, EARLIER, set()),
-    (TicketStatus.BOOKED, NOW, set()),
-    (TicketStatus.REDEEMED, EARLIER, set()),
-    (TicketStatus.VOID, None, set()),
-])
-def test_ticket_actions_per_state(status: TicketStatus, starts_at: datetime | None, expected: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("status", "starts_at", "expected"),
+    [
+        (TicketStatus.ISSUED, None, {"book"}),
+        (TicketStatus.BOOKED, LATER, {"rebook", "unbook"}),
+        (TicketStatus.BOOKED, EARLIER, set()),
+        (TicketStatus.BOOKED, NOW, set()),
+        (TicketStatus.REDEEMED, EARLIER, set()),
+        (TicketStatus.VOID, None, set()),
+    ],
+)
+def test_ticket_actions_per_state(
+    status: TicketStatus, starts_at: datetime | None, expected: set[str]
+) -> None:
     assert ticket_actions(status, starts_at, NOW) == expected
 
 
 @pytest.mark.parametrize("status", list(TicketStatus))
 def test_every_ticket_move_offered_is_allowed_by_the_table(status: TicketStatus) -> None:
-    targets = {TicketAction.BOOK: TicketStatus.BOOKED, TicketAction.REBOOK: TicketStatus.BOOKED,
-               TicketAction.UNBOOK: TicketStatus.ISSUED}
+    targets = {
+        TicketAction.BOOK: TicketStatus.BOOKED,
+        TicketAction.REBOOK: TicketStatus.BOOKED,
+        TicketAction.UNBOOK: TicketStatus.ISSUED,
+    }
     for starts_at in (None, LATER, EARLIER):
         assert {targets[a] for a in ticket_actions(status, starts_at, NOW)} <= TICKET_TRANSITIONS[status]
 
@@ -211,8 +231,11 @@ def test_tiers_are_edited_in_draft_only(state: FilmState) -> None:
 @pytest.mark.parametrize("state", list(FilmState))
 def test_reports_are_filed_for_a_released_film(state: FilmState) -> None:
     assert filing_actions(state) == ({"file_report"} if state == F.RELEASED else set())
-    assert filing_note(state) == ("The film is closed: it accepts no more box-office reports." if state == F.CLOSED
-                                  else "Reports are filed once the film is marked released.")
+    assert filing_note(state) == (
+        "The film is closed: it accepts no more box-office reports."
+        if state == F.CLOSED
+        else "Reports are filed once the film is marked released."
+    )
 
 
 @pytest.mark.parametrize("status", list(ReportStatus))
@@ -225,12 +248,17 @@ def test_report_actions_per_state(status: ReportStatus) -> None:
     assert {targets[a] for a in report_actions(status, 1, None)} == REPORT_TRANSITIONS[status]
 
 
-@pytest.mark.parametrize(("status", "expected_other", "expected_starter"), [
-    (RunStatus.COMPUTING, set(), set()),
-    (RunStatus.COMPUTED, {"export", "mark_paid"}, {"export"}),
-    (RunStatus.PAID, {"export"}, {"export"}),
-])
-def test_run_actions_per_state(status: RunStatus, expected_other: set[str], expected_starter: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("status", "expected_other", "expected_starter"),
+    [
+        (RunStatus.COMPUTING, set(), set()),
+        (RunStatus.COMPUTED, {"export", "mark_paid"}, {"export"}),
+        (RunStatus.PAID, {"export"}, {"export"}),
+    ],
+)
+def test_run_actions_per_state(
+    status: RunStatus, expected_other: set[str], expected_starter: set[str]
+) -> None:
     assert run_actions(status, started_by_id=7, user_id=8) == expected_other
     assert run_actions(status, started_by_id=7, user_id=7) == expected_starter
     offered = run_actions(status, started_by_id=7, user_id=8)

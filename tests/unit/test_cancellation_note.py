@@ -12,7 +12,11 @@ def test_ten_days_out_the_window_is_open() -> None:
     now = DEADLINE - timedelta(days=10)
     note = cancellation_note(DEADLINE, now, pay_by=now + HOLD)
     assert (note.state, note.until, note.cutoff_hours, note.cancellable) == (
-        "open", DEADLINE - timedelta(hours=48), 48, True)
+        "open",
+        DEADLINE - timedelta(hours=48),
+        48,
+        True,
+    )
 
 
 def test_thirty_hours_out_it_cannot_be_cancelled() -> None:

@@ -17,9 +17,16 @@ ALLOWED = {(a, b) for a, targets in FILM_TRANSITIONS.items() for b in targets}
 @pytest.mark.parametrize("target", list(FilmState))
 def test_film_transitions_follow_design(current: FilmState, target: FilmState) -> None:
     design = {
-        ("draft", "in_review"), ("in_review", "draft"), ("in_review", "funding"),
-        ("funding", "funded"), ("funding", "failed"), ("funded", "released"), ("released", "closed"),
-        ("draft", "cancelled"), ("in_review", "cancelled"), ("funding", "cancelled"),
+        ("draft", "in_review"),
+        ("in_review", "draft"),
+        ("in_review", "funding"),
+        ("funding", "funded"),
+        ("funding", "failed"),
+        ("funded", "released"),
+        ("released", "closed"),
+        ("draft", "cancelled"),
+        ("in_review", "cancelled"),
+        ("funding", "cancelled"),
     }
     if (current.value, target.value) in design:
         transitions.check(FILM, current, target)

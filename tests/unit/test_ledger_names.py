@@ -39,7 +39,7 @@ def test_entry_kind_values_are_the_historical_strings() -> None:
 @pytest.mark.parametrize(("kind", "subject_id", "key"), HISTORICAL_KEYS)
 def test_every_kind_builds_its_historical_key(kind: EntryKind, subject_id: int, key: str) -> None:
     assert kind.key(subject_id) == key
-    assert key.startswith(kind.key_prefix) and key[len(kind.key_prefix):] == str(subject_id)
+    assert key.startswith(kind.key_prefix) and key[len(kind.key_prefix) :] == str(subject_id)
 
 
 def test_every_kind_has_a_pinned_key() -> None:
@@ -71,14 +71,39 @@ def test_account_builders_make_the_historical_names() -> None:
     assert Account.backer_balance(21) == "backer_balance:21"
 
 
-@pytest.mark.parametrize("name", ["backer_cash", "platform_fees", "unmatched_payments", "paid_out",
-                                  "withdrawals_in_flight", "escrow:4", "refunds_payable:4",
-                                  "payouts_payable:4", "studio:9", "backer_balance:21"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "backer_cash",
+        "platform_fees",
+        "unmatched_payments",
+        "paid_out",
+        "withdrawals_in_flight",
+        "escrow:4",
+        "refunds_payable:4",
+        "payouts_payable:4",
+        "studio:9",
+        "backer_balance:21",
+    ],
+)
 def test_every_built_account_is_an_account(name: str) -> None:
     assert is_account(name)
 
 
-@pytest.mark.parametrize("name", ["", "cash", "escrow", "escrow:", "escrow:x", "escrow:4:5", "escrow:²",
-                                  "Backer_cash", "payment:4", "backer_cash:4"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "cash",
+        "escrow",
+        "escrow:",
+        "escrow:x",
+        "escrow:4:5",
+        "escrow:²",
+        "Backer_cash",
+        "payment:4",
+        "backer_cash:4",
+    ],
+)
 def test_anything_else_is_not_an_account(name: str) -> None:
     assert not is_account(name)

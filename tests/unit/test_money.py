@@ -65,7 +65,9 @@ def test_split_refuses_nonsense() -> None:
 
 @given(
     total=st.integers(min_value=0, max_value=10**12),
-    weights=st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=60).filter(lambda w: sum(w) > 0),
+    weights=st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=60).filter(
+        lambda w: sum(w) > 0
+    ),
 )
 def test_split_properties(total: int, weights: list[int]) -> None:
     parts = split_pro_rata(total, weights)

@@ -31,7 +31,9 @@ class Tier:
 TIERS = [Tier(5, 2), Tier(2, 1), Tier(10, 4)]
 
 
-@pytest.mark.parametrize("stakes, tickets", [(0, 0), (1, 0), (2, 1), (4, 1), (5, 2), (9, 2), (10, 4), (60, 4)])
+@pytest.mark.parametrize(
+    "stakes, tickets", [(0, 0), (1, 0), (2, 1), (4, 1), (5, 2), (9, 2), (10, 4), (60, 4)]
+)
 def test_highest_tier_reached_gives_the_tickets(stakes: int, tickets: int) -> None:
     assert tickets_for(TIERS, stakes) == tickets
     assert tickets_for([], stakes) == 0
@@ -72,6 +74,11 @@ def test_ticket_transitions() -> None:
     transitions.check(TICKET, "issued", "booked")
     transitions.check(TICKET, "booked", "booked")
     transitions.check(TICKET, "booked", "redeemed")
-    for current, target in (("redeemed", "booked"), ("void", "booked"), ("booked", "void"), ("issued", "redeemed")):
+    for current, target in (
+        ("redeemed", "booked"),
+        ("void", "booked"),
+        ("booked", "void"),
+        ("issued", "redeemed"),
+    ):
         with pytest.raises(InvalidTransition):
             transitions.check(TICKET, current, target)

@@ -16,8 +16,13 @@ from crowdfund.rewards.models import TicketStatus
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
-STATE_VALUES = sorted({str(v) for enum in (FilmState, OrderStatus, RefundState, HoldPhase, ReportStatus,
-                                           RunStatus, TicketStatus) for v in enum})
+STATE_VALUES = sorted(
+    {
+        str(v)
+        for enum in (FilmState, OrderStatus, RefundState, HoldPhase, ReportStatus, RunStatus, TicketStatus)
+        for v in enum
+    }
+)
 _VALUE = "|".join(map(re.escape, STATE_VALUES))
 _OP = r"(?:==|!=|\bnot\s+in\b|\bin\b)"
 CHECKS = {
@@ -26,7 +31,8 @@ CHECKS = {
     # `... == 'funding'`, `'paid' != ...`, `x in ('draft', ...)`
     "a state value compared": re.compile(
         rf"(?:==|!=)\s*['\"](?:{_VALUE})['\"]|['\"](?:{_VALUE})['\"]\s*(?:==|!=)"
-        rf"|\bin\s*[(\[][^)\]]*['\"](?:{_VALUE})['\"]"),
+        rf"|\bin\s*[(\[][^)\]]*['\"](?:{_VALUE})['\"]"
+    ),
     # The old helper returned a state string for templates to compare.
     "a state string helper": re.compile(r"\bhold_state\("),
 }
@@ -54,18 +60,33 @@ def test_no_template_compares_state_strings() -> None:
             line = text.splitlines()[number - 1].strip()
             if (name, line) in ALLOWED:
                 continue
-            found += [f"{name}:{number}: {what}: {tag.group()}" for what, check in CHECKS.items()
-                      if check.search(tag.group())]
+            found += [
+                f"{name}:{number}: {what}: {tag.group()}"
+                for what, check in CHECKS.items()
+                if check.search(tag.group())
+            ]
     assert not found, "Decide in the domain's rules, not in the template:\n" + "\n".join(found)
 
 
 def test_the_check_finds_what_it_should() -> None:
-    for bad in ("{% if film.state == 'draft' %}", "{% if order.status != 'paid' %}",
-                "{% if film.state in ('draft', 'in_review') %}", "{% if 'paid' == x %}",
-                "{{ 'a' if ticket.status == 'booked' else 'b' }}", "{% if row.film_state not in x %}",
-                "{% set s = hold_state(order) %}", "{% if x == \"funding\" %}", "{% if x in ['paid'] %}"):
+    for bad in (
+        "{% if film.state == 'draft' %}",
+        "{% if order.status != 'paid' %}",
+        "{% if film.state in ('draft', 'in_review') %}",
+        "{% if 'paid' == x %}",
+        "{{ 'a' if ticket.status == 'booked' else 'b' }}",
+        "{% if row.film_state not in x %}",
+        "{% set s = hold_state(order) %}",
+        '{% if x == "funding" %}',
+        "{% if x in ['paid'] %}",
+    ):
         assert any(check.search(_jinja(bad)) for check in CHECKS.values()), bad
-    for good in ('{% if "release" in actions %}', "{{ film.state | state_label }}",
-                 "{% if category == 'error' %}", "{{ order_status_label(order_shown_status(order)) }}",
-                 '<p class="status-paid">paid</p>', '{% set m = {"refunded": "Refund in progress"} %}'):
+    for good in (
+        '{% if "release" in actions %}',
+        "{{ film.state | state_label }}",
+        "{% if category == 'error' %}",
+        "{{ order_status_label(order_shown_status(order)) }}",
+        '<p class="status-paid">paid</p>',
+        '{% set m = {"refunded": "Refund in progress"} %}',
+    ):
         assert not any(check.search(_jinja(good)) for check in CHECKS.values()), good

@@ -28,13 +28,18 @@ def test_single_line_refuses_breaks_controls_and_bidi_overrides(bad: str) -> Non
 def test_single_line_is_nfc_and_stripped() -> None:
     assert single_line("  Cafe\u0301 Noir ", "The title") == "Caf\u00e9 Noir"
     # Joiners and marks that make up real text are kept.
-    assert single_line("\U0001f468\u200d\U0001f469 \u05e9\u05dc\u05d5\u05dd \u200f", "The title") == \
-        "\U0001f468\u200d\U0001f469 \u05e9\u05dc\u05d5\u05dd \u200f"
+    assert (
+        single_line("\U0001f468\u200d\U0001f469 \u05e9\u05dc\u05d5\u05dd \u200f", "The title")
+        == "\U0001f468\u200d\U0001f469 \u05e9\u05dc\u05d5\u05dd \u200f"
+    )
 
 
 @pytest.mark.parametrize("newline", ["\r\n", "\r", "\n", "\u2028", "\u2029", "\x85"])
 def test_multi_line_keeps_line_breaks_as_lf(newline: str) -> None:
-    assert multi_line(f"First.{newline}Second.\tTabbed e\u0301", "The synopsis") == "First.\nSecond.\tTabbed \u00e9"
+    assert (
+        multi_line(f"First.{newline}Second.\tTabbed e\u0301", "The synopsis")
+        == "First.\nSecond.\tTabbed \u00e9"
+    )
 
 
 @pytest.mark.parametrize("bad", ["\x00", "\x0b", "\x0c", "\x1b", "\x7f", "\x9b"] + BIDI)
@@ -66,7 +71,8 @@ def test_multi_line_output_has_only_lf_breaks(text: str) -> None:
 
 
 def test_film_rules_name_the_field_of_bad_text() -> None:
-    problems = film_input_problems(film_input(title="A\nB", logline="x\u2028y", synopsis="ok\r\nfine",
-                                              risks="bad\x07"))
+    problems = film_input_problems(
+        film_input(title="A\nB", logline="x\u2028y", synopsis="ok\r\nfine", risks="bad\x07")
+    )
     assert problems["title"].startswith("The title") and problems["logline"].startswith("The logline")
     assert problems["risks"].startswith("The risks") and "synopsis" not in problems

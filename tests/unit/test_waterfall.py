@@ -12,7 +12,11 @@ TERMS = Terms(recoup_share_bps=5000, recoup_multiple_bps=12000, profit_share_bps
 def test_first_period_inside_the_recoup_tier() -> None:
     # K = $1,000, T = $1,200. R = $1,000: half is $500, well under the target.
     result = waterfall(TERMS, reported_cents=100_000, principal_cents=100_000, already_paid_cents=0)
-    assert (result.target_cents, result.tier1_cents, result.receipts_used_by_tier1_cents) == (120_000, 50_000, 100_000)
+    assert (result.target_cents, result.tier1_cents, result.receipts_used_by_tier1_cents) == (
+        120_000,
+        50_000,
+        100_000,
+    )
     assert (result.tier2_cents, result.pool_cents) == (0, 50_000)
 
 
@@ -41,11 +45,13 @@ def test_rounding_uses_ceil_for_receipts_used() -> None:
 def test_negative_report_pays_nothing_and_is_carried() -> None:
     adjusting = waterfall(TERMS, reported_cents=-30_000, principal_cents=100_000, already_paid_cents=0)
     assert (adjusting.pool_cents, adjusting.carry_out_cents, adjusting.receipts_cents) == (0, -30_000, 0)
-    nxt = waterfall(TERMS, reported_cents=50_000, principal_cents=100_000, already_paid_cents=0,
-                    carried_in_cents=-30_000)
+    nxt = waterfall(
+        TERMS, reported_cents=50_000, principal_cents=100_000, already_paid_cents=0, carried_in_cents=-30_000
+    )
     assert (nxt.receipts_cents, nxt.pool_cents, nxt.carry_out_cents) == (20_000, 10_000, 0)
-    small = waterfall(TERMS, reported_cents=10_000, principal_cents=100_000, already_paid_cents=0,
-                      carried_in_cents=-30_000)
+    small = waterfall(
+        TERMS, reported_cents=10_000, principal_cents=100_000, already_paid_cents=0, carried_in_cents=-30_000
+    )
     assert (small.pool_cents, small.carry_out_cents) == (0, -20_000)
 
 
@@ -64,20 +70,35 @@ terms_strategy = st.builds(
 )
 
 
-@given(terms=terms_strategy, receipts=st.integers(-10**12, 10**12), principal=st.integers(0, 10**11),
-       paid_fraction=st.integers(0, 20_000), carry=st.integers(-10**11, 0))
-def test_waterfall_properties(terms: Terms, receipts: int, principal: int, paid_fraction: int, carry: int) -> None:
+@given(
+    terms=terms_strategy,
+    receipts=st.integers(-(10**12), 10**12),
+    principal=st.integers(0, 10**11),
+    paid_fraction=st.integers(0, 20_000),
+    carry=st.integers(-(10**11), 0),
+)
+def test_waterfall_properties(
+    terms: Terms, receipts: int, principal: int, paid_fraction: int, carry: int
+) -> None:
     target = principal * terms.recoup_multiple_bps // 10_000
     already = target * paid_fraction // 10_000
-    result = waterfall(terms, reported_cents=receipts, principal_cents=principal, already_paid_cents=already,
-                       carried_in_cents=carry)
+    result = waterfall(
+        terms,
+        reported_cents=receipts,
+        principal_cents=principal,
+        already_paid_cents=already,
+        carried_in_cents=carry,
+    )
     assert result.pool_cents >= 0 and result.tier1_cents >= 0 and result.tier2_cents >= 0
     # Never pays past the recoup target in tier 1.
     assert already + result.tier1_cents <= max(target, already)
     # Never pays more than the shares of the receipts allow.
     assert result.tier1_cents <= result.receipts_cents * terms.recoup_share_bps // 10_000
     assert 0 <= result.receipts_used_by_tier1_cents <= result.receipts_cents
-    assert result.tier2_cents <= (result.receipts_cents - result.receipts_used_by_tier1_cents) * terms.profit_share_bps // 10_000
+    assert (
+        result.tier2_cents
+        <= (result.receipts_cents - result.receipts_used_by_tier1_cents) * terms.profit_share_bps // 10_000
+    )
     # The pool never exceeds the receipts, and a negative net is carried whole.
     assert result.pool_cents <= result.receipts_cents
     assert result.receipts_cents + result.carry_out_cents == receipts + carry

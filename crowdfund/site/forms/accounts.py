@@ -6,11 +6,13 @@ from crowdfund.site.forms.text import SingleLine
 
 
 class SignUpForm(FlaskForm):
-    display_name = StringField("Your name", validators=[DataRequired("Enter your name."), SingleLine("Your name"),
-                                                        Length(max=80)])
+    display_name = StringField(
+        "Your name", validators=[DataRequired("Enter your name."), SingleLine("Your name"), Length(max=80)]
+    )
     email = EmailField("E-mail", validators=[DataRequired("Enter your e-mail address."), Length(max=254)])
     password = PasswordField(
-        "Password", validators=[DataRequired("Choose a password."), Length(max=256)],
+        "Password",
+        validators=[DataRequired("Choose a password."), Length(max=256)],
         description="At least 10 characters.",
     )
     confirm = PasswordField(
@@ -20,10 +22,16 @@ class SignUpForm(FlaskForm):
 
 
 class LogInForm(FlaskForm):
-    email = EmailField("E-mail", validators=[DataRequired("Enter your e-mail address."), Length(max=254)],
-                       render_kw={"autocomplete": "username"})
-    password = PasswordField("Password", validators=[DataRequired("Enter your password."), Length(max=256)],
-                             render_kw={"autocomplete": "current-password"})
+    email = EmailField(
+        "E-mail",
+        validators=[DataRequired("Enter your e-mail address."), Length(max=254)],
+        render_kw={"autocomplete": "username"},
+    )
+    password = PasswordField(
+        "Password",
+        validators=[DataRequired("Enter your password."), Length(max=256)],
+        render_kw={"autocomplete": "current-password"},
+    )
     remember = BooleanField("Keep me logged in")
 
 
@@ -36,8 +44,10 @@ class StudioMembershipForm(FlaskForm):
 
 
 class StudioForm(FlaskForm):
-    name = StringField("Studio name", validators=[DataRequired("Enter the studio's name."),
-                                                  SingleLine("The studio name"), Length(max=120)])
+    name = StringField(
+        "Studio name",
+        validators=[DataRequired("Enter the studio's name."), SingleLine("The studio name"), Length(max=120)],
+    )
 
 
 class EmptyForm(FlaskForm):
@@ -45,14 +55,19 @@ class EmptyForm(FlaskForm):
 
 
 class ForgotPasswordForm(FlaskForm):
-    email = EmailField("E-mail", validators=[DataRequired("Enter your e-mail address."), Length(max=254)],
-                       render_kw={"autocomplete": "email"})
+    email = EmailField(
+        "E-mail",
+        validators=[DataRequired("Enter your e-mail address."), Length(max=254)],
+        render_kw={"autocomplete": "email"},
+    )
 
 
 class ResetPasswordForm(FlaskForm):
     password = PasswordField(
-        "New password", validators=[DataRequired("Choose a password."), Length(max=256)],
-        description="At least 10 characters.", render_kw={"autocomplete": "new-password"},
+        "New password",
+        validators=[DataRequired("Choose a password."), Length(max=256)],
+        description="At least 10 characters.",
+        render_kw={"autocomplete": "new-password"},
     )
     confirm = PasswordField(
         "Repeat new password",

@@ -12,8 +12,8 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from crowdfund.films.models import Film
 from crowdfund.films.rules import MIN_STAKE_PRICE_CENTS, RULE_READS, FilmInput, film_input_problems
-from crowdfund.site.forms.text import MultiLine, SingleLine
 from crowdfund.money import format_cents_plain, parse_amount
+from crowdfund.site.forms.text import MultiLine, SingleLine
 
 TIMEZONES = [
     "UTC",
@@ -62,36 +62,80 @@ def _multiple(form: FlaskForm, field: StringField) -> None:
 
 
 class FilmForm(FlaskForm):
-    title = StringField("Title", validators=[DataRequired("Enter a title."), SingleLine("The title"),
-                                             Length(max=120, message="Use at most 120 characters.")])
-    logline = StringField("Logline", validators=[DataRequired("Enter a logline: one sentence about the film."),
-                                                 SingleLine("The logline"),
-                                                 Length(max=200, message="Use at most 200 characters.")],
-                          description="One sentence that sells the film.")
-    synopsis = TextAreaField("Synopsis", validators=[DataRequired("Enter a synopsis."), MultiLine("The synopsis"),
-                                                     Length(max=20_000, message="Use at most 20,000 characters.")])
-    risks = TextAreaField("Risks specific to this film", validators=[
-        Optional(), MultiLine("The risks"), Length(max=20_000, message="Use at most 20,000 characters.")],
-                          description="Shown to fans beside the platform's standard risks.")
+    title = StringField(
+        "Title",
+        validators=[
+            DataRequired("Enter a title."),
+            SingleLine("The title"),
+            Length(max=120, message="Use at most 120 characters."),
+        ],
+    )
+    logline = StringField(
+        "Logline",
+        validators=[
+            DataRequired("Enter a logline: one sentence about the film."),
+            SingleLine("The logline"),
+            Length(max=200, message="Use at most 200 characters."),
+        ],
+        description="One sentence that sells the film.",
+    )
+    synopsis = TextAreaField(
+        "Synopsis",
+        validators=[
+            DataRequired("Enter a synopsis."),
+            MultiLine("The synopsis"),
+            Length(max=20_000, message="Use at most 20,000 characters."),
+        ],
+    )
+    risks = TextAreaField(
+        "Risks specific to this film",
+        validators=[
+            Optional(),
+            MultiLine("The risks"),
+            Length(max=20_000, message="Use at most 20,000 characters."),
+        ],
+        description="Shown to fans beside the platform's standard risks.",
+    )
     poster = FileField("Poster (PNG or JPEG, at most 2 MB)")
     funding_goal = StringField("Funding goal ($)", validators=[DataRequired("Enter a funding goal."), _money])
-    stake_price = StringField("Price of one stake ($)", default="50.00",
-                              validators=[DataRequired("Enter the stake price."), _money])
-    stake_cap = IntegerField("Most stakes on sale (cap)", validators=[InputRequired("Enter the cap."),
-                             NumberRange(1, 1_000_000, "Between 1 and 1,000,000.")])
-    per_backer_limit = IntegerField("Most stakes one backer may hold", validators=[
-        InputRequired("Enter the per-backer limit."), NumberRange(1, 1_000_000, "Between 1 and 1,000,000.")])
-    deadline = DateTimeLocalField("Funding deadline", format="%Y-%m-%dT%H:%M",
-                                  validators=[InputRequired("Enter the deadline as a date and time.")])
+    stake_price = StringField(
+        "Price of one stake ($)", default="50.00", validators=[DataRequired("Enter the stake price."), _money]
+    )
+    stake_cap = IntegerField(
+        "Most stakes on sale (cap)",
+        validators=[InputRequired("Enter the cap."), NumberRange(1, 1_000_000, "Between 1 and 1,000,000.")],
+    )
+    per_backer_limit = IntegerField(
+        "Most stakes one backer may hold",
+        validators=[
+            InputRequired("Enter the per-backer limit."),
+            NumberRange(1, 1_000_000, "Between 1 and 1,000,000."),
+        ],
+    )
+    deadline = DateTimeLocalField(
+        "Funding deadline",
+        format="%Y-%m-%dT%H:%M",
+        validators=[InputRequired("Enter the deadline as a date and time.")],
+    )
     timezone = SelectField("Time zone of the deadline", choices=TIMEZONES, default="UTC")
-    expected_release_date = DateField("Expected release date",
-                                      validators=[InputRequired("Enter the expected release date.")])
-    recoup_share = StringField("Backers' share of receipts until recouped (%)", default="50",
-                               validators=[DataRequired("Enter a percentage."), _percent])
-    recoup_multiple = StringField("Recoup target (multiple of the money raised)", default="1.2",
-                                  validators=[DataRequired("Enter a multiple, like 1 or 1.2."), _multiple])
-    profit_share = StringField("Backers' share of receipts after that (%)", default="10",
-                               validators=[DataRequired("Enter a percentage."), _percent])
+    expected_release_date = DateField(
+        "Expected release date", validators=[InputRequired("Enter the expected release date.")]
+    )
+    recoup_share = StringField(
+        "Backers' share of receipts until recouped (%)",
+        default="50",
+        validators=[DataRequired("Enter a percentage."), _percent],
+    )
+    recoup_multiple = StringField(
+        "Recoup target (multiple of the money raised)",
+        default="1.2",
+        validators=[DataRequired("Enter a multiple, like 1 or 1.2."), _multiple],
+    )
+    profit_share = StringField(
+        "Backers' share of receipts after that (%)",
+        default="10",
+        validators=[DataRequired("Enter a percentage."), _percent],
+    )
 
     def validate(self, extra_validators: Any = None) -> bool:
         """The field checks and the film rules in one round: every wrong field
@@ -109,6 +153,7 @@ class FilmForm(FlaskForm):
 
     def _input_with_placeholders(self, broken: set[str]) -> FilmInput:
         """to_input(), with a harmless value for each field that failed its own check."""
+
         def pick(name: str, value: Any, placeholder: Any) -> Any:
             return placeholder if name in broken or value is None else value
 
@@ -120,12 +165,16 @@ class FilmForm(FlaskForm):
             synopsis=pick("synopsis", self.synopsis.data, "x"),
             risks=pick("risks", self.risks.data, ""),
             funding_goal_cents=pick("funding_goal", getattr(self.funding_goal, "cents", None), 1),
-            stake_price_cents=pick("stake_price", getattr(self.stake_price, "cents", None), MIN_STAKE_PRICE_CENTS),
+            stake_price_cents=pick(
+                "stake_price", getattr(self.stake_price, "cents", None), MIN_STAKE_PRICE_CENTS
+            ),
             stake_cap=pick("stake_cap", self.stake_cap.data, 1),
             per_backer_limit=pick("per_backer_limit", self.per_backer_limit.data, 1),
             deadline=deadline.replace(tzinfo=ZoneInfo(timezone)).astimezone(UTC),
             timezone=timezone,
-            expected_release_date=pick("expected_release_date", self.expected_release_date.data, date(9999, 1, 1)),
+            expected_release_date=pick(
+                "expected_release_date", self.expected_release_date.data, date(9999, 1, 1)
+            ),
             recoup_share_bps=pick("recoup_share", getattr(self.recoup_share, "bps", None), 1),
             recoup_multiple_bps=pick("recoup_multiple", getattr(self.recoup_multiple, "bps", None), 0),
             profit_share_bps=pick("profit_share", getattr(self.profit_share, "bps", None), 0),
@@ -175,5 +224,11 @@ def _bps_to_text(bps: int, scale: int) -> str:
 
 
 class SendBackForm(FlaskForm):
-    reason = TextAreaField("Reason the studio will see", validators=[
-        DataRequired("Say why the film goes back to the studio."), MultiLine("The reason"), Length(max=5000)])
+    reason = TextAreaField(
+        "Reason the studio will see",
+        validators=[
+            DataRequired("Say why the film goes back to the studio."),
+            MultiLine("The reason"),
+            Length(max=5000),
+        ],
+    )
