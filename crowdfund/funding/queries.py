@@ -239,15 +239,6 @@ def current_hold(session: Session, film_id: int, user_id: int) -> Order | None:
     )
 
 
-def hold_state(order: Order, now: datetime) -> str | None:
-    """ "held", "paying" or "lapsed" for a pending order, None otherwise."""
-    if order.status != OrderStatus.PENDING:
-        return None
-    if order.stripe_payment_intent_id:
-        return "paying"
-    return "lapsed" if order.expires_at <= now else "held"
-
-
 def held_or_owned(session: Session, film_id: int, user_id: int) -> int:
     return (
         session.scalar(
