@@ -25,9 +25,9 @@ from crowdfund.films.rules import percent_funded, time_left_text
 from crowdfund.films.states import STATE_LABELS, FilmState
 from crowdfund.money import format_bps, format_cents, format_multiple
 from crowdfund.site import unit_of_work
-from crowdfund.site.accounts import admin_bp
 from crowdfund.site.accounts import bp as accounts_bp
 from crowdfund.site.actions import actions_bp
+from crowdfund.site.admin import admin_bp
 from crowdfund.site.catalogue import catalogue_bp
 from crowdfund.site.extensions import csrf, init_limiter, login_manager, retry_after_seconds
 from crowdfund.site.finance import finance_bp
