@@ -25,7 +25,7 @@ demo: install
 
 # Ruff (rules and format), mypy and the layer contracts (import-linter) over
 # the project code (settings in pyproject.toml); zero findings.
-LINTED := crowdfund tests migrations config.py wsgi.py
+LINTED := crowdfund tests migrations config.py wsgi.py worker.py
 lint: install
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)

@@ -129,6 +129,20 @@ class Config:
     MAIL_MAX_ATTEMPTS = _env_int("MAIL_MAX_ATTEMPTS", 5)
 
     REDIS_URL = _env("REDIS_URL", "")
+    #: Celery (crowdfund/worker.py, `celery -A worker worker|beat`): the broker,
+    #: default REDIS_URL; production refuses to start a worker with neither.
+    #: "memory://" keeps tasks in one process (development only).
+    CELERY_BROKER_URL = _env("CELERY_BROKER_URL", "")
+    CELERY_QUEUE = _env("CELERY_QUEUE", "crowdfund")
+    #: A task a worker took but did not acknowledge in this time goes to another
+    #: worker (acknowledged late: only once done). Longer than any job runs.
+    CELERY_VISIBILITY_TIMEOUT_SECONDS = _env_int("CELERY_VISIBILITY_TIMEOUT_SECONDS", 3600)
+    #: How often the one scheduler (celery beat with redbeat's lock) starts each periodic job.
+    SCHEDULE_CLOSE_ROUNDS_SECONDS = _env_int("SCHEDULE_CLOSE_ROUNDS_SECONDS", 300)
+    SCHEDULE_RELEASE_HOLDS_SECONDS = _env_int("SCHEDULE_RELEASE_HOLDS_SECONDS", 900)
+    SCHEDULE_RECONCILE_SECONDS = _env_int("SCHEDULE_RECONCILE_SECONDS", 600)
+    SCHEDULE_PAYOUTS_SECONDS = _env_int("SCHEDULE_PAYOUTS_SECONDS", 300)
+    SCHEDULE_MAIL_SECONDS = _env_int("SCHEDULE_MAIL_SECONDS", 60)
     #: Rate-limit storage (a Flask-Limiter storage URI); default: REDIS_URL.
     #: Production refuses to start with neither, unless this is set to memory://
     #: explicitly (counts per worker process: only for a single worker).

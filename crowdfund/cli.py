@@ -1,28 +1,27 @@
 """`flask` commands: each parses its arguments, calls one function and
 prints what it did. A one-shot command commits once, like a request
-(`_unit_of_work()`); the batch jobs (crowdfund/workflows/) own their transactions."""
+(`_unit_of_work()`); the periodic jobs (crowdfund/scheduled.py, the same
+functions the Celery workers run on schedule) own their transactions."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy.orm import Session
 
+from crowdfund import scheduled
 from crowdfund.accounts import studios
 from crowdfund.accounts import users as account_users
 from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError
 from crowdfund.jobs import UnitFailure
 from crowdfund.site.web import app_services
-from crowdfund.workflows.jobs import finish_payout_runs, release_holds
-from crowdfund.workflows.reconcile import reconcile
-from crowdfund.workflows.round_close import close_rounds
 
 
 def _session() -> Session:
@@ -102,15 +101,7 @@ def register_cli(app: Flask) -> None:
     @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 10_000))
     def close_rounds_command(batch_size: int) -> None:
         """Decide every film past its deadline; refund failed rounds. Safe to rerun."""
-        with _session() as session:
-            report = close_rounds(
-                session,
-                app_services().gateway,
-                now=_now(),
-                hold_window=timedelta(minutes=current_app.config["HOLD_MINUTES"]),
-                fee_bps=current_app.config["PLATFORM_FEE_BPS"],
-                batch_size=batch_size,
-            )
+        report = scheduled.close_rounds_job(batch_size)
         click.echo(
             f"funded: {len(report.funded)} film(s), failed: {len(report.failed)} film(s), "
             f"refunds decided: {report.refunds_decided}, refunds made: {report.refunds_made}"
@@ -120,10 +111,9 @@ def register_cli(app: Flask) -> None:
     @funding.command("release-holds")
     def release_holds_command() -> None:
         """Give back the stakes of lapsed holds (holds also free themselves when needed)."""
-        with _session() as session:
-            released, failures = release_holds(session, _now)
-        click.echo(f"released {released} held stake(s)")
-        _exit_on_failures(failures)
+        report = scheduled.release_holds_job()
+        click.echo(f"released {report.released} held stake(s)")
+        _exit_on_failures(report.failures)
 
     app.cli.add_command(funding)
 
@@ -132,8 +122,7 @@ def register_cli(app: Flask) -> None:
     @payments.command("reconcile")
     def reconcile_command() -> None:
         """Settle orders whose payment outcome was not recorded, by asking Stripe. Safe any time."""
-        with _session() as session:
-            report = reconcile(session, app_services().gateway, now=_now())
+        report = scheduled.reconcile_job()
         click.echo(", ".join(f"{key}: {value}" for key, value in report.counts.items()))
         _exit_on_failures(report.failures)
 
@@ -145,11 +134,10 @@ def register_cli(app: Flask) -> None:
     @click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(1, 100_000))
     def process_payouts_command(batch_size: int) -> None:
         """Finish every payout run still writing statements. Resumable; safe to rerun."""
-        with _session() as session:
-            completed, failures = finish_payout_runs(session, _now, batch_size=batch_size)
-        for run_id in completed:
+        report = scheduled.finish_payouts_job(batch_size)
+        for run_id in report.completed:
             click.echo(f"run {run_id}: complete")
-        _exit_on_failures(failures)
+        _exit_on_failures(report.failures)
 
     app.cli.add_command(payouts)
 
@@ -158,7 +146,7 @@ def register_cli(app: Flask) -> None:
     @mail.command("deliver")
     def deliver_mail_command() -> None:
         """Send the e-mail waiting in the outbox (what is due). Safe to run any time, from cron too."""
-        report = app_services().mail_delivery.deliver_pending()
+        report = scheduled.deliver_mail_job()
         click.echo(f"sent: {report.sent}, to retry: {report.retried}, failed: {report.failed}")
 
     app.cli.add_command(mail)
