@@ -32,7 +32,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery
 from flask import Flask
 
 from crowdfund import scheduled
@@ -72,12 +72,7 @@ def make_celery(app: Flask) -> Celery:
     config = app.config
     broker = broker_url(config)
 
-    class InAppContext(Task):
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            with app.app_context():
-                return self.run(*args, **kwargs)
-
-    celery = Celery("crowdfund", broker=broker, task_cls=InAppContext, set_as_current=False)
+    celery = Celery("crowdfund", broker=broker, set_as_current=False)
     queue = config["CELERY_QUEUE"]
     celery.conf.update(
         task_default_queue=queue,
@@ -98,14 +93,18 @@ def make_celery(app: Flask) -> Celery:
         },
     )
     for name, (job, _setting) in PERIODIC_JOBS.items():
-        celery.task(name=name)(_as_task(name, job))
+        # shared=False: the task belongs to this app only (a second app in one process has its own).
+        celery.task(name=name, shared=False)(_as_task(app, name, job))
     app.extensions["crowdfund.celery"] = celery
     return celery
 
 
-def _as_task(name: str, job: Callable[[], Any]) -> Callable[[], str]:
+def _as_task(app: Flask, name: str, job: Callable[[], Any]) -> Callable[[], str]:
+    """`job` as a task body: run in the app's context (its config and services)."""
+
     def run() -> str:
-        report = job()
+        with app.app_context():
+            report = job()
         failures: list[UnitFailure] = list(getattr(report, "failures", []))
         if failures:
             for failure in failures:

@@ -11,11 +11,14 @@ from typing import Any
 
 from flask import Flask
 
+from config import instance_folder
 from crowdfund.app import create_app
 from crowdfund.dev.demo import DEMO_PASSWORD, demo_command, seed
+from crowdfund.dev.jobs import DEMO_SCHEDULE_SECONDS, start_in_process
 from crowdfund.dev.localstripe_server import LocalStripe, register_webhook, start_in_thread
 from crowdfund.migrate import upgrade
 from crowdfund.site.web import app_services
+from crowdfund.worker import make_celery
 
 HOST = "127.0.0.1"
 # localstripe takes any key of the right shape; these authenticate us to it, not anyone to us.
@@ -56,7 +59,7 @@ def main() -> None:
     # Read when the demo starts, not when this module is imported.
     port = int(os.environ.get("PORT", "5000"))
     stripe = start_in_thread(int(os.environ.get("LOCALSTRIPE_PORT", "8420")))
-    app = make_app(stripe)
+    app = make_app(stripe, dict(DEMO_SCHEDULE_SECONDS))
     services = app_services(app)
     register_demo_webhook(app, stripe.url, f"http://{HOST}:{port}/stripe/webhook")
     upgrade(app.config["DATABASE_URL"])
@@ -72,7 +75,10 @@ def main() -> None:
     print(
         "Test cards: 4242 4242 4242 4242 pays, 4000 0000 0000 0341 declines, 4000 0025 0000 3155 asks for 3-D Secure."
     )
-    print(f"Mail is written to {app.config['MAIL_FOLDER']}\n")
+    print(f"Mail is written to {app.config['MAIL_FOLDER']}")
+    # The jobs (round close and its refunds, reconcile, payouts, mail) run by themselves.
+    start_in_process(make_celery(app), instance_folder(app.config["DATABASE_URL"]) / "celery")
+    print("A Celery worker and the scheduler run in this process (round close every 20 s).\n")
     app.run(host=HOST, port=port, debug=False, use_reloader=False, threaded=True)
 
 
