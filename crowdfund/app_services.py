@@ -91,7 +91,7 @@ def build_services(settings: Mapping[str, Any]) -> AppServices:
         ),
         mailer=mailer,
         # The outbox's sender: woken after each commit that queued mail (never
-        # sending inside the request), plus `flask mail deliver` for a cron sweep.
+        # sending inside the request), plus the scheduled `mail.deliver` task (and `flask mail deliver`) as a sweep.
         mail_delivery=MailDelivery(
             sessions,
             mailer,

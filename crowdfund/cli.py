@@ -145,7 +145,7 @@ def register_cli(app: Flask) -> None:
 
     @mail.command("deliver")
     def deliver_mail_command() -> None:
-        """Send the e-mail waiting in the outbox (what is due). Safe to run any time, from cron too."""
+        """Send the e-mail waiting in the outbox (what is due). Safe to run any time (the scheduler runs it too)."""
         report = scheduled.deliver_mail_job()
         click.echo(f"sent: {report.sent}, to retry: {report.retried}, failed: {report.failed}")
 
