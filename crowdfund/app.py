@@ -165,7 +165,7 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     def _db_down(exc: OperationalError) -> Any:
         log.exception("database unavailable")
-        _abandon_session()
+        unit_of_work.abandon()
         # A page that needs nothing from the database (not even who is logged in).
         body = render_template("errors/unavailable.html")
         return body, 503, {"Retry-After": "30"}
@@ -203,22 +203,12 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
         log.exception("unhandled error")
-        _abandon_session()
+        unit_of_work.abandon()
         return render_error(
             500,
             "Something went wrong",
             "An unexpected error occurred. Nothing was charged twice; please try again.",
         )
-
-
-def _abandon_session() -> None:
-    """Roll back whatever the failed request wrote, so the error page starts clean."""
-    session = g.pop("db_session", None)
-    if session is not None:
-        try:
-            session.close()
-        except Exception:  # the connection may be gone already
-            log.warning("could not close the session after an error", exc_info=True)
 
 
 def _local_time(value: datetime | None, zone: str | None = None, fmt: str = "%d %b %Y, %H:%M %Z") -> str:

@@ -127,6 +127,14 @@ def finish() -> None:
         session.close()
 
 
+def abandon() -> None:
+    """For the app's error pages (a failure outside a view too: a before_request
+    step, the database gone): what the request wrote is thrown away (`_discard`)
+    and the page begins with no session of the request's."""
+    _discard(reread=False)
+    g.pop("db_session", None)
+
+
 def _commit() -> None:
     session = g.get("db_session")
     if session is not None and session.in_transaction():
