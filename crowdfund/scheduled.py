@@ -8,29 +8,15 @@ report's failures, and the others were done.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app
 
-from crowdfund.jobs import UnitFailure
 from crowdfund.mail.delivery import DeliveryReport
 from crowdfund.site.web import app_services
-from crowdfund.workflows.jobs import finish_payout_runs, release_holds
+from crowdfund.workflows.jobs import PayoutsReport, ReleaseReport, finish_payout_runs, release_holds
 from crowdfund.workflows.reconcile import JobReport, reconcile
 from crowdfund.workflows.round_close import CloseReport, close_rounds
-
-
-@dataclass
-class ReleaseReport:
-    released: int
-    failures: list[UnitFailure] = field(default_factory=list)
-
-
-@dataclass
-class PayoutsReport:
-    completed: list[int]
-    failures: list[UnitFailure] = field(default_factory=list)
 
 
 def close_rounds_job(batch_size: int = 500) -> CloseReport:
@@ -51,8 +37,7 @@ def release_holds_job() -> ReleaseReport:
     """Give back the stakes of lapsed holds."""
     services = app_services()
     with services.sessions() as session:
-        released, failures = release_holds(session, services.clock)
-    return ReleaseReport(released, failures)
+        return release_holds(session, services.clock)
 
 
 def reconcile_job() -> JobReport:
@@ -66,8 +51,7 @@ def finish_payouts_job(batch_size: int = 2000) -> PayoutsReport:
     """Finish every payout run still writing statements."""
     services = app_services()
     with services.sessions() as session:
-        completed, failures = finish_payout_runs(session, services.clock, batch_size=batch_size)
-    return PayoutsReport(completed, failures)
+        return finish_payout_runs(session, services.clock, batch_size=batch_size)
 
 
 def deliver_mail_job() -> DeliveryReport:

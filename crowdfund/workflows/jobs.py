@@ -9,6 +9,7 @@ rolled back alone, logged and reported, and the others go on).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
@@ -23,9 +24,21 @@ from crowdfund.payouts.runs import runs_to_finish
 from crowdfund.workflows.payout_run import write_statements
 
 
-def release_holds(session: Session, now: Callable[[], datetime]) -> tuple[int, list[UnitFailure]]:
+@dataclass
+class ReleaseReport:
+    released: int
+    failures: list[UnitFailure] = field(default_factory=list)
+
+
+@dataclass
+class PayoutsReport:
+    completed: list[int]
+    failures: list[UnitFailure] = field(default_factory=list)
+
+
+def release_holds(session: Session, now: Callable[[], datetime]) -> ReleaseReport:
     """Give back the stakes of every lapsed hold, film by film, each film in
-    a transaction of its own. Returns (stakes released, failures)."""
+    a transaction of its own."""
     released, failures = 0, list[UnitFailure]()
     for film_id in session.scalars(select(Film.id).where(Film.state == FilmState.FUNDING)).all():
 
@@ -33,15 +46,12 @@ def release_holds(session: Session, now: Callable[[], datetime]) -> tuple[int, l
             return release_expired_holds(session, film_id, now())
 
         released += in_own_transaction(session, f"film {film_id}", failures, release) or 0
-    return released, failures
+    return ReleaseReport(released, failures)
 
 
-def finish_payout_runs(
-    session: Session, now: Callable[[], datetime], *, batch_size: int
-) -> tuple[list[int], list[UnitFailure]]:
+def finish_payout_runs(session: Session, now: Callable[[], datetime], *, batch_size: int) -> PayoutsReport:
     """Finish every payout run still writing statements; each batch of
-    statements commits, and a failure rolls back only the batch in progress.
-    Returns (the runs completed, failures)."""
+    statements commits, and a failure rolls back only the batch in progress."""
     completed, failures = list[int](), list[UnitFailure]()
     for run_id in runs_to_finish(session):
 
@@ -52,4 +62,4 @@ def finish_payout_runs(
 
         if in_own_transaction(session, f"payout run {run_id}", failures, finish):
             completed.append(run_id)
-    return completed, failures
+    return PayoutsReport(completed, failures)
