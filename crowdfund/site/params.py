@@ -4,27 +4,31 @@ else is a `BadParameter` (a 400 with a clear message)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import request
 
 from crowdfund.params import MAX_DATE, MIN_DATE, BadParameter, parse_date, parse_int
 
+T = TypeVar("T")
 
-def _source(source: Any) -> Any:
-    return source if source is not None else request.args
+
+def _arg(name: str, default: T, parse: Callable[[str], T], source: Any) -> T:
+    """`name` from the query string (or `source`) read by `parse`; `default` when absent or empty."""
+    raw = (source if source is not None else request.args).get(name, "")
+    if raw == "":
+        return default
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise BadParameter(f"The value of “{name}” is not valid. {exc}") from exc
 
 
 def int_arg(name: str, default: int, minimum: int, maximum: int, *, source: Any = None) -> int:
     """`name` from the query string (or `source`), `default` when absent or empty."""
-    raw = _source(source).get(name, "")
-    if raw == "":
-        return default
-    try:
-        return parse_int(raw, minimum=minimum, maximum=maximum)
-    except ValueError as exc:
-        raise BadParameter(f"The value of “{name}” is not valid. {exc}") from exc
+    return _arg(name, default, lambda raw: parse_int(raw, minimum=minimum, maximum=maximum), source)
 
 
 def date_arg(
@@ -36,10 +40,8 @@ def date_arg(
     source: Any = None,
 ) -> date | None:
     """`name` from the query string (or `source`) as a date, `default` when absent or empty."""
-    raw = _source(source).get(name, "")
-    if raw == "":
-        return default
-    try:
+
+    def parse(raw: str) -> date | None:
         return parse_date(raw, minimum=minimum, maximum=maximum)
-    except ValueError as exc:
-        raise BadParameter(f"The value of “{name}” is not valid. {exc}") from exc
+
+    return _arg(name, default, parse, source)
