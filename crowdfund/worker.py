@@ -110,7 +110,7 @@ def _as_task(app: Flask, name: str, job: Callable[[], Any]) -> Callable[[], str]
             for failure in failures:
                 log.error("%s: failed: %s", name, failure)
             raise JobFailed(f"{name}: {len(failures)} unit(s) failed: " + "; ".join(map(str, failures)))
-        return repr(report)
+        return repr(report)  # the worker logs it with the task's success
 
     run.__name__ = run.__qualname__ = name.replace(".", "_")
     return run
