@@ -112,7 +112,6 @@ def checkout(reference: str) -> Any:
         flash("Your hold expired before payment. Please choose your stakes again.", "error")
         return redirect(url_for("catalogue.film_page", slug=order.film.slug), 303)
     reach = _tier_reach(order)
-    cancel_until = cancellation_deadline(order.film.deadline)
 
     def unavailable(exc: GatewayError) -> Any:
         return render_template(
@@ -121,7 +120,6 @@ def checkout(reference: str) -> Any:
             setup=None,
             error=str(exc),
             reach=reach,
-            cancel_until=cancel_until,
         ), 503
 
     # The order's one SetupIntent, reused on reload (ends the read transaction before Stripe is asked).
@@ -133,7 +131,6 @@ def checkout(reference: str) -> Any:
         setup=setup,
         error=None,
         reach=reach,
-        cancel_until=cancellation_deadline(order.film.deadline),
     )
 
 
@@ -182,7 +179,6 @@ def _paid(order: Order, result: PaymentResult) -> Any:
             error=None,
             action_secret=result.client_secret,
             reach=_tier_reach(order),
-            cancel_until=cancellation_deadline(order.film.deadline),
         )
     flash(result.message, "error" if result.status in ("failed", "refunded") else "info")
     if result.status == "failed" and order.status != OrderStatus.PENDING:
