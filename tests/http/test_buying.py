@@ -28,19 +28,6 @@ from tests.factories import (
 
 
 @pytest.fixture
-def film(db: CheckSession):  # type: ignore[no-untyped-def]
-    return make_film(
-        db,
-        make_studio_user(db),
-        FilmState.FUNDING,
-        title="Night Ferry",
-        stake_cap=20,
-        per_backer_limit=5,
-        funding_goal_cents=50_000,
-    )
-
-
-@pytest.fixture
 def fan(db: CheckSession, client: Client):  # type: ignore[no-untyped-def]
     user = make_user(db, "buyer@example.com", name="Bo Buyer")
     client.login(user.email, PASSWORD)

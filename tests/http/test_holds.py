@@ -12,23 +12,9 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from crowdfund.dev.localstripe_server import confirm_card_setup
-from crowdfund.films.states import FilmState
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, OrderStatus
 from tests.conftest import CheckSession, Client
-from tests.factories import GOOD_CARD, PASSWORD, THREE_DS_CARD, make_film, make_studio_user, make_user
-
-
-@pytest.fixture
-def film(db: CheckSession):  # type: ignore[no-untyped-def]
-    return make_film(
-        db,
-        make_studio_user(db),
-        FilmState.FUNDING,
-        title="Night Ferry",
-        stake_cap=20,
-        per_backer_limit=5,
-        funding_goal_cents=50_000,
-    )
+from tests.factories import GOOD_CARD, PASSWORD, THREE_DS_CARD, make_user
 
 
 @pytest.fixture

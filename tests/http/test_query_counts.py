@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from flask import Flask
 
 from crowdfund.dev.localstripe_server import confirm_card_setup
-from crowdfund.films.states import FilmState
 from tests.conftest import POSTGRES, CheckSession, Client, Statements
-from tests.factories import GOOD_CARD, PASSWORD, make_film, make_studio_user, make_user
+from tests.factories import GOOD_CARD, PASSWORD, make_user
 
 DATABASE = "postgresql" if POSTGRES else "sqlite"
 
@@ -24,19 +22,6 @@ HOLD_STATEMENTS = {
 }
 #: A paid order cancelled by its backer: cancel, refund at Stripe, record it.
 CANCEL_AND_REFUND_STATEMENTS = {"sqlite": 19, "postgresql": 17}
-
-
-@pytest.fixture
-def film(db: CheckSession):  # type: ignore[no-untyped-def]
-    return make_film(
-        db,
-        make_studio_user(db),
-        FilmState.FUNDING,
-        title="Night Ferry",
-        stake_cap=20,
-        per_backer_limit=5,
-        funding_goal_cents=50_000,
-    )
 
 
 def key_on_film_page(client: Client, film) -> str:  # type: ignore[no-untyped-def]
