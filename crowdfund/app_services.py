@@ -34,6 +34,7 @@ from crowdfund.accounts import passwords
 from crowdfund.funding.hold_terms import HoldTermsCache
 from crowdfund.mail.delivery import MailDelivery
 from crowdfund.mail.transport import Mailer, mailer_from_config
+from crowdfund.outbox.tasks import Handoff
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.session_services import SERVICES_KEY
 
@@ -53,6 +54,8 @@ class AppServices:
     mail_delivery: MailDelivery
     password_hasher: PasswordHasher
     hold_terms_cache: HoldTermsCache
+    #: Hands committed outbox rows to the task queue (installed by crowdfund/worker.py's make_celery).
+    handoff: Handoff
 
     def bind_sessions(self) -> None:
         """Make the sessionmaker's sessions carry this object (not a copy made before)."""
@@ -105,6 +108,9 @@ def build_services(settings: Mapping[str, Any]) -> AppServices:
             settings["PASSWORD_TIME_COST"], settings["PASSWORD_MEMORY_COST_KIB"]
         ),
         hold_terms_cache=HoldTermsCache(),
+        handoff=Handoff(),
     )
+    # Without a task queue, mail is sent by the delivery thread (if enabled).
+    services.handoff.mail_fallback = services.mail_delivery.wake
     services.bind_sessions()
     return services

@@ -7,6 +7,7 @@ from crowdfund.films.models import Film, FilmEvent
 from crowdfund.funding.models import BackerPosition, FilmInventory, Order, PaymentAnomaly, StripeEvent
 from crowdfund.ledger import JournalEntry, JournalLine
 from crowdfund.mail.outbox import SentEmail
+from crowdfund.outbox.tasks import OutboxTask
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, PayoutStatement
 from crowdfund.rewards.models import CheckInAttempt, RewardTier, Screening, Ticket
 from crowdfund.uploads import StoredFile
@@ -22,6 +23,7 @@ __all__ = [
     "JournalEntry",
     "JournalLine",
     "SentEmail",
+    "OutboxTask",
     "StripeEvent",
     "PaymentAnomaly",
     "FilmEvent",

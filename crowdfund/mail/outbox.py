@@ -110,7 +110,7 @@ def queue_email(session: Session, *, key: str, to: str, template: str, **context
     if not _insert_once(session, values):
         return False
     if values["status"] == EmailStatus.PENDING:
-        after_commit(session, services.mail_delivery.wake)
+        after_commit(session, services.handoff.mail_queued)
     return True
 
 
@@ -127,7 +127,7 @@ def retry_failed_email(session: Session, email_id: int) -> bool:
     )
     if rowcount(result) != 1:
         return False
-    after_commit(session, services_of(session).mail_delivery.wake)
+    after_commit(session, services_of(session).handoff.mail_queued)
     return True
 
 
