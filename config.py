@@ -116,9 +116,10 @@ class Config:
     MAIL_PORT = _env_int("MAIL_PORT", 25)
     MAIL_FOLDER = _env("MAIL_FOLDER", str(BASE_DIR / "instance" / "mail"))
     MAIL_SENDER = _env("MAIL_SENDER", "Reelshare <no-reply@reelshare.test>")
-    #: Mail is sent from the outbox (the `emails` table) after commit, by a
-    #: background thread in each process ("0": none; run `flask mail deliver`).
-    MAIL_DELIVERY_THREAD = _env_flag("MAIL_DELIVERY_THREAD", "1")
+    #: Mail is sent from the outbox (the `emails` table) after commit by Celery
+    #: workers (the `mail.deliver` task). Without a worker, "1" sends it from a
+    #: background thread of each process instead (a single-machine fallback).
+    MAIL_DELIVERY_THREAD = _env_flag("MAIL_DELIVERY_THREAD", "0")
     #: The thread also sweeps this often for mail it was not woken for.
     MAIL_SWEEP_SECONDS = _env_int("MAIL_SWEEP_SECONDS", 60)
     #: Messages per SMTP connection.
@@ -143,6 +144,17 @@ class Config:
     SCHEDULE_RECONCILE_SECONDS = _env_int("SCHEDULE_RECONCILE_SECONDS", 600)
     SCHEDULE_PAYOUTS_SECONDS = _env_int("SCHEDULE_PAYOUTS_SECONDS", 300)
     SCHEDULE_MAIL_SECONDS = _env_int("SCHEDULE_MAIL_SECONDS", 60)
+    SCHEDULE_SWEEP_SECONDS = _env_int("SCHEDULE_SWEEP_SECONDS", 60)
+    #: An outbox row pending this long after it was due (or handed on) is taken
+    #: to be lost (a crash between commit and hand-off) and handed on again.
+    OUTBOX_SWEEP_SECONDS = _env_int("OUTBOX_SWEEP_SECONDS", 300)
+    #: A running row's lease: its worker is taken to have died after this long.
+    OUTBOX_LEASE_SECONDS = _env_int("OUTBOX_LEASE_SECONDS", 600)
+    OUTBOX_MAX_ATTEMPTS = _env_int("OUTBOX_MAX_ATTEMPTS", 5)
+    #: The first retry's delay (doubling, at most 30 minutes: under the visibility timeout).
+    OUTBOX_BACKOFF_SECONDS = _env_int("OUTBOX_BACKOFF_SECONDS", 30)
+    #: Orders per refund batch task.
+    REFUND_BATCH_SIZE = _env_int("REFUND_BATCH_SIZE", 500)
     #: Rate-limit storage (a Flask-Limiter storage URI); default: REDIS_URL.
     #: Production refuses to start with neither, unless this is set to memory://
     #: explicitly (counts per worker process: only for a single worker).

@@ -37,17 +37,22 @@ from flask import Flask
 
 from crowdfund import scheduled
 from crowdfund.jobs import UnitFailure
+from crowdfund.site.web import app_services
 
 log = logging.getLogger(__name__)
 
 #: The periodic jobs: task name -> (the job, the setting with its period in seconds).
 PERIODIC_JOBS: dict[str, tuple[Callable[[], Any], str]] = {
-    "jobs.close_rounds": (scheduled.close_rounds_job, "SCHEDULE_CLOSE_ROUNDS_SECONDS"),
+    "jobs.close_rounds": (scheduled.schedule_round_close_job, "SCHEDULE_CLOSE_ROUNDS_SECONDS"),
     "jobs.release_holds": (scheduled.release_holds_job, "SCHEDULE_RELEASE_HOLDS_SECONDS"),
     "jobs.reconcile": (scheduled.reconcile_job, "SCHEDULE_RECONCILE_SECONDS"),
-    "jobs.finish_payouts": (scheduled.finish_payouts_job, "SCHEDULE_PAYOUTS_SECONDS"),
+    "jobs.finish_payouts": (scheduled.schedule_payouts_job, "SCHEDULE_PAYOUTS_SECONDS"),
     "mail.deliver": (scheduled.deliver_mail_job, "SCHEDULE_MAIL_SECONDS"),
+    "outbox.sweep": (scheduled.sweep_job, "SCHEDULE_SWEEP_SECONDS"),
 }
+
+#: The task that carries out one outbox row (crowdfund/outbox/), by id.
+RUN_TASK = "outbox.run"
 
 
 class JobFailed(Exception):
@@ -95,8 +100,32 @@ def make_celery(app: Flask) -> Celery:
     for name, (job, _setting) in PERIODIC_JOBS.items():
         # shared=False: the task belongs to this app only (a second app in one process has its own).
         celery.task(name=name, shared=False)(_as_task(app, name, job))
+
+    def run_outbox_task(task_id: int) -> str:
+        with app.app_context():
+            outcome = scheduled.run_task_job(task_id)
+        if outcome.result == "failed":
+            log.error("%s %s failed for good: %s", RUN_TASK, task_id, outcome.error)
+        return f"{outcome.kind or 'task'} {task_id}: {outcome.result}"
+
+    celery.task(name=RUN_TASK, shared=False)(run_outbox_task)
+    _install_handoff(app, celery)
     app.extensions["crowdfund.celery"] = celery
     return celery
+
+
+def _install_handoff(app: Flask, celery: Celery) -> None:
+    """Committed outbox rows go to this Celery app's queue (from web
+    processes, workers and the CLI alike)."""
+    handoff = app_services(app).handoff
+
+    def send_task(task_id: int, countdown: float) -> None:
+        celery.send_task(RUN_TASK, args=[task_id], countdown=countdown or None)
+
+    def send_mail() -> None:
+        celery.send_task("mail.deliver")
+
+    handoff.send_task, handoff.send_mail = send_task, send_mail
 
 
 def _as_task(app: Flask, name: str, job: Callable[[], Any]) -> Callable[[], str]:

@@ -26,11 +26,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
+from crowdfund import scheduled
 from crowdfund.app import create_app, install_services
 from crowdfund.db import sqlite_begin_mode
 from crowdfund.dev.localstripe_server import LocalStripe
 from crowdfund.migrate import create_database, drop_database, upgrade
 from crowdfund.models import metadata
+from crowdfund.outbox.running import RunOutcome
 from crowdfund.session_services import SERVICES_KEY
 from crowdfund.site.web import app_services
 from tests.localstripe_fixture import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, localstripe  # noqa: F401
@@ -168,6 +170,23 @@ def clock(app: Flask) -> Iterator[Clock]:
     install_services(app, original.with_clock(clock))
     yield clock
     install_services(app, original)
+
+
+class Jobs:
+    """What the workers would do, done here: every due outbox row, run in
+    this process by the same code a worker runs (crowdfund/scheduled.py)."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def run(self) -> list[RunOutcome]:
+        with self.app.app_context():
+            return scheduled.run_pending_job()
+
+
+@pytest.fixture
+def jobs(app: Flask) -> Jobs:
+    return Jobs(app)
 
 
 def _truncate(app: Flask) -> None:

@@ -6,7 +6,7 @@ hands on what a crash lost, and an admin's retry. See tasks.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -31,8 +31,10 @@ class RunSettings:
     max_backoff: timedelta = timedelta(minutes=30)
 
 
-#: A handler runs one row: (its arguments, the time) -> None; it owns its transactions.
-Handler = Callable[[Mapping[str, Any]], None]
+#: A handler runs one row: (a session, its arguments) -> what it did (for the
+#: by-hand report). It owns its transactions: it commits what it has done, and
+#: raising after a partial batch asks for the row to run again (with backoff).
+Handler = Callable[[Session, Mapping[str, Any]], object]
 
 
 @dataclass
@@ -42,6 +44,9 @@ class RunOutcome:
     result: str
     error: str | None = None
     retry_in: float | None = None
+    kind: str = ""
+    #: What the handler returned.
+    value: object = None
 
 
 def claim(session: Session, task_id: int, *, now: datetime, settings: RunSettings) -> OutboxTask | None:
@@ -85,12 +90,16 @@ def run_task(
     session.expunge_all()
     try:
         handler = handlers[kind]
-        handler(arguments)
+        value = handler(session, arguments)
+        if session.in_transaction():
+            session.commit()
     except Exception as exc:  # recorded on the row; the next attempt or an admin retries it
         session.rollback()
         error = f"{type(exc).__name__}: {exc}"[:2000]
         log.exception("task %s (%s) failed, attempt %d", task_id, kind, attempts)
-        return _record_failure(session, task_id, attempts, error, now(), settings)
+        outcome = _record_failure(session, task_id, attempts, error, now(), settings)
+        outcome.kind = kind
+        return outcome
     mine = (OutboxTask.id == task_id, OutboxTask.status == TaskStatus.RUNNING)
     session.execute(
         update(OutboxTask)
@@ -99,7 +108,7 @@ def run_task(
         .execution_options(synchronize_session=False)
     )
     session.commit()
-    return RunOutcome(task_id, "done")
+    return RunOutcome(task_id, "done", kind=kind, value=value)
 
 
 def _record_failure(
@@ -127,13 +136,14 @@ def run_pending(
     now: Callable[[], datetime],
     settings: RunSettings = RunSettings(),
     limit: int = 10_000,
+    kinds: Collection[str] | None = None,
 ) -> list[RunOutcome]:
     """Run every due row here, oldest first, until none is left (rows that
     handlers add are run too): `flask jobs run-pending`, and the tests."""
     outcomes: list[RunOutcome] = []
     tried: set[int] = set()
     while len(outcomes) < limit:
-        due = [i for i in due_task_ids(session, now(), limit=100) if i not in tried]
+        due = [i for i in due_task_ids(session, now(), limit=100, kinds=kinds) if i not in tried]
         session.commit()
         if not due:
             return outcomes
@@ -143,13 +153,17 @@ def run_pending(
     return outcomes
 
 
-def due_task_ids(session: Session, now: datetime, *, limit: int) -> list[int]:
+def due_task_ids(
+    session: Session, now: datetime, *, limit: int, kinds: Collection[str] | None = None
+) -> list[int]:
+    of_kinds = () if kinds is None else (OutboxTask.kind.in_(list(kinds)),)
     return list(
         session.scalars(
             select(OutboxTask.id)
             .where(
                 OutboxTask.status.in_((TaskStatus.PENDING, TaskStatus.RUNNING)),
                 OutboxTask.next_attempt_at <= now,
+                *of_kinds,
             )
             .order_by(OutboxTask.next_attempt_at, OutboxTask.id)
             .limit(limit)

@@ -15,6 +15,7 @@ from crowdfund.accounts.models import User
 from crowdfund.db import rowcount
 from crowdfund.errors import NotFound
 from crowdfund.films.models import Film
+from crowdfund.funding.models import BackerPosition
 from crowdfund.funding.queries import paid_units_by_backer
 from crowdfund.mail.outbox import queue_email
 from crowdfund.rewards.models import Ticket, TicketStatus
@@ -52,43 +53,64 @@ def _live_tickets_by_backer(session: Session, film_id: int, user_id: int | None 
 
 
 def issue_tickets(session: Session, film_id: int, *, now: datetime) -> int:
-    """Give every backer with paid stakes the tickets of the highest tier they
-    reach, less those they already hold: running it again issues nothing new.
-    Called in the transaction that makes a film funded (which holds the film's
-    row lock, so two issuers never interleave). Returns tickets issued."""
+    """Every backer's tickets, batch after batch in the caller's transaction
+    (the by-hand path; workers run `issue_tickets_batch` as tasks). Returns tickets issued."""
+    issued, after = 0, 0
+    while (batch := issue_tickets_batch(session, film_id, after_user_id=after, now=now)) is not None:
+        count, after = batch
+        issued += count
+    return issued
+
+
+def issue_tickets_batch(
+    session: Session, film_id: int, *, after_user_id: int, now: datetime, batch_size: int = ISSUE_BATCH
+) -> tuple[int, int] | None:
+    """Give the next `batch_size` backers (by user id, after `after_user_id`)
+    with paid stakes the tickets of the highest tier they reach, less those
+    they already hold: running it again issues nothing new. The batch's
+    backer positions are locked (not the film: buyers and other batches go
+    on), so two runs of one batch never both issue. Returns (tickets issued,
+    the last backer's id), or None when no backer is left."""
     film = session.get(Film, film_id)
     if film is None or film.state not in SCREENING_STATES:
-        return 0
+        return None
+    backers = list(
+        session.scalars(
+            select(BackerPosition.user_id)
+            .where(BackerPosition.film_id == film_id, BackerPosition.user_id > after_user_id)
+            .order_by(BackerPosition.user_id)
+            .limit(batch_size)
+            .with_for_update()
+        )
+    )
+    if not backers:
+        return None
+    last = backers[-1]
     tiers = film_tiers(session, film_id)
     if not tiers:
-        return 0
-    stakes = paid_units_by_backer(session, film_id)
-    held = _live_tickets_by_backer(session, film_id)
+        return 0, last
+    in_batch = (after_user_id, last)
+    stakes = _in_range(paid_units_by_backer(session, film_id), in_batch)
+    held = _in_range(_live_tickets_by_backer(session, film_id), in_batch)
     rows: list[dict[str, object]] = []
-    issued = 0
     newly_served: list[tuple[int, int]] = []
     for user_id in sorted(stakes):
         missing = tickets_for(tiers, stakes[user_id]) - held.get(user_id, 0)
         if missing <= 0:
             continue
         newly_served.append((user_id, missing))
-        for _ in range(missing):
-            rows.append(
-                {
-                    "code": new_ticket_code(),
-                    "film_id": film_id,
-                    "user_id": user_id,
-                    "status": TicketStatus.ISSUED.value,
-                    "issued_at": now,
-                }
-            )
-        if len(rows) >= ISSUE_BATCH:
-            session.execute(insert(Ticket), rows)
-            issued += len(rows)
-            rows = []
+        rows.extend(
+            {
+                "code": new_ticket_code(),
+                "film_id": film_id,
+                "user_id": user_id,
+                "status": TicketStatus.ISSUED.value,
+                "issued_at": now,
+            }
+            for _ in range(missing)
+        )
     if rows:
         session.execute(insert(Ticket), rows)
-        issued += len(rows)
     for user_id, count in newly_served:
         backer = session.get(User, user_id)
         assert backer is not None
@@ -104,7 +126,12 @@ def issue_tickets(session: Session, film_id: int, *, now: datetime) -> int:
             tier=tier,
         )
     session.flush()
-    return issued
+    return len(rows), last
+
+
+def _in_range(counts: dict[int, int], bounds: tuple[int, int]) -> dict[int, int]:
+    low, high = bounds
+    return {user_id: n for user_id, n in counts.items() if low < user_id <= high}
 
 
 def void_unbooked_tickets(session: Session, film_id: int, user_id: int, *, now: datetime) -> int:

@@ -4,7 +4,6 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from sqlalchemy.exc import OperationalError
 
 from crowdfund.accounts.models import Role
 from crowdfund.errors import DomainError, GatewayError
@@ -23,7 +22,6 @@ from crowdfund.site.unit_of_work import on_error
 from crowdfund.site.web import db, gateway, now, role_required, user
 from crowdfund.workflows.checkout import checkout_setup_intent, pay_order
 from crowdfund.workflows.reactions import cancel_order
-from crowdfund.workflows.refunds import process_refund
 from crowdfund.workflows.settle import PaymentResult
 
 funding_bp = Blueprint("funding", __name__)
@@ -209,18 +207,8 @@ def cancel(reference: str) -> Any:
     order_page_url = url_for("funding.order_page", reference=order.reference)
     with on_error(redirect_to=order_page_url):
         cancel_order(db(), order, user(), now=now())
-
-    def refund_later(exc: Exception) -> Any:
-        # Read again after the rollback: process_refund commits the cancellation
-        # before it asks Stripe; if even that failed, the error page says so.
-        if order.status != OrderStatus.CANCELLED:
-            raise exc
-        flash("Order cancelled. Your refund is requested and will be sent shortly.", "success")
-        return redirect(order_page_url, 303)
-
-    with on_error(GatewayError, OperationalError, respond=refund_later):
-        process_refund(db(), order, gateway(), now=now())
-    flash("Order cancelled. Your refund has been sent to your card.", "success")
+    # The refund is an outbox row, carried out by a worker after this commits.
+    flash("Order cancelled. Your refund is on its way to your card.", "success")
     return redirect(order_page_url, 303)
 
 

@@ -22,7 +22,7 @@ from crowdfund.site.forms.accounts import EmptyForm
 from crowdfund.site.forms.films import SendBackForm
 from crowdfund.site.unit_of_work import on_error
 from crowdfund.site.web import db, now, role_required, user
-from crowdfund.workflows.reactions import approve_film
+from crowdfund.workflows.reactions import approve_film, cancel_film
 
 review_bp = Blueprint("review", __name__, url_prefix="/admin/reviews")
 
@@ -64,8 +64,8 @@ def cancel(film_id: int) -> Any:
     review_page = url_for("review.review", film_id=film.id)
     if form.validate_on_submit():
         with on_error(redirect_to=review_page, passing=(services.FilmChanged,)):
-            services.cancel_film(db(), film, user(), form.reason.data, now=now())
-        flash(f"{film.title} is cancelled. Backers are refunded by the next round-close run.", "success")
+            cancel_film(db(), film, user(), form.reason.data, now=now())
+        flash(f"{film.title} is cancelled. Its backers' refunds are on their way.", "success")
         return redirect(review_page, 303)
     flash("Say why the film is cancelled.", "error")
     return redirect(review_page, 303)

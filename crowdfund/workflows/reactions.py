@@ -30,6 +30,7 @@ from crowdfund.funding import refunds
 from crowdfund.funding.inventory import open_inventory
 from crowdfund.funding.models import Order
 from crowdfund.rewards.tickets import void_unbooked_tickets
+from crowdfund.workflows.task_requests import schedule_order_refund, schedule_refunds
 
 
 def change_film_state(
@@ -60,6 +61,15 @@ def cancel_order(session: Session, order: Order, user: User, *, now: datetime) -
     tickets its stakes earned are voided unless booked."""
     if refunds.cancel_order(session, order, user, now=now):
         void_unbooked_tickets(session, order.film_id, order.user_id, now=now)
+        # Carried out at Stripe by a worker, after this commits.
+        schedule_order_refund(session, order, now=now)
+
+
+def cancel_film(session: Session, film: Film, admin: User, reason: str, *, now: datetime) -> None:
+    """An admin stops a film (films.services.cancel_film); if it was selling,
+    its backers' refunds are decided and carried out by workers after commit."""
+    films.cancel_film(session, film, admin, reason, now=now)
+    schedule_refunds(session, film.id, now=now)
 
 
 def refund_paid_order(session: Session, order: Order, *, now: datetime) -> bool:

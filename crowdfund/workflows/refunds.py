@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -79,11 +80,17 @@ def process_refunds(
     now: datetime,
     batch_size: int = 200,
     failures: list[UnitFailure] | None = None,
+    order_ids: tuple[int, int] | None = None,
 ) -> int:
-    """Every refund owed, in batches; returns how many were carried out. Each
+    """Every refund owed (or those of the orders after `order_ids[0]` up to
+    `order_ids[1]`), in batches; returns how many were carried out. Each
     order in transactions of its own: one that fails is rolled back, logged
     and added to `failures`, and the others go on."""
     done, after_id = 0, 0
+    in_range: tuple[Any, ...] = ()
+    if order_ids is not None:
+        after_id, last_id = order_ids
+        in_range = (Order.id <= last_id,)
     while True:
         with reading(session):
             batch = [
@@ -92,6 +99,7 @@ def process_refunds(
                     select(Order)
                     .where(
                         Order.id > after_id,
+                        *in_range,
                         Order.refund_state.in_((RefundState.REQUESTED, RefundState.PROCESSING)),
                     )
                     .order_by(Order.id)

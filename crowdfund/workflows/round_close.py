@@ -45,6 +45,7 @@ from crowdfund.payments.gateway import StripeGateway
 from crowdfund.rewards.tickets import issue_tickets
 from crowdfund.workflows.reactions import refund_paid_order
 from crowdfund.workflows.refunds import process_refunds
+from crowdfund.workflows.task_requests import schedule_funded_follow_ups
 
 
 @dataclass
@@ -93,7 +94,8 @@ def decide_film(
             film_id=film.id,
             memo=f"{film.title} funded: escrow released less {fee_bps} bps fee",
         )
-        issue_tickets(session, film.id, now=now)
+        # Issued by workers in batches, outside this lock (crowdfund/workflows/tasks.py).
+        schedule_funded_follow_ups(session, film.id, now=now)
         return "funded"
     change_film_state(session, film, FilmState.FAILED, now=now, reason="goal not met by the deadline")
     return "failed"
@@ -108,51 +110,67 @@ def decide_refunds(
     failures: list[UnitFailure] | None = None,
 ) -> int:
     """Every paid order of a failed or cancelled film is refunded (decided
-    here, carried out by process_refunds); each backer is told once, with the
-    film's real reason. Each batch of orders is committed. An order whose
-    decision raises is rolled back alone, added to `failures` (raised if
-    None) and tried again by the next run."""
-    film = session.get(Film, film_id)
-    assert film is not None and film.state in (FilmState.FAILED, FilmState.CANCELLED)
+    here, carried out by process_refunds), batch after batch, each committed."""
     decided, after_id = 0, 0
-    reason = refund_reason(session, film)
-    while True:
-        batch = session.scalars(
-            select(Order)
-            .where(paid_orders_of(film_id), Order.id > after_id)
-            .order_by(Order.id)
-            .limit(batch_size)
-        ).all()
-        if not batch:
-            return decided
-        for order in batch:
-            after_id = order.id
-
-            def decide(order: Order = order, film: Film | None = film) -> bool:
-                if not refund_paid_order(session, order, now=now):
-                    return False
-                queue_email(
-                    session,
-                    key=f"round-failed:{film_id}:{order.user_id}",
-                    to=order.user.email,
-                    template="round_failed",
-                    film=film,
-                    name=order.user.display_name,
-                    **reason,
-                )
-                return True
-
-            refunded: bool | None
-            if failures is None:
-                refunded = decide()
-            else:
-                refunded = in_savepoint(
-                    session, f"order {order.reference} (film {film_id})", failures, decide
-                )
-            decided += bool(refunded)
+    while (
+        batch := decide_refund_batch(
+            session, film_id, after_id=after_id, now=now, batch_size=batch_size, failures=failures
+        )
+    ) is not None:
+        count, after_id = batch
+        decided += count
         session.commit()
         session.expunge_all()
-        film = session.get(Film, film_id)
+    return decided
+
+
+def decide_refund_batch(
+    session: Session,
+    film_id: int,
+    *,
+    after_id: int,
+    now: datetime,
+    batch_size: int,
+    failures: list[UnitFailure] | None = None,
+) -> tuple[int, int] | None:
+    """Decide the refunds of the next `batch_size` paid orders after order
+    `after_id` of a failed or cancelled film, in the caller's transaction;
+    each backer is told once, with the film's real reason. An order whose
+    decision raises is rolled back alone (a savepoint), added to `failures`
+    (raised if None) and left paid for a later run. Returns (refunds decided,
+    the batch's last order id), or None when no paid order is left."""
+    film = session.get(Film, film_id)
+    assert film is not None and film.state in (FilmState.FAILED, FilmState.CANCELLED)
+    reason = refund_reason(session, film)
+    batch = session.scalars(
+        select(Order).where(paid_orders_of(film_id), Order.id > after_id).order_by(Order.id).limit(batch_size)
+    ).all()
+    if not batch:
+        return None
+    decided = 0
+    for order in batch:
+
+        def decide(order: Order = order) -> bool:
+            if not refund_paid_order(session, order, now=now):
+                return False
+            queue_email(
+                session,
+                key=f"round-failed:{film_id}:{order.user_id}",
+                to=order.user.email,
+                template="round_failed",
+                film=film,
+                name=order.user.display_name,
+                **reason,
+            )
+            return True
+
+        refunded: bool | None
+        if failures is None:
+            refunded = decide()
+        else:
+            refunded = in_savepoint(session, f"order {order.reference} (film {film_id})", failures, decide)
+        decided += bool(refunded)
+    return decided, batch[-1].id
 
 
 def refund_reason(session: Session, film: Film) -> dict[str, object]:
@@ -194,6 +212,13 @@ def close_rounds(
         )
         if outcome == "funded":
             report.funded.append(film_id)
+            # By hand, the tickets are issued here (after the decision's commit, outside its lock).
+            in_own_transaction(
+                session,
+                f"film {film_id} tickets",
+                report.failures,
+                partial(issue_tickets, session, film_id, now=now),
+            )
         elif outcome == "failed":
             report.failed.append(film_id)
     # Includes films a crashed earlier run decided but did not finish refunding.

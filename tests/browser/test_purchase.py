@@ -140,7 +140,7 @@ def test_three_d_secure_card(page, db: Session, fan, film) -> None:  # type: ign
     assert (stock.sold, stock.held) == (1, 0)
 
 
-def test_cancel_after_purchase(page, db: Session, fan, film) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_after_purchase(page, db: Session, fan, film, jobs) -> None:  # type: ignore[no-untyped-def]
     log_in(page, fan.email)
     open_checkout(page, film, 2)
     fill_card(page, GOOD_CARD)
@@ -152,6 +152,10 @@ def test_cancel_after_purchase(page, db: Session, fan, film) -> None:  # type: i
     page.get_by_role("button", name="Cancel order and refund $100.00").click()
 
     expect(page.get_by_text("Order cancelled")).to_be_visible()
+    expect(page.get_by_text("Refund requested")).to_be_visible()
+    # A worker carries the refund out after the request committed.
+    assert [outcome.result for outcome in jobs.run()] == ["done"]
+    page.reload()
     expect(page.get_by_text("Refund done")).to_be_visible()
     expect(page.get_by_role("button", name=re.compile("Cancel order"))).to_have_count(0)
 

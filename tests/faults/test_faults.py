@@ -642,7 +642,7 @@ def test_no_transaction_is_open_while_stripe_is_asked(db: CheckSession, app: Fla
             == 303
         )
         cancelled = client.post_form(f"/orders/{order.reference}/cancel", follow_redirects=True)
-        assert "Your refund has been sent" in cancelled.get_data(as_text=True)
+        assert "Your refund is on its way" in cancelled.get_data(as_text=True)
         payload = event(
             "evt_probe", "payment_intent.succeeded", unrecorded.stripe_payment_intent_id, "succeeded"
         )

@@ -24,6 +24,7 @@ from crowdfund.app import create_app
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
 from crowdfund.mail.outbox import EmailStatus, OutgoingEmail, queue_email
+from crowdfund.outbox.running import RunSettings
 from crowdfund.worker import PERIODIC_JOBS, broker_url, make_celery
 from tests.conftest import CheckSession, MailCapture
 from tests.factories import make_film, make_studio_user
@@ -169,6 +170,7 @@ def test_the_schedule_and_the_settings_for_money_work(app: Flask) -> None:
             "jobs.reconcile",
             "jobs.finish_payouts",
             "mail.deliver",
+            "outbox.sweep",
         }
     )
     assert conf.beat_schedule["mail.deliver"]["schedule"] == timedelta(seconds=30)
@@ -176,7 +178,9 @@ def test_the_schedule_and_the_settings_for_money_work(app: Flask) -> None:
     assert conf.beat_scheduler == "redbeat.RedBeatScheduler" and conf.redbeat_redis_url == BROKER
     assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
     assert conf.broker_transport_options["visibility_timeout"] == 3600
-    assert set(PERIODIC_JOBS) <= set(celery.tasks)
+    # Longer than any countdown a retry uses (the backoff is capped at 30 minutes).
+    assert conf.broker_transport_options["visibility_timeout"] > RunSettings().max_backoff.total_seconds()
+    assert set(PERIODIC_JOBS) | {"outbox.run"} <= set(celery.tasks)
 
 
 def test_production_refuses_to_run_jobs_without_a_broker() -> None:

@@ -1,0 +1,85 @@
+"""Asking for work: the outbox rows that start the workers' tasks
+(crowdfund/workflows/tasks.py), each written in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from crowdfund.funding.models import Order
+from crowdfund.funding.queries import paid_orders_of
+from crowdfund.outbox.tasks import OutboxTask, TaskStatus, enqueue
+from crowdfund.payouts.models import PayoutRun
+
+CLOSE_FILM = "round.close_film"
+DECIDE_REFUNDS = "refunds.decide"
+REFUND_BATCH = "refunds.batch"
+REFUND_ORDER = "refunds.order"
+ISSUE_TICKETS = "tickets.issue"
+WRITE_STATEMENTS = "payouts.write"
+ANNOUNCE_STATEMENTS = "payouts.announce"
+
+
+# --- what asks for the work ---
+
+
+def schedule_round_close(session: Session, film_ids: list[int], *, now: datetime) -> int:
+    """One round.close_film row per film (committed by the caller): the
+    periodic job fans out, and workers decide the films in parallel."""
+    return sum(
+        enqueue(session, CLOSE_FILM, f"close-film:{film_id}", now=now, film_id=film_id)
+        for film_id in film_ids
+    )
+
+
+def schedule_refunds(session: Session, film_id: int, *, now: datetime) -> bool:
+    """Decide a failed or cancelled film's refunds, from its first paid order
+    (a film whose chain finished and still owes refunds gets a new chain,
+    keyed by where it starts, unless one is still under way)."""
+    under_way = session.scalar(
+        select(func.count())
+        .select_from(OutboxTask)
+        .where(
+            OutboxTask.kind == DECIDE_REFUNDS,
+            OutboxTask.key.startswith(f"refunds-decide:{film_id}:"),
+            OutboxTask.status.in_((TaskStatus.PENDING, TaskStatus.RUNNING)),
+        )
+    )
+    if under_way:
+        return False
+    first_owed = session.scalar(select(func.min(Order.id)).where(paid_orders_of(film_id)))
+    if first_owed is None:
+        return False
+    return enqueue(
+        session,
+        DECIDE_REFUNDS,
+        f"refunds-decide:{film_id}:{first_owed - 1}:{now.isoformat()}",
+        now=now,
+        film_id=film_id,
+        after_id=first_owed - 1,
+        chain=now.isoformat(),
+    )
+
+
+def schedule_funded_follow_ups(session: Session, film_id: int, *, now: datetime) -> None:
+    """A funded film's tickets, issued by workers in batches outside its lock."""
+    enqueue(session, ISSUE_TICKETS, f"tickets:{film_id}:0", now=now, film_id=film_id, after_user_id=0)
+
+
+def schedule_order_refund(session: Session, order: Order, *, now: datetime) -> bool:
+    """A backer's cancelled order: its refund carried out by a worker."""
+    return enqueue(session, REFUND_ORDER, f"refund-order:{order.id}", now=now, order_id=order.id)
+
+
+def schedule_statements(session: Session, run: PayoutRun, *, now: datetime) -> bool:
+    """A payout run's statements, written by workers batch by batch."""
+    return enqueue(
+        session,
+        WRITE_STATEMENTS,
+        f"statements:{run.id}:{run.statements_written}",
+        now=now,
+        run_id=run.id,
+    )

@@ -1,0 +1,211 @@
+"""The work that workers carry out from outbox rows (crowdfund/outbox/), one
+handler per kind. Each owns its transactions and is idempotent by its row:
+a row run twice (a lapsed lease, a redelivered message) has one effect,
+because every unit inside claims itself (a refund its order, a statement
+its position, a ticket batch its backers' positions, an e-mail its key).
+
+A long piece of work is a chain of rows: a handler does one batch and, in
+the same transaction as the batch, enqueues the row for the next batch
+(keyed by where it starts), so a crash loses at most the batch in progress
+and nothing is done twice.
+
+- round.close_film: decide one film; a funded one gets its tickets and
+  funded e-mails (as rows), a failed one its refund decisions (a row).
+- refunds.decide: decide the refunds of one batch of a failed or cancelled
+  film's paid orders, hand them to a refunds.batch row, chain the next.
+- refunds.batch: carry out at Stripe the refunds of a range of orders.
+- refunds.order: carry out one backer's cancellation refund.
+- tickets.issue: issue one batch of backers' tickets, chain the next.
+- payouts.write: write a batch of a payout run's statements, chain the next;
+  the last one chains the statement e-mails.
+- payouts.announce: queue one batch of statement e-mails, chain the next.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from crowdfund.jobs import UnitFailure
+from crowdfund.outbox.running import Handler
+from crowdfund.outbox.tasks import enqueue
+from crowdfund.payments.gateway import StripeGateway
+from crowdfund.payouts.models import PayoutRun, RunStatus
+from crowdfund.payouts.runs import finish_run, run_weights, write_batch
+from crowdfund.payouts.statements import announce_batch
+from crowdfund.rewards.tickets import issue_tickets_batch
+from crowdfund.workflows.refunds import process_refunds
+from crowdfund.workflows.round_close import decide_film, decide_refund_batch
+from crowdfund.workflows.task_requests import (
+    ANNOUNCE_STATEMENTS,
+    CLOSE_FILM,
+    DECIDE_REFUNDS,
+    ISSUE_TICKETS,
+    REFUND_BATCH,
+    REFUND_ORDER,
+    WRITE_STATEMENTS,
+    schedule_refunds,
+    schedule_statements,
+)
+
+log = logging.getLogger(__name__)
+
+
+class BatchIncomplete(Exception):
+    """Some units of a batch failed (each named); the others were done and
+    committed. Raised so the row runs again (with backoff) for the rest."""
+
+    def __init__(self, failures: list[UnitFailure]) -> None:
+        super().__init__("; ".join(map(str, failures)))
+        self.failures = failures
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    gateway: StripeGateway
+    clock: Callable[[], datetime]
+    hold_window: timedelta
+    fee_bps: int
+    #: Orders per refund decision batch and per refunds.batch row.
+    refund_batch: int = 500
+    statement_batch: int = 2000
+    ticket_batch: int = 1000
+    mail_batch: int = 1000
+
+
+# --- the handlers ---
+
+
+def handlers(settings: TaskSettings) -> dict[str, Handler]:
+    def close_film(session: Session, args: Mapping[str, Any]) -> str:
+        film_id = int(args["film_id"])
+        now = settings.clock()
+        outcome = decide_film(
+            session, film_id, now=now, hold_window=settings.hold_window, fee_bps=settings.fee_bps
+        )
+        if outcome == "failed":
+            schedule_refunds(session, film_id, now=now)
+        session.commit()
+        return outcome
+
+    def decide_refunds(session: Session, args: Mapping[str, Any]) -> int:
+        film_id, after_id = int(args["film_id"]), int(args["after_id"])
+        now = settings.clock()
+        failures: list[UnitFailure] = []
+        batch = decide_refund_batch(
+            session, film_id, after_id=after_id, now=now, batch_size=settings.refund_batch, failures=failures
+        )
+        if batch is None:
+            session.commit()
+            return 0
+        decided, last_id = batch
+        enqueue(
+            session,
+            REFUND_BATCH,
+            f"refund-batch:{film_id}:{after_id}:{last_id}",
+            now=now,
+            film_id=film_id,
+            after_id=after_id,
+            last_id=last_id,
+        )
+        enqueue(
+            session,
+            DECIDE_REFUNDS,
+            f"refunds-decide:{film_id}:{last_id}:{args['chain']}",
+            now=now,
+            film_id=film_id,
+            after_id=last_id,
+            chain=args["chain"],
+        )
+        session.commit()
+        if failures:
+            raise BatchIncomplete(failures)
+        return decided
+
+    def refund_batch(session: Session, args: Mapping[str, Any]) -> int:
+        failures: list[UnitFailure] = []
+        done = process_refunds(
+            session,
+            settings.gateway,
+            now=settings.clock(),
+            batch_size=settings.refund_batch,
+            failures=failures,
+            order_ids=(int(args["after_id"]), int(args["last_id"])),
+        )
+        if failures:
+            raise BatchIncomplete(failures)
+        return done
+
+    def refund_order(session: Session, args: Mapping[str, Any]) -> int:
+        failures: list[UnitFailure] = []
+        order_id = int(args["order_id"])
+        done = process_refunds(
+            session,
+            settings.gateway,
+            now=settings.clock(),
+            batch_size=1,
+            failures=failures,
+            order_ids=(order_id - 1, order_id),
+        )
+        if failures:
+            raise BatchIncomplete(failures)
+        return done
+
+    def issue_tickets(session: Session, args: Mapping[str, Any]) -> int:
+        film_id, after = int(args["film_id"]), int(args["after_user_id"])
+        now = settings.clock()
+        batch = issue_tickets_batch(
+            session, film_id, after_user_id=after, now=now, batch_size=settings.ticket_batch
+        )
+        if batch is None:
+            session.commit()
+            return 0
+        issued, last = batch
+        enqueue(
+            session, ISSUE_TICKETS, f"tickets:{film_id}:{last}", now=now, film_id=film_id, after_user_id=last
+        )
+        session.commit()
+        return issued
+
+    def write_statements(session: Session, args: Mapping[str, Any]) -> int:
+        run = session.get(PayoutRun, int(args["run_id"]))
+        if run is None or run.status != RunStatus.COMPUTING:
+            return 0
+        now = settings.clock()
+        weights = run_weights(session, run, batch_size=settings.statement_batch)
+        batch = write_batch(session, run.id, weights, now=now, batch_size=settings.statement_batch)
+        if batch is None:
+            return 0
+        if batch.complete:
+            finish_run(session, batch.run, now=now)
+            enqueue(session, ANNOUNCE_STATEMENTS, f"announce:{run.id}:-1", now=now, run_id=run.id, after=-1)
+        else:
+            schedule_statements(session, batch.run, now=now)
+        session.commit()
+        return batch.run.statements_written
+
+    def announce(session: Session, args: Mapping[str, Any]) -> int:
+        run_id, after = int(args["run_id"]), int(args["after"])
+        batch = announce_batch(session, run_id, after=after, batch_size=settings.mail_batch)
+        if batch is None:
+            return 0
+        queued, last = batch
+        now = settings.clock()
+        enqueue(session, ANNOUNCE_STATEMENTS, f"announce:{run_id}:{last}", now=now, run_id=run_id, after=last)
+        session.commit()
+        return queued
+
+    return {
+        CLOSE_FILM: close_film,
+        DECIDE_REFUNDS: decide_refunds,
+        REFUND_BATCH: refund_batch,
+        REFUND_ORDER: refund_order,
+        ISSUE_TICKETS: issue_tickets,
+        WRITE_STATEMENTS: write_statements,
+        ANNOUNCE_STATEMENTS: announce,
+    }
