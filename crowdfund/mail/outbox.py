@@ -180,12 +180,16 @@ def email_counts(session: Session) -> tuple[dict[str, int], int]:
 
 
 def count_lost_emails(session: Session, now: datetime, *, after: timedelta) -> int:
-    """Pending rows due longer than `after` ago: no deliverer took them (should be 0)."""
+    """Rows due longer than `after` ago that no deliverer took: pending ones, and
+    sending ones whose claim lapsed that long ago (its deliverer died). Should be 0."""
     return (
         session.scalar(
             select(func.count())
             .select_from(OutgoingEmail)
-            .where(OutgoingEmail.status == EmailStatus.PENDING, OutgoingEmail.next_attempt_at <= now - after)
+            .where(
+                OutgoingEmail.status.in_((EmailStatus.PENDING, EmailStatus.SENDING)),
+                OutgoingEmail.next_attempt_at <= now - after,
+            )
         )
         or 0
     )

@@ -214,7 +214,11 @@ def test_lost_counts_rows_due_longer_than_the_sweep_interval_that_no_worker_has(
     assert 'id="lost-count"' in html and 'role="alert"' in html
 
     # A row the sweep handed on within the interval has a worker's message waiting: not lost.
+    # A mail whose deliverer's claim lapsed that long ago is (its deliverer died); a sent one is not.
     db.execute(update(OutboxTask).values(handed_at=T0 + sweep))
+    db.execute(update(OutgoingEmail).values(status="sending"))
+    db.commit()
+    assert "0 tasks and 1 e-mail due" in lost_text(client.get("/admin/jobs").get_data(as_text=True))
     db.execute(update(OutgoingEmail).values(status="sent", next_attempt_at=None))
     db.commit()
     assert "0 tasks and 0 e-mails" in lost_text(client.get("/admin/jobs").get_data(as_text=True))
