@@ -138,6 +138,9 @@ class Config:
     #: A task a worker took but did not acknowledge in this time goes to another
     #: worker (acknowledged late: only once done). Longer than any job runs.
     CELERY_VISIBILITY_TIMEOUT_SECONDS = _env_int("CELERY_VISIBILITY_TIMEOUT_SECONDS", 3600)
+    #: Outbox rows (tasks and e-mails) still waiting this long after they were
+    #: due have no worker: the sweep hands them on, and /admin/jobs counts them as lost.
+    OUTBOX_SWEEP_SECONDS = _env_int("OUTBOX_SWEEP_SECONDS", 300)
     #: How often the one scheduler (celery beat with redbeat's lock) starts each periodic job.
     SCHEDULE_CLOSE_ROUNDS_SECONDS = _env_int("SCHEDULE_CLOSE_ROUNDS_SECONDS", 300)
     SCHEDULE_RELEASE_HOLDS_SECONDS = _env_int("SCHEDULE_RELEASE_HOLDS_SECONDS", 900)

@@ -32,6 +32,7 @@ from crowdfund.site.catalogue import catalogue_bp
 from crowdfund.site.extensions import csrf, init_limiter, login_manager, retry_after_seconds
 from crowdfund.site.finance import finance_bp
 from crowdfund.site.funding import funding_bp
+from crowdfund.site.jobs_admin import jobs_admin_bp
 from crowdfund.site.mail_admin import mail_admin_bp
 from crowdfund.site.payouts import payouts_bp
 from crowdfund.site.remember import REMEMBER_PREFIX, load_remembered, resolve_remembered_user
@@ -140,6 +141,7 @@ def _register_blueprints(app: Flask) -> None:
         rewards_bp,
         payouts_bp,
         mail_admin_bp,
+        jobs_admin_bp,
         actions_bp,
     ):
         app.register_blueprint(blueprint)

@@ -13,11 +13,23 @@ crowdfund/mail/delivery.py's.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import CheckConstraint, Index, Insert, String, Table, Text, func, insert, select, update
+from sqlalchemy import (
+    CheckConstraint,
+    Index,
+    Insert,
+    String,
+    Table,
+    Text,
+    case,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -146,6 +158,38 @@ def count_failed_emails(session: Session) -> int:
     return (
         session.scalar(
             select(func.count()).select_from(OutgoingEmail).where(OutgoingEmail.status == EmailStatus.FAILED)
+        )
+        or 0
+    )
+
+
+def email_counts(session: Session) -> tuple[dict[str, int], int]:
+    """Rows of each status, and how many took more than one attempt (the "Jobs and mail" page)."""
+    counts = {status.value: 0 for status in EmailStatus}
+    retried = 0
+    for status, count, more_than_once in session.execute(
+        select(
+            OutgoingEmail.status,
+            func.count(),
+            func.sum(case((OutgoingEmail.attempts > 1, 1), else_=0)),
+        ).group_by(OutgoingEmail.status)
+    ):
+        counts[status] = count
+        retried += int(more_than_once or 0)
+    return counts, retried
+
+
+def count_lost_emails(session: Session, now: datetime, *, after: timedelta) -> int:
+    """Rows due longer than `after` ago that no deliverer took: pending ones, and
+    sending ones whose claim lapsed that long ago (its deliverer died). Should be 0."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(OutgoingEmail)
+            .where(
+                OutgoingEmail.status.in_((EmailStatus.PENDING, EmailStatus.SENDING)),
+                OutgoingEmail.next_attempt_at <= now - after,
+            )
         )
         or 0
     )

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from crowdfund.outbox.running import lost_task_ids
+from crowdfund.outbox.running import RunSettings, lost_task_ids
 from crowdfund.outbox.tasks import OutboxTask, TaskStatus
 
 
@@ -48,6 +48,43 @@ def tasks_of_status(session: Session, status: TaskStatus, *, limit: int = 200) -
             select(OutboxTask)
             .where(OutboxTask.status == status)
             .order_by(OutboxTask.created_at.desc(), OutboxTask.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+#: The lease workers take unless configured otherwise (running.py: RunSettings).
+_DEFAULT_LEASE = RunSettings().lease
+
+
+@dataclass(frozen=True)
+class RunningTask:
+    task: OutboxTask
+    #: When its worker claimed it: the row keeps only its lease's end, so this
+    #: is that end less the lease (exact while workers use the default lease).
+    started_at: datetime
+    lease_lapses_at: datetime
+
+
+def running_tasks(
+    session: Session, *, lease: timedelta = _DEFAULT_LEASE, limit: int = 50
+) -> list[RunningTask]:
+    """Running rows, the lease that lapses first first (a lapsed one is a worker that died)."""
+    rows = session.scalars(
+        select(OutboxTask)
+        .where(OutboxTask.status == TaskStatus.RUNNING, OutboxTask.next_attempt_at.is_not(None))
+        .order_by(OutboxTask.next_attempt_at, OutboxTask.id)
+        .limit(limit)
+    )
+    return [RunningTask(t, t.next_attempt_at - lease, t.next_attempt_at) for t in rows if t.next_attempt_at]
+
+
+def pending_due_soonest(session: Session, *, limit: int = 50) -> list[OutboxTask]:
+    return list(
+        session.scalars(
+            select(OutboxTask)
+            .where(OutboxTask.status == TaskStatus.PENDING)
+            .order_by(OutboxTask.next_attempt_at, OutboxTask.id)
             .limit(limit)
         )
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from crowdfund import audit
 from crowdfund.accounts.models import Role
@@ -51,4 +51,6 @@ def retry(email_id: int) -> Any:
         detail=to_address,
     )
     flash(f"The e-mail to {to_address} will be sent again.", "success")
-    return redirect(url_for("mail_admin.failed"), 303)
+    # The "Jobs and mail" page posts here too, and gets its page back.
+    back = "jobs_admin.overview" if request.form.get("back") == "jobs" else "mail_admin.failed"
+    return redirect(url_for(back), 303)

@@ -33,7 +33,7 @@ PUBLIC_ENDPOINTS = {
 }
 #: Public endpoints that only take a POST carrying the caller's own credentials.
 ALL_ROLES = {"fan", "studio", "finance", "admin"}
-#: An id no row has (the world below makes no statements, reports, runs, tiers or e-mails).
+#: An id no row has (the world below makes no statements, reports, runs, tiers, e-mails or tasks).
 NO_SUCH_ID = 999_999
 
 #: What each role gets on each GET page it may open, in the world below (a draft
@@ -55,6 +55,7 @@ EXPECTED_PAGES: dict[str, dict[str, int | str]] = {
         "finance.film_money_page": 200,
         "finance.reconciliation_page": 200,
         "mail_admin.failed": 200,
+        "jobs_admin.overview": 200,
     },
     "fan": {
         "accounts.my_account": 200,
@@ -144,7 +145,12 @@ def world(db: Session) -> dict[str, object]:
         "ticket_id": ticket.id,
         "screening_id": screening.id,
     }
-    ids.update({name: NO_SUCH_ID for name in ("statement_id", "report_id", "run_id", "tier_id", "email_id")})
+    ids.update(
+        {
+            name: NO_SUCH_ID
+            for name in ("statement_id", "report_id", "run_id", "tier_id", "email_id", "task_id")
+        }
+    )
     return {"users": users, "ids": ids}
 
 
