@@ -139,7 +139,8 @@ class Config:
     #: worker (acknowledged late: only once done). Longer than any job runs.
     CELERY_VISIBILITY_TIMEOUT_SECONDS = _env_int("CELERY_VISIBILITY_TIMEOUT_SECONDS", 3600)
     #: Outbox rows (tasks and e-mails) still waiting this long after they were
-    #: due have no worker: the sweep hands them on, and /admin/jobs counts them as lost.
+    #: due (or handed on) have no worker (a crash between commit and hand-off): the
+    #: sweep hands them on, and /admin/jobs counts them as lost.
     OUTBOX_SWEEP_SECONDS = _env_int("OUTBOX_SWEEP_SECONDS", 300)
     #: How often the one scheduler (celery beat with redbeat's lock) starts each periodic job.
     SCHEDULE_CLOSE_ROUNDS_SECONDS = _env_int("SCHEDULE_CLOSE_ROUNDS_SECONDS", 300)
@@ -148,9 +149,6 @@ class Config:
     SCHEDULE_PAYOUTS_SECONDS = _env_int("SCHEDULE_PAYOUTS_SECONDS", 300)
     SCHEDULE_MAIL_SECONDS = _env_int("SCHEDULE_MAIL_SECONDS", 60)
     SCHEDULE_SWEEP_SECONDS = _env_int("SCHEDULE_SWEEP_SECONDS", 60)
-    #: An outbox row pending this long after it was due (or handed on) is taken
-    #: to be lost (a crash between commit and hand-off) and handed on again.
-    OUTBOX_SWEEP_SECONDS = _env_int("OUTBOX_SWEEP_SECONDS", 300)
     #: A running row's lease: its worker is taken to have died after this long.
     OUTBOX_LEASE_SECONDS = _env_int("OUTBOX_LEASE_SECONDS", 600)
     OUTBOX_MAX_ATTEMPTS = _env_int("OUTBOX_MAX_ATTEMPTS", 5)
