@@ -32,9 +32,7 @@ class RateLimitTimeout(Exception):
     """No token came within the timeout: the request was not sent."""
 
     def __init__(self, name: str, timeout: float, wait: float) -> None:
-        super().__init__(
-            f"rate limit {name!r}: no token within {timeout:g} s (the next one in {wait:.3f} s)"
-        )
+        super().__init__(f"rate limit {name!r}: no token within {timeout:g} s (the next one in {wait:.3f} s)")
         self.wait = wait
 
 
@@ -147,7 +145,9 @@ class RedisTokenBucket(TokenBucket):
             wait_us = int(self._script(keys=[self.key], args=[self.rate, self.burst, self._expire_ms]))
         except redis.RedisError as error:
             if not self._redis_down:
-                log.warning("rate limit %s: Redis unreachable (%s); limiting this process only", self.key, error)
+                log.warning(
+                    "rate limit %s: Redis unreachable (%s); limiting this process only", self.key, error
+                )
                 self._redis_down = True
             return self._fallback.try_take()
         if self._redis_down:

@@ -24,7 +24,6 @@ import requests
 import stripe
 
 from crowdfund.errors import GatewayError, InvalidWebhook
-from crowdfund.rate_limit import RateLimitTimeout, TokenBucket, UnlimitedBucket
 from crowdfund.payments.values import (
     PaymentOutcome,
     RefundInfo,
@@ -33,6 +32,7 @@ from crowdfund.payments.values import (
     WebhookEvent,
     outcome_of,
 )
+from crowdfund.rate_limit import RateLimitTimeout, TokenBucket, UnlimitedBucket
 
 if TYPE_CHECKING:
     from stripe import RequestOptions
@@ -100,12 +100,27 @@ class _RateLimitedClient(stripe.RequestsClient):
             # Unsent, as after a 429 from Stripe: the gateway reports it the same way ("busy, try again").
             raise stripe.RateLimitError(str(error)) from error
 
-    def request(self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None) -> Any:
+    # `_usage` only to match HTTPClient's signature: RequestsClient takes none.
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> Any:
         self._take()
         return super().request(method, url, headers, post_data)
 
     def request_stream(
-        self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
     ) -> Any:
         self._take()
         return super().request_stream(method, url, headers, post_data)
@@ -118,7 +133,8 @@ class StripeGateway:
     `rate_limit` is the bucket every request to Stripe takes a token from
     first (crowdfund/rate_limit.py; shared by all workers when it lives in
     Redis); a request that would wait longer than `rate_limit_wait_seconds`
-    (default: the timeout) is not sent and fails as "busy" (retryable)."""
+    for its token is not sent and fails as "busy" (retryable), well before
+    gunicorn's 30 s would kill a web request that waited with it."""
 
     def __init__(
         self,
@@ -128,7 +144,7 @@ class StripeGateway:
         timeout_seconds: float = 20,
         max_network_retries: int = 2,
         rate_limit: TokenBucket | None = None,
-        rate_limit_wait_seconds: float | None = None,
+        rate_limit_wait_seconds: float = 5,
     ) -> None:
         self._webhook_secret = webhook_secret
         # One shared session instead of RequestsClient's per-thread ones, so
@@ -136,7 +152,7 @@ class StripeGateway:
         self._session = requests.Session()
         self._http = _RateLimitedClient(
             rate_limit or UnlimitedBucket(),
-            timeout_seconds if rate_limit_wait_seconds is None else rate_limit_wait_seconds,
+            rate_limit_wait_seconds,
             timeout=timeout_seconds,
             session=self._session,
         )
