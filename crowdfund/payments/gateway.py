@@ -100,30 +100,13 @@ class _RateLimitedClient(stripe.RequestsClient):
             # Unsent, as after a 429 from Stripe: the gateway reports it the same way ("busy, try again").
             raise stripe.RateLimitError(str(error)) from error
 
-    # `_usage` only to match HTTPClient's signature: RequestsClient takes none.
-    def request(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None,
-        post_data: Any = None,
-        *,
-        _usage: list[str] | None = None,
-    ) -> Any:
+    def request(self, *args: Any, **kwargs: Any) -> Any:
         self._take()
-        return super().request(method, url, headers, post_data)
+        return super().request(*args, **kwargs)
 
-    def request_stream(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None,
-        post_data: Any = None,
-        *,
-        _usage: list[str] | None = None,
-    ) -> Any:
+    def request_stream(self, *args: Any, **kwargs: Any) -> Any:
         self._take()
-        return super().request_stream(method, url, headers, post_data)
+        return super().request_stream(*args, **kwargs)
 
 
 class StripeGateway:
