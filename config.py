@@ -47,6 +47,11 @@ def _env_int(name: str, default: int) -> _Env[int]:
     return _Env(name, default, lambda raw: int(raw) if raw != "" else default)
 
 
+def _env_optional_int(name: str) -> _Env[int | None]:
+    # Unset or empty: None, for a default decided from other settings.
+    return _Env[int | None](name, None, lambda raw: int(raw) if raw != "" else None)
+
+
 def _env_flag(name: str, default: str) -> _Env[bool]:
     return _Env(name, default not in ("0", "false", "no"), lambda raw: raw not in ("0", "false", "no"))
 
@@ -108,6 +113,10 @@ class Config:
     STRIPE_TIMEOUT_SECONDS = _env_int("STRIPE_TIMEOUT_SECONDS", 20)
     #: Retries of a request that timed out or failed to connect (the SDK sends an idempotency key).
     STRIPE_MAX_NETWORK_RETRIES = _env_int("STRIPE_MAX_NETWORK_RETRIES", 2)
+    #: Requests per second to Stripe from all workers together (a token bucket in
+    #: REDIS_URL; without it, per process). Unset: 100 for an sk_live_ key, else
+    #: 25 (Stripe's live and sandbox limits); 0: unlimited. See app_services.stripe_rate.
+    STRIPE_MAX_REQUESTS_PER_SECOND = _env_optional_int("STRIPE_MAX_REQUESTS_PER_SECOND")
 
     # Mail: "smtp" sends through MAIL_SERVER:MAIL_PORT; "folder" writes .eml files
     # to MAIL_FOLDER; "console" prints them.
@@ -239,6 +248,9 @@ class TestingConfig(Config):
     # builds its own apps with low limits.
     RATELIMIT_ENABLED = True
     REDIS_URL = ""  # memory; the Redis test passes its own REDIS_URL
+    # The Stripe bucket stays on (every test's requests go through it) but far
+    # above what any test sends; tests/services/test_stripe_rate_limit.py builds low ones.
+    STRIPE_MAX_REQUESTS_PER_SECOND = 10000
     RATELIMIT_STORAGE_URI = ""
     RATELIMIT_KEY_PREFIX = "crowdfund-test"
     RATELIMIT_LOGIN_ACCOUNT = RATELIMIT_LOGIN_ADDRESS = RATELIMIT_SIGNUP = "100000 per hour"

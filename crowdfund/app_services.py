@@ -20,6 +20,7 @@ app.py: it assembles parts of every layer (core, funding, payments).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +37,7 @@ from crowdfund.mail.delivery import MailDelivery
 from crowdfund.mail.transport import Mailer, mailer_from_config
 from crowdfund.outbox.tasks import Handoff
 from crowdfund.payments.gateway import StripeGateway
+from crowdfund.rate_limit import TokenBucket, make_bucket
 from crowdfund.session_services import SERVICES_KEY
 
 
@@ -71,6 +73,32 @@ class AppServices:
         self.engine.dispose()
 
 
+def stripe_rate(settings: Mapping[str, Any]) -> int:
+    """STRIPE_MAX_REQUESTS_PER_SECOND, or Stripe's own limit for the key when
+    unset: 100/s in live mode, 25/s in the sandbox (and for localstripe)."""
+    configured = settings.get("STRIPE_MAX_REQUESTS_PER_SECOND")
+    if configured is not None and configured != "":
+        return int(configured)
+    return 100 if str(settings["STRIPE_SECRET_KEY"]).startswith("sk_live_") else 25
+
+
+def stripe_bucket(settings: Mapping[str, Any]) -> TokenBucket:
+    """The token bucket of every request to Stripe: in Redis (REDIS_URL), so
+    all workers on all machines share the rate; without it, per process."""
+    rate = stripe_rate(settings)
+    # Stripe counts per account and mode: one bucket per secret key (a hash, never the key).
+    account = hashlib.sha256(str(settings["STRIPE_SECRET_KEY"]).encode()).hexdigest()[:16]
+    prefix = settings.get("RATELIMIT_KEY_PREFIX") or "crowdfund"
+    # Bursts of a fifth of a second's requests: a quiet moment's checkouts go at
+    # once, and no second sees more than 1.2 times the rate.
+    return make_bucket(
+        rate,
+        burst=max(1, rate // 5),
+        redis_url=settings.get("REDIS_URL") or "",
+        key=f"{prefix}:stripe-requests:{account}",
+    )
+
+
 def build_services(settings: Mapping[str, Any]) -> AppServices:
     """The services for `settings` (an app's config: see config.py for the keys)."""
     engine = dbmod.make_engine(
@@ -91,6 +119,7 @@ def build_services(settings: Mapping[str, Any]) -> AppServices:
             settings["STRIPE_WEBHOOK_SECRET"],
             timeout_seconds=settings["STRIPE_TIMEOUT_SECONDS"],
             max_network_retries=settings["STRIPE_MAX_NETWORK_RETRIES"],
+            rate_limit=stripe_bucket(settings),
         ),
         mailer=mailer,
         # The outbox's sender: woken after each commit that queued mail (never

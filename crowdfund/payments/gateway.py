@@ -32,6 +32,7 @@ from crowdfund.payments.values import (
     WebhookEvent,
     outcome_of,
 )
+from crowdfund.rate_limit import RateLimitTimeout, TokenBucket, UnlimitedBucket
 
 if TYPE_CHECKING:
     from stripe import RequestOptions
@@ -84,9 +85,39 @@ def _options(idempotency_key: str | None) -> RequestOptions:
     return {"idempotency_key": idempotency_key} if idempotency_key else {}
 
 
+class _RateLimitedClient(stripe.RequestsClient):
+    """Takes a token from the bucket before every HTTP request the SDK sends:
+    each call, each network retry, each page of a list."""
+
+    def __init__(self, bucket: TokenBucket, wait_seconds: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._bucket, self._wait_seconds = bucket, wait_seconds
+
+    def _take(self) -> None:
+        try:
+            self._bucket.acquire(self._wait_seconds)
+        except RateLimitTimeout as error:
+            # Unsent, as after a 429 from Stripe: the gateway reports it the same way ("busy, try again").
+            raise stripe.RateLimitError(str(error)) from error
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        self._take()
+        return super().request(*args, **kwargs)
+
+    def request_stream(self, *args: Any, **kwargs: Any) -> Any:
+        self._take()
+        return super().request_stream(*args, **kwargs)
+
+
 class StripeGateway:
     """Card payments through one StripeClient. Thread-safe enough for a web
-    app: one instance per process, shared by request threads."""
+    app: one instance per process, shared by request threads.
+
+    `rate_limit` is the bucket every request to Stripe takes a token from
+    first (crowdfund/rate_limit.py; shared by all workers when it lives in
+    Redis); a request that would wait longer than `rate_limit_wait_seconds`
+    for its token is not sent and fails as "busy" (retryable), well before
+    gunicorn's 30 s would kill a web request that waited with it."""
 
     def __init__(
         self,
@@ -95,12 +126,19 @@ class StripeGateway:
         webhook_secret: str,
         timeout_seconds: float = 20,
         max_network_retries: int = 2,
+        rate_limit: TokenBucket | None = None,
+        rate_limit_wait_seconds: float = 5,
     ) -> None:
         self._webhook_secret = webhook_secret
         # One shared session instead of RequestsClient's per-thread ones, so
         # close() really closes every pooled connection.
         self._session = requests.Session()
-        self._http = stripe.RequestsClient(timeout=timeout_seconds, session=self._session)
+        self._http = _RateLimitedClient(
+            rate_limit or UnlimitedBucket(),
+            rate_limit_wait_seconds,
+            timeout=timeout_seconds,
+            session=self._session,
+        )
         self._client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base},
