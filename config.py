@@ -165,6 +165,9 @@ class Config:
     OUTBOX_BACKOFF_SECONDS = _env_int("OUTBOX_BACKOFF_SECONDS", 30)
     #: Orders per refund batch task.
     REFUND_BATCH_SIZE = _env_int("REFUND_BATCH_SIZE", 500)
+    #: A refund claimed by a worker that died is taken over after this long
+    #: (longer than one Stripe call can take, retries included).
+    REFUND_CLAIM_TIMEOUT_SECONDS = _env_int("REFUND_CLAIM_TIMEOUT_SECONDS", 600)
     #: Rate-limit storage (a Flask-Limiter storage URI); default: REDIS_URL.
     #: Production refuses to start with neither, unless this is set to memory://
     #: explicitly (counts per worker process: only for a single worker).

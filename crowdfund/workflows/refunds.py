@@ -34,7 +34,14 @@ log = logging.getLogger(__name__)
 REFUND_CLAIM_TIMEOUT = timedelta(minutes=10)
 
 
-def process_refund(session: Session, order: Order, gateway: StripeGateway, *, now: datetime) -> bool:
+def process_refund(
+    session: Session,
+    order: Order,
+    gateway: StripeGateway,
+    *,
+    now: datetime,
+    claim_timeout: timedelta = REFUND_CLAIM_TIMEOUT,
+) -> bool:
     """Carry out one refund the ledger owes. Exactly once, even across crashes
     and concurrent workers: a worker claims the order first, and if any worker
     ever claimed it before (and may have reached Stripe), it asks Stripe
@@ -43,7 +50,7 @@ def process_refund(session: Session, order: Order, gateway: StripeGateway, *, no
         session.refresh(order)
         # Never claimed before: no refund call can have been made for this order.
         tried_before = order.refund_claimed_at is not None
-        claimed = claim_refund(session, order, now=now, stale_before=now - REFUND_CLAIM_TIMEOUT)
+        claimed = claim_refund(session, order, now=now, stale_before=now - claim_timeout)
     if not claimed:
         return False
     assert order.stripe_payment_intent_id is not None
@@ -81,6 +88,7 @@ def process_refunds(
     batch_size: int = 200,
     failures: list[UnitFailure] | None = None,
     order_ids: tuple[int, int] | None = None,
+    claim_timeout: timedelta = REFUND_CLAIM_TIMEOUT,
 ) -> int:
     """Every refund owed (or those of the orders after `order_ids[0]` up to
     `order_ids[1]`), in batches; returns how many were carried out. Each
@@ -112,7 +120,7 @@ def process_refunds(
             return done
         for order, reference in batch:
             try:
-                if process_refund(session, order, gateway, now=now):
+                if process_refund(session, order, gateway, now=now, claim_timeout=claim_timeout):
                     done += 1
             except Exception as exc:
                 session.rollback()

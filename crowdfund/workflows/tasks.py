@@ -39,7 +39,7 @@ from crowdfund.payouts.models import PayoutRun, RunStatus
 from crowdfund.payouts.runs import finish_run, run_weights, write_batch
 from crowdfund.payouts.statements import announce_batch
 from crowdfund.rewards.tickets import issue_tickets_batch
-from crowdfund.workflows.refunds import process_refunds
+from crowdfund.workflows.refunds import REFUND_CLAIM_TIMEOUT, process_refunds
 from crowdfund.workflows.round_close import decide_film, decide_refund_batch
 from crowdfund.workflows.task_requests import (
     ANNOUNCE_STATEMENTS,
@@ -76,6 +76,8 @@ class TaskSettings:
     statement_batch: int = 2000
     ticket_batch: int = 1000
     mail_batch: int = 1000
+    #: A refund claimed this long ago by a worker that did not finish it is taken over.
+    refund_claim_timeout: timedelta = REFUND_CLAIM_TIMEOUT
 
 
 # --- the handlers ---
@@ -136,6 +138,7 @@ def handlers(settings: TaskSettings) -> dict[str, Handler]:
             batch_size=settings.refund_batch,
             failures=failures,
             order_ids=(int(args["after_id"]), int(args["last_id"])),
+            claim_timeout=settings.refund_claim_timeout,
         )
         if failures:
             raise BatchIncomplete(failures)
@@ -151,6 +154,7 @@ def handlers(settings: TaskSettings) -> dict[str, Handler]:
             batch_size=1,
             failures=failures,
             order_ids=(order_id - 1, order_id),
+            claim_timeout=settings.refund_claim_timeout,
         )
         if failures:
             raise BatchIncomplete(failures)
