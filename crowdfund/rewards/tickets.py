@@ -102,6 +102,7 @@ def issue_tickets(session: Session, film_id: int, *, now: datetime) -> int:
             name=backer.display_name,
             count=count,
             tier=tier,
+            tz=backer.time_zone,
         )
     session.flush()
     return issued

@@ -138,6 +138,7 @@ def decide_refunds(
                     template="round_failed",
                     film=film,
                     name=order.user.display_name,
+                    tz=order.user.time_zone,
                     **reason,
                 )
                 return True
