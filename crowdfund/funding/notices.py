@@ -21,7 +21,8 @@ _FUNDED_STATES = (FilmState.FUNDED, FilmState.RELEASED, FilmState.CLOSED)
 
 
 def queue_cancellation_email(session: Session, order: Order) -> bool:
-    """Confirm a backer's cancelled order with its refund (requested, or sent)."""
+    """Confirm a backer's cancelled order with its refund, requested (the
+    cancellation's transaction queues it; the refund is carried out after)."""
     user = session.get(User, order.user_id)
     assert user is not None
     return queue_email(

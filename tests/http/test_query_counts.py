@@ -20,8 +20,9 @@ HOLD_STATEMENTS = {
     "fresh": {"sqlite": 6, "postgresql": 3},
     "cached": {"sqlite": 5, "postgresql": 2},
 }
-#: A paid order cancelled by its backer: cancel, refund at Stripe, record it.
-CANCEL_AND_REFUND_STATEMENTS = {"sqlite": 19, "postgresql": 17}
+#: A paid order cancelled by its backer: cancel, e-mail it (look up the key,
+#: insert the row), refund at Stripe, record it.
+CANCEL_AND_REFUND_STATEMENTS = {"sqlite": 21, "postgresql": 19}
 
 
 def key_on_film_page(client: Client, film) -> str:  # type: ignore[no-untyped-def]
