@@ -172,7 +172,7 @@ class Config:
     #: Production refuses to start with neither, unless this is set to memory://
     #: explicitly (counts per worker process: only for a single worker).
     RATELIMIT_STORAGE_URI = _env("RATELIMIT_STORAGE_URI", "")
-    #: Links in e-mail (password reset) start with this, never with the request's
+    #: Every link in e-mail starts with this, never with the request's
     #: Host header, which a client chooses.
     PUBLIC_URL = _env("PUBLIC_URL", "http://127.0.0.1:5000")
     #: Number of proxies in front of gunicorn that set X-Forwarded-For/-Proto

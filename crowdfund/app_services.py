@@ -58,6 +58,8 @@ class AppServices:
     hold_terms_cache: HoldTermsCache
     #: Hands committed outbox rows to the task queue (installed by crowdfund/worker.py's make_celery).
     handoff: Handoff
+    #: The site's address for links in e-mail (settings["PUBLIC_URL"], no trailing slash).
+    public_url: str
 
     def bind_sessions(self) -> None:
         """Make the sessionmaker's sessions carry this object (not a copy made before)."""
@@ -138,6 +140,7 @@ def build_services(settings: Mapping[str, Any]) -> AppServices:
         ),
         hold_terms_cache=HoldTermsCache(),
         handoff=Handoff(),
+        public_url=settings["PUBLIC_URL"].rstrip("/"),
     )
     # Without a task queue, mail is sent by the delivery thread (if enabled).
     services.handoff.mail_fallback = services.mail_delivery.wake

@@ -66,6 +66,11 @@ class SessionServices(Protocol):
     @property
     def hold_terms_cache(self) -> SlugCache: ...
 
+    @property
+    def public_url(self) -> str:
+        """The site's address for links in e-mail ("https://reelshare.example", no trailing slash)."""
+        ...
+
 
 class ServicesMissing(RuntimeError):
     """A session was made without the app's services (a programming error)."""

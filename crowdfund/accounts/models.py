@@ -36,6 +36,8 @@ class User(Base):
     #: When the owner opened the link e-mailed at sign-up; holding stakes needs it.
     #: In the one row load_user reads, so the hold checks it for free.
     email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    #: The IANA zone (e.g. "Asia/Tokyo") e-mails show times in; None: UTC.
+    time_zone: Mapped[str | None] = mapped_column(String(64), default=None)
 
     roles: Mapped[list[UserRole]] = relationship(
         back_populates="user", cascade="all, delete-orphan", lazy="selectin"

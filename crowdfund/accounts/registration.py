@@ -1,4 +1,4 @@
-"""Signing up: a fan account, unverified, with a verification link e-mailed to it."""
+"""Signing up: a fan account, unverified, with a welcome e-mail carrying its verification link."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def sign_up(
                 now=now,
                 link_for=verify_link_for,
                 max_age_seconds=verify_max_age_seconds,
+                welcome=True,
             )
             return user
     else:
@@ -61,6 +62,7 @@ def sign_up(
             to=existing.email,
             template="signup_exists",
             name=existing.display_name,
+            tz=existing.time_zone,
             **owner_links,
         )
     return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
@@ -125,6 +125,7 @@ def request_password_reset(
         name=user.display_name,
         link=link_for(token),
         minutes=max_age_seconds // 60,
+        tz=user.time_zone,
     )
 
 
@@ -152,7 +153,23 @@ def reset_password(
     # Every "keep me logged in" cookie goes too: whoever had the old password may hold one.
     session.execute(delete(RememberToken).where(RememberToken.user_id == user.id))
     session.expire(user)
+    queue_password_changed(session, user, now=now)
     return user
+
+
+def queue_password_changed(session: Session, user: User, *, now: datetime) -> bool:
+    """Tell the account's address its password changed (after a reset or a
+    change), with a link to reset it if it was not them. Once per password:
+    keyed by the session_version the change set."""
+    return queue_email(
+        session,
+        key=f"password-changed:{user.id}:{user.session_version}",
+        to=user.email,
+        template="password_changed",
+        name=user.display_name,
+        changed_at=now,
+        tz=user.time_zone,
+    )
 
 
 # The e-mail confirmation.
@@ -186,19 +203,23 @@ def send_verification_email(
     now: datetime,
     link_for: Callable[[str], str],
     max_age_seconds: int,
+    welcome: bool = False,
 ) -> bool:
-    """Queue a mail with a link that confirms `user`'s address (sign-up, or "send it again")."""
+    """Queue a mail with a link that confirms `user`'s address: at sign-up a
+    welcome (once per account), else "send it again"."""
     if user.email_verified_at is not None:
         return False
     token = make_verification_token(user, secret_key=secret_key, now=now)
     return queue_email(
         session,
-        key=f"verify:{user.id}:{int(now.timestamp())}",
+        key=f"welcome:{user.id}" if welcome else f"verify:{user.id}:{int(now.timestamp())}",
         to=user.email,
-        template="verify_email",
+        template="welcome" if welcome else "verify_email",
         name=user.display_name,
         link=link_for(token),
         hours=max(1, max_age_seconds // 3600),
+        expires_at=now + timedelta(seconds=max_age_seconds),
+        tz=user.time_zone,
     )
 
 

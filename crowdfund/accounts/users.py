@@ -5,6 +5,8 @@ the user a session names.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
+from zoneinfo import available_timezones
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import bindparam, func, select
@@ -73,6 +75,26 @@ def check_sign_up(email: str, password: str, display_name: str) -> tuple[str, st
     if not display_name:
         raise DomainError("Enter your name.", field="display_name")
     return email, display_name
+
+
+@cache
+def time_zone_names() -> list[str]:
+    """The IANA zones a user may choose, sorted (the account page offers them)."""
+    return sorted(available_timezones())
+
+
+def set_time_zone(session: Session, user: User, name: str | None) -> None:
+    """The zone the user's e-mails show times in; empty means UTC. An unknown
+    name is refused (and nothing changes)."""
+    name = (name or "").strip()
+    if name and name not in time_zone_names():
+        raise DomainError(
+            f"“{name[:64]}” is not a time zone we know. Choose one from the list, "
+            "such as Europe/Paris or America/New_York, or leave it empty for UTC.",
+            field="time_zone",
+        )
+    user.time_zone = name or None
+    session.flush()
 
 
 def authenticate(session: Session, email: str, password: str) -> User | None:

@@ -15,6 +15,7 @@ from crowdfund import transitions
 from crowdfund.accounts.models import User
 from crowdfund.errors import Conflict, DomainError, Forbidden, NotFound
 from crowdfund.films.models import Film, FilmEvent
+from crowdfund.films.notices import queue_review_emails
 from crowdfund.films.rules import FilmInput, clean_film_text, deadline_problem, film_input_problems
 from crowdfund.films.states import FILM_TRANSITIONS, PUBLIC_STATES, STATE_LABELS, FilmState
 from crowdfund.text import TextProblem, multi_line
@@ -194,6 +195,7 @@ def approve(session: Session, film: Film, admin: User, *, now: datetime) -> None
         )
     _check_ready(film, now)
     change_film_state(session, film, FilmState.FUNDING, now=now, actor=admin)
+    queue_review_emails(session, film, approved=True)
 
 
 def _reason_text(reason: str | None) -> str:
@@ -210,6 +212,7 @@ def send_back(session: Session, film: Film, admin: User, reason: str, *, now: da
     if film.state != FilmState.IN_REVIEW:
         raise Conflict("Only films in review can be sent back.")
     change_film_state(session, film, FilmState.DRAFT, now=now, actor=admin, reason=reason[:5000])
+    queue_review_emails(session, film, approved=False, note=reason[:5000])
 
 
 def withdraw(session: Session, film: Film, user: User, *, now: datetime) -> None:

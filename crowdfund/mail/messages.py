@@ -5,11 +5,12 @@ complete RFC 5322 message, with header values refused if they are not one line.
 from __future__ import annotations
 
 import unicodedata
-from datetime import datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 
@@ -24,7 +25,26 @@ _templates = Environment(
     keep_trailing_newline=True,
 )
 _templates.filters["cents"] = format_cents
-_templates.filters["utc"] = lambda d: d.strftime("%d %b %Y, %H:%M UTC") if d else ""
+
+
+def local_time(moment: datetime | None, time_zone: str | None) -> str:
+    """`moment` in the recipient's zone, with the zone's name: "12 Mar 2027,
+    18:00 JST (Asia/Tokyo)"; UTC without a zone. An unknown stored zone falls
+    back to UTC rather than failing the message."""
+    if moment is None:
+        return ""
+    zone: Any = UTC
+    if time_zone:
+        try:
+            zone = ZoneInfo(time_zone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            time_zone = None
+    shown = moment.astimezone(zone)
+    text = shown.strftime("%d %b %Y, %H:%M %Z")
+    return f"{text} ({time_zone})" if time_zone and time_zone != "UTC" else text
+
+
+_templates.filters["local"] = local_time
 
 
 @cache

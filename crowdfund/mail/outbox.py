@@ -97,7 +97,7 @@ def _insert_once(session: Session, values: dict[str, Any]) -> bool:
 
 def queue_email(session: Session, *, key: str, to: str, template: str, **context: Any) -> bool:
     """Record the message to send after commit; False when a mail with this
-    key was queued before. Never raises for a message that cannot be built:
+    key was queued before. Pass `tz` (the recipient's time_zone) for times. Never raises for a message that cannot be built:
     that one is recorded `failed` (admins see it on /admin/mail)."""
     if session.scalar(select(OutgoingEmail.id).where(OutgoingEmail.key == key)) is not None:
         return False
@@ -110,6 +110,10 @@ def queue_email(session: Session, *, key: str, to: str, template: str, **context
         "created_at": now,
         "attempts": 0,
     }
+    # Every template may show times in the recipient's zone (`tz`, None: UTC)
+    # and link back to the site (`public_url`, never the request's Host).
+    context.setdefault("tz", None)
+    context.setdefault("public_url", services.public_url)
     try:
         subject, body = render(template, **context)
         values["subject"] = displayable(subject)[:200]

@@ -30,6 +30,7 @@ def announce_batch(
             PayoutStatement.amount_cents,
             User.email,
             User.display_name,
+            User.time_zone,
             Film.title,
             PayoutStatement.position,
         )
@@ -43,7 +44,7 @@ def announce_batch(
     if not rows:
         return None
     sent = 0
-    for statement_id, number, amount, email, name, title, position in rows:
+    for statement_id, number, amount, email, name, time_zone, title, position in rows:
         sent += queue_email(
             session,
             key=f"statement:{statement_id}",
@@ -55,6 +56,7 @@ def announce_batch(
             film_title=title,
             statement_id=statement_id,
             payment_status="computed (not yet paid)",
+            tz=time_zone,
         )
         after = position
     return sent, after

@@ -124,6 +124,7 @@ def issue_tickets_batch(
             name=backer.display_name,
             count=count,
             tier=tier,
+            tz=backer.time_zone,
         )
     session.flush()
     return len(rows), last

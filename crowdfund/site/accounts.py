@@ -36,6 +36,7 @@ from crowdfund.site.forms.accounts import (
     LogInForm,
     ResetPasswordForm,
     SignUpForm,
+    TimeZoneForm,
 )
 from crowdfund.site.remember import remember_browser
 from crowdfund.site.unit_of_work import on_error
@@ -308,7 +309,36 @@ def _reset_page(form: ResetPasswordForm | None, problem: str | None, status: int
 @bp.route("/account")
 @login_required
 def my_account() -> Any:
-    return render_template("accounts/account.html", account=user(), form=EmptyForm())
+    return _account_page(TimeZoneForm(time_zone=user().time_zone or ""))
+
+
+def _account_page(zone_form: TimeZoneForm, status: int = 200) -> Any:
+    return render_template(
+        "accounts/account.html",
+        account=user(),
+        form=EmptyForm(),
+        zone_form=zone_form,
+        zone_names=account_users.time_zone_names(),
+    ), status
+
+
+@bp.route("/account/time-zone", methods=["POST"])
+@login_required
+def set_time_zone() -> Any:
+    """The zone the account's e-mails show times in."""
+    form = TimeZoneForm()
+
+    def refused(exc: DomainError) -> Any:
+        form.time_zone.errors = [*form.time_zone.errors, exc.message]
+        return _account_page(form, 400)
+
+    if not form.validate_on_submit():
+        return _account_page(form, 400)
+    with on_error(respond=refused):
+        account_users.set_time_zone(db(), user(), form.time_zone.data)
+    zone = user().time_zone or "UTC"
+    flash(f"Times in your e-mails are now shown in {zone}.", "success")
+    return redirect(url_for("accounts.my_account"), 303)
 
 
 @bp.route("/home")

@@ -6,6 +6,7 @@ transaction. No signals: a lower domain never learns who reacts to it, and
 views and jobs call these functions instead of the lower domain's.
 
 - a film opened for funding gets its stake counters (funding.inventory);
+- a paid order cancelled by its backer is confirmed by e-mail (funding.notices);
 - a paid order cancelled by its backer, or refunded because its round failed
   or its film was cancelled, voids the unbooked tickets its backer's stakes
   no longer earn (rewards);
@@ -29,6 +30,7 @@ from crowdfund.films.states import FilmState
 from crowdfund.funding import refunds
 from crowdfund.funding.inventory import open_inventory
 from crowdfund.funding.models import Order
+from crowdfund.funding.notices import queue_cancellation_email
 from crowdfund.rewards.tickets import void_unbooked_tickets
 from crowdfund.workflows.task_requests import schedule_order_refund, schedule_refunds
 
@@ -58,9 +60,11 @@ def approve_film(session: Session, film: Film, admin: User, *, now: datetime) ->
 
 def cancel_order(session: Session, order: Order, user: User, *, now: datetime) -> None:
     """A backer cancels a paid order (funding.refunds.cancel_order); the
-    tickets its stakes earned are voided unless booked."""
+    tickets its stakes earned are voided unless booked, and the backer gets
+    an e-mail confirming it with the refund."""
     if refunds.cancel_order(session, order, user, now=now):
         void_unbooked_tickets(session, order.film_id, order.user_id, now=now)
+        queue_cancellation_email(session, order)
         # Carried out at Stripe by a worker, after this commits.
         schedule_order_refund(session, order, now=now)
 

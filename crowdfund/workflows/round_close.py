@@ -36,6 +36,7 @@ from crowdfund.films.services import cancellation, change_film_state
 from crowdfund.films.states import FilmState
 from crowdfund.funding.inventory import release_expired_holds
 from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.funding.notices import queue_funded_emails
 from crowdfund.funding.queries import paid_orders_of, paid_total
 from crowdfund.funding.rules import fee_split, goal_met, round_closes_at
 from crowdfund.jobs import UnitFailure, in_own_transaction, in_savepoint
@@ -160,6 +161,7 @@ def decide_refund_batch(
                 template="round_failed",
                 film=film,
                 name=order.user.display_name,
+                tz=order.user.time_zone,
                 **reason,
             )
             return True
@@ -180,6 +182,14 @@ def refund_reason(session: Session, film: Film) -> dict[str, object]:
     if cancel is not None:
         return {"cancelled": True, "cancel_reason": cancel.reason or "", "cancelled_at": cancel.at}
     return {"cancelled": False, "cancel_reason": "", "cancelled_at": None}
+
+
+def _announce_funded(session: Session, film_id: int) -> int:
+    queued, after = 0, 0
+    while (batch := queue_funded_emails(session, film_id, after_user_id=after)) is not None:
+        queued += batch[0]
+        after = batch[1]
+    return queued
 
 
 def films_owing_refunds(session: Session) -> list[int]:
@@ -212,12 +222,18 @@ def close_rounds(
         )
         if outcome == "funded":
             report.funded.append(film_id)
-            # By hand, the tickets are issued here (after the decision's commit, outside its lock).
+            # By hand, the tickets and e-mails are done here (after the decision's commit, outside its lock).
             in_own_transaction(
                 session,
                 f"film {film_id} tickets",
                 report.failures,
                 partial(issue_tickets, session, film_id, now=now),
+            )
+            in_own_transaction(
+                session,
+                f"film {film_id} e-mails",
+                report.failures,
+                partial(_announce_funded, session, film_id),
             )
         elif outcome == "failed":
             report.failed.append(film_id)

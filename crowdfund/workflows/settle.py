@@ -60,6 +60,7 @@ def queue_receipt(session: Session, order: Order) -> None:
         film=film,
         name=order.user.display_name,
         cancel_until=cancellation_deadline(film.deadline),
+        tz=order.user.time_zone,
     )
 
 

@@ -21,6 +21,7 @@ REFUND_ORDER = "refunds.order"
 ISSUE_TICKETS = "tickets.issue"
 WRITE_STATEMENTS = "payouts.write"
 ANNOUNCE_STATEMENTS = "payouts.announce"
+FUNDED_MAIL = "mail.funded"
 
 
 # --- what asks for the work ---
@@ -65,8 +66,9 @@ def schedule_refunds(session: Session, film_id: int, *, now: datetime) -> bool:
 
 
 def schedule_funded_follow_ups(session: Session, film_id: int, *, now: datetime) -> None:
-    """A funded film's tickets, issued by workers in batches outside its lock."""
+    """A funded film's tickets and its backers' e-mails, by workers in batches outside its lock."""
     enqueue(session, ISSUE_TICKETS, f"tickets:{film_id}:0", now=now, film_id=film_id, after_user_id=0)
+    enqueue(session, FUNDED_MAIL, f"funded-mail:{film_id}:0", now=now, film_id=film_id, after_user_id=0)
 
 
 def schedule_order_refund(session: Session, order: Order, *, now: datetime) -> bool:

@@ -16,6 +16,7 @@ and nothing is done twice.
 - refunds.batch: carry out at Stripe the refunds of a range of orders.
 - refunds.order: carry out one backer's cancellation refund.
 - tickets.issue: issue one batch of backers' tickets, chain the next.
+- mail.funded: queue one batch of "your film is funded" e-mails, chain the next.
 - payouts.write: write a batch of a payout run's statements, chain the next;
   the last one chains the statement e-mails.
 - payouts.announce: queue one batch of statement e-mails, chain the next.
@@ -45,6 +46,7 @@ from crowdfund.workflows.task_requests import (
     ANNOUNCE_STATEMENTS,
     CLOSE_FILM,
     DECIDE_REFUNDS,
+    FUNDED_MAIL,
     ISSUE_TICKETS,
     REFUND_BATCH,
     REFUND_ORDER,
@@ -176,6 +178,24 @@ def handlers(settings: TaskSettings) -> dict[str, Handler]:
         session.commit()
         return issued
 
+    def funded_mail(session: Session, args: Mapping[str, Any]) -> int:
+        film_id, after = int(args["film_id"]), int(args["after_user_id"])
+        batch = queue_funded_emails(session, film_id, after_user_id=after, batch_size=settings.mail_batch)
+        if batch is None:
+            return 0
+        queued, last = batch
+        now = settings.clock()
+        enqueue(
+            session,
+            FUNDED_MAIL,
+            f"funded-mail:{film_id}:{last}",
+            now=now,
+            film_id=film_id,
+            after_user_id=last,
+        )
+        session.commit()
+        return queued
+
     def write_statements(session: Session, args: Mapping[str, Any]) -> int:
         run = session.get(PayoutRun, int(args["run_id"]))
         if run is None or run.status != RunStatus.COMPUTING:
@@ -210,6 +230,7 @@ def handlers(settings: TaskSettings) -> dict[str, Handler]:
         REFUND_BATCH: refund_batch,
         REFUND_ORDER: refund_order,
         ISSUE_TICKETS: issue_tickets,
+        FUNDED_MAIL: funded_mail,
         WRITE_STATEMENTS: write_statements,
         ANNOUNCE_STATEMENTS: announce,
     }

@@ -20,9 +20,10 @@ HOLD_STATEMENTS = {
     "fresh": {"sqlite": 6, "postgresql": 3},
     "cached": {"sqlite": 5, "postgresql": 2},
 }
-#: A paid order cancelled by its backer: the cancellation and its refund's
-#: outbox row (a worker refunds at Stripe after commit).
-CANCEL_STATEMENTS = {"sqlite": 13, "postgresql": 12}
+#: A paid order cancelled by its backer: the cancellation, its e-mail (look
+#: up the key, insert the row) and its refund's outbox row (a worker refunds
+#: at Stripe after commit).
+CANCEL_STATEMENTS = {"sqlite": 15, "postgresql": 14}
 
 
 def key_on_film_page(client: Client, film) -> str:  # type: ignore[no-untyped-def]

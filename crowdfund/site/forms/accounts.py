@@ -50,6 +50,16 @@ class StudioForm(FlaskForm):
     )
 
 
+class TimeZoneForm(FlaskForm):
+    time_zone = StringField(
+        "Time zone",
+        validators=[Length(max=64, message="A time zone name is at most 64 characters.")],
+        description="An IANA name such as Europe/Paris or Asia/Tokyo; empty for UTC. "
+        "The times in our e-mails are shown in it.",
+        render_kw={"list": "time-zones", "autocomplete": "off"},
+    )
+
+
 class EmptyForm(FlaskForm):
     """A form with only the CSRF token, for buttons that POST."""
 
