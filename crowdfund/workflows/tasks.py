@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from crowdfund.funding.notices import queue_funded_emails
 from crowdfund.jobs import UnitFailure
 from crowdfund.outbox.running import Handler
 from crowdfund.outbox.tasks import enqueue

@@ -66,9 +66,12 @@ def test_funding_issues_tickets_by_highest_tier_reached(db: CheckSession, funded
     assert tickets_by_user(db, film.id) == {b.id: 1, c.id: 2, d.id: 4}
     assert set(db.scalars(select(Ticket.status))) == {"issued"}
     assert all(re.fullmatch(r"[A-HJ-NP-Z2-9]{20}", code) for code in db.scalars(select(Ticket.code)))
-    # One e-mail per backer with tickets, none for a.
-    assert sorted(m["To"] for m in mail.messages) == ["b@example.com", "c@example.com", "d@example.com"]
-    body = mail.to("d@example.com")[0].get_content()
+    # One tickets e-mail per backer with tickets, none for a; every backer is told the film is funded.
+    tickets_mail = [m for m in mail.messages if "screening tickets" in m["Subject"]]
+    assert sorted(m["To"] for m in tickets_mail) == ["b@example.com", "c@example.com", "d@example.com"]
+    funded_mail = [m for m in mail.messages if "is funded" in m["Subject"]]
+    assert sorted(m["To"] for m in funded_mail) == [f"{x}@example.com" for x in "abcd"]
+    body = next(m for m in tickets_mail if m["To"] == "d@example.com").get_content()
     assert "4 screening tickets plus: Premiere invitation" in body
 
 
