@@ -21,10 +21,6 @@ from crowdfund.workflows import payout_run
 
 payouts_bp = Blueprint("payouts", __name__)
 
-#: Statements written inside the request that starts a run; larger runs are
-#: finished by `flask payouts process` (a long job never runs in a request).
-INLINE_BATCHES = 5
-
 
 def _report_or_404(report_id: int) -> BoxOfficeReport:
     return db().get(BoxOfficeReport, report_id) or abort(404)
@@ -196,11 +192,15 @@ def start_run(report_id: int) -> Any:
     report = _report_or_404(report_id)
     if not EmptyForm(prefix="run").validate_on_submit():
         abort(400)
-    # run_payout commits its batches itself (a long job's steps).
+    # The statements are written by workers, from an outbox row committed with the run.
     with on_error(redirect_to=url_for("payouts.finance_report", report_id=report.id)):
-        run = payout_run.run_payout(db(), report, user(), now=now(), max_batches=INLINE_BATCHES)
+        run = payout_run.start_payout(db(), report, user(), now=now())
     if run.status == "computing":
-        flash("The run started; the payout worker writes the remaining statements.", "info")
+        flash(
+            f"The run started: workers write the {run.backers} statements and e-mail each backer. "
+            "This page shows when they are done.",
+            "info",
+        )
     else:
         flash(f"Payout run complete: {run.backers} statements.", "success")
     return redirect(url_for("payouts.finance_run", run_id=run.id), 303)

@@ -13,8 +13,9 @@ and a crash loses at most one batch:
    writes nothing twice.
 
 The domain functions it calls (crowdfund/payouts/runs.py, statements.py)
-only flush; the commits are here, and only here. Called by the finance view
-(a few inline batches) and by `flask payouts process` (the rest).
+only flush; the commits are here, and only here. The finance view only
+starts a run (`start_payout`): workers write its statements from outbox rows
+(crowdfund/workflows/tasks.py); `flask payouts process` finishes runs by hand.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from crowdfund.accounts.models import User
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun, RunStatus
 from crowdfund.payouts.runs import finish_run, run_weights, start_run, write_batch
 from crowdfund.payouts.statements import announce_batch
+from crowdfund.workflows.task_requests import schedule_statements
 
 
 def write_statements(
@@ -76,6 +78,18 @@ def announce_statements(session: Session, run_id: int, *, batch_size: int = 1000
         queued, after = batch
         sent += queued
         session.commit()
+
+
+def start_payout(session: Session, report: BoxOfficeReport, finance: User, *, now: datetime) -> PayoutRun:
+    """Finance starts the run for a report (in the caller's transaction: a
+    request's): the waterfall is frozen and the pool booked now, and the
+    statements are written, then announced, by workers from an outbox row
+    committed with it. Starting again returns the same run and adds nothing."""
+    run = start_run(session, report, finance, now=now)
+    session.flush()
+    if run.status == RunStatus.COMPUTING:
+        schedule_statements(session, run, now=now)
+    return run
 
 
 def run_payout(

@@ -29,7 +29,7 @@ def log_out(page) -> None:  # type: ignore[no-untyped-def]
     page.get_by_role("link", name="Log in").first.wait_for()
 
 
-def test_box_office_to_statement(page, db: CheckSession, app: Flask) -> None:  # type: ignore[no-untyped-def]
+def test_box_office_to_statement(page, db: CheckSession, app: Flask, jobs) -> None:  # type: ignore[no-untyped-def]
     studio = make_studio_user(db)
     film = make_film(
         db,
@@ -69,7 +69,10 @@ def test_box_office_to_statement(page, db: CheckSession, app: Flask) -> None:  #
     page.get_by_text("Report approved.").wait_for()
     assert_accessible(page)
     page.get_by_role("button", name="Start payout run").click()
-    page.get_by_text("Payout run complete: 2 statements.").wait_for()
+    page.get_by_text("The run started: workers write the 2 statements").wait_for()
+    assert {outcome.result for outcome in jobs.run()} == {"done"}  # the workers' part
+    page.reload()
+    page.get_by_text("computed").first.wait_for()
     with page.expect_download() as download_info:
         page.get_by_role("link", name="Download CSV").click()
     rows = list(csv.reader(io.StringIO(Path(download_info.value.path()).read_text(encoding="utf-8-sig"))))

@@ -65,7 +65,7 @@ def file_report(client: Client, film: Film, receipts: str, start: date, end: dat
 
 
 def test_file_approve_run_export_and_read_statements(
-    client: Client, other_client: Client, db: CheckSession, released, mail
+    client: Client, other_client: Client, db: CheckSession, released, mail, jobs
 ) -> None:  # type: ignore[no-untyped-def]
     film, today = released["film"], released["now"].date()
     client.login(released["studio"].email, PASSWORD)
@@ -93,6 +93,11 @@ def test_file_approve_run_export_and_read_statements(
     )
     assert started.status_code == 303
     run_url = started.headers["Location"]
+    started_page = other_client.get(run_url).get_data(as_text=True)
+    assert "The run started: workers write the" in started_page and "computing" in started_page
+    # The request wrote no statement: the workers do, from the run's outbox row.
+    assert db.scalar(select(func.count()).select_from(PayoutStatement)) == 0
+    assert {o.kind for o in jobs.run()} == {"payouts.write", "payouts.announce"}
     run_page = other_client.get(run_url).get_data(as_text=True)
     assert "computed" in run_page and "$200.00" in run_page
 
@@ -194,7 +199,7 @@ def test_bad_reports_come_back_with_messages(client: Client, db: CheckSession, r
 
 
 def test_adjusting_report_through_http(
-    client: Client, other_client: Client, db: CheckSession, released
+    client: Client, other_client: Client, db: CheckSession, released, jobs
 ) -> None:  # type: ignore[no-untyped-def]
     film, today = released["film"], released["now"].date()
     client.login(released["studio"].email, PASSWORD)
@@ -209,6 +214,7 @@ def test_adjusting_report_through_http(
     started = other_client.post_form(
         f"/finance/reports/{report.id}/run", {"run-csrf_token": other_client.csrf_token()}
     )
+    jobs.run()
     page = other_client.get(started.headers["Location"]).get_data(as_text=True)
     assert "Carried to the next report" in page and "-$150.00" in page
     db.reread()

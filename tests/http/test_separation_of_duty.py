@@ -111,6 +111,7 @@ def test_the_person_who_starts_a_run_cannot_mark_it_paid(
     other_client: Client,  # type: ignore[no-untyped-def]
     db: CheckSession,
     released,
+    jobs,
 ) -> None:
     film, today = released["film"], released["now"].date()
     client.login(released["studio"].email, PASSWORD)
@@ -126,6 +127,7 @@ def test_the_person_who_starts_a_run_cannot_mark_it_paid(
         f"/finance/reports/{report.id}/run", {"run-csrf_token": other_client.csrf_token()}
     )
     run_url = started.headers["Location"]
+    jobs.run()  # the workers write the statements
     before = audit_count(db)
 
     refused = other_client.post_form(f"{run_url}/paid", {"bank_reference": "BANK-1"})
