@@ -20,7 +20,6 @@ from crowdfund.errors import Conflict, GatewayError
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.payments.values import SetupIntentInfo
-from crowdfund.workflows.refunds import refund_anomaly_now
 from crowdfund.workflows.settle import CURRENCY, PaymentResult, settle_intent
 from crowdfund.workflows.steps import end_transaction, reading, writing
 
@@ -181,7 +180,6 @@ def pay_order(
     with writing(session):
         settled = settle_intent(session, outcome, now=now)
     if settled.anomaly_id is not None:
-        refund_anomaly_now(session, settled.anomaly_id, gateway, now=now)
         return PaymentResult(
             "failed", "Your payment did not match this order, so it is being refunded in full."
         )

@@ -33,6 +33,7 @@ from crowdfund.funding.settlement import settle_failure, settle_success
 from crowdfund.ledger import Account, EntryKind
 from crowdfund.mail.outbox import queue_email
 from crowdfund.payments.values import PaymentOutcome
+from crowdfund.workflows.task_requests import schedule_anomaly_refund, schedule_order_refund
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ def apply_outcome(session: Session, order: Order, outcome: PaymentOutcome, *, no
     if outcome.status == "succeeded":
         settlement = settle_success(session, order, now=now)
         if settlement.result == "refund":
+            # Carried out at Stripe by a worker after this commits.
+            schedule_order_refund(session, order, now=now)
             return PaymentResult(
                 "refunded",
                 "Your payment arrived after your hold expired and the stakes were "
@@ -215,6 +218,8 @@ def record_anomaly(
         return session.scalars(
             select(PaymentAnomaly).where(PaymentAnomaly.payment_intent_id == intent.payment_intent_id)
         ).one(), False
+    # Refunded in full by a worker after this commits (reconcile retries what Stripe refuses).
+    schedule_anomaly_refund(session, anomaly.id, now=now)
     if anomaly.actual_currency == CURRENCY and anomaly.actual_amount_cents:
         # The money is at Stripe (backer_cash) but belongs to no order: owed back to the payer.
         ledger.post(

@@ -20,7 +20,6 @@ from crowdfund.errors import GatewayError
 from crowdfund.funding.models import StripeEvent
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.payments.values import PaymentOutcome, WebhookEvent
-from crowdfund.workflows.refunds import refund_anomaly_now
 from crowdfund.workflows.settle import settle_intent
 from crowdfund.workflows.steps import reading, writing
 
@@ -68,8 +67,7 @@ def handle_webhook(session: Session, event: WebhookEvent, gateway: StripeGateway
         if intent is None:
             return "ignored" if intent_id is None else "unknown"
         settled = settle_intent(session, intent, now=now)
-    if settled.anomaly_id is not None and settled.outcome == "anomaly":
-        refund_anomaly_now(session, settled.anomaly_id, gateway, now=now)
+    # A new anomaly's refund is an outbox row committed with it (settle.record_anomaly).
     if settled.outcome == "unknown":
         log.warning("webhook %s for unknown payment intent %s", event.id, intent_id)
     return {"settled": "handled", "known_anomaly": "anomaly"}.get(settled.outcome, settled.outcome)

@@ -18,6 +18,7 @@ CLOSE_FILM = "round.close_film"
 DECIDE_REFUNDS = "refunds.decide"
 REFUND_BATCH = "refunds.batch"
 REFUND_ORDER = "refunds.order"
+REFUND_ANOMALY = "refunds.anomaly"
 ISSUE_TICKETS = "tickets.issue"
 WRITE_STATEMENTS = "payouts.write"
 ANNOUNCE_STATEMENTS = "payouts.announce"
@@ -74,6 +75,11 @@ def schedule_funded_follow_ups(session: Session, film_id: int, *, now: datetime)
 def schedule_order_refund(session: Session, order: Order, *, now: datetime) -> bool:
     """A backer's cancelled order: its refund carried out by a worker."""
     return enqueue(session, REFUND_ORDER, f"refund-order:{order.id}", now=now, order_id=order.id)
+
+
+def schedule_anomaly_refund(session: Session, anomaly_id: int, *, now: datetime) -> bool:
+    """Money that matched no order: refunded in full by a worker."""
+    return enqueue(session, REFUND_ANOMALY, f"refund-anomaly:{anomaly_id}", now=now, anomaly_id=anomaly_id)
 
 
 def schedule_statements(session: Session, run: PayoutRun, *, now: datetime) -> bool:

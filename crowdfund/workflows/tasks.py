@@ -14,7 +14,8 @@ and nothing is done twice.
 - refunds.decide: decide the refunds of one batch of a failed or cancelled
   film's paid orders, hand them to a refunds.batch row, chain the next.
 - refunds.batch: carry out at Stripe the refunds of a range of orders.
-- refunds.order: carry out one backer's cancellation refund.
+- refunds.order: carry out one order's refund (a backer's cancellation, a late charge).
+- refunds.anomaly: refund money that matched no order.
 - tickets.issue: issue one batch of backers' tickets, chain the next.
 - mail.funded: queue one batch of "your film is funded" e-mails, chain the next.
 - payouts.write: write a batch of a payout run's statements, chain the next;
@@ -41,7 +42,7 @@ from crowdfund.payouts.models import PayoutRun, RunStatus
 from crowdfund.payouts.runs import finish_run, run_weights, write_batch
 from crowdfund.payouts.statements import announce_batch
 from crowdfund.rewards.tickets import issue_tickets_batch
-from crowdfund.workflows.refunds import REFUND_CLAIM_TIMEOUT, process_refunds
+from crowdfund.workflows.refunds import REFUND_CLAIM_TIMEOUT, process_refunds, refund_anomaly
 from crowdfund.workflows.round_close import decide_film, decide_refund_batch
 from crowdfund.workflows.task_requests import (
     ANNOUNCE_STATEMENTS,
@@ -49,6 +50,7 @@ from crowdfund.workflows.task_requests import (
     DECIDE_REFUNDS,
     FUNDED_MAIL,
     ISSUE_TICKETS,
+    REFUND_ANOMALY,
     REFUND_BATCH,
     REFUND_ORDER,
     WRITE_STATEMENTS,
@@ -163,6 +165,10 @@ def handlers(settings: TaskSettings) -> dict[str, Handler]:
             raise BatchIncomplete(failures)
         return done
 
+    def refund_anomaly_task(session: Session, args: Mapping[str, Any]) -> bool:
+        # A refusal by Stripe raises: the row is retried with backoff (and reconcile retries too).
+        return refund_anomaly(session, int(args["anomaly_id"]), settings.gateway, now=settings.clock())
+
     def issue_tickets(session: Session, args: Mapping[str, Any]) -> int:
         film_id, after = int(args["film_id"]), int(args["after_user_id"])
         now = settings.clock()
@@ -230,6 +236,7 @@ def handlers(settings: TaskSettings) -> dict[str, Handler]:
         DECIDE_REFUNDS: decide_refunds,
         REFUND_BATCH: refund_batch,
         REFUND_ORDER: refund_order,
+        REFUND_ANOMALY: refund_anomaly_task,
         ISSUE_TICKETS: issue_tickets,
         FUNDED_MAIL: funded_mail,
         WRITE_STATEMENTS: write_statements,

@@ -383,7 +383,7 @@ def test_the_outcome_and_amount_come_from_stripe_not_from_the_event_body(
 
 @pytest.mark.parametrize("case", ["smaller-amount", "order-has-another-intent"])
 def test_an_intent_that_does_not_match_its_order_is_an_anomaly_and_refunded(
-    client: Client, db: CheckSession, app: Flask, mail, case: str
+    client: Client, db: CheckSession, app: Flask, mail, jobs, case: str
 ) -> None:
     order = held_order(db)
     gateway = app_services(app).gateway
@@ -410,6 +410,10 @@ def test_an_intent_that_does_not_match_its_order_is_an_anomaly_and_refunded(
     assert anomaly["payment_intent_id"] == intent_id and anomaly["order_id"] == order.id
     assert anomaly["kind"] == ("amount_mismatch" if case == "smaller-amount" else "order_has_another_intent")
     assert (anomaly["expected_amount_cents"], anomaly["actual_amount_cents"]) == (order.amount_cents, actual)
+    # The webhook only records it; a worker refunds it after the commit, once.
+    assert anomaly["state"] == "refund_owed" and gateway.find_refunds(intent_id) == []
+    assert [(o.kind, o.result) for o in jobs.run()] == [("refunds.anomaly", "done")]
+    [anomaly] = anomalies(db)
     assert anomaly["state"] == "refunded"
     # Refunded once, in full, at Stripe; the ledger saw the money come and go.
     [refund] = gateway.find_refunds(intent_id)
@@ -423,11 +427,12 @@ def test_an_intent_that_does_not_match_its_order_is_an_anomaly_and_refunded(
     ]  # no receipt: nothing was bought
 
 
-def test_the_finance_page_shows_payment_anomalies(client: Client, db: CheckSession, app: Flask) -> None:
+def test_the_finance_page_shows_payment_anomalies(client: Client, db: CheckSession, app: Flask, jobs) -> None:  # type: ignore[no-untyped-def]
     order = held_order(db)
     intent_id = paid_intent(app, 1234, {"order_id": str(order.id), "order_reference": order.reference})
     body = {"id": intent_id, "status": "succeeded", "amount": order.amount_cents, "currency": "usd"}
     assert signed_post(client, "evt_mismatch_page", "payment_intent.succeeded", body) == 200
+    jobs.run()
     finance = make_user(db, roles=(Role.FINANCE,))
     client.login(finance.email, PASSWORD)
     page = client.get("/finance/").get_data(as_text=True)
