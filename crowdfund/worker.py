@@ -87,6 +87,14 @@ def make_celery(app: Flask) -> Celery:
         task_ignore_result=True,
         broker_transport_options={"visibility_timeout": config["CELERY_VISIBILITY_TIMEOUT_SECONDS"]},
         broker_connection_retry_on_startup=True,
+        # A hand-off after commit (from a web request too) gives up quickly when the
+        # broker is away: the row is committed, and the sweep hands it on later.
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
         timezone="UTC",
         enable_utc=True,
         beat_scheduler="redbeat.RedBeatScheduler",

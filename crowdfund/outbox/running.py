@@ -181,19 +181,20 @@ class SweepReport:
 
 
 def lost_task_ids(session: Session, now: datetime, *, after: timedelta, limit: int = 1000) -> list[int]:
-    """Due rows that no live worker has: pending and not handed off since
-    `after` ago (or never), or running with a lapsed lease."""
+    """Due rows that no live worker has: pending for `after` since they were
+    due, or running with a lapsed lease; either not handed on by a sweep in
+    the last `after` (so a row waiting in a backlog is handed on once per
+    interval, not at every sweep)."""
     stale = now - after
     return list(
         session.scalars(
             select(OutboxTask.id)
             .where(
                 or_(
-                    (OutboxTask.status == TaskStatus.PENDING)
-                    & (OutboxTask.next_attempt_at <= stale)
-                    & (OutboxTask.handed_at.is_(None) | (OutboxTask.handed_at <= stale)),
+                    (OutboxTask.status == TaskStatus.PENDING) & (OutboxTask.next_attempt_at <= stale),
                     (OutboxTask.status == TaskStatus.RUNNING) & (OutboxTask.next_attempt_at <= now),
-                )
+                ),
+                OutboxTask.handed_at.is_(None) | (OutboxTask.handed_at <= stale),
             )
             .order_by(OutboxTask.id)
             .limit(limit)
