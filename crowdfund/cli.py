@@ -150,3 +150,24 @@ def register_cli(app: Flask) -> None:
         click.echo(f"sent: {report.sent}, to retry: {report.retried}, failed: {report.failed}")
 
     app.cli.add_command(mail)
+
+    jobs = AppGroup("jobs", help="The outbox of work that workers carry out.")
+
+    @jobs.command("run-pending")
+    def run_pending_command() -> None:
+        """Carry out every due outbox row here and now (what the workers do). Safe alongside them."""
+        outcomes = scheduled.run_pending_job()
+        counts: dict[str, int] = {}
+        for outcome in outcomes:
+            counts[outcome.result] = counts.get(outcome.result, 0) + 1
+        click.echo(", ".join(f"{result}: {n}" for result, n in sorted(counts.items())) or "nothing due")
+        _exit_on_failures(
+            [UnitFailure(f"task {o.task_id} ({o.kind})", o.error or "") for o in outcomes if o.error]
+        )
+
+    @jobs.command("sweep")
+    def sweep_command() -> None:
+        """Hand on to the workers the outbox rows a crash lost (the scheduler runs it too)."""
+        click.echo(f"handed on: {scheduled.sweep_job().scheduled}")
+
+    app.cli.add_command(jobs)

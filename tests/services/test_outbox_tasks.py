@@ -167,3 +167,18 @@ def test_a_broker_that_is_away_fails_no_commit(db: CheckSession, app: Flask) -> 
     finally:
         handoff.send_task = before
     assert rows(db) == [("kept", "pending", 0)]
+
+
+def test_the_jobs_commands_run_due_rows_by_hand_and_name_what_failed(db: CheckSession, app: Flask) -> None:
+    now = datetime.now(UTC)
+    enqueue(db, "refunds.order", "refund-order:0", now=now, order_id=0)  # no such order: nothing to refund
+    enqueue(db, "no.such.kind", "unknown", now=now)
+    db.commit()
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["jobs", "run-pending"])
+    assert result.exit_code == 1, result.output
+    assert "done: 1, retry: 1" in result.output and "(no.such.kind): KeyError" in result.output
+    assert (
+        runner.invoke(args=["jobs", "run-pending"]).output.strip() == "nothing due"
+    )  # the retry waits its backoff
+    assert runner.invoke(args=["jobs", "sweep"]).exit_code == 0
