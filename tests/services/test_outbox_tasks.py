@@ -4,6 +4,8 @@ with backoff, failed after the last attempt, and swept on when lost."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -182,3 +184,37 @@ def test_the_jobs_commands_run_due_rows_by_hand_and_name_what_failed(db: CheckSe
         runner.invoke(args=["jobs", "run-pending"]).output.strip() == "nothing due"
     )  # the retry waits its backoff
     assert runner.invoke(args=["jobs", "sweep"]).exit_code == 0
+
+
+@pytest.mark.committing  # threads on connections of their own
+@pytest.mark.parametrize("workers", [4])
+def test_of_workers_running_one_row_at_once_exactly_one_runs_it(
+    db: CheckSession, app: Flask, workers: int
+) -> None:
+    """A redelivered message and the sweep can hand one row to several
+    workers at the same moment: the claim lets exactly one run it."""
+    enqueue(db, "test.kind", "contended", now=NOW)
+    db.commit()
+    [task_id] = db.scalars(select(OutboxTask.id))
+    ran: list[int] = []
+    start = threading.Barrier(workers)
+    results: list[str] = []
+
+    def handler(session: Session, args: Mapping[str, Any]) -> None:
+        ran.append(1)
+        time.sleep(0.2)  # still running while the others try
+
+    def worker() -> None:
+        with app_services(app).sessions() as session:
+            start.wait()
+            results.append(run_task(session, task_id, {"test.kind": handler}, now=lambda: NOW).result)
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == ["done"] + ["skipped"] * (workers - 1)
+    assert len(ran) == 1
+    db.reread()
+    assert rows(db) == [("contended", "done", 1)]
