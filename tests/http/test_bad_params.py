@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from crowdfund.accounts.models import Role
 from crowdfund.films.states import FilmState
 from crowdfund.funding.models import Order
+from crowdfund.outbox.tasks import OutboxTask
 from crowdfund.payouts.models import BoxOfficeReport, PayoutRun
 from tests.conftest import POSTGRES, CheckSession, Client
 from tests.factories import PASSWORD, make_film, make_studio_user, make_user
@@ -86,7 +87,9 @@ def test_non_ascii_units_on_the_hold_form_get_a_message(client: Client, db: Chec
 @pytest.mark.committing  # threads, each on a connection of its own
 @pytest.mark.skipif(not POSTGRES, reason="needs PostgreSQL row locks")
 @pytest.mark.postgres_only
-def test_ten_parallel_run_starts_make_one_run(app: Flask, client: Client, db: CheckSession, released) -> None:  # type: ignore[no-untyped-def]
+def test_ten_parallel_run_starts_make_one_run(
+    app: Flask, client: Client, db: CheckSession, released, jobs
+) -> None:  # type: ignore[no-untyped-def]
     film, today = released["film"], released["now"].date()
     client.login(released["studio"].email, PASSWORD)
     assert file_report(client, film, "400.00", today, today + timedelta(days=6)).status_code == 303
@@ -128,4 +131,10 @@ def test_ten_parallel_run_starts_make_one_run(app: Flask, client: Client, db: Ch
     runs = list(db.scalars(select(PayoutRun)))
     assert len(runs) == 1
     assert results == [(303, f"/finance/runs/{runs[0].id}")] * 10, results
+    # One run, and one outbox row for its statements: the workers write them once.
+    assert (
+        db.scalar(select(func.count()).select_from(OutboxTask).where(OutboxTask.kind == "payouts.write")) == 1
+    )
+    jobs.run()
+    db.reread()
     assert runs[0].status == "computed" and runs[0].statements_written == 3
