@@ -60,39 +60,40 @@ def released_film_with_report(db: CheckSession, app: Flask) -> tuple[Film, list[
 
 
 @contextmanager
-def worker_held_in_a_batch(app: Flask) -> Iterator[Connection]:
+def worker_held_in_a_batch(app: Flask, run_id: int) -> Iterator[tuple[Connection, int]]:
     """Hold the worker still inside a payouts.write row it has claimed, by a
-    lock it must wait for (as behind any other writer), until the block ends.
-    PostgreSQL: the run's row, which each batch locks before it writes.
-    SQLite: the database's write lock, taken when a row is seen running
-    (the worker then waits to begin its batch, or to mark it done)."""
+    lock it must wait for (as behind any other writer), until the block ends;
+    yields the lock's connection and the row.
+    PostgreSQL: the run's row, which each batch locks before it writes: the
+    worker claims the row of the next batch and waits in it.
+    SQLite: the database's write lock, taken when a row is seen running (the
+    worker then waits to begin its batch, or to mark it done)."""
     engine = app_services(app).engine
-    running = (
-        select(OutboxTask.id)
-        .where(OutboxTask.kind == "payouts.write", OutboxTask.status == "running")
-        .limit(1)
-    )
+    running = select(OutboxTask.id).where(OutboxTask.kind == "payouts.write", OutboxTask.status == "running")
     deadline = time.monotonic() + 30
     if engine.dialect.name == "postgresql":
         conn = engine.connect()
         conn.begin()
-        conn.execute(select(PayoutRun.id).with_for_update())
-        # Read committed: each poll sees the worker claim its next row, then wait.
-        while conn.scalar(running) is None:
-            assert time.monotonic() < deadline, "no payouts.write row was claimed"
+        position = conn.scalar(
+            select(PayoutRun.statements_written).where(PayoutRun.id == run_id).with_for_update()
+        )
+        # The row that writes from `position` on; read committed: each poll sees it claimed.
+        next_batch = running.where(OutboxTask.key == f"statements:{run_id}:{position}")
+        while (row := conn.scalar(next_batch)) is None:
+            assert time.monotonic() < deadline, "the next batch's row was not claimed"
             time.sleep(0.02)
     else:
         while True:
             conn = engine.connect().execution_options(sqlite_begin="IMMEDIATE")
             conn.begin()
-            if conn.scalar(running) is not None:
+            if (row := conn.scalar(running.limit(1))) is not None:
                 break
             conn.rollback()
             conn.close()
             assert time.monotonic() < deadline, "no payouts.write row was claimed"
             time.sleep(0.005)
     try:
-        yield conn
+        yield conn, row
     finally:
         conn.rollback()
         conn.close()
@@ -136,13 +137,8 @@ def test_a_worker_killed_in_a_statement_batch(
         while written() < 2 * BATCH:  # two batches in: the chain runs on this worker
             assert time.monotonic() < deadline, first.output()[-4000:]
             time.sleep(0.005)
-        with worker_held_in_a_batch(app) as held:
+        with worker_held_in_a_batch(app, run.id) as (held, interrupted):
             killed_at = held.scalar(select(func.count()).where(PayoutStatement.run_id == run.id))
-            interrupted = held.scalar(
-                select(OutboxTask.id).where(
-                    OutboxTask.kind == "payouts.write", OutboxTask.status == "running"
-                )
-            )
             first.kill()
         assert 0 < killed_at < BACKERS, "the run was not under way at the kill: nothing was tested"
         db.reread()
