@@ -114,7 +114,12 @@ def test_killed_between_commit_and_hand_off_the_sweep_delivers(
     db: CheckSession, app: Flask, smtp_server: MailCapture
 ) -> None:
     film = make_film(
-        db, make_studio_user(db), FilmState.FUNDING, stake_cap=10, per_backer_limit=5, funding_goal_cents=40_000
+        db,
+        make_studio_user(db),
+        FilmState.FUNDING,
+        stake_cap=10,
+        per_backer_limit=5,
+        funding_goal_cents=40_000,
     )
     fan = make_user(db)
     order = buy(db, app, fan, film, 2)
