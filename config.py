@@ -165,6 +165,8 @@ class Config:
     OUTBOX_BACKOFF_SECONDS = _env_int("OUTBOX_BACKOFF_SECONDS", 30)
     #: Orders per refund batch task.
     REFUND_BATCH_SIZE = _env_int("REFUND_BATCH_SIZE", 500)
+    #: Payout statements written per payouts.write task (one transaction each).
+    STATEMENT_BATCH_SIZE = _env_int("STATEMENT_BATCH_SIZE", 2000)
     #: A refund claimed by a worker that died is taken over after this long
     #: (longer than one Stripe call can take, retries included).
     REFUND_CLAIM_TIMEOUT_SECONDS = _env_int("REFUND_CLAIM_TIMEOUT_SECONDS", 600)

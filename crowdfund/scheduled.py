@@ -42,6 +42,7 @@ def task_settings() -> TaskSettings:
         hold_window=_hold_window(),
         fee_bps=config["PLATFORM_FEE_BPS"],
         refund_batch=config["REFUND_BATCH_SIZE"],
+        statement_batch=config["STATEMENT_BATCH_SIZE"],
         refund_claim_timeout=timedelta(seconds=config["REFUND_CLAIM_TIMEOUT_SECONDS"]),
     )
 

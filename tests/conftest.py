@@ -57,6 +57,13 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class MailCapture:
     """A real SMTP server on 127.0.0.1 (aiosmtpd) that keeps what it receives.
 
@@ -66,7 +73,8 @@ class MailCapture:
     `received` is what arrived so far, without delivering anything.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
+        """On `port` (one nothing listens on), else on a free one."""
         from aiosmtpd.controller import Controller
 
         self.received: list[EmailMessage] = []
@@ -82,9 +90,7 @@ class MailCapture:
                 return "250 OK"
 
         # aiosmtpd checks readiness by connecting to its port, so it needs a real one.
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = port or free_port()
         self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
         self._controller.start()
 

@@ -10,13 +10,16 @@ from email.message import EmailMessage
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import pytest
 from flask import Flask
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from crowdfund.accounts.models import Role, User
 from crowdfund.films.models import Film
 from crowdfund.films.states import FilmState
-from crowdfund.funding.models import Order
+from crowdfund.funding.models import Order, OrderStatus
+from crowdfund.mail.outbox import OutgoingEmail
+from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client, MailCapture
 from tests.factories import PASSWORD, buy, make_film, make_studio_user, make_user
 
@@ -132,6 +135,45 @@ def test_a_refused_cancellation_sends_nothing(
     client.login(fan.email, PASSWORD)
     client.post_form(f"/orders/{order.reference}/cancel")
     assert [m for m in mail.to(fan.email) if "is cancelled" in m["Subject"]] == []
+
+
+def test_a_cancellation_that_fails_after_queueing_its_mail_sends_nothing(
+    client: Client,
+    db: CheckSession,
+    app: Flask,
+    mail: MailCapture,
+    film: Film,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fan = make_user(db, "unlucky@example.com")
+    order = buy(db, app, fan, film, 1)
+    client.login(fan.email, PASSWORD)
+    seen: list[str] = []
+
+    # The fault: the database refuses the refund's outbox row, written after the e-mail's.
+    def refuse_the_refund_row(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        seen.append(statement.lstrip().upper())
+        if seen[-1].startswith("INSERT INTO OUTBOX_TASKS"):
+            raise RuntimeError("injected fault")
+
+    monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)
+    engine = app_services(app).engine
+    event.listen(engine, "before_cursor_execute", refuse_the_refund_row)
+    try:
+        response = client.post_form(f"/orders/{order.reference}/cancel")
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse_the_refund_row)
+    assert response.status_code == 500
+    assert any(
+        s.startswith("INSERT INTO EMAILS") for s in seen
+    )  # the mail was queued, then the request failed
+    db.reread()
+    assert db.get(Order, order.id).status == OrderStatus.PAID
+    assert db.scalars(select(OutgoingEmail.key)).all() == [f"receipt:{order.id}"]
+    assert [m for m in mail.to(fan.email) if "is cancelled" in m["Subject"]] == []
+    # Tried again, it goes through: one e-mail.
+    assert client.post_form(f"/orders/{order.reference}/cancel").status_code == 303
+    assert only(mail, fan.email, "is cancelled")
 
 
 # --- the studio's review --------------------------------------------------------------------------
