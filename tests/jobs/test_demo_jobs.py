@@ -75,10 +75,13 @@ def test_a_film_the_admin_cancels_is_refunded_by_the_in_process_worker(
         funding_goal_cents=40_000,
     )
     order = buy(db, app, make_user(db), film, 2)
+    admin = make_user(db, roles=(Role.ADMIN,))
     db.commit()
+    # Everything the test writes is written before the worker and the scheduler start.
+    db.close()
     jobs = start_in_process(in_process_celery, tmp_path / "celery")
     try:
-        client.login(make_user(db, roles=(Role.ADMIN,)).email, PASSWORD)
+        client.login(admin.email, PASSWORD)
         cancelled = client.post_form(
             f"/admin/reviews/{film.id}/cancel",
             {"cancel-reason": "The rights were withdrawn.", "cancel-csrf_token": client.csrf_token()},
