@@ -243,7 +243,8 @@ def run_on_workers(url: str, api_base: str, secret_key: str, film_id: int, count
         import redis
 
         broker = redis.Redis.from_url(BROKER)
-        broker.delete(queue, f"_kombu.binding.{queue}")
+        # The queue and kombu's bindings of it (_kombu.binding.<queue>, _kombu.binding_permanent.<queue>).
+        broker.delete(queue, *broker.scan_iter(match=f"_kombu.binding*{queue}"))
         broker.close()
     if result.problems:
         for w in workers:
