@@ -164,7 +164,8 @@ _ROLLED_BACK_KEY = "after_commit_rolled_back"
 
 
 def after_commit(session: Session, fn: Callable[[], None]) -> None:
-    """Run `fn` once the session's outermost transaction has committed.
+    """Run `fn` once the session's outermost transaction has committed; a
+    callback registered several times (equal: the same bound method) runs once.
 
     A SAVEPOINT released does not run it; a SAVEPOINT rolled back drops what
     was registered inside it and keeps what was registered before it.
@@ -187,9 +188,12 @@ def _run_after_commit(session: Session) -> None:
         return
     pending = session.info.pop(_PENDING_KEY, [])
     rolled_back = session.info.pop(_ROLLED_BACK_KEY, [])
+    done: list[Callable[[], None]] = []
     for transaction, fn in pending:
-        if _rolled_back_within(transaction, rolled_back):
+        # The same callback registered again (a bound method: "deliver the mail") runs once per commit.
+        if _rolled_back_within(transaction, rolled_back) or fn in done:
             continue
+        done.append(fn)
         try:
             fn()
         except Exception:  # the commit stands; a side effect never turns it into an error

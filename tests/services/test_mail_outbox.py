@@ -282,3 +282,28 @@ def test_the_deliver_command_sends_what_is_pending(app: Flask, mail: MailCapture
     assert len(mail.received) == 1
     again = app.test_cli_runner().invoke(args=["mail", "deliver"])
     assert again.exit_code == 0 and "sent: 0" in again.output
+
+
+def test_a_batch_that_queues_many_mails_asks_for_one_delivery(app: Flask, db: CheckSession) -> None:
+    """One delivery sends every pending row: a commit that queued 20 e-mails
+    (each in a savepoint of its own, as a refund batch does) asks the workers once."""
+    handoff = app_services(app).handoff
+    asked: list[int] = []
+    before = handoff.send_mail
+    handoff.send_mail = lambda: asked.append(1)
+    try:
+        for n in range(20):
+            with db.begin_nested():
+                queue_email(
+                    db,
+                    key=f"batch-{n}",
+                    to=f"b{n}@example.com",
+                    template="password_reset",
+                    name="B",
+                    link="http://127.0.0.1:5000/x",
+                    minutes=60,
+                )
+        db.commit()
+    finally:
+        handoff.send_mail = before
+    assert asked == [1]
