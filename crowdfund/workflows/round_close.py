@@ -133,6 +133,7 @@ def decide_refund_batch(
     now: datetime,
     batch_size: int,
     failures: list[UnitFailure] | None = None,
+    last_id: int | None = None,
 ) -> tuple[int, int] | None:
     """Decide the refunds of the next `batch_size` paid orders after order
     `after_id` of a failed or cancelled film, in the caller's transaction;
@@ -143,8 +144,12 @@ def decide_refund_batch(
     film = session.get(Film, film_id)
     assert film is not None and film.state in (FilmState.FAILED, FilmState.CANCELLED)
     reason = refund_reason(session, film)
+    up_to = () if last_id is None else (Order.id <= last_id,)
     batch = session.scalars(
-        select(Order).where(paid_orders_of(film_id), Order.id > after_id).order_by(Order.id).limit(batch_size)
+        select(Order)
+        .where(paid_orders_of(film_id), Order.id > after_id, *up_to)
+        .order_by(Order.id)
+        .limit(batch_size)
     ).all()
     if not batch:
         return None

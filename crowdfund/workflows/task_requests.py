@@ -37,10 +37,12 @@ def schedule_round_close(session: Session, film_ids: list[int], *, now: datetime
     )
 
 
-def schedule_refunds(session: Session, film_id: int, *, now: datetime) -> bool:
-    """Decide a failed or cancelled film's refunds, from its first paid order
-    (a film whose chain finished and still owes refunds gets a new chain,
-    keyed by where it starts, unless one is still under way)."""
+def schedule_refunds(session: Session, film_id: int, *, now: datetime, batch_size: int = 500) -> int:
+    """Decide a failed or cancelled film's refunds: one refunds.decide row per
+    `batch_size` paid orders (ranges of order ids fixed now), so that workers
+    decide the batches in parallel. Returns the rows written; none while
+    rows of an earlier plan are still under way (a film that still owes
+    refunds after its plan finished, a late charge say, gets a new plan)."""
     under_way = session.scalar(
         select(func.count())
         .select_from(OutboxTask)
@@ -51,19 +53,33 @@ def schedule_refunds(session: Session, film_id: int, *, now: datetime) -> bool:
         )
     )
     if under_way:
-        return False
-    first_owed = session.scalar(select(func.min(Order.id)).where(paid_orders_of(film_id)))
-    if first_owed is None:
-        return False
-    return enqueue(
-        session,
-        DECIDE_REFUNDS,
-        f"refunds-decide:{film_id}:{first_owed - 1}:{now.isoformat()}",
-        now=now,
-        film_id=film_id,
-        after_id=first_owed - 1,
-        chain=now.isoformat(),
+        return 0
+    numbered = (
+        select(Order.id, func.row_number().over(order_by=Order.id).label("n"))
+        .where(paid_orders_of(film_id))
+        .subquery()
     )
+    ends = list(
+        session.scalars(select(numbered.c.id).where(numbered.c.n % batch_size == 0).order_by(numbered.c.id))
+    )
+    last_owed = session.scalar(select(func.max(Order.id)).where(paid_orders_of(film_id)))
+    if last_owed is None:
+        return 0
+    if not ends or ends[-1] != last_owed:
+        ends.append(last_owed)
+    plan, after_id, written = now.isoformat(), 0, 0
+    for last_id in ends:
+        written += enqueue(
+            session,
+            DECIDE_REFUNDS,
+            f"refunds-decide:{film_id}:{after_id}:{plan}",
+            now=now,
+            film_id=film_id,
+            after_id=after_id,
+            last_id=last_id,
+        )
+        after_id = last_id
+    return written
 
 
 def schedule_funded_follow_ups(session: Session, film_id: int, *, now: datetime) -> None:

@@ -11,8 +11,9 @@ and nothing is done twice.
 
 - round.close_film: decide one film; a funded one gets its tickets and
   funded e-mails (as rows), a failed one its refund decisions (a row).
-- refunds.decide: decide the refunds of one batch of a failed or cancelled
-  film's paid orders, hand them to a refunds.batch row, chain the next.
+- refunds.decide: decide the refunds of one range of a failed or cancelled
+  film's paid orders (the ranges are planned up front, so workers decide
+  them in parallel) and hand them to a refunds.batch row.
 - refunds.batch: carry out at Stripe the refunds of a range of orders.
 - refunds.order: carry out one order's refund (a backer's cancellation, a late charge).
 - refunds.anomaly: refund money that matched no order.
@@ -96,21 +97,25 @@ def handlers(settings: TaskSettings) -> dict[str, Handler]:
             session, film_id, now=now, hold_window=settings.hold_window, fee_bps=settings.fee_bps
         )
         if outcome == "failed":
-            schedule_refunds(session, film_id, now=now)
+            schedule_refunds(session, film_id, now=now, batch_size=settings.refund_batch)
         session.commit()
         return outcome
 
     def decide_refunds(session: Session, args: Mapping[str, Any]) -> int:
-        film_id, after_id = int(args["film_id"]), int(args["after_id"])
+        film_id, after_id, last_id = int(args["film_id"]), int(args["after_id"]), int(args["last_id"])
         now = settings.clock()
         failures: list[UnitFailure] = []
         batch = decide_refund_batch(
-            session, film_id, after_id=after_id, now=now, batch_size=settings.refund_batch, failures=failures
+            session,
+            film_id,
+            after_id=after_id,
+            last_id=last_id,
+            now=now,
+            batch_size=last_id - after_id,
+            failures=failures,
         )
-        if batch is None:
-            session.commit()
-            return 0
-        decided, last_id = batch
+        decided = batch[0] if batch is not None else 0
+        # The range's refunds, carried out at Stripe by the next free worker.
         enqueue(
             session,
             REFUND_BATCH,
@@ -119,15 +124,6 @@ def handlers(settings: TaskSettings) -> dict[str, Handler]:
             film_id=film_id,
             after_id=after_id,
             last_id=last_id,
-        )
-        enqueue(
-            session,
-            DECIDE_REFUNDS,
-            f"refunds-decide:{film_id}:{last_id}:{args['chain']}",
-            now=now,
-            film_id=film_id,
-            after_id=last_id,
-            chain=args["chain"],
         )
         session.commit()
         if failures:
