@@ -135,14 +135,17 @@ def cancel_order(session: Session, order: Order, user: User, *, now: datetime) -
     return True
 
 
-def refund_paid_order(session: Session, order: Order, *, now: datetime) -> bool:
-    """The round failed or the film was cancelled: a paid order is refunded."""
+def refund_paid_order(session: Session, order: Order, *, now: datetime, count_sold: bool = True) -> bool:
+    """The round failed or the film was cancelled: a paid order is refunded.
+    With `count_sold=False` the film's sold counter is left to the caller,
+    which moves it once for a whole batch (the counter row is the film's one
+    hot row: taken per order, it would serialise parallel batches)."""
     film = session.get(Film, order.film_id)
     assert film is not None
     if not move_order(
         session, order, OrderStatus.REFUNDED, now=now, refund_state=RefundState.REQUESTED.value
     ):
         return False
-    adjust(session, film.id, order.user_id, position=-order.units, sold=-order.units)
+    adjust(session, film.id, order.user_id, position=-order.units, sold=-order.units if count_sold else 0)
     book_refund_decision(session, order, film, now, why=f"film {film.state}")
     return True

@@ -76,10 +76,10 @@ def cancel_film(session: Session, film: Film, admin: User, reason: str, *, now: 
     schedule_refunds(session, film.id, now=now)
 
 
-def refund_paid_order(session: Session, order: Order, *, now: datetime) -> bool:
+def refund_paid_order(session: Session, order: Order, *, now: datetime, count_sold: bool = True) -> bool:
     """The round failed or the film was cancelled: a paid order is refunded
     (funding.refunds.refund_paid_order) and its unbooked tickets voided."""
-    if not refunds.refund_paid_order(session, order, now=now):
+    if not refunds.refund_paid_order(session, order, now=now, count_sold=count_sold):
         return False
     void_unbooked_tickets(session, order.film_id, order.user_id, now=now)
     return True

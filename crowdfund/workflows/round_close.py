@@ -34,7 +34,7 @@ from crowdfund import ledger
 from crowdfund.films.models import Film
 from crowdfund.films.services import cancellation, change_film_state
 from crowdfund.films.states import FilmState
-from crowdfund.funding.inventory import release_expired_holds
+from crowdfund.funding.inventory import adjust, release_expired_holds
 from crowdfund.funding.models import Order, OrderStatus
 from crowdfund.funding.notices import queue_funded_emails
 from crowdfund.funding.queries import paid_orders_of, paid_total
@@ -153,11 +153,11 @@ def decide_refund_batch(
     ).all()
     if not batch:
         return None
-    decided = 0
+    decided, units = 0, 0
     for order in batch:
 
         def decide(order: Order = order) -> bool:
-            if not refund_paid_order(session, order, now=now):
+            if not refund_paid_order(session, order, now=now, count_sold=False):
                 return False
             queue_email(
                 session,
@@ -176,7 +176,13 @@ def decide_refund_batch(
             refunded = decide()
         else:
             refunded = in_savepoint(session, f"order {order.reference} (film {film_id})", failures, decide)
-        decided += bool(refunded)
+        if refunded:
+            decided += 1
+            units += order.units
+    # The film's counter moves once for the batch, last (the lock order: orders,
+    # positions, then the film's inventory), and is held only until the commit.
+    if units:
+        adjust(session, film_id, None, sold=-units)
     return decided, batch[-1].id
 
 
