@@ -18,7 +18,19 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, DateTime, Engine, MetaData, Result, create_engine, event
+from sqlalchemy import (
+    CursorResult,
+    DateTime,
+    Engine,
+    Insert,
+    MetaData,
+    Result,
+    Table,
+    create_engine,
+    event,
+    insert,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -67,6 +79,22 @@ def rowcount(result: Result[Any]) -> int:
     Session.execute is typed to return a Result; for DML it returns a
     CursorResult, which is what carries the count."""
     return cast(CursorResult[Any], result).rowcount
+
+
+def insert_once(session: Session, table: Table, values: dict[str, Any], *, unique: str = "key") -> int | None:
+    """INSERT the row unless one with the same `unique` column exists (ON
+    CONFLICT DO NOTHING: no SAVEPOINT, and the caller's transaction stays
+    usable either way). Returns the new row's id, or None if it existed.
+    RETURNING, not rowcount: PostgreSQL's driver reports no rowcount for it."""
+    dialect = session.get_bind().dialect.name
+    statement: Insert
+    if dialect == "postgresql":
+        statement = postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=[unique])
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=[unique])
+    else:
+        statement = insert(table).values(values)
+    return session.execute(statement.returning(table.c.id)).scalar_one_or_none()
 
 
 def utcnow() -> datetime:

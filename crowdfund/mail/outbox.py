@@ -20,20 +20,17 @@ from typing import Any, cast
 from sqlalchemy import (
     CheckConstraint,
     Index,
-    Insert,
     String,
     Table,
     Text,
     case,
     func,
-    insert,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from crowdfund.db import Base, UTCDateTime, after_commit, rowcount, utcnow
+from crowdfund.db import Base, UTCDateTime, after_commit, insert_once, rowcount, utcnow
 from crowdfund.mail.messages import build_message, render
 from crowdfund.mail.transport import displayable, error_text
 from crowdfund.session_services import services_of
@@ -79,22 +76,6 @@ class OutgoingEmail(Base):
 SentEmail = OutgoingEmail
 
 
-def _insert_once(session: Session, values: dict[str, Any]) -> bool:
-    """INSERT the row unless its key exists (ON CONFLICT DO NOTHING: no
-    SAVEPOINT, and the caller's transaction stays usable either way)."""
-    table = cast(Table, OutgoingEmail.__table__)  # declared as FromClause; a mapped class's is a Table
-    dialect = session.get_bind().dialect.name
-    statement: Insert
-    if dialect == "postgresql":
-        statement = postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=["key"])
-    elif dialect == "sqlite":
-        statement = sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=["key"])
-    else:
-        statement = insert(table).values(values)
-    # RETURNING, not rowcount: PostgreSQL's driver reports no rowcount for it.
-    return session.execute(statement.returning(table.c.id)).scalar_one_or_none() is not None
-
-
 def queue_email(session: Session, *, key: str, to: str, template: str, **context: Any) -> bool:
     """Record the message to send after commit; False when a mail with this
     key was queued before. Pass `tz` (the recipient's time_zone) for times. Never raises for a message that cannot be built:
@@ -123,7 +104,7 @@ def queue_email(session: Session, *, key: str, to: str, template: str, **context
         log.error("e-mail %s could not be built, recorded as failed: %s", key, values["last_error"])
     else:
         values.update(status=EmailStatus.PENDING.value, message=message, next_attempt_at=now)
-    if not _insert_once(session, values):
+    if not insert_once(session, cast(Table, OutgoingEmail.__table__), values):
         return False
     if values["status"] == EmailStatus.PENDING:
         after_commit(session, services.handoff.mail_queued)

@@ -38,17 +38,14 @@ from typing import Any, cast
 from sqlalchemy import (
     CheckConstraint,
     Index,
-    Insert,
     String,
     Table,
     Text,
-    insert,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from crowdfund.db import Base, UTCDateTime, after_commit
+from crowdfund.db import Base, UTCDateTime, after_commit, insert_once
 from crowdfund.session_services import services_of
 
 log = logging.getLogger(__name__)
@@ -136,26 +133,14 @@ def handoff_of(session: Session) -> Handoff:
     return cast(Handoff, services_of(session).handoff)
 
 
-def _insert_once(session: Session, values: dict[str, Any]) -> int | None:
-    table = cast(Table, OutboxTask.__table__)
-    dialect = session.get_bind().dialect.name
-    statement: Insert
-    if dialect == "postgresql":
-        statement = postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=["key"])
-    elif dialect == "sqlite":
-        statement = sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=["key"])
-    else:
-        statement = insert(table).values(values)
-    return session.execute(statement.returning(table.c.id)).scalar_one_or_none()
-
-
 def enqueue(session: Session, kind: str, key: str, *, now: datetime, **arguments: Any) -> bool:
     """Record work to carry out once this transaction commits; False if a row
     with this key exists (the work was asked for before)."""
     if session.scalar(select(OutboxTask.id).where(OutboxTask.key == key)) is not None:
         return False
-    task_id = _insert_once(
+    task_id = insert_once(
         session,
+        cast(Table, OutboxTask.__table__),
         {
             "kind": kind,
             "key": key,

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from celery import Celery
 from flask import Flask
 from sqlalchemy import select, update
 
@@ -28,84 +27,22 @@ from crowdfund.outbox.running import RunSettings
 from crowdfund.worker import PERIODIC_JOBS, broker_url, make_celery
 from tests.conftest import CheckSession, MailCapture
 from tests.factories import make_film, make_studio_user
+from tests.jobs.workers import BROKER, ROOT, Worker, worker_pool
+from tests.jobs.workers import eventually as wait_until
 
 # Threads and a second process see only what is committed.
 pytestmark = pytest.mark.committing
 
-ROOT = Path(__file__).resolve().parents[2]
-BROKER = "redis://127.0.0.1:6379/3"
-
-
-class Worker:
-    def __init__(self, process: subprocess.Popen[str], client: Celery, queue: str) -> None:
-        self.process, self.client, self.queue = process, client, queue
-
-    def send(self, task: str) -> None:
-        self.client.send_task(task, queue=self.queue)
-
-    def output(self) -> str:
-        self.process.terminate()
-        return self.process.communicate(timeout=30)[0]
-
 
 @pytest.fixture
 def worker(app: Flask, smtp_server: MailCapture) -> Iterator[Worker]:
-    assert redis.Redis.from_url(BROKER).ping(), "the Redis at 127.0.0.1:6379 is needed for this test"
-    queue = f"test-{uuid.uuid4().hex}"  # this test's own queue: nothing else takes its tasks
-    config = {
-        key: app.config[key]
-        for key in (
-            "DATABASE_URL",
-            "STRIPE_API_BASE",
-            "STRIPE_SECRET_KEY",
-            "STRIPE_PUBLISHABLE_KEY",
-            "STRIPE_WEBHOOK_SECRET",
-        )
-    }
-    config.update(
-        MAIL_BACKEND="smtp", MAIL_PORT=smtp_server.port, CELERY_BROKER_URL=BROKER, CELERY_QUEUE=queue
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "tests.jobs.worker_app",
-        "worker",
-        "--pool",
-        "solo",
-        "-Q",
-        queue,
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "-l",
-        "info",
-    ]
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TEST_WORKER_CONFIG": json.dumps(config)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    client = Celery("test-client", broker=BROKER, set_as_current=False)
-    yield Worker(process, client, queue)
-    if process.poll() is None:
-        process.terminate()
-        process.communicate(timeout=30)
-    redis.Redis.from_url(BROKER).delete(queue)
+    """One real worker process on a queue of this test's own."""
+    with worker_pool(app, smtp_server.port) as start:
+        yield start()
 
 
 def eventually(check: Callable[[], bool], worker: Worker, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        assert worker.process.poll() is None, f"the worker died:\n{worker.output()}"
-        time.sleep(0.2)
-    raise AssertionError(f"not done in {seconds} s; the worker said:\n{worker.output()}")
+    wait_until(check, [worker], seconds)
 
 
 def test_a_worker_delivers_the_outbox_mail(
