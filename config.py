@@ -213,6 +213,10 @@ class Config:
     #: How long the e-mail confirmation link sent at sign-up works (a new one can be sent).
     EMAIL_VERIFY_MAX_AGE_SECONDS = _env_int("EMAIL_VERIFY_MAX_AGE_SECONDS", 3 * 24 * 3600)
 
+    #: Fernet keys (comma-separated, newest first) sealing backers' bank details at
+    #: rest; production refuses to start without one. Elsewhere, unset, a key is
+    #: derived from SECRET_KEY. Rotate: put the new key first, keep the old after it.
+    PAYOUT_DETAILS_KEYS = _env("PAYOUT_DETAILS_KEYS", "")
     #: Strict-Transport-Security on every response; production only (below).
     HSTS_SECONDS = 0
     #: Extra frame origins for Stripe.js's 3-D Secure pages (real Stripe only).

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
+
+from bench.common import BENCH_PAYOUT_KEY
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +88,7 @@ class WorkersResult:
 def worker_config(url: str, api_base: str, secret_key: str, queue: str, batch_size: int) -> dict[str, Any]:
     return {
         "SECRET_KEY": "bench-" + uuid.uuid4().hex,
+        "PAYOUT_DETAILS_KEYS": BENCH_PAYOUT_KEY,
         "DATABASE_URL": url,
         "DATABASE_POOL_RECYCLE_SECONDS": -1,
         "STRIPE_SECRET_KEY": secret_key,

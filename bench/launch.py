@@ -53,7 +53,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import DEFAULT_URL, create_database, drop_database  # noqa: E402
+from bench.common import BENCH_PAYOUT_KEY, DEFAULT_URL, create_database, drop_database  # noqa: E402
 
 import aiohttp
 from sqlalchemy import create_engine, text
@@ -825,6 +825,7 @@ def main() -> int:
         films = fill(url, args.fans, args.cap, args.limit, args.sellout_cap, args.sellout_limit)
         fans = [Fan(i, f"fan{i}@bench.test") for i in range(1, args.fans + 1)]
         env = {"CROWDFUND_ENV": "production", "SECRET_KEY": uuid.uuid4().hex + uuid.uuid4().hex,
+               "PAYOUT_DETAILS_KEYS": BENCH_PAYOUT_KEY,
                "DATABASE_URL": url, "PASSWORD_TIME_COST": "1", "PASSWORD_MEMORY_COST_KIB": "8192",
                "MAIL_BACKEND": "console", "BENCH_BARE_FILM_ID": str(films.bare),
                "BENCH_BARE_LIMIT": str(10**6)}

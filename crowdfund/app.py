@@ -34,6 +34,7 @@ from crowdfund.site.finance import finance_bp
 from crowdfund.site.funding import funding_bp
 from crowdfund.site.jobs_admin import jobs_admin_bp
 from crowdfund.site.mail_admin import mail_admin_bp
+from crowdfund.site.payout_details import payout_details_bp
 from crowdfund.site.payouts import payouts_bp
 from crowdfund.site.remember import REMEMBER_PREFIX, load_remembered, resolve_remembered_user
 from crowdfund.site.review import review_bp
@@ -142,6 +143,7 @@ def _register_blueprints(app: Flask) -> None:
         payouts_bp,
         mail_admin_bp,
         jobs_admin_bp,
+        payout_details_bp,
         actions_bp,
     ):
         app.register_blueprint(blueprint)

@@ -19,6 +19,7 @@ app.py: it assembles parts of every layer (core, funding, payments).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping
@@ -38,6 +39,7 @@ from crowdfund.mail.transport import Mailer, mailer_from_config
 from crowdfund.outbox.tasks import Handoff
 from crowdfund.payments.gateway import StripeGateway
 from crowdfund.rate_limit import TokenBucket, make_bucket
+from crowdfund.secrets_box import SecretBox, secret_box_from
 from crowdfund.session_services import SERVICES_KEY
 
 
@@ -56,6 +58,8 @@ class AppServices:
     mail_delivery: MailDelivery
     password_hasher: PasswordHasher
     hold_terms_cache: HoldTermsCache
+    #: Seals bank details at rest (crowdfund/secrets_box.py).
+    secret_box: SecretBox
     #: Hands committed outbox rows to the task queue (installed by crowdfund/worker.py's make_celery).
     handoff: Handoff
     #: The site's address for links in e-mail (settings["PUBLIC_URL"], no trailing slash).
@@ -101,6 +105,18 @@ def stripe_bucket(settings: Mapping[str, Any]) -> TokenBucket:
     )
 
 
+def _secret_box(settings: Mapping[str, Any]) -> SecretBox:
+    keys = str(settings.get("PAYOUT_DETAILS_KEYS") or "")
+    if keys:
+        return secret_box_from(keys)
+    if settings.get("ENV_NAME") == "production":
+        raise RuntimeError(
+            "Set PAYOUT_DETAILS_KEYS (a Fernet key) to store bank details (docs/operations.md)."
+        )
+    secret = str(settings.get("SECRET_KEY") or "development")
+    return SecretBox([base64.urlsafe_b64encode(hashlib.sha256(secret.encode()).digest()).decode()])
+
+
 def build_services(settings: Mapping[str, Any]) -> AppServices:
     """The services for `settings` (an app's config: see config.py for the keys)."""
     engine = dbmod.make_engine(
@@ -141,6 +157,7 @@ def build_services(settings: Mapping[str, Any]) -> AppServices:
         hold_terms_cache=HoldTermsCache(),
         handoff=Handoff(),
         public_url=settings["PUBLIC_URL"].rstrip("/"),
+        secret_box=_secret_box(settings),
     )
     # Without a task queue, mail is sent by the delivery thread (if enabled).
     services.handoff.mail_fallback = services.mail_delivery.wake

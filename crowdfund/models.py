@@ -1,6 +1,7 @@
 """Imports every model so that `Base.metadata` is complete (Alembic, tests)."""
 
 from crowdfund.accounts.models import RememberToken, Studio, StudioMember, User, UserRole
+from crowdfund.accounts.payout_accounts import PayoutAccount
 from crowdfund.audit import AuditEvent
 from crowdfund.db import Base
 from crowdfund.films.models import Film, FilmEvent
@@ -24,6 +25,7 @@ __all__ = [
     "JournalLine",
     "SentEmail",
     "OutboxTask",
+    "PayoutAccount",
     "StripeEvent",
     "PaymentAnomaly",
     "FilmEvent",

@@ -30,6 +30,14 @@ class MailSender(Protocol):
     def sender(self) -> str: ...
 
 
+class SecretSealer(Protocol):
+    """Encryption at rest (crowdfund/secrets_box.py: SecretBox)."""
+
+    def seal(self, plain: str) -> str: ...
+
+    def open(self, token: str) -> str: ...
+
+
 class TaskHandoff(Protocol):
     """What the outboxes need of the app's task queue (crowdfund/outbox.py: Handoff)."""
 
@@ -59,6 +67,9 @@ class SessionServices(Protocol):
 
     @property
     def handoff(self) -> TaskHandoff: ...
+
+    @property
+    def secret_box(self) -> SecretSealer: ...
 
     @property
     def password_hasher(self) -> PasswordHasher: ...

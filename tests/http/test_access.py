@@ -70,6 +70,7 @@ EXPECTED_PAGES: dict[str, dict[str, int | str]] = {
         "payouts.statements": 200,
         "payouts.statement": 404,
         "payouts.statement_pdf": 404,
+        "payout_details.bank_account": 200,
     },
     "finance": {
         "accounts.my_account": 200,

@@ -130,6 +130,10 @@ def test_role_change_ends_old_sessions(client: Client, db: Session, app: Flask) 
     assert response.status_code == 302 and "/login" in response.headers["Location"]
 
 
+#: A Fernet key for the production apps these tests build.
+PRODUCTION_PAYOUT_KEY = "Zm9yLXRlc3RzLW9ubHktbm90LWEtcmVhbC1rZXkhISE="
+
+
 def test_production_refuses_to_start_without_secret_key(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import pytest
 
@@ -139,15 +143,16 @@ def test_production_refuses_to_start_without_secret_key(monkeypatch) -> None:  #
     monkeypatch.setattr(config.ProductionConfig, "SECRET_KEY", None)
     with pytest.raises(RuntimeError, match="SECRET_KEY"):
         create_app("production", {"DATABASE_URL": "sqlite://", "RATELIMIT_STORAGE_URI": "memory://"})
-    app = create_app(
-        "production",
-        {
-            "DATABASE_URL": "sqlite://",
-            "SECRET_KEY": "x" * 32,
-            "RATELIMIT_STORAGE_URI": "memory://",
-            "MAIL_DELIVERY_THREAD": False,
-        },
-    )
+    settings = {
+        "DATABASE_URL": "sqlite://",
+        "SECRET_KEY": "x" * 32,
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "MAIL_DELIVERY_THREAD": False,
+    }
+    # Nor without a key to seal bank details with.
+    with pytest.raises(RuntimeError, match="PAYOUT_DETAILS_KEYS"):
+        create_app("production", settings)
+    app = create_app("production", {**settings, "PAYOUT_DETAILS_KEYS": PRODUCTION_PAYOUT_KEY})
     assert app.config["SESSION_COOKIE_SECURE"] and app.config["SESSION_COOKIE_HTTPONLY"]
     assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
 

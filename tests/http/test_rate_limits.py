@@ -19,6 +19,7 @@ from crowdfund.films.states import FilmState
 from crowdfund.site.web import app_services
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, make_film, make_studio_user, make_user
+from tests.http.test_auth import PRODUCTION_PAYOUT_KEY
 
 # Each test builds an app of its own (its own engine): it sees only what is committed.
 pytestmark = pytest.mark.committing
@@ -194,6 +195,7 @@ def _production(**overrides: object) -> Flask:
         "DATABASE_URL": "sqlite://",
         "SECRET_KEY": "x" * 32,
         "MAIL_DELIVERY_THREAD": False,
+        "PAYOUT_DETAILS_KEYS": PRODUCTION_PAYOUT_KEY,
     }
     settings.update(overrides)
     return create_app("production", settings)

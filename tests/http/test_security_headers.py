@@ -18,6 +18,7 @@ from crowdfund.payouts.models import BoxOfficeReport
 from crowdfund.uploads import store_file
 from tests.conftest import CheckSession, Client
 from tests.factories import PASSWORD, make_film, make_studio_user
+from tests.http.test_auth import PRODUCTION_PAYOUT_KEY
 from tests.http.test_payouts_http import released  # noqa: F401  (fixture)
 
 
@@ -77,6 +78,7 @@ def test_production_sends_hsts_and_secure_cookies(localstripe) -> None:  # type:
             "SECRET_KEY": "x" * 32,
             "RATELIMIT_STORAGE_URI": "memory://",
             "MAIL_DELIVERY_THREAD": False,
+            "PAYOUT_DETAILS_KEYS": PRODUCTION_PAYOUT_KEY,
         },
     )
     response = app.test_client().get("/static/css/app.css")

@@ -1,5 +1,6 @@
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from crowdfund.site.forms.text import SingleLine
@@ -84,3 +85,25 @@ class ResetPasswordForm(FlaskForm):
         validators=[DataRequired("Repeat the password."), EqualTo("password", "The passwords differ.")],
         render_kw={"autocomplete": "new-password"},
     )
+
+
+class PayoutAccountForm(FlaskForm):
+    kind = SelectField(
+        "Bank account",
+        choices=[
+            SelectChoice("sepa", "SEPA: an IBAN (Europe)"),
+            SelectChoice("us", "United States: routing and account number"),
+        ],
+    )
+    holder_name = StringField("Account holder's name", validators=[Length(max=140)])
+    iban = StringField("IBAN", validators=[Length(max=50)], render_kw={"autocomplete": "off"})
+    bic = StringField(
+        "BIC (SWIFT code)", validators=[Length(max=11)], description="Found from the IBAN if empty."
+    )
+    routing_number = StringField(
+        "Routing number (ABA)", validators=[Length(max=12)], render_kw={"autocomplete": "off"}
+    )
+    account_number = StringField(
+        "Account number", validators=[Length(max=20)], render_kw={"autocomplete": "off"}
+    )
+    password = PasswordField("Your password, to confirm", render_kw={"autocomplete": "current-password"})
