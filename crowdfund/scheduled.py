@@ -80,10 +80,6 @@ class FanOutReport:
     #: Rows written (each hands one film or run to the workers).
     scheduled: int = 0
 
-    @property
-    def failures(self) -> list[object]:
-        return []
-
 
 def schedule_round_close_job() -> FanOutReport:
     """The periodic round close: one row per film past its deadline, and a
@@ -111,12 +107,11 @@ def schedule_payouts_job() -> FanOutReport:
 
 
 def sweep_job() -> FanOutReport:
-    """Hand on the outbox rows a crash lost, and ask for a delivery of mail left waiting."""
+    """Hand on the outbox rows a crash lost (mail left waiting is the periodic mail.deliver's)."""
     services = app_services()
     after = timedelta(seconds=current_app.config["OUTBOX_SWEEP_SECONDS"])
     with services.sessions() as session:
         report = sweep(session, services.handoff, now=services.clock(), after=after)
-    services.handoff.mail_queued()
     return FanOutReport(len(report.handed))
 
 

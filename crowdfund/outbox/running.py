@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from crowdfund.db import after_commit, rowcount
@@ -52,14 +52,10 @@ class RunOutcome:
 def claim(session: Session, task_id: int, *, now: datetime, settings: RunSettings) -> OutboxTask | None:
     """Take the row for this worker (pending and due, or running with a lapsed
     lease) and commit the claim; None if it is not to run now."""
-    claimable = or_(
-        (OutboxTask.status == TaskStatus.PENDING) & (OutboxTask.next_attempt_at <= now),
-        (OutboxTask.status == TaskStatus.RUNNING) & (OutboxTask.next_attempt_at <= now),
-    )
     won = rowcount(
         session.execute(
             update(OutboxTask)
-            .where(OutboxTask.id == task_id, claimable)
+            .where(OutboxTask.id == task_id, *_due(now))
             .values(
                 status=TaskStatus.RUNNING,
                 attempts=OutboxTask.attempts + 1,
@@ -153,6 +149,14 @@ def run_pending(
     return outcomes
 
 
+def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """A row a worker may take now: pending and due, or running with a lapsed lease."""
+    return (
+        OutboxTask.status.in_((TaskStatus.PENDING, TaskStatus.RUNNING)),
+        OutboxTask.next_attempt_at <= now,
+    )
+
+
 def due_task_ids(
     session: Session, now: datetime, *, limit: int, kinds: Collection[str] | None = None
 ) -> list[int]:
@@ -160,11 +164,7 @@ def due_task_ids(
     return list(
         session.scalars(
             select(OutboxTask.id)
-            .where(
-                OutboxTask.status.in_((TaskStatus.PENDING, TaskStatus.RUNNING)),
-                OutboxTask.next_attempt_at <= now,
-                *of_kinds,
-            )
+            .where(*_due(now), *of_kinds)
             .order_by(OutboxTask.next_attempt_at, OutboxTask.id)
             .limit(limit)
         )
@@ -177,27 +177,28 @@ def due_task_ids(
 @dataclass
 class SweepReport:
     handed: list[int] = field(default_factory=list)
-    mail_requested: bool = False
 
 
-def lost_task_ids(session: Session, now: datetime, *, after: timedelta, limit: int = 1000) -> list[int]:
+def lost(now: datetime, *, after: timedelta) -> tuple[ColumnElement[bool], ...]:
     """Due rows that no live worker has: pending for `after` since they were
     due, or running with a lapsed lease; either not handed on by a sweep in
     the last `after` (so a row waiting in a backlog is handed on once per
     interval, not at every sweep)."""
     stale = now - after
+    return (
+        or_(
+            (OutboxTask.status == TaskStatus.PENDING) & (OutboxTask.next_attempt_at <= stale),
+            (OutboxTask.status == TaskStatus.RUNNING) & (OutboxTask.next_attempt_at <= now),
+        ),
+        OutboxTask.handed_at.is_(None) | (OutboxTask.handed_at <= stale),
+    )
+
+
+def lost_task_ids(session: Session, now: datetime, *, after: timedelta, limit: int = 1000) -> list[int]:
+    """The ids of the rows `lost` finds, oldest first."""
     return list(
         session.scalars(
-            select(OutboxTask.id)
-            .where(
-                or_(
-                    (OutboxTask.status == TaskStatus.PENDING) & (OutboxTask.next_attempt_at <= stale),
-                    (OutboxTask.status == TaskStatus.RUNNING) & (OutboxTask.next_attempt_at <= now),
-                ),
-                OutboxTask.handed_at.is_(None) | (OutboxTask.handed_at <= stale),
-            )
-            .order_by(OutboxTask.id)
-            .limit(limit)
+            select(OutboxTask.id).where(*lost(now, after=after)).order_by(OutboxTask.id).limit(limit)
         )
     )
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from crowdfund.outbox.running import RunSettings, lost_task_ids
+from crowdfund.outbox.running import RunSettings, lost
 from crowdfund.outbox.tasks import OutboxTask, TaskStatus
 
 
@@ -29,17 +29,17 @@ def counts_by_kind(session: Session) -> list[KindCounts]:
             func.sum(case((OutboxTask.attempts > 1, 1), else_=0)),
         ).group_by(OutboxTask.kind, OutboxTask.status)
     ).all()
-    by_kind: dict[str, KindCounts] = {}
+    counts: dict[str, dict[str, int]] = {}
+    retried_by_kind: dict[str, int] = {}
     for kind, status, count, retried in rows:
-        entry = by_kind.setdefault(kind, KindCounts(kind, {s.value: 0 for s in TaskStatus}, 0))
-        entry.counts[status] = count
-        by_kind[kind] = KindCounts(kind, entry.counts, entry.retried + int(retried or 0))
-    return [by_kind[k] for k in sorted(by_kind)]
+        counts.setdefault(kind, {s.value: 0 for s in TaskStatus})[status] = count
+        retried_by_kind[kind] = retried_by_kind.get(kind, 0) + int(retried or 0)
+    return [KindCounts(kind, counts[kind], retried_by_kind[kind]) for kind in sorted(counts)]
 
 
 def count_lost(session: Session, now: datetime, *, after: timedelta) -> int:
     """Rows older than the sweep interval that no worker has: should be 0."""
-    return len(lost_task_ids(session, now, after=after, limit=100_000))
+    return session.scalar(select(func.count()).select_from(OutboxTask).where(*lost(now, after=after))) or 0
 
 
 def tasks_of_status(session: Session, status: TaskStatus, *, limit: int = 200) -> list[OutboxTask]:

@@ -130,7 +130,8 @@ def handlers(settings: TaskSettings) -> dict[str, Handler]:
             raise BatchIncomplete(failures)
         return decided
 
-    def refund_batch(session: Session, args: Mapping[str, Any]) -> int:
+    def refund_range(session: Session, after_id: int, last_id: int) -> int:
+        """Carry out the refunds owed of the orders after `after_id` up to `last_id`."""
         failures: list[UnitFailure] = []
         done = process_refunds(
             session,
@@ -138,28 +139,19 @@ def handlers(settings: TaskSettings) -> dict[str, Handler]:
             now=settings.clock(),
             batch_size=settings.refund_batch,
             failures=failures,
-            order_ids=(int(args["after_id"]), int(args["last_id"])),
+            order_ids=(after_id, last_id),
             claim_timeout=settings.refund_claim_timeout,
         )
         if failures:
             raise BatchIncomplete(failures)
         return done
 
+    def refund_batch(session: Session, args: Mapping[str, Any]) -> int:
+        return refund_range(session, int(args["after_id"]), int(args["last_id"]))
+
     def refund_order(session: Session, args: Mapping[str, Any]) -> int:
-        failures: list[UnitFailure] = []
         order_id = int(args["order_id"])
-        done = process_refunds(
-            session,
-            settings.gateway,
-            now=settings.clock(),
-            batch_size=1,
-            failures=failures,
-            order_ids=(order_id - 1, order_id),
-            claim_timeout=settings.refund_claim_timeout,
-        )
-        if failures:
-            raise BatchIncomplete(failures)
-        return done
+        return refund_range(session, order_id - 1, order_id)
 
     def refund_anomaly_task(session: Session, args: Mapping[str, Any]) -> bool:
         # A refusal by Stripe raises: the row is retried with backoff (and reconcile retries too).
