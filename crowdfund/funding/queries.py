@@ -58,14 +58,23 @@ def paid_units_of_backer(session: Session, film_id: int, user_id: int) -> int:
     )
 
 
-def paid_units_by_backer(session: Session, film_id: int, user_id: int | None = None) -> dict[int, int]:
-    """{backer: units of their paid orders of a film}, for every backer or one;
+def paid_units_by_backer(
+    session: Session,
+    film_id: int,
+    user_id: int | None = None,
+    *,
+    users_between: tuple[int, int] | None = None,
+) -> dict[int, int]:
+    """{backer: units of their paid orders of a film}, for every backer, one,
+    or those with an id after `users_between[0]` up to `users_between[1]`;
     a user with no paid order is absent."""
     query = (
         select(Order.user_id, func.sum(Order.units)).where(paid_orders_of(film_id)).group_by(Order.user_id)
     )
     if user_id is not None:
         query = query.where(Order.user_id == user_id)
+    if users_between is not None:
+        query = query.where(Order.user_id > users_between[0], Order.user_id <= users_between[1])
     return {uid: int(units) for uid, units in session.execute(query).all()}
 
 

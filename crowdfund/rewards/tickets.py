@@ -41,7 +41,13 @@ def move_ticket(session: Session, ticket: Ticket, target: TicketStatus, **values
     return transitions.move(session, TICKET, ticket, target, values=values, where=(read_screening,))
 
 
-def _live_tickets_by_backer(session: Session, film_id: int, user_id: int | None = None) -> dict[int, int]:
+def _live_tickets_by_backer(
+    session: Session,
+    film_id: int,
+    user_id: int | None = None,
+    *,
+    users_between: tuple[int, int] | None = None,
+) -> dict[int, int]:
     query = (
         select(Ticket.user_id, func.count())
         .where(Ticket.film_id == film_id, Ticket.status != TicketStatus.VOID)
@@ -49,6 +55,8 @@ def _live_tickets_by_backer(session: Session, film_id: int, user_id: int | None 
     )
     if user_id is not None:
         query = query.where(Ticket.user_id == user_id)
+    if users_between is not None:
+        query = query.where(Ticket.user_id > users_between[0], Ticket.user_id <= users_between[1])
     return {uid: int(n) for uid, n in session.execute(query).all()}
 
 
@@ -90,8 +98,8 @@ def issue_tickets_batch(
     if not tiers:
         return 0, last
     in_batch = (after_user_id, last)
-    stakes = _in_range(paid_units_by_backer(session, film_id), in_batch)
-    held = _in_range(_live_tickets_by_backer(session, film_id), in_batch)
+    stakes = paid_units_by_backer(session, film_id, users_between=in_batch)
+    held = _live_tickets_by_backer(session, film_id, users_between=in_batch)
     rows: list[dict[str, object]] = []
     newly_served: list[tuple[int, int]] = []
     for user_id in sorted(stakes):
@@ -128,11 +136,6 @@ def issue_tickets_batch(
         )
     session.flush()
     return len(rows), last
-
-
-def _in_range(counts: dict[int, int], bounds: tuple[int, int]) -> dict[int, int]:
-    low, high = bounds
-    return {user_id: n for user_id, n in counts.items() if low < user_id <= high}
 
 
 def void_unbooked_tickets(session: Session, film_id: int, user_id: int, *, now: datetime) -> int:
